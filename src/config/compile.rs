@@ -1,0 +1,730 @@
+//! Validation and building: raw YAML values → [`Config`]. Every problem is collected with its
+//! key path and line; nothing here runs after load.
+
+use super::lines::LineIndex;
+use super::values::{interpolate, parse_duration, parse_size};
+use super::{raw, ConfigIssue};
+use crate::discovery::{DiscoverySpec, StaticEndpoint};
+use crate::router::{HeaderMatcher, HostMatch, MethodSet, PathMatch, RouteMatch};
+use crate::snapshot::{Limits, RedirectTarget, Respond, Rewrite};
+use crate::upstream::{Protocol, Timeouts, UpstreamSpec};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use ipnet::IpNet;
+use regex::Regex;
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// A validated configuration: plain data, ready for `Snapshot::build`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub workers: Option<usize>,
+    pub listeners: Vec<ListenerConfig>,
+    pub limits: Limits,
+    pub trusted_proxies: Vec<IpNet>,
+    pub upstreams: Vec<UpstreamSpec>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub matcher: RouteMatch,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    Proxy {
+        upstream: String,
+        rewrite: Rewrite,
+    },
+    Respond(Respond),
+    Redirect {
+        status: StatusCode,
+        target: RedirectTarget,
+    },
+}
+
+/// Collects issues, resolving each path's line once.
+struct Issues<'a> {
+    list: Vec<ConfigIssue>,
+    lines: &'a LineIndex,
+}
+
+impl Issues<'_> {
+    fn add(&mut self, path: &str, message: impl Into<String>) {
+        self.list.push(ConfigIssue {
+            path: path.to_string(),
+            line: self.lines.line(path),
+            message: message.into(),
+        });
+    }
+
+    /// Deserialises one item, reporting a failure at the exact nested key.
+    fn item<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
+        match serde_path_to_error::deserialize(value) {
+            Ok(item) => Some(item),
+            Err(err) => {
+                let inner = err.path().to_string();
+                let full = match inner.as_str() {
+                    "." | "" => path.to_string(),
+                    _ if path.is_empty() => inner,
+                    _ if inner.starts_with('[') => format!("{path}{inner}"),
+                    _ => format!("{path}.{inner}"),
+                };
+                let message = clean_serde_message(&err.into_inner().to_string());
+                self.add(&full, message);
+                None
+            }
+        }
+    }
+}
+
+/// serde_yaml appends its own position (relative to a detached value, so wrong here).
+fn clean_serde_message(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(cut) => message[..cut].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn interpolate_tree(
+    value: &mut Value,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    issues: &mut Issues,
+) {
+    match value {
+        Value::String(text) if text.contains('$') => match interpolate(text, env) {
+            Ok(done) => *text = done,
+            Err(message) => issues.add(path, message),
+        },
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate_tree(item, &format!("{path}[{i}]"), env, issues);
+            }
+        }
+        Value::Mapping(map) => {
+            for (key, item) in map.iter_mut() {
+                let key = key.as_str().unwrap_or("?");
+                let child = if path.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{path}.{key}")
+                };
+                interpolate_tree(item, &child, env, issues);
+            }
+        }
+        _ => {}
+    }
+}
+
+pub(super) fn compile(
+    mut value: Value,
+    lines: &LineIndex,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Vec<ConfigIssue>> {
+    let mut issues = Issues {
+        list: Vec::new(),
+        lines,
+    };
+    interpolate_tree(&mut value, "", env, &mut issues);
+    let Some(top) = issues.item::<raw::Top>(value, "") else {
+        return Err(issues.list);
+    };
+
+    if top.workers == Some(0) {
+        issues.add("workers", "must be at least 1");
+    }
+    let listeners = compile_listeners(top.listeners, &mut issues);
+    let limits = match top.limits {
+        Some(value) => issues
+            .item::<raw::Limits>(value, "limits")
+            .map(|raw| compile_limits(raw, &mut issues))
+            .unwrap_or_default(),
+        None => Limits::default(),
+    };
+    let trusted_proxies = compile_trusted(&top.trusted_proxies, &mut issues);
+    // Names count as known even when their definition has errors: one mistake, one message.
+    let declared: Vec<String> = top
+        .upstreams
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_string))
+        .collect();
+    let known: Vec<&str> = declared.iter().map(String::as_str).collect();
+    let upstreams = compile_upstreams(top.upstreams, &mut issues);
+    let routes = compile_routes(top.routes, &known, &mut issues);
+
+    if issues.list.is_empty() {
+        Ok(Config {
+            workers: top.workers,
+            listeners,
+            limits,
+            trusted_proxies,
+            upstreams,
+            routes,
+        })
+    } else {
+        Err(issues.list)
+    }
+}
+
+fn compile_listeners(items: Vec<Value>, issues: &mut Issues) -> Vec<ListenerConfig> {
+    if items.is_empty() {
+        issues.add("listeners", "at least one listener is required");
+    }
+    let mut names = HashSet::new();
+    let mut addresses = HashSet::new();
+    let mut out = Vec::new();
+    for (i, value) in items.into_iter().enumerate() {
+        let path = format!("listeners[{i}]");
+        let Some(raw) = issues.item::<raw::Listener>(value, &path) else {
+            continue;
+        };
+        if !names.insert(raw.name.clone()) {
+            issues.add(
+                &format!("{path}.name"),
+                format!("duplicate listener name {:?}", raw.name),
+            );
+        }
+        match raw.address.parse::<SocketAddr>() {
+            Ok(address) => {
+                if !addresses.insert(address) {
+                    issues.add(
+                        &format!("{path}.address"),
+                        format!("address {address} is used by another listener"),
+                    );
+                }
+                out.push(ListenerConfig {
+                    name: raw.name,
+                    address,
+                });
+            }
+            Err(_) => issues.add(
+                &format!("{path}.address"),
+                format!(
+                    "invalid address {:?}: expected IP:PORT, e.g. 0.0.0.0:8080",
+                    raw.address
+                ),
+            ),
+        }
+    }
+    out
+}
+
+fn duration_field(
+    value: Option<String>,
+    default: Duration,
+    path: &str,
+    issues: &mut Issues,
+) -> Duration {
+    match value {
+        None => default,
+        Some(text) => match parse_duration(&text) {
+            Ok(d) if d.is_zero() => {
+                issues.add(path, "must be greater than zero");
+                default
+            }
+            Ok(d) => d,
+            Err(message) => {
+                issues.add(path, message);
+                default
+            }
+        },
+    }
+}
+
+fn size_field(
+    value: Option<String>,
+    default: u64,
+    min: u64,
+    path: &str,
+    issues: &mut Issues,
+) -> u64 {
+    match value.map(|text| parse_size(&text)) {
+        None => default,
+        Some(Ok(size)) if size < min => {
+            issues.add(path, format!("must be at least {min} bytes"));
+            default
+        }
+        Some(Ok(size)) => size,
+        Some(Err(message)) => {
+            issues.add(path, message);
+            default
+        }
+    }
+}
+
+fn compile_limits(raw: raw::Limits, issues: &mut Issues) -> Limits {
+    let d = Limits::default();
+    let max_headers = raw.max_headers.unwrap_or(d.max_headers);
+    if max_headers == 0 {
+        issues.add("limits.max_headers", "must be at least 1");
+    }
+    let max_connections = raw.max_connections.unwrap_or(d.max_connections);
+    if max_connections == 0 {
+        issues.add("limits.max_connections", "must be at least 1");
+    }
+    Limits {
+        max_header_bytes: size_field(
+            raw.max_header_bytes,
+            d.max_header_bytes as u64,
+            1024,
+            "limits.max_header_bytes",
+            issues,
+        ) as usize,
+        max_headers,
+        max_uri_bytes: size_field(
+            raw.max_uri_bytes,
+            d.max_uri_bytes as u64,
+            256,
+            "limits.max_uri_bytes",
+            issues,
+        ) as usize,
+        max_body_bytes: size_field(
+            raw.max_body_bytes,
+            d.max_body_bytes,
+            0,
+            "limits.max_body_bytes",
+            issues,
+        ),
+        header_read_timeout: duration_field(
+            raw.header_read_timeout,
+            d.header_read_timeout,
+            "limits.header_read_timeout",
+            issues,
+        ),
+        idle_timeout: duration_field(
+            raw.idle_timeout,
+            d.idle_timeout,
+            "limits.idle_timeout",
+            issues,
+        ),
+        max_connections,
+    }
+}
+
+fn compile_trusted(items: &[String], issues: &mut Issues) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    for (i, text) in items.iter().enumerate() {
+        let parsed = text
+            .parse::<IpNet>()
+            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
+        match parsed {
+            Ok(net) => out.push(net),
+            Err(_) => issues.add(
+                &format!("trusted_proxies[{i}]"),
+                format!("invalid CIDR {text:?}: expected e.g. 10.0.0.0/8 or 192.0.2.1"),
+            ),
+        }
+    }
+    out
+}
+
+fn compile_upstreams(map: serde_yaml::Mapping, issues: &mut Issues) -> Vec<UpstreamSpec> {
+    let mut out = Vec::new();
+    for (key, value) in map {
+        let Some(name) = key.as_str().map(str::to_string) else {
+            issues.add("upstreams", "upstream names must be strings");
+            continue;
+        };
+        let path = format!("upstreams.{name}");
+        let Some(raw) = issues.item::<raw::Upstream>(value, &path) else {
+            continue;
+        };
+        let discovery = match raw.discovery.static_list {
+            None => {
+                issues.add(&format!("{path}.discovery"), "needs a backend: static");
+                continue;
+            }
+            Some(items) => {
+                let dpath = format!("{path}.discovery.static");
+                if items.is_empty() {
+                    issues.add(&dpath, "needs at least one endpoint");
+                }
+                let mut endpoints = Vec::new();
+                for (i, item) in items.into_iter().enumerate() {
+                    let (address, weight) = match item {
+                        raw::StaticEndpoint::Address(a) => (a, None),
+                        raw::StaticEndpoint::Weighted(w) => (w.address, w.weight),
+                    };
+                    if weight == Some(0) {
+                        issues.add(&format!("{dpath}[{i}].weight"), "must be at least 1");
+                    }
+                    match StaticEndpoint::parse(&address, weight.unwrap_or(1)) {
+                        Ok(endpoint) => endpoints.push(endpoint),
+                        Err(message) => issues.add(&format!("{dpath}[{i}]"), message),
+                    }
+                }
+                DiscoverySpec::Static(endpoints)
+            }
+        };
+        match raw.balance.as_deref() {
+            None | Some("round_robin") => {}
+            Some(other) => issues.add(
+                &format!("{path}.balance"),
+                format!("unknown balancer {other:?}: expected round_robin"),
+            ),
+        }
+        let protocol = match raw.protocol.as_deref() {
+            None | Some("http1") => Protocol::Http1,
+            Some("http2") => Protocol::Http2,
+            Some(other) => {
+                issues.add(
+                    &format!("{path}.protocol"),
+                    format!("unknown protocol {other:?}: expected http1 or http2"),
+                );
+                Protocol::Http1
+            }
+        };
+        let timeouts = Timeouts {
+            connect: duration_field(
+                raw.timeouts.connect,
+                Duration::from_secs(5),
+                &format!("{path}.timeouts.connect"),
+                issues,
+            ),
+            response: duration_field(
+                raw.timeouts.response,
+                Duration::from_secs(60),
+                &format!("{path}.timeouts.response"),
+                issues,
+            ),
+            idle: duration_field(
+                raw.timeouts.idle,
+                Duration::from_secs(60),
+                &format!("{path}.timeouts.idle"),
+                issues,
+            ),
+        };
+        out.push(UpstreamSpec {
+            name,
+            discovery,
+            protocol,
+            timeouts,
+            max_idle_per_endpoint: raw.pool.max_idle_per_endpoint.unwrap_or(128),
+        });
+    }
+    out
+}
+
+fn compile_routes(items: Vec<Value>, upstreams: &[&str], issues: &mut Issues) -> Vec<RouteConfig> {
+    if items.is_empty() {
+        issues.add("routes", "at least one route is required");
+    }
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, value) in items.into_iter().enumerate() {
+        let path = format!("routes[{i}]");
+        let Some(raw) = issues.item::<raw::Route>(value, &path) else {
+            continue;
+        };
+        if raw.name.is_empty() {
+            issues.add(&format!("{path}.name"), "must not be empty");
+        } else if !names.insert(raw.name.clone()) {
+            issues.add(
+                &format!("{path}.name"),
+                format!("duplicate route name {:?}", raw.name),
+            );
+        }
+        let matcher = compile_match(&raw.matcher, &format!("{path}.match"), issues);
+        let action = compile_action(&raw, &matcher, upstreams, &path, issues);
+        if let (Some(matcher), Some(action)) = (matcher, action) {
+            out.push(RouteConfig {
+                name: raw.name,
+                matcher,
+                action,
+            });
+        }
+    }
+    out
+}
+
+fn compile_match(raw: &raw::Match, path: &str, issues: &mut Issues) -> Option<RouteMatch> {
+    let before = issues.list.len();
+    let host = match raw.host.as_deref() {
+        None | Some("*") => HostMatch::Any,
+        Some(host) => {
+            let host = host.to_ascii_lowercase();
+            let bare = host.strip_prefix("*.").unwrap_or(&host);
+            let valid = !bare.is_empty()
+                && bare
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !valid {
+                issues.add(
+                    &format!("{path}.host"),
+                    format!("invalid host {host:?}: expected a name like api.example.com or *.example.com (no port)"),
+                );
+            }
+            match host.strip_prefix('*') {
+                Some(suffix) => HostMatch::Suffix(suffix.to_string()),
+                None => HostMatch::Exact(host),
+            }
+        }
+    };
+    let given = [&raw.path, &raw.path_prefix, &raw.path_regex]
+        .iter()
+        .filter(|p| p.is_some())
+        .count();
+    if given > 1 {
+        issues.add(path, "use only one of path, path_prefix and path_regex");
+    }
+    let check_slash = |p: &str, key: &str, issues: &mut Issues| {
+        if !p.starts_with('/') {
+            issues.add(
+                &format!("{path}.{key}"),
+                format!("{p:?} must start with \"/\""),
+            );
+        }
+    };
+    let path_match = if let Some(exact) = &raw.path {
+        check_slash(exact, "path", issues);
+        PathMatch::Exact(exact.clone())
+    } else if let Some(prefix) = &raw.path_prefix {
+        check_slash(prefix, "path_prefix", issues);
+        PathMatch::prefix(prefix)
+    } else if let Some(pattern) = &raw.path_regex {
+        match Regex::new(&format!("^(?:{pattern})$")) {
+            Ok(regex) => PathMatch::Regex(regex),
+            Err(e) => {
+                issues.add(&format!("{path}.path_regex"), format!("invalid regex: {e}"));
+                PathMatch::prefix("/")
+            }
+        }
+    } else {
+        PathMatch::prefix("/")
+    };
+    let methods = raw.methods.as_ref().map(|list| {
+        let mut set = MethodSet::default();
+        if list.is_empty() {
+            issues.add(
+                &format!("{path}.methods"),
+                "must list at least one method (omit it to match all)",
+            );
+        }
+        for (i, name) in list.iter().enumerate() {
+            match Method::from_bytes(name.to_ascii_uppercase().as_bytes()) {
+                Ok(method) => set.insert(method),
+                Err(_) => issues.add(
+                    &format!("{path}.methods[{i}]"),
+                    format!("invalid method {name:?}"),
+                ),
+            }
+        }
+        set
+    });
+    let mut headers = Vec::new();
+    for (i, h) in raw.headers.iter().enumerate() {
+        let hpath = format!("{path}.headers[{i}]");
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+            issues.add(
+                &format!("{hpath}.name"),
+                format!("invalid header name {:?}", h.name),
+            );
+            continue;
+        };
+        match (&h.value, &h.regex) {
+            (Some(_), Some(_)) => issues.add(&hpath, "use either value or regex, not both"),
+            (Some(value), None) => match HeaderValue::from_str(value) {
+                Ok(value) => headers.push(HeaderMatcher::Exact(name, value)),
+                Err(_) => issues.add(&format!("{hpath}.value"), "invalid header value"),
+            },
+            (None, Some(pattern)) => match Regex::new(&format!("^(?:{pattern})$")) {
+                Ok(regex) => headers.push(HeaderMatcher::Regex(name, regex)),
+                Err(e) => issues.add(&format!("{hpath}.regex"), format!("invalid regex: {e}")),
+            },
+            (None, None) => headers.push(HeaderMatcher::Present(name)),
+        }
+    }
+    (issues.list.len() == before).then_some(RouteMatch {
+        host,
+        path: path_match,
+        methods,
+        headers,
+    })
+}
+
+fn compile_action(
+    raw: &raw::Route,
+    matcher: &Option<RouteMatch>,
+    upstreams: &[&str],
+    path: &str,
+    issues: &mut Issues,
+) -> Option<Action> {
+    let given = [
+        raw.upstream.is_some(),
+        raw.respond.is_some(),
+        raw.redirect.is_some(),
+    ]
+    .iter()
+    .filter(|g| **g)
+    .count();
+    if given != 1 {
+        issues.add(
+            path,
+            format!(
+                "route {:?} needs exactly one of upstream, respond or redirect",
+                raw.name
+            ),
+        );
+        return None;
+    }
+    if raw.rewrite.is_some() && raw.upstream.is_none() {
+        issues.add(
+            &format!("{path}.rewrite"),
+            "rewrite applies only to routes with an upstream",
+        );
+    }
+    if let Some(upstream) = &raw.upstream {
+        if !upstreams.contains(&upstream.as_str()) {
+            let known = if upstreams.is_empty() {
+                "none defined".to_string()
+            } else {
+                upstreams.join(", ")
+            };
+            issues.add(
+                &format!("{path}.upstream"),
+                format!(
+                    "route {:?} names unknown upstream {upstream:?} (known: {known})",
+                    raw.name
+                ),
+            );
+        }
+        let rewrite = raw
+            .rewrite
+            .as_ref()
+            .map(|r| compile_rewrite(r, matcher, &format!("{path}.rewrite"), issues))
+            .unwrap_or_default();
+        return Some(Action::Proxy {
+            upstream: upstream.clone(),
+            rewrite,
+        });
+    }
+    if let Some(respond) = &raw.respond {
+        let rpath = format!("{path}.respond");
+        let status = match StatusCode::from_u16(respond.status) {
+            Ok(status) if status.as_u16() >= 200 => status,
+            _ => {
+                issues.add(
+                    &format!("{rpath}.status"),
+                    format!("invalid status {}: expected 200-599", respond.status),
+                );
+                StatusCode::OK
+            }
+        };
+        let mut headers = HeaderMap::new();
+        for (name, value) in &respond.headers {
+            match (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                (Ok(name), Ok(value)) => {
+                    headers.append(name, value);
+                }
+                _ => issues.add(
+                    &format!("{rpath}.headers.{name}"),
+                    "invalid header name or value",
+                ),
+            }
+        }
+        return Some(Action::Respond(Respond {
+            status,
+            headers,
+            body: Bytes::from(respond.body.clone()),
+        }));
+    }
+    let redirect = raw.redirect.as_ref()?;
+    let rpath = format!("{path}.redirect");
+    let status = match redirect.status.unwrap_or(302) {
+        code @ (301 | 302 | 303 | 307 | 308) => {
+            StatusCode::from_u16(code).unwrap_or(StatusCode::FOUND)
+        }
+        other => {
+            issues.add(
+                &format!("{rpath}.status"),
+                format!("invalid redirect status {other}: expected 301, 302, 303, 307 or 308"),
+            );
+            StatusCode::FOUND
+        }
+    };
+    let target = match (&redirect.location, redirect.scheme.as_deref()) {
+        (Some(location), None) => match HeaderValue::from_str(location) {
+            Ok(value) => RedirectTarget::Location(value),
+            Err(_) => {
+                issues.add(&format!("{rpath}.location"), "invalid location");
+                return None;
+            }
+        },
+        (None, Some("https")) => RedirectTarget::Scheme("https"),
+        (None, Some("http")) => RedirectTarget::Scheme("http"),
+        (None, Some(other)) => {
+            issues.add(
+                &format!("{rpath}.scheme"),
+                format!("invalid scheme {other:?}: expected http or https"),
+            );
+            return None;
+        }
+        _ => {
+            issues.add(&rpath, "needs exactly one of location or scheme");
+            return None;
+        }
+    };
+    Some(Action::Redirect { status, target })
+}
+
+fn compile_rewrite(
+    raw: &raw::Rewrite,
+    matcher: &Option<RouteMatch>,
+    path: &str,
+    issues: &mut Issues,
+) -> Rewrite {
+    let mut rewrite = Rewrite::default();
+    if raw.strip_prefix.is_some() && raw.replace_prefix.is_some() {
+        issues.add(path, "use either strip_prefix or replace_prefix, not both");
+    }
+    if let Some(prefix) = &raw.strip_prefix {
+        if !prefix.starts_with('/') {
+            issues.add(
+                &format!("{path}.strip_prefix"),
+                format!("{prefix:?} must start with \"/\""),
+            );
+        }
+        rewrite.strip_prefix = Some(prefix.trim_end_matches('/').to_string());
+    }
+    if let Some(replacement) = &raw.replace_prefix {
+        if !replacement.starts_with('/') {
+            issues.add(
+                &format!("{path}.replace_prefix"),
+                format!("{replacement:?} must start with \"/\""),
+            );
+        }
+        match matcher.as_ref().map(|m| &m.path) {
+            Some(PathMatch::Prefix(prefix)) => {
+                rewrite.replace_prefix = Some((prefix.clone(), replacement.clone()));
+            }
+            Some(_) => issues.add(
+                &format!("{path}.replace_prefix"),
+                "needs a route that matches with path_prefix",
+            ),
+            None => {}
+        }
+    }
+    if let Some(host) = &raw.host {
+        match HeaderValue::from_str(host) {
+            Ok(value) if !host.is_empty() => rewrite.host = Some(value),
+            _ => issues.add(&format!("{path}.host"), format!("invalid host {host:?}")),
+        }
+    }
+    rewrite
+}

@@ -1,0 +1,163 @@
+//! `gateway.yaml` → validated [`Config`].
+//!
+//! Three steps, all at load time and never on the request path: the text is parsed into YAML
+//! values and `${ENV}` references are filled in; each section item is deserialised into the
+//! serde mirror in [`raw`]; [`compile`] checks values and cross-references and builds plain,
+//! ready-to-use settings. Every problem found is collected, with its key path and line, so a
+//! user fixes a file in one pass. The runtime snapshot is built from a `Config` in `snapshot.rs`.
+
+mod compile;
+mod lines;
+pub mod raw;
+mod values;
+
+pub use compile::{Action, Config, ListenerConfig, RouteConfig};
+pub use values::{parse_duration, parse_size};
+
+use crate::router::Router;
+use crate::snapshot::{Route, RouteAction, Snapshot};
+use crate::upstream::Upstream;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// One problem in the file: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(line) = self.line {
+            write!(f, " (line {line})")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{path} is empty: it needs at least one listener and one route")]
+    Empty { path: String },
+    #[error("{path}: YAML syntax error: {reason}")]
+    Syntax { path: String, reason: String },
+    #[error("{}", issues_text(.0))]
+    Invalid(Vec<ConfigIssue>),
+}
+
+fn issues_text(issues: &[ConfigIssue]) -> String {
+    let mut text = format!(
+        "{} error{} in config:",
+        issues.len(),
+        if issues.len() == 1 { "" } else { "s" }
+    );
+    for issue in issues {
+        text.push_str("\n  ");
+        text.push_str(&issue.to_string());
+    }
+    text
+}
+
+impl ConfigError {
+    /// The individual problems, for callers that report them as data (e.g. JSON).
+    pub fn issues(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid(issues) => issues.iter().map(ToString::to_string).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    parse(&text, &path.display().to_string(), &|name| {
+        std::env::var(name).ok()
+    })
+}
+
+/// Validates config text; `origin` names it in messages, `env` resolves `${NAME}`.
+pub fn parse(
+    text: &str,
+    origin: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: origin.to_string(),
+        reason: e.to_string(),
+    })?;
+    if value.is_null() {
+        return Err(ConfigError::Empty {
+            path: origin.to_string(),
+        });
+    }
+    let lines = lines::LineIndex::build(text);
+    compile::compile(value, &lines, env).map_err(ConfigError::Invalid)
+}
+
+/// Builds the runtime snapshot of `config`. Upstreams whose settings equal those in `prev`
+/// are carried over whole (pools, endpoints, discovery task); the others start fresh on the
+/// runtime behind `handle`.
+pub fn build_snapshot(
+    config: &Config,
+    prev: Option<&Snapshot>,
+    generation: u64,
+    workers: usize,
+    handle: &tokio::runtime::Handle,
+) -> Snapshot {
+    let mut upstreams = HashMap::new();
+    for spec in &config.upstreams {
+        let reused = prev
+            .and_then(|p| p.upstreams.get(&spec.name))
+            .filter(|u| u.spec == *spec)
+            .cloned();
+        let upstream = match reused {
+            Some(upstream) => upstream,
+            None => {
+                if prev.is_some() {
+                    tracing::info!(upstream = %spec.name, "upstream (re)started with fresh state");
+                }
+                Upstream::start(spec.clone(), workers, handle)
+            }
+        };
+        upstreams.insert(spec.name.clone(), upstream);
+    }
+    let routes = config.routes.iter().filter_map(|route| {
+        let action = match &route.action {
+            Action::Proxy { upstream, rewrite } => RouteAction::Proxy {
+                upstream: Arc::clone(upstreams.get(upstream)?),
+                rewrite: rewrite.clone(),
+            },
+            Action::Respond(respond) => RouteAction::Respond(respond.clone()),
+            Action::Redirect { status, target } => RouteAction::Redirect {
+                status: *status,
+                target: target.clone(),
+            },
+        };
+        let compiled = Route {
+            name: route.name.as_str().into(),
+            action,
+        };
+        Some((route.matcher.clone(), Arc::new(compiled)))
+    });
+    Snapshot {
+        generation,
+        router: Router::new(routes),
+        upstreams,
+        limits: config.limits,
+        trusted_proxies: config.trusted_proxies.clone(),
+    }
+}

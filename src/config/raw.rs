@@ -1,0 +1,160 @@
+//! Serde structs that mirror `gateway.yaml` one to one. No logic lives here: parsing of
+//! durations, sizes and addresses, cross-references and defaults belong to `compile.rs`.
+//!
+//! Sections that hold many items (`listeners`, `upstreams`, `routes`) are first read as raw YAML
+//! values so that each item is deserialised on its own: one bad route does not hide the errors
+//! of the next one.
+
+use serde::Deserialize;
+use serde_yaml::{Mapping, Value};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Top {
+    /// Worker threads, one single-threaded runtime each. Default: the number of cores.
+    pub workers: Option<usize>,
+    #[serde(default)]
+    pub listeners: Vec<Value>,
+    #[serde(default)]
+    pub limits: Option<Value>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub upstreams: Mapping,
+    #[serde(default)]
+    pub routes: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub name: String,
+    pub address: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_header_bytes: Option<String>,
+    pub max_headers: Option<usize>,
+    pub max_uri_bytes: Option<String>,
+    pub max_body_bytes: Option<String>,
+    pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub discovery: Discovery,
+    #[serde(default)]
+    pub balance: Option<String>,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub pool: Pool,
+}
+
+/// Exactly one backend key must be set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discovery {
+    #[serde(rename = "static")]
+    pub static_list: Option<Vec<StaticEndpoint>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StaticEndpoint {
+    Address(String),
+    Weighted(WeightedEndpoint),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedEndpoint {
+    pub address: String,
+    pub weight: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    pub connect: Option<String>,
+    pub response: Option<String>,
+    pub idle: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    pub max_idle_per_endpoint: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: String,
+    #[serde(rename = "match", default)]
+    pub matcher: Match,
+    pub upstream: Option<String>,
+    pub rewrite: Option<Rewrite>,
+    pub respond: Option<Respond>,
+    pub redirect: Option<Redirect>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub path_prefix: Option<String>,
+    pub path_regex: Option<String>,
+    pub methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub headers: Vec<HeaderMatch>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    pub name: String,
+    /// Exact value. With neither `value` nor `regex`, the header only has to be present.
+    pub value: Option<String>,
+    pub regex: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrite {
+    pub strip_prefix: Option<String>,
+    pub replace_prefix: Option<String>,
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Respond {
+    #[serde(default = "default_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: String,
+}
+
+fn default_status() -> u16 {
+    200
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redirect {
+    pub status: Option<u16>,
+    pub location: Option<String>,
+    pub scheme: Option<String>,
+}

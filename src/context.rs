@@ -1,0 +1,14 @@
+//! What one request carries from the handler through the stages that serve it.
+
+use http::HeaderValue;
+use std::net::IpAddr;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+pub struct RequestCtx {
+    pub request_id: HeaderValue,
+    /// The client as far as trusted proxies let us see (see `trusted_proxies`).
+    pub client_ip: IpAddr,
+    pub route: Option<Arc<str>>,
+    pub started: Instant,
+}

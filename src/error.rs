@@ -1,0 +1,147 @@
+//! The one error policy: every failure of a request becomes a response here, with a status
+//! chosen by kind and a short JSON body. The handler never returns `Err` to hyper, because that
+//! would kill the client's connection.
+
+use crate::body::{Body, BodyLimitExceeded};
+use http::header::{CONNECTION, CONTENT_TYPE};
+use http::{HeaderValue, Response, StatusCode};
+use std::error::Error as _;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches the request")]
+    NoRoute,
+    #[error("upstream {0} has no endpoints")]
+    NoEndpoint(std::sync::Arc<str>),
+    #[error("connecting to upstream failed: {0}")]
+    Connect(std::io::Error),
+    #[error("connecting to upstream timed out")]
+    ConnectTimeout,
+    #[error("upstream did not answer in time")]
+    ResponseTimeout,
+    #[error("upstream failed: {0}")]
+    Upstream(hyper::Error),
+    #[error("request body exceeds the limit")]
+    BodyTooLarge,
+    #[error("client request body failed: {0}")]
+    ClientBody(hyper::Error),
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("request URI is too long")]
+    UriTooLong,
+    #[error("too many request headers")]
+    TooManyHeaders,
+    #[error("upstream protocol error: {0}")]
+    BadGatewayProtocol(&'static str),
+}
+
+impl ProxyError {
+    /// Classifies a failure of the upstream exchange: our own body limit, the client's body,
+    /// or the upstream.
+    pub fn from_upstream(err: hyper::Error) -> ProxyError {
+        let mut source = err.source();
+        while let Some(cause) = source {
+            if cause.is::<BodyLimitExceeded>() {
+                return ProxyError::BodyTooLarge;
+            }
+            // A hyper error nested inside the request body is the client's stream failing.
+            if cause.is::<hyper::Error>() {
+                return ProxyError::ClientBody(err);
+            }
+            source = cause.source();
+        }
+        ProxyError::Upstream(err)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect(_)
+            | ProxyError::Upstream(_)
+            | ProxyError::BadGatewayProtocol(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ClientBody(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ProxyError::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        }
+    }
+
+    /// What the client is told: short and free of internal detail (addresses, causes).
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no route",
+            ProxyError::NoEndpoint(_) => "no upstream endpoint available",
+            ProxyError::Connect(_) => "upstream connection failed",
+            ProxyError::ConnectTimeout => "upstream connect timeout",
+            ProxyError::ResponseTimeout => "upstream timeout",
+            ProxyError::Upstream(_) | ProxyError::BadGatewayProtocol(_) => "upstream error",
+            ProxyError::BodyTooLarge => "request body too large",
+            ProxyError::ClientBody(_) => "request body incomplete",
+            ProxyError::BadRequest(reason) => reason,
+            ProxyError::UriTooLong => "request URI too long",
+            ProxyError::TooManyHeaders => "too many request headers",
+        }
+    }
+
+    /// Whether the client connection must close after the response: the request's framing
+    /// can no longer be trusted, or part of its body is still unread.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BadRequest(_)
+                | ProxyError::BodyTooLarge
+                | ProxyError::ClientBody(_)
+                | ProxyError::UriTooLong
+                | ProxyError::TooManyHeaders
+        )
+    }
+
+    /// Where it came from, for logs and metrics.
+    pub fn source_kind(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute
+            | ProxyError::BodyTooLarge
+            | ProxyError::ClientBody(_)
+            | ProxyError::BadRequest(_)
+            | ProxyError::UriTooLong
+            | ProxyError::TooManyHeaders => "client",
+            ProxyError::NoEndpoint(_)
+            | ProxyError::Connect(_)
+            | ProxyError::ConnectTimeout
+            | ProxyError::ResponseTimeout
+            | ProxyError::Upstream(_)
+            | ProxyError::BadGatewayProtocol(_) => "upstream",
+        }
+    }
+
+    pub fn into_response(self, request_id: &HeaderValue) -> Response<Body> {
+        error_response(
+            self.status(),
+            self.public_message(),
+            request_id,
+            self.closes_connection(),
+        )
+    }
+}
+
+/// `{"error": "...", "request_id": "..."}`. Request ids are restricted to JSON-safe characters
+/// when accepted, and messages are our own constants, so no escaping is needed.
+pub fn error_response(
+    status: StatusCode,
+    message: &str,
+    request_id: &HeaderValue,
+    close: bool,
+) -> Response<Body> {
+    let id = request_id.to_str().unwrap_or("");
+    let body = format!("{{\"error\":\"{message}\",\"request_id\":\"{id}\"}}\n");
+    let mut response = Response::new(Body::full(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if close {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}

@@ -1,0 +1,195 @@
+//! Portcullis: a reverse-proxy API gateway configured with one YAML file.
+//!
+//! [`start`] runs a gateway in-process: one control thread (discovery and other background
+//! work) and N worker threads, each a single-threaded tokio runtime with its own listening
+//! sockets and its own upstream connection pools, so the request path shares no lock across
+//! cores. The binary (`main.rs`) and the integration tests both start gateways this way.
+
+pub mod body;
+pub mod config;
+pub mod context;
+pub mod discovery;
+pub mod error;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod snapshot;
+pub mod telemetry;
+pub mod upstream;
+
+use config::Config;
+use server::ConnCounter;
+use snapshot::Gateway;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {address} (listener {name:?}): {source}")]
+    Bind {
+        name: String,
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start a runtime thread: {0}")]
+    Runtime(std::io::Error),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Overrides `workers:` in the config; default: the number of cores.
+    pub workers: Option<usize>,
+}
+
+/// A gateway that is serving. Dropping it stops accepting and closes idle connections.
+pub struct Running {
+    gateway: Arc<Gateway>,
+    listeners: Vec<(String, SocketAddr)>,
+    shutdown: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+    connections: Arc<ConnCounter>,
+    control: tokio::runtime::Handle,
+    workers: usize,
+}
+
+pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
+    let workers = options
+        .workers
+        .or(config.workers)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut threads = Vec::new();
+
+    // The control runtime: discovery tasks and other background work, off the workers.
+    let control_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    let control = control_rt.handle().clone();
+    let mut stop = shutdown_rx.clone();
+    threads.push(
+        std::thread::Builder::new()
+            .name("portcullis-control".into())
+            .spawn(move || control_rt.block_on(server::stopped(&mut stop)))
+            .map_err(StartError::Runtime)?,
+    );
+
+    // Bind every listener once per worker; port 0 is resolved by the first bind.
+    let mut listeners = Vec::new();
+    let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    for listener in &config.listeners {
+        let mut address = listener.address;
+        for worker_sockets in sockets.iter_mut() {
+            let socket = server::bind(address).map_err(|source| StartError::Bind {
+                name: listener.name.clone(),
+                address,
+                source,
+            })?;
+            address = socket.local_addr().map_err(StartError::Runtime)?;
+            worker_sockets.push(socket);
+        }
+        listeners.push((listener.name.clone(), address));
+    }
+
+    let snapshot = config::build_snapshot(&config, None, 1, workers, &control);
+    let gateway = Arc::new(Gateway::new(snapshot));
+    let connections = Arc::new(ConnCounter::default());
+
+    for (index, worker_sockets) in sockets.into_iter().enumerate() {
+        let gateway = Arc::clone(&gateway);
+        let connections = Arc::clone(&connections);
+        let mut stop = shutdown_rx.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(StartError::Runtime)?;
+        let thread = std::thread::Builder::new()
+            .name(format!("portcullis-w{index}"))
+            .spawn(move || {
+                upstream::set_worker_index(index);
+                runtime.block_on(async move {
+                    for socket in worker_sockets {
+                        match tokio::net::TcpListener::from_std(socket) {
+                            Ok(listener) => {
+                                tokio::spawn(server::accept_loop(
+                                    listener,
+                                    Arc::clone(&gateway),
+                                    Arc::clone(&connections),
+                                    stop.clone(),
+                                ));
+                            }
+                            Err(error) => tracing::error!(%error, "listener setup failed"),
+                        }
+                    }
+                    server::stopped(&mut stop).await;
+                    // Let in-flight requests finish; connections close as they go idle.
+                    let grace = Instant::now() + Duration::from_secs(30);
+                    while connections.active() > 0 && Instant::now() < grace {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                });
+            })
+            .map_err(StartError::Runtime)?;
+        threads.push(thread);
+    }
+    tracing::info!(workers, listeners = ?listeners, "portcullis started");
+    Ok(Running {
+        gateway,
+        listeners,
+        shutdown,
+        threads,
+        connections,
+        control,
+        workers,
+    })
+}
+
+impl Running {
+    /// The bound address of the listener called `name` (port 0 resolved).
+    pub fn address(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, address)| *address)
+    }
+
+    pub fn listeners(&self) -> &[(String, SocketAddr)] {
+        &self.listeners
+    }
+
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    pub fn active_connections(&self) -> usize {
+        self.connections.active()
+    }
+
+    /// The runtime that runs background work (discovery).
+    pub fn control(&self) -> &tokio::runtime::Handle {
+        &self.control
+    }
+
+    /// Stops accepting, lets in-flight requests finish (30 s at most), and waits for every
+    /// thread to end.
+    pub fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}

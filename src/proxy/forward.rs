@@ -1,0 +1,258 @@
+//! Turning a client request into the upstream request, and relaying the answer.
+//!
+//! The upstream request is rebuilt from parsed parts (hyper re-serialises it), never copied
+//! from client bytes. Hop-by-hop headers go; one Host goes; X-Forwarded-* and X-Request-Id are
+//! set. A peer inside `trusted_proxies` has its X-Forwarded-* chain believed and extended; any
+//! other peer's X-Forwarded-* headers are replaced, so a client cannot forge its address.
+
+use super::handler::{request_host, ConnInfo, X_REQUEST_ID};
+use crate::body::Body;
+use crate::context::RequestCtx;
+use crate::error::ProxyError;
+use crate::snapshot::{Rewrite, Snapshot};
+use crate::upstream::{Protocol, Upstream};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::net::IpAddr;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+pub(super) async fn proxy(
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    ctx: &mut RequestCtx,
+    upstream: &Upstream,
+    rewrite: &Rewrite,
+    mut request: Request<Incoming>,
+) -> Result<Response<Body>, ProxyError> {
+    let limit = snapshot.limits.max_body_bytes;
+    if content_length(request.headers()).is_some_and(|len| len > limit) {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    let upgrade = upgrade_protocol(&request);
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+    let host = request_host(&request).and_then(|h| HeaderValue::from_str(h).ok());
+    let endpoint = upstream
+        .pick()
+        .ok_or_else(|| ProxyError::NoEndpoint(upstream.name.clone()))?;
+
+    let (mut parts, body) = request.into_parts();
+    let trusted = !snapshot.trusted_proxies.is_empty() && snapshot.is_trusted(conn.peer.ip());
+    if trusted {
+        ctx.client_ip = client_ip(&parts.headers, snapshot).unwrap_or(conn.peer.ip());
+    }
+    let headers = &mut parts.headers;
+    remove_hop_by_hop(headers);
+    if let Some(protocol) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, protocol);
+    }
+    let upstream_host = rewrite.host.clone().or_else(|| host.clone());
+    match &upstream_host {
+        Some(value) => {
+            headers.insert(HOST, value.clone());
+        }
+        None => {
+            headers.remove(HOST);
+        }
+    }
+    set_forwarded(headers, conn, trusted, host);
+    headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+
+    let path = upstream_path(&parts.uri, rewrite)?;
+    let protocol = upstream.spec.protocol;
+    parts.uri = match protocol {
+        Protocol::Http1 => Uri::from(path),
+        Protocol::Http2 => {
+            let authority = upstream_host
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                .unwrap_or_else(|| endpoint.authority.clone());
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = Some(authority);
+            uri.path_and_query = Some(path);
+            Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("invalid request target"))?
+        }
+    };
+    parts.version = match protocol {
+        Protocol::Http1 => Version::HTTP_11,
+        Protocol::Http2 => Version::HTTP_2,
+    };
+    parts.extensions.clear();
+    let body = if body.is_end_stream() {
+        Body::Empty
+    } else {
+        Body::request(body, limit)
+    };
+
+    let mut response = upstream
+        .send(&endpoint, Request::from_parts(parts, body))
+        .await?;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(ProxyError::BadGatewayProtocol(
+                "upstream switched protocols unasked",
+            ));
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            match (client_upgrade.await, upstream_upgrade.await) {
+                (Ok(client), Ok(upstream)) => {
+                    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+                (client, upstream) => tracing::debug!(
+                    client_ok = client.is_ok(),
+                    upstream_ok = upstream.is_ok(),
+                    "upgrade failed"
+                ),
+            }
+        });
+    } else {
+        remove_hop_by_hop(response.headers_mut());
+    }
+    Ok(response)
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// `Upgrade` value of an HTTP/1.1 request that asks for one (`Connection: upgrade`).
+fn upgrade_protocol<B>(request: &Request<B>) -> Option<HeaderValue> {
+    if request.version() != Version::HTTP_11 {
+        return None;
+    }
+    let protocol = request.headers().get(UPGRADE)?;
+    let asks = request
+        .headers()
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| protocol.clone())
+}
+
+/// RFC 9110 §7.6.1: Connection and the headers it names, plus the fixed hop-by-hop set.
+/// `TE: trailers` survives: gRPC needs it end to end.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(CONNECTION);
+    }
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+        &TRAILER,
+    ] {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+    if let Some(te) = headers.get(TE) {
+        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            headers.remove(TE);
+        }
+    }
+}
+
+fn set_forwarded(
+    headers: &mut HeaderMap,
+    conn: &ConnInfo,
+    trusted: bool,
+    host: Option<HeaderValue>,
+) {
+    if trusted {
+        let chain = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let value = if chain.is_empty() {
+            conn.peer_ip.clone()
+        } else {
+            let peer = conn.peer_ip.to_str().unwrap_or("unknown");
+            HeaderValue::try_from(format!("{chain}, {peer}"))
+                .unwrap_or_else(|_| conn.peer_ip.clone())
+        };
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(
+                X_FORWARDED_PROTO.clone(),
+                HeaderValue::from_static(conn.scheme),
+            );
+        }
+        if !headers.contains_key(&X_FORWARDED_HOST) {
+            if let Some(host) = host {
+                headers.insert(X_FORWARDED_HOST.clone(), host);
+            }
+        }
+    } else {
+        headers.insert(X_FORWARDED_FOR.clone(), conn.peer_ip.clone());
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(conn.scheme),
+        );
+        match host {
+            Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
+    }
+}
+
+/// The client behind a trusted peer: the right-most X-Forwarded-For entry that is not itself
+/// a trusted proxy.
+fn client_ip(headers: &HeaderMap, snapshot: &Snapshot) -> Option<IpAddr> {
+    let entries: Vec<IpAddr> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|entry| entry.trim().parse().ok())
+        .collect();
+    entries
+        .iter()
+        .rev()
+        .find(|ip| !snapshot.is_trusted(**ip))
+        .or(entries.first())
+        .copied()
+}
+
+fn upstream_path(uri: &Uri, rewrite: &Rewrite) -> Result<PathAndQuery, ProxyError> {
+    let original = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if !rewrite.changes_path() {
+        return Ok(original);
+    }
+    let Some(mut path) = rewrite.path(original.path()) else {
+        return Ok(original);
+    };
+    if let Some(query) = original.query() {
+        path.push('?');
+        path.push_str(query);
+    }
+    PathAndQuery::try_from(path).map_err(|_| ProxyError::BadRequest("invalid rewritten path"))
+}

@@ -1,0 +1,268 @@
+//! One request, top to bottom: load the snapshot, harden, route, answer or forward. Every
+//! failure becomes a response here (through `error.rs`), never an `Err` to hyper.
+
+use super::forward;
+use crate::body::Body;
+use crate::context::RequestCtx;
+use crate::error::ProxyError;
+use crate::snapshot::{Gateway, RedirectTarget, Respond, RouteAction, Snapshot};
+use http::header::{CONTENT_LENGTH, HOST, LOCATION, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What a client connection knows, prepared once per connection.
+pub struct ConnInfo {
+    pub gateway: Arc<Gateway>,
+    pub peer: SocketAddr,
+    /// The peer's IP as a header value, for X-Forwarded-For.
+    pub peer_ip: HeaderValue,
+    pub scheme: &'static str,
+}
+
+impl ConnInfo {
+    pub fn new(gateway: Arc<Gateway>, peer: SocketAddr, scheme: &'static str) -> ConnInfo {
+        let peer_ip = HeaderValue::try_from(peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        ConnInfo {
+            gateway,
+            peer,
+            peer_ip,
+            scheme,
+        }
+    }
+}
+
+pub async fn handle(conn: &ConnInfo, request: Request<Incoming>) -> Response<Body> {
+    let snapshot = conn.gateway.snapshot.load_full();
+    let mut ctx = RequestCtx {
+        request_id: request_id(request.headers()),
+        client_ip: conn.peer.ip(),
+        route: None,
+        started: tokio::time::Instant::now(),
+    };
+    let method = request.method().clone();
+    let mut response = match serve(&snapshot, conn, &mut ctx, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::debug!(
+                request_id = ?ctx.request_id,
+                route = ctx.route.as_deref().unwrap_or("-"),
+                source = error.source_kind(),
+                %error,
+                "request failed"
+            );
+            error.into_response(&ctx.request_id)
+        }
+    };
+    if method == Method::HEAD {
+        *response.body_mut() = Body::Empty;
+    }
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), ctx.request_id);
+    response
+}
+
+async fn serve(
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    ctx: &mut RequestCtx,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ProxyError> {
+    check_request(&request, snapshot)?;
+    let route = snapshot
+        .router
+        .lookup(
+            request_host(&request),
+            request.uri().path(),
+            request.method(),
+            request.headers(),
+        )
+        .ok_or(ProxyError::NoRoute)?;
+    ctx.route = Some(Arc::clone(&route.name));
+    match &route.action {
+        RouteAction::Respond(respond) => Ok(respond_with(respond)),
+        RouteAction::Redirect { status, target } => Ok(redirect(&request, *status, target)),
+        RouteAction::Proxy { upstream, rewrite } => {
+            forward::proxy(snapshot, conn, ctx, upstream, rewrite, request).await
+        }
+    }
+}
+
+/// The authority the client addressed: the request target's (absolute form, HTTP/2) or Host.
+pub(super) fn request_host<B>(request: &Request<B>) -> Option<&str> {
+    match request.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => request.headers().get(HOST).and_then(|h| h.to_str().ok()),
+    }
+}
+
+/// Framing and shape checks that hyper's parser leaves to us. Anything refused here is
+/// answered 4xx with `Connection: close` (see `ProxyError::closes_connection`).
+fn check_request<B>(request: &Request<B>, snapshot: &Snapshot) -> Result<(), ProxyError> {
+    let limits = &snapshot.limits;
+    let uri = request.uri();
+    let uri_len = uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    if uri_len > limits.max_uri_bytes {
+        return Err(ProxyError::UriTooLong);
+    }
+    let headers = request.headers();
+    if headers.len() > limits.max_headers {
+        return Err(ProxyError::TooManyHeaders);
+    }
+    if request.method() == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT is not supported"));
+    }
+    if let Some(scheme) = uri.scheme_str() {
+        if scheme != "http" && scheme != "https" {
+            return Err(ProxyError::BadRequest(
+                "unsupported scheme in request target",
+            ));
+        }
+    }
+    if request.version() <= Version::HTTP_11 {
+        let mut hosts = headers.get_all(HOST).iter();
+        let host = hosts.next();
+        if hosts.next().is_some() {
+            return Err(ProxyError::BadRequest("duplicate Host header"));
+        }
+        match host {
+            None if request.version() == Version::HTTP_11 && uri.authority().is_none() => {
+                return Err(ProxyError::BadRequest("missing Host header"));
+            }
+            Some(host) if !valid_host(host.as_bytes()) => {
+                return Err(ProxyError::BadRequest("invalid Host header"));
+            }
+            _ => {}
+        }
+        if headers.get_all(CONTENT_LENGTH).iter().nth(1).is_some() {
+            return Err(ProxyError::BadRequest("duplicate Content-Length"));
+        }
+        if request.version() < Version::HTTP_11 && headers.contains_key(TRANSFER_ENCODING) {
+            return Err(ProxyError::BadRequest("Transfer-Encoding in HTTP/1.0"));
+        }
+    }
+    if has_dot_segment(uri.path()) {
+        return Err(ProxyError::BadRequest("path contains dot segments"));
+    }
+    Ok(())
+}
+
+/// host [ ":" port ], with reg-name or IP-literal characters only.
+fn valid_host(host: &[u8]) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host.iter().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'[' | b']')
+        })
+}
+
+/// `/../` and `/./` segments, plain or percent-encoded: a prefix route must not be escaped by
+/// a path the upstream would normalise (`/public/../admin`).
+fn has_dot_segment(path: &str) -> bool {
+    if !path.contains("/.") && !path.contains("%2e") && !path.contains("%2E") {
+        return false;
+    }
+    path.split('/').any(|segment| {
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
+/// A sane incoming X-Request-Id is kept (tracing across hops); otherwise a fresh one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID) {
+        let bytes = id.as_bytes();
+        let sane = !bytes.is_empty()
+            && bytes.len() <= 128
+            && bytes.iter().all(|b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(b, b'-' | b'_' | b'.' | b':' | b'+' | b'/' | b'=')
+            });
+        if sane {
+            return id.clone();
+        }
+    }
+    let mut buf = [0u8; 32];
+    let (high, low) = (fastrand::u64(..), fastrand::u64(..));
+    for (i, byte) in buf.iter_mut().enumerate() {
+        let word = if i < 16 { high } else { low };
+        let nibble = (word >> ((i % 16) * 4)) & 0xf;
+        *byte = b"0123456789abcdef"[nibble as usize];
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+fn respond_with(respond: &Respond) -> Response<Body> {
+    let mut response = Response::new(Body::full(respond.body.clone()));
+    *response.status_mut() = respond.status;
+    *response.headers_mut() = respond.headers.clone();
+    response
+}
+
+fn redirect<B>(
+    request: &Request<B>,
+    status: StatusCode,
+    target: &RedirectTarget,
+) -> Response<Body> {
+    let location = match target {
+        RedirectTarget::Location(location) => location.clone(),
+        RedirectTarget::Scheme(scheme) => {
+            // The port is dropped: it belongs to the old scheme's listener.
+            let host = request_host(request).unwrap_or("");
+            let host = match host.rsplit_once(':') {
+                Some((name, port)) if !name.ends_with(']') || port.is_empty() => name,
+                _ => host,
+            };
+            let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+            HeaderValue::try_from(format!("{scheme}://{host}{path}"))
+                .unwrap_or_else(|_| HeaderValue::from_static("/"))
+        }
+    };
+    let mut response = Response::new(Body::Empty);
+    *response.status_mut() = status;
+    response.headers_mut().insert(LOCATION, location);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments() {
+        assert!(has_dot_segment("/a/../b"));
+        assert!(has_dot_segment("/a/./b"));
+        assert!(has_dot_segment("/a/.."));
+        assert!(has_dot_segment("/a/%2e%2E/b"));
+        assert!(!has_dot_segment("/a/.well-known/b"));
+        assert!(!has_dot_segment("/a/b.c/..d"));
+        assert!(!has_dot_segment("/"));
+    }
+
+    #[test]
+    fn request_ids() {
+        let mut headers = HeaderMap::new();
+        let fresh = request_id(&headers);
+        assert_eq!(fresh.len(), 32);
+        assert_ne!(fresh, request_id(&headers));
+        headers.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&headers), "abc-123");
+        headers.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("bad\"id"));
+        assert_ne!(request_id(&headers), "bad\"id");
+    }
+
+    #[test]
+    fn hosts() {
+        assert!(valid_host(b"api.example.com:8080"));
+        assert!(valid_host(b"[::1]:80"));
+        assert!(!valid_host(b""));
+        assert!(!valid_host(b"a b"));
+        assert!(!valid_host(b"a/b"));
+    }
+}

@@ -1,0 +1,7 @@
+//! One request, top to bottom: `handler` checks it, routes it and answers or forwards it;
+//! `forward` prepares the upstream request and relays the exchange.
+
+mod forward;
+mod handler;
+
+pub use handler::{handle, ConnInfo};

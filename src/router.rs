@@ -1,0 +1,424 @@
+//! Host + path + method + headers → route. Knows nothing of proxying: the route payload is a
+//! type parameter.
+//!
+//! Precedence, first match wins:
+//! 1. host tier: an exact host, then wildcard hosts from the longest suffix to the shortest,
+//!    then routes without a host. A tier with no matching route falls through to the next.
+//! 2. within a tier: exact paths, then prefixes from the longest to the shortest, then regexes.
+//! 3. routes with the same path key are tried in config order against `methods` and `headers`.
+//!
+//! Prefixes match on segment boundaries: `/api` matches `/api`, `/api/` and `/api/x`, never
+//! `/apix`. Host matching ignores case and any port; `*.example.com` matches `a.example.com`
+//! and `a.b.example.com` but not `example.com`. Lookup costs one hash probe per host tier and
+//! per path segment, however many routes there are; only regex routes are scanned.
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use regex::Regex;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Any,
+    Exact(String),
+    /// `*.example.com`, stored as `.example.com`.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Exact(String),
+    /// Stored without a trailing slash (except the root `/`).
+    Prefix(String),
+    /// Anchored to the whole path.
+    Regex(Regex),
+}
+
+impl PathMatch {
+    pub fn prefix(prefix: &str) -> PathMatch {
+        let trimmed = prefix.trim_end_matches('/');
+        PathMatch::Prefix(if trimmed.is_empty() { "/" } else { trimmed }.to_string())
+    }
+}
+
+/// The standard methods as bits, extension methods in a short list.
+#[derive(Debug, Clone, Default)]
+pub struct MethodSet {
+    bits: u16,
+    other: Vec<Method>,
+}
+
+fn method_bit(method: &Method) -> Option<u16> {
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::PATCH,
+        Method::TRACE,
+    ];
+    STANDARD.iter().position(|m| m == method).map(|i| 1 << i)
+}
+
+impl MethodSet {
+    pub fn insert(&mut self, method: Method) {
+        match method_bit(&method) {
+            Some(bit) => self.bits |= bit,
+            None => self.other.push(method),
+        }
+    }
+
+    pub fn contains(&self, method: &Method) -> bool {
+        match method_bit(method) {
+            Some(bit) => self.bits & bit != 0,
+            None => self.other.contains(method),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Method> + '_ {
+        const STANDARD: [Method; 9] = [
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::CONNECT,
+            Method::PATCH,
+            Method::TRACE,
+        ];
+        STANDARD
+            .into_iter()
+            .filter(|m| self.contains(m))
+            .chain(self.other.iter().cloned())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum HeaderMatcher {
+    Present(HeaderName),
+    Exact(HeaderName, HeaderValue),
+    /// Anchored to the whole value; a value that is not UTF-8 never matches.
+    Regex(HeaderName, Regex),
+}
+
+impl HeaderMatcher {
+    fn matches(&self, headers: &HeaderMap) -> bool {
+        match self {
+            HeaderMatcher::Present(name) => headers.contains_key(name),
+            HeaderMatcher::Exact(name, value) => headers.get_all(name).iter().any(|v| v == value),
+            HeaderMatcher::Regex(name, regex) => headers
+                .get_all(name)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|s| regex.is_match(s))),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteMatch {
+    pub host: HostMatch,
+    pub path: PathMatch,
+    pub methods: Option<MethodSet>,
+    pub headers: Vec<HeaderMatcher>,
+}
+
+struct Candidate<R> {
+    methods: Option<MethodSet>,
+    headers: Box<[HeaderMatcher]>,
+    route: Arc<R>,
+}
+
+impl<R> Candidate<R> {
+    fn matches(&self, method: &Method, headers: &HeaderMap) -> bool {
+        self.methods.as_ref().is_none_or(|m| m.contains(method))
+            && self.headers.iter().all(|h| h.matches(headers))
+    }
+}
+
+struct Table<R> {
+    exact: HashMap<Box<str>, Vec<Candidate<R>>>,
+    prefix: HashMap<Box<str>, Vec<Candidate<R>>>,
+    regex: Vec<(Regex, Candidate<R>)>,
+}
+
+impl<R> Default for Table<R> {
+    fn default() -> Self {
+        Table {
+            exact: HashMap::new(),
+            prefix: HashMap::new(),
+            regex: Vec::new(),
+        }
+    }
+}
+
+fn first<'a, R>(
+    list: Option<&'a Vec<Candidate<R>>>,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Option<&'a Arc<R>> {
+    list?
+        .iter()
+        .find(|c| c.matches(method, headers))
+        .map(|c| &c.route)
+}
+
+impl<R> Table<R> {
+    fn lookup(&self, path: &str, method: &Method, headers: &HeaderMap) -> Option<&Arc<R>> {
+        if let Some(route) = first(self.exact.get(path), method, headers) {
+            return Some(route);
+        }
+        if !self.prefix.is_empty() && path.starts_with('/') {
+            // Try "/a/b/c", "/a/b", "/a", "/": the longest prefix on a segment boundary first.
+            let mut end = path.len();
+            loop {
+                let key = if end == 0 { "/" } else { &path[..end] };
+                if let Some(route) = first(self.prefix.get(key), method, headers) {
+                    return Some(route);
+                }
+                if end == 0 {
+                    break;
+                }
+                end = path[..end].rfind('/').unwrap_or(0);
+            }
+        }
+        self.regex
+            .iter()
+            .find(|(regex, c)| c.matches(method, headers) && regex.is_match(path))
+            .map(|(_, c)| &c.route)
+    }
+}
+
+pub struct Router<R> {
+    exact_hosts: HashMap<Box<str>, Table<R>>,
+    suffix_hosts: HashMap<Box<str>, Table<R>>,
+    any_host: Table<R>,
+}
+
+impl<R> Router<R> {
+    /// Builds the tables; `routes` are in config order.
+    pub fn new(routes: impl IntoIterator<Item = (RouteMatch, Arc<R>)>) -> Router<R> {
+        let mut router = Router {
+            exact_hosts: HashMap::new(),
+            suffix_hosts: HashMap::new(),
+            any_host: Table::default(),
+        };
+        for (m, route) in routes {
+            let table = match m.host {
+                HostMatch::Any => &mut router.any_host,
+                HostMatch::Exact(host) => router.exact_hosts.entry(host.into()).or_default(),
+                HostMatch::Suffix(suffix) => router.suffix_hosts.entry(suffix.into()).or_default(),
+            };
+            let candidate = Candidate {
+                methods: m.methods,
+                headers: m.headers.into_boxed_slice(),
+                route,
+            };
+            match m.path {
+                PathMatch::Exact(path) => {
+                    table.exact.entry(path.into()).or_default().push(candidate)
+                }
+                PathMatch::Prefix(prefix) => table
+                    .prefix
+                    .entry(prefix.into())
+                    .or_default()
+                    .push(candidate),
+                PathMatch::Regex(regex) => table.regex.push((regex, candidate)),
+            }
+        }
+        router
+    }
+
+    /// `host` is the request's authority or Host header, port and case as the client sent them.
+    pub fn lookup(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Option<&Arc<R>> {
+        let mut buf = [0u8; 256];
+        if let Some(host) = host.and_then(|h| normalise_host(h, &mut buf)) {
+            if let Some(table) = self.exact_hosts.get(host) {
+                if let Some(route) = table.lookup(path, method, headers) {
+                    return Some(route);
+                }
+            }
+            if !self.suffix_hosts.is_empty() {
+                for (i, _) in host.match_indices('.') {
+                    if let Some(table) = self.suffix_hosts.get(&host[i..]) {
+                        if let Some(route) = table.lookup(path, method, headers) {
+                            return Some(route);
+                        }
+                    }
+                }
+            }
+        }
+        self.any_host.lookup(path, method, headers)
+    }
+}
+
+/// Strips the port and a trailing dot, lower-cases into `buf` only when needed.
+fn normalise_host<'a>(host: &'a str, buf: &'a mut [u8; 256]) -> Option<&'a str> {
+    let host = if host.starts_with('[') {
+        // IPv6 literal: keep the brackets' content as is.
+        &host[..host.find(']').map_or(host.len(), |i| i + 1)]
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if !host.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Some(host);
+    }
+    let out = buf.get_mut(..host.len())?;
+    out.copy_from_slice(host.as_bytes());
+    out.make_ascii_lowercase();
+    std::str::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(host: HostMatch, path: PathMatch) -> RouteMatch {
+        RouteMatch {
+            host,
+            path,
+            methods: None,
+            headers: Vec::new(),
+        }
+    }
+
+    fn router(routes: Vec<(RouteMatch, &'static str)>) -> Router<&'static str> {
+        Router::new(routes.into_iter().map(|(m, name)| (m, Arc::new(name))))
+    }
+
+    fn find(r: &Router<&'static str>, host: &str, path: &str) -> Option<&'static str> {
+        r.lookup(Some(host), path, &Method::GET, &HeaderMap::new())
+            .map(|r| **r)
+    }
+
+    #[test]
+    fn prefix_matches_on_segment_boundaries() {
+        let r = router(vec![(m(HostMatch::Any, PathMatch::prefix("/api/")), "api")]);
+        assert_eq!(find(&r, "h", "/api"), Some("api"));
+        assert_eq!(find(&r, "h", "/api/"), Some("api"));
+        assert_eq!(find(&r, "h", "/api/x/y"), Some("api"));
+        assert_eq!(find(&r, "h", "/apix"), None);
+        assert_eq!(find(&r, "h", "/"), None);
+    }
+
+    #[test]
+    fn precedence_exact_then_longest_prefix_then_regex() {
+        let r = router(vec![
+            (
+                m(
+                    HostMatch::Any,
+                    PathMatch::Regex(Regex::new("^/a/.*$").unwrap()),
+                ),
+                "regex",
+            ),
+            (m(HostMatch::Any, PathMatch::prefix("/a")), "short"),
+            (m(HostMatch::Any, PathMatch::prefix("/a/b")), "long"),
+            (
+                m(HostMatch::Any, PathMatch::Exact("/a/b/c".into())),
+                "exact",
+            ),
+            (
+                m(
+                    HostMatch::Any,
+                    PathMatch::Regex(Regex::new("^/z/\\d+$").unwrap()),
+                ),
+                "digits",
+            ),
+        ]);
+        assert_eq!(find(&r, "h", "/a/b/c"), Some("exact"));
+        assert_eq!(find(&r, "h", "/a/b/d"), Some("long"));
+        assert_eq!(find(&r, "h", "/a/x"), Some("short"));
+        assert_eq!(find(&r, "h", "/z/42"), Some("digits"));
+        assert_eq!(find(&r, "h", "/z/x"), None);
+    }
+
+    #[test]
+    fn most_specific_host_wins_and_falls_through() {
+        let r = router(vec![
+            (m(HostMatch::Any, PathMatch::prefix("/")), "any"),
+            (
+                m(
+                    HostMatch::Suffix(".example.com".into()),
+                    PathMatch::prefix("/"),
+                ),
+                "wild",
+            ),
+            (
+                m(
+                    HostMatch::Suffix(".api.example.com".into()),
+                    PathMatch::prefix("/"),
+                ),
+                "wild-api",
+            ),
+            (
+                m(
+                    HostMatch::Exact("www.example.com".into()),
+                    PathMatch::prefix("/only"),
+                ),
+                "www",
+            ),
+        ]);
+        assert_eq!(find(&r, "WWW.Example.com:8080", "/only/x"), Some("www"));
+        // The exact host has no route for this path: the wildcard tier answers.
+        assert_eq!(find(&r, "www.example.com", "/other"), Some("wild"));
+        assert_eq!(find(&r, "v1.api.example.com", "/"), Some("wild-api"));
+        assert_eq!(find(&r, "a.b.example.com", "/"), Some("wild"));
+        assert_eq!(find(&r, "example.com", "/"), Some("any"));
+        assert_eq!(find(&r, "example.com.", "/"), Some("any"));
+    }
+
+    #[test]
+    fn methods_and_headers_in_config_order() {
+        let mut get = MethodSet::default();
+        get.insert(Method::GET);
+        let r = Router::new(vec![
+            (
+                RouteMatch {
+                    host: HostMatch::Any,
+                    path: PathMatch::prefix("/x"),
+                    methods: Some(get),
+                    headers: vec![HeaderMatcher::Exact(
+                        HeaderName::from_static("x-canary"),
+                        HeaderValue::from_static("1"),
+                    )],
+                },
+                Arc::new("canary"),
+            ),
+            (
+                m(HostMatch::Any, PathMatch::prefix("/x")),
+                Arc::new("stable"),
+            ),
+        ]);
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            r.lookup(None, "/x", &Method::GET, &headers).map(|r| **r),
+            Some("stable")
+        );
+        headers.insert("x-canary", HeaderValue::from_static("1"));
+        assert_eq!(
+            r.lookup(None, "/x", &Method::GET, &headers).map(|r| **r),
+            Some("canary")
+        );
+        assert_eq!(
+            r.lookup(None, "/x", &Method::POST, &headers).map(|r| **r),
+            Some("stable")
+        );
+    }
+
+    #[test]
+    fn overlong_hosts_do_not_match_exact_tiers() {
+        let long = "a".repeat(300).to_uppercase();
+        let r = router(vec![(m(HostMatch::Any, PathMatch::prefix("/")), "any")]);
+        assert_eq!(find(&r, &long, "/"), Some("any"));
+    }
+}

@@ -1,0 +1,187 @@
+//! Listening sockets and client connections.
+//!
+//! Every worker thread binds its own socket on each listener address with SO_REUSEPORT, so the
+//! kernel spreads connections over the workers and no accept lock is shared. A connection is
+//! served on the worker that accepted it, start to end, by hyper's HTTP/1.1 server or, when it
+//! opens with the HTTP/2 preface (prior knowledge, h2c), by hyper's HTTP/2 server, both
+//! configured from `limits:`.
+
+use crate::proxy::{handle, ConnInfo};
+use crate::snapshot::{Gateway, Limits};
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use socket2::{Domain, Socket, Type};
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// hyper's own default, above which it keeps headers on the heap.
+const HYPER_STACK_HEADERS: usize = 100;
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Binds a listening socket that other workers can bind too (SO_REUSEPORT).
+pub fn bind(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Resolves once `true` (stop) is published, or the sender is gone.
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Open client connections across all workers, for `max_connections` and draining.
+#[derive(Default)]
+pub struct ConnCounter(AtomicUsize);
+
+impl ConnCounter {
+    pub fn active(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+struct ConnGuard(Arc<ConnCounter>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub async fn accept_loop(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    counter: Arc<ConnCounter>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped(&mut shutdown) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let limits = gateway.snapshot.load().limits;
+        if counter.0.fetch_add(1, Ordering::Relaxed) >= limits.max_connections {
+            counter.0.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "max_connections reached, connection refused");
+            drop(stream);
+            continue;
+        }
+        let guard = ConnGuard(Arc::clone(&counter));
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve_connection(
+            stream,
+            peer,
+            Arc::clone(&gateway),
+            limits,
+            shutdown.clone(),
+            guard,
+        ));
+    }
+}
+
+/// Waits until the client has sent enough to tell HTTP/1 from the HTTP/2 preface (`true`),
+/// under the header-read timeout: a client that connects and stays silent is dropped.
+async fn first_bytes(stream: &TcpStream) -> io::Result<bool> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 || buf[..n] != H2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == buf.len() {
+            return Ok(true);
+        }
+        // A partial HTTP/2 preface: wait for the rest.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Drives one client connection; on shutdown, stops taking requests and lets it finish.
+macro_rules! drive {
+    ($conn:expr, $shutdown:expr, $peer:expr) => {{
+        let conn = $conn;
+        tokio::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(peer = %$peer, %error, "client connection ended with an error");
+                }
+            }
+            _ = stopped(&mut $shutdown) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    }};
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    gateway: Arc<Gateway>,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+    _guard: ConnGuard,
+) {
+    let h2 = match tokio::time::timeout(limits.header_read_timeout, first_bytes(&stream)).await {
+        Ok(Ok(h2)) => h2,
+        Ok(Err(_)) => return,
+        Err(_) => {
+            tracing::debug!(%peer, "no request before header_read_timeout, closing");
+            return;
+        }
+    };
+    let info = Arc::new(ConnInfo::new(gateway, peer, "http"));
+    let service = service_fn(move |request| {
+        let info = Arc::clone(&info);
+        async move { Ok::<_, Infallible>(handle(&info, request).await) }
+    });
+    let io = TokioIo::new(stream);
+    if h2 {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .max_header_list_size(limits.max_header_bytes as u32)
+            .keep_alive_interval(limits.idle_timeout / 2)
+            .keep_alive_timeout(Duration::from_secs(20));
+        drive!(builder.serve_connection(io, service), shutdown, peer);
+    } else {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_header_size(limits.max_header_bytes)
+            .keep_alive(true);
+        if limits.max_headers > HYPER_STACK_HEADERS {
+            builder.max_headers(limits.max_headers);
+        }
+        drive!(
+            builder.serve_connection(io, service).with_upgrades(),
+            shutdown,
+            peer
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! The immutable runtime picture of one config generation, and the `Gateway` that swaps it.
+//! A request loads the current snapshot once and keeps it to the end, so a reload never
+//! changes a request half-way.
+
+use crate::router::Router;
+use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Request hardening limits, applied per listener connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_uri_bytes: usize,
+    pub max_body_bytes: u64,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 64 << 10,
+            max_headers: 100,
+            max_uri_bytes: 8 << 10,
+            max_body_bytes: 10 << 20,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+        }
+    }
+}
+
+pub struct Route {
+    pub name: Arc<str>,
+    pub action: RouteAction,
+}
+
+pub enum RouteAction {
+    Proxy {
+        upstream: Arc<Upstream>,
+        rewrite: Rewrite,
+    },
+    Respond(Respond),
+    Redirect {
+        status: StatusCode,
+        target: RedirectTarget,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Rewrite {
+    pub strip_prefix: Option<String>,
+    /// (matched prefix, replacement)
+    pub replace_prefix: Option<(String, String)>,
+    pub host: Option<HeaderValue>,
+}
+
+impl Rewrite {
+    pub fn changes_path(&self) -> bool {
+        self.strip_prefix.is_some() || self.replace_prefix.is_some()
+    }
+
+    /// The upstream path for `path`; `None` when it stays as it is.
+    pub fn path(&self, path: &str) -> Option<String> {
+        let (prefix, replacement) = match (&self.strip_prefix, &self.replace_prefix) {
+            (Some(prefix), _) => (prefix.as_str(), ""),
+            (None, Some((prefix, replacement))) => (prefix.as_str(), replacement.as_str()),
+            (None, None) => return None,
+        };
+        let rest = path.strip_prefix(prefix)?;
+        // Only on a segment boundary: "/users" strips "/users/1", not "/usersx".
+        if !(rest.is_empty() || rest.starts_with('/') || prefix == "/") {
+            return None;
+        }
+        let mut out = String::with_capacity(replacement.len() + rest.len() + 1);
+        out.push_str(replacement.trim_end_matches('/'));
+        if !rest.starts_with('/') {
+            out.push('/');
+        }
+        out.push_str(rest);
+        Some(out)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Respond {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub enum RedirectTarget {
+    /// A fixed `Location`.
+    Location(HeaderValue),
+    /// Same host and path, other scheme (`http` → `https`).
+    Scheme(&'static str),
+}
+
+pub struct Snapshot {
+    pub generation: u64,
+    pub router: Router<Route>,
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+    pub limits: Limits,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Snapshot {
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+}
+
+pub struct Gateway {
+    pub snapshot: ArcSwap<Snapshot>,
+}
+
+impl Gateway {
+    pub fn new(snapshot: Snapshot) -> Gateway {
+        Gateway {
+            snapshot: ArcSwap::from_pointee(snapshot),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrite_strips_and_replaces_on_segment_boundaries() {
+        let strip = Rewrite {
+            strip_prefix: Some("/users".into()),
+            ..Rewrite::default()
+        };
+        assert_eq!(strip.path("/users/42").as_deref(), Some("/42"));
+        assert_eq!(strip.path("/users").as_deref(), Some("/"));
+        assert_eq!(strip.path("/usersx"), None);
+        let replace = Rewrite {
+            replace_prefix: Some(("/v1".into(), "/api/v2".into())),
+            ..Rewrite::default()
+        };
+        assert_eq!(replace.path("/v1/items").as_deref(), Some("/api/v2/items"));
+        assert_eq!(replace.path("/v1").as_deref(), Some("/api/v2/"));
+        let root = Rewrite {
+            replace_prefix: Some(("/".into(), "/app".into())),
+            ..Rewrite::default()
+        };
+        assert_eq!(root.path("/x").as_deref(), Some("/app/x"));
+    }
+}

@@ -1,0 +1,257 @@
+//! An upstream: a named set of endpoints fed by a discovery backend, a balancer over them, and
+//! pooled client connections to each. `send` performs one exchange with one endpoint and maps
+//! every failure onto the error policy.
+
+mod balance;
+mod pool;
+
+pub use balance::RoundRobin;
+pub use pool::{set_worker_index, BodyIdleTimeout, UpstreamBody};
+
+use crate::body::Body;
+use crate::discovery::{DiscoverySpec, EndpointSet};
+use crate::error::ProxyError;
+use arc_swap::ArcSwap;
+use http::uri::Authority;
+use http::{Request, Response};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use pool::{Pool, Sender};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    Http2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect.
+    pub connect: Duration,
+    /// From the request being sent to the response head arriving.
+    pub response: Duration,
+    /// Longest pause between two pieces of the response body.
+    pub idle: Duration,
+}
+
+/// The settings an upstream is built from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamSpec {
+    pub name: String,
+    pub discovery: DiscoverySpec,
+    pub protocol: Protocol,
+    pub timeouts: Timeouts,
+    pub max_idle_per_endpoint: usize,
+}
+
+pub struct Endpoint {
+    pub address: SocketAddr,
+    pub weight: u32,
+    /// Prepared once: the `:authority` of HTTP/2 requests.
+    pub authority: Authority,
+    pool: Pool,
+}
+
+impl Endpoint {
+    pub fn idle_connections(&self) -> usize {
+        self.pool.idle_count()
+    }
+}
+
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub spec: UpstreamSpec,
+    balancer: ArcSwap<RoundRobin>,
+    workers: usize,
+    /// Dropped with the upstream; ends the task that follows discovery.
+    _stop: oneshot::Sender<()>,
+}
+
+impl Upstream {
+    /// Builds the upstream and starts its discovery on the runtime behind `handle`.
+    pub fn start(
+        spec: UpstreamSpec,
+        workers: usize,
+        handle: &tokio::runtime::Handle,
+    ) -> Arc<Upstream> {
+        let initial = spec.discovery.initial();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let upstream = Arc::new(Upstream {
+            name: spec.name.as_str().into(),
+            balancer: ArcSwap::from_pointee(RoundRobin::new(Vec::new())),
+            spec,
+            workers,
+            _stop: stop_tx,
+        });
+        upstream.apply(&initial);
+        let (tx, rx) = watch::channel(initial);
+        let backend = upstream.spec.discovery.backend();
+        handle.spawn(async move { backend.run(tx).await });
+        handle.spawn(follow(Arc::downgrade(&upstream), rx, stop_rx));
+        upstream
+    }
+
+    pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        self.balancer.load().endpoints().to_vec()
+    }
+
+    pub fn pick(&self) -> Option<Arc<Endpoint>> {
+        self.balancer.load().pick().cloned()
+    }
+
+    /// Swaps in a balancer over `set`, keeping the state (pools) of endpoints still present.
+    fn apply(&self, set: &EndpointSet) {
+        let current = self.balancer.load();
+        let known: HashMap<SocketAddr, &Arc<Endpoint>> =
+            current.endpoints().iter().map(|e| (e.address, e)).collect();
+        let endpoints = set
+            .iter()
+            .map(|d| match known.get(&d.address) {
+                Some(e) if e.weight == d.weight => Arc::clone(e),
+                _ => Arc::new(Endpoint {
+                    address: d.address,
+                    weight: d.weight,
+                    authority: Authority::try_from(d.address.to_string().as_str())
+                        .unwrap_or_else(|_| Authority::from_static("upstream")),
+                    pool: Pool::new(self.workers, self.spec.max_idle_per_endpoint),
+                }),
+            })
+            .collect();
+        self.balancer.store(Arc::new(RoundRobin::new(endpoints)));
+        tracing::debug!(upstream = %self.name, endpoints = set.len(), "endpoint set applied");
+    }
+
+    /// One exchange with `endpoint`. A pooled connection that turns out to be closed before
+    /// the request went out is replaced by a fresh one, transparently.
+    pub async fn send(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        mut request: Request<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let timeouts = self.spec.timeouts;
+        let mut pooled = endpoint.pool.take();
+        loop {
+            let reused = pooled.is_some();
+            let sender = match pooled.take() {
+                Some(sender) => sender,
+                None => self.connect(endpoint).await?,
+            };
+            let attempt = async {
+                match sender {
+                    Sender::H1(mut s) => {
+                        if !s.is_ready() && s.ready().await.is_err() {
+                            return Err((None, None));
+                        }
+                        let result = s.try_send_request(request).await;
+                        result
+                            .map(|r| (r, Some(s)))
+                            .map_err(|mut e| (e.take_message(), Some(e.into_error())))
+                    }
+                    Sender::H2(mut s) => {
+                        if s.ready().await.is_err() {
+                            return Err((None, None));
+                        }
+                        let result = s.try_send_request(request).await;
+                        result
+                            .map(|r| (r, None))
+                            .map_err(|mut e| (e.take_message(), Some(e.into_error())))
+                    }
+                }
+            };
+            let outcome = tokio::time::timeout(timeouts.response, attempt).await;
+            match outcome {
+                Err(_) => return Err(ProxyError::ResponseTimeout),
+                Ok(Ok((response, h1))) => {
+                    let release = if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                        None
+                    } else {
+                        h1.map(|s| (Arc::clone(endpoint), s))
+                    };
+                    return Ok(response.map(|body| {
+                        Body::Upstream(UpstreamBody::new(body, timeouts.idle, release))
+                    }));
+                }
+                // The connection was already dead: the request never left, try a fresh one.
+                Ok(Err((Some(unsent), _))) if reused => request = unsent,
+                Ok(Err((_, Some(error)))) => return Err(ProxyError::from_upstream(error)),
+                Ok(Err((_, None))) => {
+                    return Err(ProxyError::Connect(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "pooled connection closed",
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn connect(&self, endpoint: &Endpoint) -> Result<Sender, ProxyError> {
+        let timeouts = self.spec.timeouts;
+        let stream = match tokio::time::timeout(
+            timeouts.connect,
+            TcpStream::connect(endpoint.address),
+        )
+        .await
+        {
+            Err(_) => return Err(ProxyError::ConnectTimeout),
+            Ok(Err(error)) => return Err(ProxyError::Connect(error)),
+            Ok(Ok(stream)) => stream,
+        };
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(stream);
+        let address = endpoint.address;
+        match self.spec.protocol {
+            Protocol::Http1 => {
+                let (sender, conn) = http1::Builder::new()
+                    .handshake(io)
+                    .await
+                    .map_err(ProxyError::Upstream)?;
+                tokio::spawn(async move {
+                    if let Err(error) = conn.with_upgrades().await {
+                        tracing::debug!(%address, %error, "upstream connection ended");
+                    }
+                });
+                Ok(Sender::H1(sender))
+            }
+            Protocol::Http2 => {
+                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .handshake(io)
+                    .await
+                    .map_err(ProxyError::Upstream)?;
+                tokio::spawn(async move {
+                    if let Err(error) = conn.await {
+                        tracing::debug!(%address, %error, "upstream connection ended");
+                    }
+                });
+                let shared = sender.clone();
+                endpoint.pool.put(Sender::H2(shared));
+                Ok(Sender::H2(sender))
+            }
+        }
+    }
+}
+
+/// Applies each endpoint set the discovery backend publishes, until the upstream is dropped.
+async fn follow(
+    upstream: Weak<Upstream>,
+    mut rx: watch::Receiver<EndpointSet>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            _ = &mut stop => return,
+        }
+        let set = rx.borrow_and_update().clone();
+        match upstream.upgrade() {
+            Some(upstream) => upstream.apply(&set),
+            None => return,
+        }
+    }
+}
