@@ -1,0 +1,312 @@
+//! Forwarding through a real gateway to real upstreams.
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Frame;
+use std::time::{Duration, Instant};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn forwards_method_path_query_and_body() {
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(up.addr, ""));
+    let mut client = Client::http1(gw.addr()).await;
+    let reply = client
+        .request(req("POST", "/items/7?x=1&y=2").body(body("hello")).unwrap())
+        .await;
+    assert_eq!(reply.status, 200);
+    let echo = reply.json();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["path"], "/items/7?x=1&y=2");
+    assert_eq!(echo["body"], "hello");
+    assert_eq!(echo["headers"]["host"][0], gw.addr().to_string());
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed_both_ways() {
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(up.addr, ""));
+    let mut client = Client::http1(gw.addr()).await;
+    let request = req("GET", "/")
+        .header("connection", "x-secret, keep-alive")
+        .header("x-secret", "1")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-connection", "keep-alive")
+        .header("te", "gzip")
+        .header("x-normal", "kept")
+        .body(empty())
+        .unwrap();
+    let reply = client.request(request).await;
+    let headers = &reply.json()["headers"];
+    for gone in [
+        "x-secret",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "connection",
+    ] {
+        assert!(headers.get(gone).is_none(), "{gone} reached the upstream");
+    }
+    assert_eq!(headers["x-normal"][0], "kept");
+    // The upstream's own hop-by-hop headers do not reach the client.
+    assert!(reply.header("x-upstream-hop").is_none());
+    assert!(reply.header("keep-alive").is_none());
+}
+
+#[tokio::test]
+async fn forwarded_headers_from_an_untrusted_peer_are_replaced() {
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(up.addr, ""));
+    let mut client = Client::http1(gw.addr()).await;
+    let request = req("GET", "/")
+        .header("host", "api.example.com")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "evil.example")
+        .body(empty())
+        .unwrap();
+    let headers = client.request(request).await.json()["headers"].clone();
+    assert_eq!(headers["x-forwarded-for"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(headers["x-forwarded-proto"][0], "http");
+    assert_eq!(headers["x-forwarded-host"][0], "api.example.com");
+}
+
+#[tokio::test]
+async fn forwarded_headers_from_a_trusted_peer_are_extended() {
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(up.addr, "trusted_proxies: [127.0.0.0/8]\n"));
+    let mut client = Client::http1(gw.addr()).await;
+    let request = req("GET", "/")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .body(empty())
+        .unwrap();
+    let headers = client.request(request).await.json()["headers"].clone();
+    assert_eq!(headers["x-forwarded-for"][0], "203.0.113.9, 127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"][0], "https");
+}
+
+#[tokio::test]
+async fn request_id_is_kept_when_sane_and_generated_otherwise() {
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(up.addr, ""));
+    let mut client = Client::http1(gw.addr()).await;
+    let reply = client
+        .request(
+            req("GET", "/")
+                .header("x-request-id", "trace-42")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.header("x-request-id"), Some("trace-42"));
+    assert_eq!(reply.json()["headers"]["x-request-id"][0], "trace-42");
+
+    let reply = client
+        .request(
+            req("GET", "/")
+                .header("x-request-id", "no spaces allowed")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    let generated = reply.header("x-request-id").unwrap().to_string();
+    assert_eq!(generated.len(), 32);
+    assert_eq!(
+        reply.json()["headers"]["x-request-id"][0],
+        generated.as_str()
+    );
+}
+
+#[tokio::test]
+async fn keep_alive_connections_to_the_upstream_are_reused() {
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(up.addr, ""));
+    let mut client = Client::http1(gw.addr()).await;
+    for _ in 0..20 {
+        assert_eq!(client.get("/").await.status, 200);
+    }
+    assert_eq!(up.requests(), 20);
+    assert_eq!(
+        up.connections(),
+        1,
+        "each request opened a new upstream connection"
+    );
+}
+
+#[tokio::test]
+async fn request_body_streams_to_the_upstream_before_it_is_complete() {
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(up.addr, "limits: { max_body_bytes: 1GiB }\n"));
+    let mut client = Client::http1(gw.addr()).await;
+    let (tx, body) = channel_body();
+    let response = tokio::spawn(async move {
+        client
+            .request(req("POST", "/upload").body(body).unwrap())
+            .await
+    });
+    tx.send(Ok(Frame::data(Bytes::from(vec![b'a'; 64 * 1024]))))
+        .await
+        .unwrap();
+    // The upstream sees the first chunk while the client still holds the rest.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.body_bytes_seen() < 64 * 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway buffered the request body"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // 32 MiB more, in 1 MiB chunks: nothing is held whole.
+    for _ in 0..32 {
+        tx.send(Ok(Frame::data(Bytes::from(vec![b'b'; 1 << 20]))))
+            .await
+            .unwrap();
+    }
+    drop(tx);
+    let reply = response.await.unwrap();
+    assert_eq!(reply.json()["body_len"], 64 * 1024 + (32 << 20));
+}
+
+#[tokio::test]
+async fn response_body_streams_to_the_client_before_it_is_complete() {
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(up.addr, ""));
+    let mut client = Client::http1(gw.addr()).await;
+    let response = client
+        .send(req("GET", "/hold").body(empty()).unwrap())
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("first chunk held back by the gateway")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), "first;");
+    up.release();
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, "last");
+}
+
+#[tokio::test]
+async fn http2_client_to_http1_upstream_and_back() {
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(up.addr, ""));
+    let mut client = Client::http2(gw.addr()).await;
+    let reply = client
+        .request(req("PUT", "/h2?q=1").body(body("over h2")).unwrap())
+        .await;
+    assert_eq!(reply.status, 200);
+    let echo = reply.json();
+    assert_eq!(echo["path"], "/h2?q=1");
+    assert_eq!(echo["body"], "over h2");
+    assert_eq!(echo["headers"]["host"][0], gw.addr().to_string());
+}
+
+#[tokio::test]
+async fn http2_to_the_upstream() {
+    let up = upstream().http2().run().await;
+    let yaml =
+        simple_yaml(up.addr, "").replace("    timeouts:", "    protocol: http2\n    timeouts:");
+    let gw = gateway(&yaml);
+    let mut client = Client::http1(gw.addr()).await;
+    for _ in 0..5 {
+        let reply = client
+            .request(req("POST", "/x").body(body("h2 up")).unwrap())
+            .await;
+        assert_eq!(reply.json()["body"], "h2 up");
+    }
+    assert_eq!(up.connections(), 1, "HTTP/2 upstream connection is shared");
+}
+
+#[tokio::test]
+async fn rewrite_strips_prefix_and_sets_host() {
+    let up = upstream().run().await;
+    let yaml = format!(
+        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+         upstreams:\n  users: {{ discovery: {{ static: [{}] }} }}\n\
+         routes:\n\
+         \x20 - name: users\n    match: {{ path_prefix: /users }}\n    upstream: users\n    rewrite: {{ strip_prefix: /users, host: users.internal }}\n\
+         \x20 - name: v1\n    match: {{ path_prefix: /v1 }}\n    upstream: users\n    rewrite: {{ replace_prefix: /api/v2 }}\n",
+        up.addr
+    );
+    let gw = gateway(&yaml);
+    let mut client = Client::http1(gw.addr()).await;
+    let echo = client.get("/users/42?full=1").await.json();
+    assert_eq!(echo["path"], "/42?full=1");
+    assert_eq!(echo["headers"]["host"][0], "users.internal");
+    let echo = client.get("/v1/items").await.json();
+    assert_eq!(echo["path"], "/api/v2/items");
+}
+
+#[tokio::test]
+async fn websocket_style_upgrade_passes_through() {
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(up.addr, ""));
+    let mut stream = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    stream
+        .write_all(
+            b"GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("upgrade: echo"));
+    stream.write_all(b"ping over the tunnel").await.unwrap();
+    let mut echoed = [0u8; 20];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"ping over the tunnel");
+}
+
+#[tokio::test]
+async fn respond_and_redirect_routes() {
+    let yaml = "listeners: [{ name: http, address: 127.0.0.1:0 }]\n\
+        routes:\n\
+        \x20 - name: ping\n    match: { path: /ping }\n    respond: { status: 201, headers: { x-kind: pong }, body: pong }\n\
+        \x20 - name: moved\n    match: { path_prefix: /old }\n    redirect: { status: 301, location: https://example.com/new }\n\
+        \x20 - name: secure\n    match: { path_prefix: /secure }\n    redirect: { scheme: https }\n";
+    let gw = gateway(yaml);
+    let mut client = Client::http1(gw.addr()).await;
+    let reply = client.get("/ping").await;
+    assert_eq!(
+        (reply.status.as_u16(), reply.text().as_str()),
+        (201, "pong")
+    );
+    assert_eq!(reply.header("x-kind"), Some("pong"));
+    let reply = client.get("/old/page").await;
+    assert_eq!(reply.status, 301);
+    assert_eq!(reply.header("location"), Some("https://example.com/new"));
+    let reply = client
+        .request(
+            req("GET", "/secure/a?b=c")
+                .header("host", "shop.example:8080")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 302);
+    assert_eq!(
+        reply.header("location"),
+        Some("https://shop.example/secure/a?b=c")
+    );
+    let reply = client.get("/nothing-here").await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.json()["error"], "no route");
+    assert!(reply.json()["request_id"]
+        .as_str()
+        .is_some_and(|id| id.len() == 32));
+}

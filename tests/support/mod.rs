@@ -1,0 +1,536 @@
+//! Test harness: real servers on ephemeral loopback ports.
+//!
+//! - [`upstream()`] starts a hyper server whose behaviour is scripted by the request path:
+//!   `/status/{code}`, `/delay/{ms}`, `/bytes/{n}`, `/stream/{chunks}` (one chunk per 50 ms),
+//!   `/hold` (first chunk, then waits for `release()`), `/die-mid-body`, `/upgrade` (echo after
+//!   101); anything else echoes the request as JSON (`method`, `path`, `headers`, `body_len`).
+//!   It counts requests and connections and records what it saw.
+//! - [`gateway()`] starts Portcullis in-process from YAML on `127.0.0.1:0`.
+//! - [`Client`] keeps one HTTP/1.1 or h2c connection; [`raw`] speaks bytes over a socket.
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body_len: usize,
+}
+
+#[derive(Default)]
+struct State {
+    requests: AtomicUsize,
+    connections: AtomicUsize,
+    body_bytes_seen: AtomicUsize,
+    seen: Mutex<Vec<Seen>>,
+    release: tokio::sync::watch::Sender<bool>,
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+    /// Request body bytes received so far, across requests (counted as they arrive).
+    pub fn body_bytes_seen(&self) -> usize {
+        self.state.body_bytes_seen.load(Ordering::SeqCst)
+    }
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+    pub fn last(&self) -> Seen {
+        self.seen()
+            .last()
+            .cloned()
+            .expect("the upstream saw no request")
+    }
+    /// Lets `/hold` responses finish.
+    pub fn release(&self) {
+        self.state.release.send_replace(true);
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub struct UpstreamBuilder {
+    http2: bool,
+}
+
+pub fn upstream() -> UpstreamBuilder {
+    UpstreamBuilder { http2: false }
+}
+
+impl UpstreamBuilder {
+    /// Serve HTTP/2 with prior knowledge instead of HTTP/1.1.
+    pub fn http2(mut self) -> Self {
+        self.http2 = true;
+        self
+    }
+
+    pub async fn run(self) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State::default());
+        let shared = Arc::clone(&state);
+        let http2 = self.http2;
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                shared.connections.fetch_add(1, Ordering::SeqCst);
+                let state = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let state = Arc::clone(&state);
+                        async move { Ok::<_, Infallible>(scripted(req, state).await) }
+                    });
+                    let io = TokioIo::new(stream);
+                    if http2 {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, service)
+                            .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, service)
+                            .with_upgrades()
+                            .await;
+                    }
+                });
+            }
+        });
+        Upstream { addr, state, task }
+    }
+}
+
+fn full(body: impl Into<Bytes>) -> BoxBody {
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn chunks(rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>) -> BoxBody {
+    let stream = futures_stream(rx);
+    BodyExt::boxed(StreamBody::new(stream))
+}
+
+fn futures_stream(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>,
+) -> impl futures_core::Stream<Item = Result<Frame<Bytes>, std::io::Error>> {
+    async_stream(move |cx| rx.poll_recv(cx))
+}
+
+/// A tiny poll_fn-based stream, to avoid another dependency.
+fn async_stream<T, F>(f: F) -> PollStream<F>
+where
+    F: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Option<T>>,
+{
+    PollStream(f)
+}
+
+pub struct PollStream<F>(F);
+
+impl<T, F> futures_core::Stream for PollStream<F>
+where
+    F: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Option<T>> + Unpin,
+{
+    type Item = T;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        (self.0)(cx)
+    }
+}
+
+async fn scripted(req: Request<Incoming>, state: Arc<State>) -> Response<BoxBody> {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let arg = |i: usize| {
+        segments
+            .get(i)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let method = req.method().to_string();
+    let headers = req.headers().clone();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+
+    if segments[0] == "upgrade" {
+        let mut req = req;
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on_upgrade.await {
+                let mut io = TokioIo::new(upgraded);
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        return Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "echo")
+            .body(full(""))
+            .unwrap();
+    }
+
+    // Read the body as it arrives, counting bytes.
+    let mut body = req.into_body();
+    let mut body_len = 0;
+    let mut body_bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    body_len += data.len();
+                    state
+                        .body_bytes_seen
+                        .fetch_add(data.len(), Ordering::SeqCst);
+                    if body_bytes.len() < 64 * 1024 {
+                        body_bytes.extend_from_slice(data);
+                    }
+                }
+            }
+            Err(_) => return Response::new(full("body failed")),
+        }
+    }
+    state.seen.lock().unwrap().push(Seen {
+        method: method.clone(),
+        path: path_and_query.clone(),
+        headers: headers.clone(),
+        body_len,
+    });
+
+    match segments[0] {
+        "status" => Response::builder()
+            .status(arg(1) as u16)
+            .body(full(format!("status {}", arg(1))))
+            .unwrap(),
+        "delay" => {
+            tokio::time::sleep(Duration::from_millis(arg(1))).await;
+            Response::new(full("late"))
+        }
+        "bytes" => Response::new(full(vec![b'x'; arg(1) as usize])),
+        "stream" => {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let n = arg(1);
+            tokio::spawn(async move {
+                for i in 0..n {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if tx
+                        .send(Ok(Frame::data(Bytes::from(format!("chunk{i};")))))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            Response::new(chunks(rx))
+        }
+        "hold" => {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let mut released = state.release.subscribe();
+            tokio::spawn(async move {
+                let _ = tx
+                    .send(Ok(Frame::data(Bytes::from_static(b"first;"))))
+                    .await;
+                let _ = released.wait_for(|r| *r).await;
+                let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"last")))).await;
+            });
+            Response::new(chunks(rx))
+        }
+        "die-mid-body" => {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tokio::spawn(async move {
+                let _ = tx.send(Ok(Frame::data(Bytes::from(vec![b'a'; 100])))).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let _ = tx.send(Err(std::io::Error::other("upstream died"))).await;
+            });
+            Response::builder()
+                .header("content-length", "1000")
+                .body(chunks(rx))
+                .unwrap()
+        }
+        _ => {
+            let mut header_map = serde_json::Map::new();
+            for (name, value) in &headers {
+                let entry = header_map
+                    .entry(name.as_str().to_string())
+                    .or_insert_with(|| json!([]));
+                entry
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!(value.to_str().unwrap_or("<binary>")));
+            }
+            let echo = json!({
+                "method": method,
+                "path": path_and_query,
+                "headers": header_map,
+                "body_len": body_len,
+                "body": String::from_utf8_lossy(&body_bytes),
+            });
+            Response::builder()
+                .header("content-type", "application/json")
+                .header("connection", "x-upstream-hop")
+                .header("x-upstream-hop", "should be removed")
+                .header("keep-alive", "timeout=5")
+                .body(full(echo.to_string()))
+                .unwrap()
+        }
+    }
+}
+
+pub struct TestGateway {
+    pub running: portcullis::Running,
+}
+
+impl TestGateway {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr_of("http")
+    }
+    pub fn addr_of(&self, listener: &str) -> SocketAddr {
+        self.running.address(listener).expect("no such listener")
+    }
+}
+
+/// Starts a gateway from YAML; listeners should use `127.0.0.1:0`. One worker keeps tests
+/// lean; pass a `workers:` key to change it.
+pub fn gateway(yaml: &str) -> TestGateway {
+    let config = portcullis::config::parse(yaml, "test.yaml", &|name| std::env::var(name).ok())
+        .unwrap_or_else(|e| panic!("test config invalid: {e}"));
+    let workers = config.workers.or(Some(1));
+    let running =
+        portcullis::start(config, portcullis::Options { workers }).expect("gateway start");
+    TestGateway { running }
+}
+
+/// A minimal config: one listener, one upstream `up` at `upstream`, one catch-all route, plus
+/// `extra` appended at the top level (YAML text).
+pub fn simple_yaml(upstream: SocketAddr, extra: &str) -> String {
+    format!(
+        "listeners:\n  - {{ name: http, address: 127.0.0.1:0 }}\nupstreams:\n  up:\n    discovery: {{ static: [{upstream}] }}\n    timeouts: {{ connect: 1s, response: 2s, idle: 2s }}\nroutes:\n  - name: all\n    upstream: up\n{extra}"
+    )
+}
+
+/// A parsed response with its whole body.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<BoxBody>),
+    H2(hyper::client::conn::http2::SendRequest<BoxBody>),
+}
+
+/// One client connection to the gateway.
+pub struct Client {
+    sender: Sender,
+    host: String,
+}
+
+impl Client {
+    pub async fn http1(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn.with_upgrades());
+        Client {
+            sender: Sender::H1(sender),
+            host: addr.to_string(),
+        }
+    }
+
+    pub async fn http2(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        Client {
+            sender: Sender::H2(sender),
+            host: addr.to_string(),
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        match &self.sender {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    /// Sends `request`, filling in Host/authority; returns the response head and a body.
+    pub async fn send(&mut self, request: Request<BoxBody>) -> hyper::Result<Response<Incoming>> {
+        let (mut parts, body) = request.into_parts();
+        match &mut self.sender {
+            Sender::H1(s) => {
+                if !parts.headers.contains_key("host") {
+                    parts.headers.insert("host", self.host.parse().unwrap());
+                }
+                s.ready().await?;
+                s.send_request(Request::from_parts(parts, body)).await
+            }
+            Sender::H2(s) => {
+                if parts.uri.authority().is_none() {
+                    let authority = parts
+                        .headers
+                        .remove("host")
+                        .map(|h| h.to_str().unwrap().to_string())
+                        .unwrap_or_else(|| self.host.clone());
+                    parts.uri =
+                        format!("http://{authority}{}", parts.uri.path_and_query().unwrap())
+                            .parse()
+                            .unwrap();
+                }
+                parts.version = http::Version::HTTP_2;
+                s.ready().await?;
+                s.send_request(Request::from_parts(parts, body)).await
+            }
+        }
+    }
+
+    pub async fn request(&mut self, request: Request<BoxBody>) -> Reply {
+        let response = self.send(request).await.expect("request failed");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body failed").to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Reply {
+        self.request(req("GET", path).body(empty()).unwrap()).await
+    }
+}
+
+pub fn req(method: &str, path: &str) -> http::request::Builder {
+    Request::builder().method(method).uri(path)
+}
+
+pub fn empty() -> BoxBody {
+    full("")
+}
+
+pub fn body(bytes: impl Into<Bytes>) -> BoxBody {
+    full(bytes)
+}
+
+/// A request body fed by the test, chunk by chunk.
+pub fn channel_body() -> (
+    tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>,
+    BoxBody,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    (tx, chunks(rx))
+}
+
+/// A one-shot GET on a fresh HTTP/1.1 connection.
+pub async fn get(addr: SocketAddr, path: &str) -> Reply {
+    Client::http1(addr).await.get(path).await
+}
+
+/// Writes `bytes` and reads until the peer closes or `wait` passes without data.
+pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> RawReply {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    read_all(&mut stream, wait).await
+}
+
+pub struct RawReply {
+    pub text: String,
+    /// The peer closed the connection (EOF or reset) before `wait` ran out.
+    pub closed: bool,
+}
+
+impl RawReply {
+    pub fn status(&self) -> u16 {
+        self.text
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {:?}", self.text))
+    }
+    pub fn responses(&self) -> usize {
+        self.text.matches("HTTP/1.1 ").count()
+    }
+}
+
+pub async fn read_all(stream: &mut TcpStream, wait: Duration) -> RawReply {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return RawReply {
+                    text: String::from_utf8_lossy(&out).into_owned(),
+                    closed: true,
+                }
+            }
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => {
+                return RawReply {
+                    text: String::from_utf8_lossy(&out).into_owned(),
+                    closed: false,
+                }
+            }
+        }
+    }
+}
