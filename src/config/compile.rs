@@ -223,14 +223,14 @@ fn compile_listeners(items: Vec<Value>, issues: &mut Issues) -> Vec<ListenerConf
 }
 
 fn duration_field(
-    value: Option<String>,
+    value: Option<raw::Scalar>,
     default: Duration,
     path: &str,
     issues: &mut Issues,
 ) -> Duration {
     match value {
         None => default,
-        Some(text) => match parse_duration(&text) {
+        Some(raw::Scalar(text)) => match parse_duration(&text) {
             Ok(d) if d.is_zero() => {
                 issues.add(path, "must be greater than zero");
                 default
@@ -245,13 +245,13 @@ fn duration_field(
 }
 
 fn size_field(
-    value: Option<String>,
+    value: Option<raw::Scalar>,
     default: u64,
     min: u64,
     path: &str,
     issues: &mut Issues,
 ) -> u64 {
-    match value.map(|text| parse_size(&text)) {
+    match value.map(|raw::Scalar(text)| parse_size(&text)) {
         None => default,
         Some(Ok(size)) if size < min => {
             issues.add(path, format!("must be at least {min} bytes"));
@@ -495,10 +495,10 @@ fn compile_match(raw: &raw::Match, path: &str, issues: &mut Issues) -> Option<Ro
         check_slash(prefix, "path_prefix", issues);
         PathMatch::prefix(prefix)
     } else if let Some(pattern) = &raw.path_regex {
-        match Regex::new(&format!("^(?:{pattern})$")) {
+        match anchored_regex(pattern) {
             Ok(regex) => PathMatch::Regex(regex),
             Err(e) => {
-                issues.add(&format!("{path}.path_regex"), format!("invalid regex: {e}"));
+                issues.add(&format!("{path}.path_regex"), e);
                 PathMatch::prefix("/")
             }
         }
@@ -540,9 +540,9 @@ fn compile_match(raw: &raw::Match, path: &str, issues: &mut Issues) -> Option<Ro
                 Ok(value) => headers.push(HeaderMatcher::Exact(name, value)),
                 Err(_) => issues.add(&format!("{hpath}.value"), "invalid header value"),
             },
-            (None, Some(pattern)) => match Regex::new(&format!("^(?:{pattern})$")) {
+            (None, Some(pattern)) => match anchored_regex(pattern) {
                 Ok(regex) => headers.push(HeaderMatcher::Regex(name, regex)),
-                Err(e) => issues.add(&format!("{hpath}.regex"), format!("invalid regex: {e}")),
+                Err(e) => issues.add(&format!("{hpath}.regex"), e),
             },
             (None, None) => headers.push(HeaderMatcher::Present(name)),
         }
@@ -552,6 +552,20 @@ fn compile_match(raw: &raw::Match, path: &str, issues: &mut Issues) -> Option<Ro
         path: path_match,
         methods,
         headers,
+    })
+}
+
+/// Compiles a regex that must match the whole input; the error is one line.
+fn anchored_regex(pattern: &str) -> Result<Regex, String> {
+    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+        let text = e.to_string();
+        let reason = text
+            .lines()
+            .rev()
+            .find_map(|line| line.strip_prefix("error: "))
+            .unwrap_or(text.as_str())
+            .to_string();
+        format!("invalid regex {pattern:?}: {reason}")
     })
 }
 

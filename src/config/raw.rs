@@ -9,6 +9,30 @@ use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 use std::collections::BTreeMap;
 
+/// A scalar read as text whatever its YAML type (`10` or `"10s"`), so durations and sizes get
+/// one message about their units instead of a type error.
+#[derive(Debug, Clone)]
+pub struct Scalar(pub String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::String(s) => Ok(Scalar(s)),
+            Value::Number(n) => Ok(Scalar(n.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a duration or size, found {}",
+                match other {
+                    Value::Null => "nothing",
+                    Value::Bool(_) => "a boolean",
+                    Value::Sequence(_) => "a list",
+                    Value::Mapping(_) => "a mapping",
+                    _ => "a tagged value",
+                }
+            ))),
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Top {
@@ -36,12 +60,12 @@ pub struct Listener {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    pub max_header_bytes: Option<String>,
+    pub max_header_bytes: Option<Scalar>,
     pub max_headers: Option<usize>,
-    pub max_uri_bytes: Option<String>,
-    pub max_body_bytes: Option<String>,
-    pub header_read_timeout: Option<String>,
-    pub idle_timeout: Option<String>,
+    pub max_uri_bytes: Option<Scalar>,
+    pub max_body_bytes: Option<Scalar>,
+    pub header_read_timeout: Option<Scalar>,
+    pub idle_timeout: Option<Scalar>,
     pub max_connections: Option<usize>,
 }
 
@@ -84,9 +108,9 @@ pub struct WeightedEndpoint {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
-    pub connect: Option<String>,
-    pub response: Option<String>,
-    pub idle: Option<String>,
+    pub connect: Option<Scalar>,
+    pub response: Option<Scalar>,
+    pub idle: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
