@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Load benchmark orchestration (run through benches/load.sh).
+
+Starts a fast upstream, Portcullis (1 worker) and nginx (1 worker) as equivalent keep-alive
+reverse proxies on loopback. Proxies are pinned to core 0; the upstream and wrk to core 1.
+Rounds interleave DIRECT, PORTCULLIS and NGINX; medians are reported, with proxy CPU time per
+request (from /proc/PID/stat) and resident memory idle and under load.
+"""
+
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+DURATION = int(os.environ.get("DURATION", "10"))
+BODY = int(os.environ.get("BODY", "100"))
+CONNECTIONS = int(os.environ.get("CONNECTIONS", "64"))
+EXTRA_YAML = os.environ.get("EXTRA_ROUTE_YAML", "")
+PORTS = {"upstream": 19080, "portcullis": 19081, "nginx": 19082}
+TICK = os.sysconf("SC_CLK_TCK")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def children(pid):
+    try:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+    except OSError:
+        return []
+
+
+def wait_port(port, timeout=10):
+    import socket
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"nothing listening on {port}")
+
+
+def to_ms(value, unit):
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(port):
+    out = subprocess.run(
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency",
+         f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    lat = dict(re.findall(r"\s+(50|99)%\s+([\d.]+\w+)", out))
+    parse = lambda s: to_ms(*re.match(r"([\d.]+)(\w+)", s).groups())
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        sys.exit(f"wrk saw {errors.group(1)} error responses on port {port}:\n{out}")
+    return rps, total, parse(lat["50"]), parse(lat["99"])
+
+
+def measure(name, port, pids):
+    peak = [0]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.5):
+            if pids:
+                peak[0] = max(peak[0], rss_kib(pids))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    before = cpu_ticks(pids) if pids else 0
+    rps, total, p50, p99 = wrk(port)
+    after = cpu_ticks(pids) if pids else 0
+    stop.set()
+    sampler.join()
+    cpu_us = (after - before) * 1e6 / TICK / total if pids else float("nan")
+    return {"rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu_us, "rss_load": peak[0] / 1024}
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="portcullis-bench-")
+    procs = []
+
+    def start(args, **kw):
+        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+        procs.append(p)
+        return p
+
+    try:
+        start(["taskset", "-c", "1", f"{ROOT}/target/release/examples/bench_upstream",
+               f"127.0.0.1:{PORTS['upstream']}", str(BODY)])
+        wait_port(PORTS["upstream"])
+
+        config = f"""listeners: [{{ name: http, address: 127.0.0.1:{PORTS['portcullis']} }}]
+upstreams:
+  bench: {{ discovery: {{ static: [127.0.0.1:{PORTS['upstream']}] }} }}
+routes:
+{EXTRA_YAML}  - name: all
+    upstream: bench
+"""
+        with open(f"{tmp}/gateway.yaml", "w") as f:
+            f.write(config)
+        portcullis = start(["taskset", "-c", "0", f"{ROOT}/target/release/portcullis",
+                            "-c", f"{tmp}/gateway.yaml", "--workers", "1", "--log-level", "warn"])
+        wait_port(PORTS["portcullis"])
+
+        os.makedirs(f"{tmp}/nginx/logs", exist_ok=True)
+        with open(f"{tmp}/nginx/nginx.conf", "w") as f:
+            f.write(f"""worker_processes 1;
+pid {tmp}/nginx/nginx.pid;
+error_log {tmp}/nginx/logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    upstream bench {{ server 127.0.0.1:{PORTS['upstream']}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{PORTS['nginx']};
+        location / {{
+            proxy_pass http://bench;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+}}
+""")
+        nginx = start(["taskset", "-c", "0", "nginx", "-p", f"{tmp}/nginx", "-c",
+                       f"{tmp}/nginx/nginx.conf", "-g", "daemon off;"])
+        wait_port(PORTS["nginx"])
+        time.sleep(0.5)
+
+        targets = {
+            "DIRECT": (PORTS["upstream"], []),
+            "PORTCULLIS": (PORTS["portcullis"], [portcullis.pid]),
+            "NGINX": (PORTS["nginx"], [nginx.pid] + children(nginx.pid)),
+        }
+        idle = {name: rss_kib(pids) / 1024 for name, (_, pids) in targets.items() if pids}
+        results = {name: [] for name in targets}
+        print(f"body {BODY} B, {CONNECTIONS} connections, {DURATION} s x {ROUNDS} rounds", flush=True)
+        for round_ in range(ROUNDS):
+            order = list(targets)
+            order = order[round_ % 3:] + order[: round_ % 3]
+            for name in order:
+                port, pids = targets[name]
+                r = measure(name, port, pids)
+                results[name].append(r)
+                print(f"  round {round_ + 1} {name:<10} {r['rps']:>10.0f} req/s  p50 {r['p50']:.3f} ms"
+                      f"  p99 {r['p99']:.3f} ms  cpu {r['cpu_us']:.2f} us/req", flush=True)
+
+        med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in results.items()}
+        print()
+        print(f"{'':<11}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'RSS idle MB':>13}{'RSS load MB':>13}")
+        for name, m in med.items():
+            cpu = f"{m['cpu_us']:.2f}" if name != "DIRECT" else "-"
+            ri = f"{idle[name]:.1f}" if name in idle else "-"
+            rl = f"{m['rss_load']:.1f}" if name != "DIRECT" else "-"
+            print(f"{name:<11}{m['rps']:>10.0f}{m['p50']:>9.3f}{m['p99']:>9.3f}{cpu:>12}{ri:>13}{rl:>13}")
+        p, d, n = med["PORTCULLIS"], med["DIRECT"], med["NGINX"]
+        print()
+        print(f"PORTCULLIS/DIRECT  throughput {p['rps'] / d['rps']:.2f}x")
+        print(f"PORTCULLIS/NGINX   throughput {p['rps'] / n['rps']:.2f}x   "
+              f"cpu/request {p['cpu_us'] / n['cpu_us']:.2f}x   p99 {p['p99'] / n['p99']:.2f}x")
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+if __name__ == "__main__":
+    main()
