@@ -5,7 +5,7 @@
 //! set. A peer inside `trusted_proxies` has its X-Forwarded-* chain believed and extended; any
 //! other peer's X-Forwarded-* headers are replaced, so a client cannot forge its address.
 
-use super::handler::{request_host, ConnInfo, X_REQUEST_ID};
+use super::handler::{ConnInfo, X_REQUEST_ID};
 use crate::body::Body;
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
@@ -39,7 +39,11 @@ pub(super) async fn proxy(
     }
     let upgrade = upgrade_protocol(&request);
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
-    let host = request_host(&request).and_then(|h| HeaderValue::from_str(h).ok());
+    // The Host header is reused as is; only an absolute-form authority needs a new value.
+    let host = match request.uri().authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => request.headers().get(HOST).cloned(),
+    };
     let endpoint = upstream
         .pick()
         .ok_or_else(|| ProxyError::NoEndpoint(upstream.name.clone()))?;
@@ -143,8 +147,23 @@ fn upgrade_protocol<B>(request: &Request<B>) -> Option<HeaderValue> {
 }
 
 /// RFC 9110 §7.6.1: Connection and the headers it names, plus the fixed hop-by-hop set.
-/// `TE: trailers` survives: gRPC needs it end to end.
+/// `TE: trailers` survives: gRPC needs it end to end. Most messages carry none of these, so
+/// one pass over the names decides whether any removal (and its hashing) is needed.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let fixed = [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+        &TRAILER,
+        &TE,
+    ];
+    let any = headers
+        .keys()
+        .any(|name| name == CONNECTION || fixed.contains(&name));
+    if !any {
+        return;
+    }
     if headers.contains_key(CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
@@ -158,20 +177,12 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         }
         headers.remove(CONNECTION);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-        &TRAILER,
-    ] {
-        if headers.contains_key(name) {
+    let keep_te = headers
+        .get(TE)
+        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for name in fixed {
+        if name != TE || !keep_te {
             headers.remove(name);
-        }
-    }
-    if let Some(te) = headers.get(TE) {
-        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
-            headers.remove(TE);
         }
     }
 }

@@ -44,7 +44,7 @@ pub async fn handle(conn: &ConnInfo, request: Request<Incoming>) -> Response<Bod
         route: None,
         started: tokio::time::Instant::now(),
     };
-    let method = request.method().clone();
+    let head = request.method() == Method::HEAD;
     let mut response = match serve(&snapshot, conn, &mut ctx, request).await {
         Ok(response) => response,
         Err(error) => {
@@ -58,7 +58,7 @@ pub async fn handle(conn: &ConnInfo, request: Request<Incoming>) -> Response<Bod
             error.into_response(&ctx.request_id)
         }
     };
-    if method == Method::HEAD {
+    if head {
         *response.body_mut() = Body::Empty;
     }
     response
@@ -94,7 +94,7 @@ async fn serve(
 }
 
 /// The authority the client addressed: the request target's (absolute form, HTTP/2) or Host.
-pub(super) fn request_host<B>(request: &Request<B>) -> Option<&str> {
+fn request_host<B>(request: &Request<B>) -> Option<&str> {
     match request.uri().authority() {
         Some(authority) => Some(authority.as_str()),
         None => request.headers().get(HOST).and_then(|h| h.to_str().ok()),
