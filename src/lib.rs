@@ -18,13 +18,12 @@ pub mod telemetry;
 pub mod upstream;
 
 use config::Config;
-use server::ConnCounter;
+use server::{ConnCounter, Shutdown};
 use snapshot::Gateway;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -48,7 +47,7 @@ pub struct Options {
 pub struct Running {
     gateway: Arc<Gateway>,
     listeners: Vec<(String, SocketAddr)>,
-    shutdown: watch::Sender<bool>,
+    shutdown: Arc<Shutdown>,
     threads: Vec<JoinHandle<()>>,
     connections: Arc<ConnCounter>,
     control: tokio::runtime::Handle,
@@ -61,7 +60,7 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
         .or(config.workers)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let (shutdown, shutdown_rx) = watch::channel(false);
+    let shutdown = Shutdown::new();
     let mut threads = Vec::new();
 
     // The control runtime: discovery tasks and other background work, off the workers.
@@ -70,11 +69,11 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
         .build()
         .map_err(StartError::Runtime)?;
     let control = control_rt.handle().clone();
-    let mut stop = shutdown_rx.clone();
+    let stop = Arc::clone(&shutdown);
     threads.push(
         std::thread::Builder::new()
             .name("portcullis-control".into())
-            .spawn(move || control_rt.block_on(server::stopped(&mut stop)))
+            .spawn(move || control_rt.block_on(stop.stopped()))
             .map_err(StartError::Runtime)?,
     );
 
@@ -102,7 +101,7 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
     for (index, worker_sockets) in sockets.into_iter().enumerate() {
         let gateway = Arc::clone(&gateway);
         let connections = Arc::clone(&connections);
-        let mut stop = shutdown_rx.clone();
+        let stop = Arc::clone(&shutdown);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -119,13 +118,13 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
                                     listener,
                                     Arc::clone(&gateway),
                                     Arc::clone(&connections),
-                                    stop.clone(),
+                                    Arc::clone(&stop),
                                 ));
                             }
                             Err(error) => tracing::error!(%error, "listener setup failed"),
                         }
                     }
-                    server::stopped(&mut stop).await;
+                    stop.stopped().await;
                     // Let in-flight requests finish; connections close as they go idle.
                     let grace = Instant::now() + Duration::from_secs(30);
                     while connections.active() > 0 && Instant::now() < grace {
@@ -181,7 +180,7 @@ impl Running {
     /// Stops accepting, lets in-flight requests finish (30 s at most), and waits for every
     /// thread to end.
     pub fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.stop();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -190,6 +189,6 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.stop();
     }
 }

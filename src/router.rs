@@ -14,8 +14,10 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::Regex;
-use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Route tables are built once and only read; a fast hasher beats SipHash on short keys.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostMatch {
@@ -148,8 +150,8 @@ struct Table<R> {
 impl<R> Default for Table<R> {
     fn default() -> Self {
         Table {
-            exact: HashMap::new(),
-            prefix: HashMap::new(),
+            exact: HashMap::default(),
+            prefix: HashMap::default(),
             regex: Vec::new(),
         }
     }
@@ -202,8 +204,8 @@ impl<R> Router<R> {
     /// Builds the tables; `routes` are in config order.
     pub fn new(routes: impl IntoIterator<Item = (RouteMatch, Arc<R>)>) -> Router<R> {
         let mut router = Router {
-            exact_hosts: HashMap::new(),
-            suffix_hosts: HashMap::new(),
+            exact_hosts: HashMap::default(),
+            suffix_hosts: HashMap::default(),
             any_host: Table::default(),
         };
         for (m, route) in routes {

@@ -189,11 +189,16 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
         }
     }
     let mut buf = [0u8; 32];
-    let (high, low) = (fastrand::u64(..), fastrand::u64(..));
-    for (i, byte) in buf.iter_mut().enumerate() {
-        let word = if i < 16 { high } else { low };
-        let nibble = (word >> ((i % 16) * 4)) & 0xf;
-        *byte = b"0123456789abcdef"[nibble as usize];
+    let words = [fastrand::u64(..), fastrand::u64(..)];
+    for (chunk, word) in buf.chunks_exact_mut(16).zip(words) {
+        for (i, byte) in chunk.iter_mut().enumerate() {
+            let nibble = ((word >> (i * 4)) & 0xf) as u8;
+            *byte = if nibble < 10 {
+                b'0' + nibble
+            } else {
+                b'a' + nibble - 10
+            };
+        }
     }
     HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }

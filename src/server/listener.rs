@@ -6,6 +6,7 @@
 //! opens with the HTTP/2 preface (prior knowledge, h2c), by hyper's HTTP/2 server, both
 //! configured from `limits:`.
 
+use super::shutdown::Shutdown;
 use crate::proxy::{handle, ConnInfo};
 use crate::snapshot::{Gateway, Limits};
 use hyper::server::conn::{http1, http2};
@@ -19,7 +20,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 /// hyper's own default, above which it keeps headers on the heap.
 const HYPER_STACK_HEADERS: usize = 100;
@@ -36,11 +36,6 @@ pub fn bind(address: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.bind(&address.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
-}
-
-/// Resolves once `true` (stop) is published, or the sender is gone.
-pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// Open client connections across all workers, for `max_connections` and draining.
@@ -65,12 +60,12 @@ pub async fn accept_loop(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     counter: Arc<ConnCounter>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Arc<Shutdown>,
 ) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stopped(&mut shutdown) => return,
+            _ = shutdown.stopped() => return,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -95,7 +90,7 @@ pub async fn accept_loop(
             peer,
             Arc::clone(&gateway),
             limits,
-            shutdown.clone(),
+            Arc::clone(&shutdown),
             guard,
         ));
     }
@@ -129,7 +124,7 @@ macro_rules! drive {
                     tracing::debug!(peer = %$peer, %error, "client connection ended with an error");
                 }
             }
-            _ = stopped(&mut $shutdown) => {
+            _ = $shutdown.stopped() => {
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
             }
@@ -142,7 +137,7 @@ async fn serve_connection(
     peer: SocketAddr,
     gateway: Arc<Gateway>,
     limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Arc<Shutdown>,
     _guard: ConnGuard,
 ) {
     let h2 = match tokio::time::timeout(limits.header_read_timeout, first_bytes(&stream)).await {

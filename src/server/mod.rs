@@ -1,5 +1,7 @@
 //! Accepting client connections and serving HTTP on them.
 
 mod listener;
+mod shutdown;
 
-pub use listener::{accept_loop, bind, stopped, ConnCounter};
+pub use listener::{accept_loop, bind, ConnCounter};
+pub use shutdown::Shutdown;
