@@ -307,3 +307,34 @@ async fn connections_beyond_the_maximum_are_refused() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_idle_timeout() {
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(
+        up.addr,
+        "limits: { idle_timeout: 400ms, header_read_timeout: 10s }\n",
+    ));
+    let mut h1 = Client::http1(gw.addr()).await;
+    let mut h2 = Client::http2(gw.addr()).await;
+    assert_eq!(h1.get("/").await.status, 200);
+    assert_eq!(h2.get("/").await.status, 200);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !(h1.is_closed() && h2.is_closed()) {
+        assert!(
+            Instant::now() < deadline,
+            "idle connections still open after idle_timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_slow_request_in_flight_is_not_cut_by_the_idle_timeout() {
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(up.addr, "limits: { idle_timeout: 300ms }\n"));
+    let mut client = Client::http2(gw.addr()).await;
+    let reply = client.get("/delay/1000").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "late");
+}

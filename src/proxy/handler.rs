@@ -10,7 +10,10 @@ use http::header::{CONTENT_LENGTH, HOST, LOCATION, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -21,6 +24,50 @@ pub struct ConnInfo {
     /// The peer's IP as a header value, for X-Forwarded-For.
     pub peer_ip: HeaderValue,
     pub scheme: &'static str,
+    pub activity: Activity,
+}
+
+/// Requests in flight on one connection and when the last one ended: what `idle_timeout`
+/// needs, kept in two atomics that only this connection's worker touches.
+pub struct Activity {
+    opened: Instant,
+    in_flight: AtomicU32,
+    last_end_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            opened: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            last_end_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn begin(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+
+    /// When the connection will have been idle for `idle`; `None` while requests are in flight.
+    pub fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_end_ms.load(Ordering::Relaxed));
+        Some(self.opened + last + idle)
+    }
+}
+
+/// Ends the request's activity however the request ends (also when the client goes away).
+struct InFlight<'a>(&'a Activity);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let ms = self.0.opened.elapsed().as_millis() as u64;
+        self.0.last_end_ms.store(ms, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl ConnInfo {
@@ -32,17 +79,19 @@ impl ConnInfo {
             peer,
             peer_ip,
             scheme,
+            activity: Activity::new(),
         }
     }
 }
 
 pub async fn handle(conn: &ConnInfo, request: Request<Incoming>) -> Response<Body> {
+    let _in_flight = conn.activity.begin();
     let snapshot = conn.gateway.snapshot.load_full();
     let mut ctx = RequestCtx {
         request_id: request_id(request.headers()),
         client_ip: conn.peer.ip(),
         route: None,
-        started: tokio::time::Instant::now(),
+        started: Instant::now(),
     };
     let head = request.method() == Method::HEAD;
     let mut response = match serve(&snapshot, conn, &mut ctx, request).await {

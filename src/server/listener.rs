@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
 /// hyper's own default, above which it keeps headers on the heap.
 const HYPER_STACK_HEADERS: usize = 100;
@@ -113,21 +114,37 @@ async fn first_bytes(stream: &TcpStream) -> io::Result<bool> {
     }
 }
 
-/// Drives one client connection; on shutdown, stops taking requests and lets it finish.
+/// Resolves once the connection has had no request in flight for `idle`.
+async fn idle(info: &ConnInfo, idle: Duration) {
+    loop {
+        match info.activity.idle_deadline(idle) {
+            Some(deadline) if deadline <= Instant::now() => return,
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => tokio::time::sleep(idle).await,
+        }
+    }
+}
+
+/// Drives one client connection. On shutdown, or once idle for `idle_timeout`, it stops taking
+/// requests and lets those in flight finish (HTTP/2: GOAWAY).
 macro_rules! drive {
-    ($conn:expr, $shutdown:expr, $peer:expr) => {{
+    ($conn:expr, $shutdown:expr, $info:expr, $idle:expr) => {{
         let conn = $conn;
         tokio::pin!(conn);
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(peer = %$peer, %error, "client connection ended with an error");
-                }
-            }
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
             _ = $shutdown.stopped() => {
                 conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
+                conn.await
             }
+            _ = idle(&$info, $idle) => {
+                tracing::debug!(peer = %$info.peer, "idle_timeout reached, closing");
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(error) = result {
+            tracing::debug!(peer = %$info.peer, %error, "client connection ended with an error");
         }
     }};
 }
@@ -149,6 +166,7 @@ async fn serve_connection(
         }
     };
     let info = Arc::new(ConnInfo::new(gateway, peer, "http"));
+    let watched = Arc::clone(&info);
     let service = service_fn(move |request| {
         let info = Arc::clone(&info);
         async move { Ok::<_, Infallible>(handle(&info, request).await) }
@@ -162,7 +180,12 @@ async fn serve_connection(
             .max_header_list_size(limits.max_header_bytes as u32)
             .keep_alive_interval(limits.idle_timeout / 2)
             .keep_alive_timeout(Duration::from_secs(20));
-        drive!(builder.serve_connection(io, service), shutdown, peer);
+        drive!(
+            builder.serve_connection(io, service),
+            shutdown,
+            watched,
+            limits.idle_timeout
+        );
     } else {
         let mut builder = http1::Builder::new();
         builder
@@ -176,7 +199,8 @@ async fn serve_connection(
         drive!(
             builder.serve_connection(io, service).with_upgrades(),
             shutdown,
-            peer
+            watched,
+            limits.idle_timeout
         );
     }
 }
