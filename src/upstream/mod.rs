@@ -140,7 +140,9 @@ impl Upstream {
             let reused = pooled.is_some();
             let sender = match pooled.take() {
                 Some(sender) => sender,
-                None => self.connect(endpoint).await?,
+                // Boxed: the handshake future is large and rare; inline it would be moved
+                // with every request's future.
+                None => Box::pin(self.connect(endpoint)).await?,
             };
             let attempt = async {
                 match sender {
