@@ -114,35 +114,41 @@ async fn first_bytes(stream: &TcpStream) -> io::Result<bool> {
     }
 }
 
-/// Resolves once the connection has had no request in flight for `idle`.
-async fn idle(info: &ConnInfo, idle: Duration) {
+/// Signals `idle` once the connection has had no request in flight for `timeout`. It runs as
+/// its own task so that the connection's task only checks a flag when hyper polls it.
+async fn watch_idle(info: Arc<ConnInfo>, timeout: Duration, idle: Arc<Shutdown>) {
     loop {
-        match info.activity.idle_deadline(idle) {
-            Some(deadline) if deadline <= Instant::now() => return,
+        match info.activity.idle_deadline(timeout) {
+            Some(deadline) if deadline <= Instant::now() => break,
             Some(deadline) => tokio::time::sleep_until(deadline).await,
-            None => tokio::time::sleep(idle).await,
+            None => tokio::time::sleep(timeout).await,
         }
     }
+    idle.stop();
 }
 
 /// Drives one client connection. On shutdown, or once idle for `idle_timeout`, it stops taking
 /// requests and lets those in flight finish (HTTP/2: GOAWAY).
 macro_rules! drive {
-    ($conn:expr, $shutdown:expr, $info:expr, $idle:expr) => {{
+    ($conn:expr, $shutdown:expr, $info:expr, $idle_timeout:expr) => {{
+        let idle = Shutdown::new();
+        let watchdog = tokio::spawn(watch_idle(Arc::clone(&$info), $idle_timeout, Arc::clone(&idle)));
         let conn = $conn;
         tokio::pin!(conn);
         let result = tokio::select! {
+            biased;
             result = conn.as_mut() => result,
             _ = $shutdown.stopped() => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
-            _ = idle(&$info, $idle) => {
+            _ = idle.stopped() => {
                 tracing::debug!(peer = %$info.peer, "idle_timeout reached, closing");
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
         };
+        watchdog.abort();
         if let Err(error) = result {
             tracing::debug!(peer = %$info.peer, %error, "client connection ended with an error");
         }

@@ -38,14 +38,15 @@ impl Shutdown {
     pub fn stopped(&self) -> Stopped<'_> {
         Stopped {
             shutdown: self,
-            id: None,
+            registered: None,
         }
     }
 }
 
 pub struct Stopped<'a> {
     shutdown: &'a Shutdown,
-    id: Option<u64>,
+    /// Our id in `waiters` and the waker stored there, to skip the lock when it still fits.
+    registered: Option<(u64, Waker)>,
 }
 
 impl Future for Stopped<'_> {
@@ -55,25 +56,24 @@ impl Future for Stopped<'_> {
         if self.shutdown.is_stopped() {
             return Poll::Ready(());
         }
-        // Register (or refresh, if the task's waker changed) under the lock, then look again:
-        // a stop between the first look and the registration is not missed.
-        let mut waiters = self
-            .shutdown
-            .waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let id = match self.id {
-            Some(id) => id,
-            None => self.shutdown.next_id.fetch_add(1, Ordering::Relaxed),
-        };
-        match waiters.get(&id) {
-            Some(known) if known.will_wake(cx.waker()) => {}
-            _ => {
-                waiters.insert(id, cx.waker().clone());
+        if let Some((_, waker)) = &self.registered {
+            if waker.will_wake(cx.waker()) {
+                return Poll::Pending;
             }
         }
-        drop(waiters);
-        self.id = Some(id);
+        // Register (or refresh, if the task's waker changed) under the lock, then look again:
+        // a stop between the first look and the registration is not missed.
+        let id = match &self.registered {
+            Some((id, _)) => *id,
+            None => self.shutdown.next_id.fetch_add(1, Ordering::Relaxed),
+        };
+        let waker = cx.waker().clone();
+        self.shutdown
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, waker.clone());
+        self.registered = Some((id, waker));
         if self.shutdown.is_stopped() {
             Poll::Ready(())
         } else {
@@ -84,12 +84,12 @@ impl Future for Stopped<'_> {
 
 impl Drop for Stopped<'_> {
     fn drop(&mut self) {
-        if let Some(id) = self.id {
+        if let Some((id, _)) = &self.registered {
             self.shutdown
                 .waiters
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+                .remove(id);
         }
     }
 }
