@@ -243,7 +243,14 @@ impl<R> Router<R> {
         headers: &HeaderMap,
     ) -> Option<&Arc<R>> {
         let mut buf = [0u8; 256];
-        if let Some(host) = host.and_then(|h| normalise_host(h, &mut buf)) {
+        let host = host.map(strip_port).and_then(|h| {
+            if h.bytes().any(|b| b.is_ascii_uppercase()) {
+                lowercase(h, &mut buf)
+            } else {
+                Some(h)
+            }
+        });
+        if let Some(host) = host {
             if let Some(table) = self.exact_hosts.get(host) {
                 if let Some(route) = table.lookup(path, method, headers) {
                     return Some(route);
@@ -263,18 +270,19 @@ impl<R> Router<R> {
     }
 }
 
-/// Strips the port and a trailing dot, lower-cases into `buf` only when needed.
-fn normalise_host<'a>(host: &'a str, buf: &'a mut [u8; 256]) -> Option<&'a str> {
+/// The host without port and trailing dot.
+fn strip_port(host: &str) -> &str {
     let host = if host.starts_with('[') {
         // IPv6 literal: keep the brackets' content as is.
         &host[..host.find(']').map_or(host.len(), |i| i + 1)]
     } else {
         host.rsplit_once(':').map_or(host, |(name, _)| name)
     };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if !host.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Some(host);
-    }
+    host.strip_suffix('.').unwrap_or(host)
+}
+
+/// Lower-cases into `buf`; hosts longer than any DNS name match no host tier.
+fn lowercase<'a>(host: &str, buf: &'a mut [u8; 256]) -> Option<&'a str> {
     let out = buf.get_mut(..host.len())?;
     out.copy_from_slice(host.as_bytes());
     out.make_ascii_lowercase();

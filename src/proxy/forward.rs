@@ -55,6 +55,8 @@ pub(super) async fn proxy(
     }
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
+    // hyper sizes the map to the parsed headers; grow once for the ones added below.
+    headers.reserve(5);
     if let Some(protocol) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, protocol);

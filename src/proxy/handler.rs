@@ -6,7 +6,7 @@ use crate::body::Body;
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
 use crate::snapshot::{Gateway, RedirectTarget, Respond, RouteAction, Snapshot};
-use http::header::{CONTENT_LENGTH, HOST, LOCATION, TRANSFER_ENCODING};
+use http::header::{HOST, LOCATION, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
@@ -189,9 +189,6 @@ fn check_request<B>(request: &Request<B>, snapshot: &Snapshot) -> Result<(), Pro
             }
             _ => {}
         }
-        if headers.get_all(CONTENT_LENGTH).iter().nth(1).is_some() {
-            return Err(ProxyError::BadRequest("duplicate Content-Length"));
-        }
         if request.version() < Version::HTTP_11 && headers.contains_key(TRANSFER_ENCODING) {
             return Err(ProxyError::BadRequest("Transfer-Encoding in HTTP/1.0"));
         }
@@ -237,17 +234,13 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
             return id.clone();
         }
     }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut buf = [0u8; 32];
-    let words = [fastrand::u64(..), fastrand::u64(..)];
-    for (chunk, word) in buf.chunks_exact_mut(16).zip(words) {
-        for (i, byte) in chunk.iter_mut().enumerate() {
-            let nibble = ((word >> (i * 4)) & 0xf) as u8;
-            *byte = if nibble < 10 {
-                b'0' + nibble
-            } else {
-                b'a' + nibble - 10
-            };
-        }
+    let random = u128::from(fastrand::u64(..)) << 64 | u128::from(fastrand::u64(..));
+    for (i, pair) in buf.chunks_exact_mut(2).enumerate() {
+        let byte = (random >> (i * 8)) as u8;
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
     HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
