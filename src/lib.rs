@@ -54,6 +54,17 @@ pub struct Running {
     workers: usize,
 }
 
+/// Starts a gateway from a validated config and returns once every listener is bound.
+///
+/// ```
+/// let yaml = "listeners: [{ name: http, address: 127.0.0.1:0 }]\n\
+///             routes: [{ name: ping, respond: { body: pong } }]\n";
+/// let config = portcullis::config::parse(yaml, "inline", &|_| None).expect("valid config");
+/// let running = portcullis::start(config, portcullis::Options { workers: Some(1) }).expect("started");
+/// let address = running.address("http").expect("bound");
+/// assert_ne!(address.port(), 0);
+/// running.shutdown();
+/// ```
 pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
     let workers = options
         .workers

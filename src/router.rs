@@ -50,19 +50,24 @@ pub struct MethodSet {
     other: Vec<Method>,
 }
 
+/// The methods with a bit in `MethodSet::bits`, in bit order.
+const STANDARD_METHODS: [Method; 9] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::CONNECT,
+    Method::PATCH,
+    Method::TRACE,
+];
+
 fn method_bit(method: &Method) -> Option<u16> {
-    const STANDARD: [Method; 9] = [
-        Method::GET,
-        Method::POST,
-        Method::PUT,
-        Method::DELETE,
-        Method::HEAD,
-        Method::OPTIONS,
-        Method::CONNECT,
-        Method::PATCH,
-        Method::TRACE,
-    ];
-    STANDARD.iter().position(|m| m == method).map(|i| 1 << i)
+    STANDARD_METHODS
+        .iter()
+        .position(|m| m == method)
+        .map(|i| 1 << i)
 }
 
 impl MethodSet {
@@ -81,18 +86,7 @@ impl MethodSet {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Method> + '_ {
-        const STANDARD: [Method; 9] = [
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::DELETE,
-            Method::HEAD,
-            Method::OPTIONS,
-            Method::CONNECT,
-            Method::PATCH,
-            Method::TRACE,
-        ];
-        STANDARD
+        STANDARD_METHODS
             .into_iter()
             .filter(|m| self.contains(m))
             .chain(self.other.iter().cloned())

@@ -101,6 +101,7 @@ pub async fn handle(conn: &ConnInfo, request: Request<Incoming>) -> Response<Bod
                 request_id = ?ctx.request_id,
                 route = ctx.route.as_deref().unwrap_or("-"),
                 source = error.source_kind(),
+                elapsed_ms = ctx.started.elapsed().as_millis() as u64,
                 %error,
                 "request failed"
             );
