@@ -5,12 +5,14 @@
 //! sockets and its own upstream connection pools, so the request path shares no lock across
 //! cores. The binary (`main.rs`) and the integration tests both start gateways this way.
 
+pub mod admin;
 pub mod body;
 pub mod config;
 pub mod context;
 pub mod discovery;
 pub mod error;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod snapshot;
@@ -18,12 +20,14 @@ pub mod telemetry;
 pub mod upstream;
 
 use config::Config;
+use reload::Reloader;
 use server::{ConnCounter, Shutdown};
 use snapshot::Gateway;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use telemetry::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -41,6 +45,8 @@ pub enum StartError {
 pub struct Options {
     /// Overrides `workers:` in the config; default: the number of cores.
     pub workers: Option<usize>,
+    /// The file the config came from, re-read on reload.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// A gateway that is serving. Dropping it stops accepting and closes idle connections.
@@ -52,15 +58,20 @@ pub struct Running {
     connections: Arc<ConnCounter>,
     control: tokio::runtime::Handle,
     workers: usize,
+    reloader: Arc<Reloader>,
+    admin: Option<SocketAddr>,
+    metrics: Arc<Metrics>,
 }
 
 /// Starts a gateway from a validated config and returns once every listener is bound.
 ///
 /// ```
 /// let yaml = "listeners: [{ name: http, address: 127.0.0.1:0 }]\n\
+///             admin: { address: 127.0.0.1:0 }\n\
 ///             routes: [{ name: ping, respond: { body: pong } }]\n";
 /// let config = portcullis::config::parse(yaml, "inline", &|_| None).expect("valid config");
-/// let running = portcullis::start(config, portcullis::Options { workers: Some(1) }).expect("started");
+/// let options = portcullis::Options { workers: Some(1), config_path: None };
+/// let running = portcullis::start(config, options).expect("started");
 /// let address = running.address("http").expect("bound");
 /// assert_ne!(address.port(), 0);
 /// running.shutdown();
@@ -105,13 +116,60 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
         listeners.push((listener.name.clone(), address));
     }
 
+    let admin_socket = match config.admin {
+        Some(address) => {
+            let socket = std::net::TcpListener::bind(address)
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                .map_err(|source| StartError::Bind {
+                    name: "admin".into(),
+                    address,
+                    source,
+                })?;
+            Some(socket)
+        }
+        None => None,
+    };
+    let admin = match &admin_socket {
+        Some(socket) => Some(socket.local_addr().map_err(StartError::Runtime)?),
+        None => None,
+    };
+
     let snapshot = config::build_snapshot(&config, None, 1, workers, &control);
     let gateway = Arc::new(Gateway::new(snapshot));
     let connections = Arc::new(ConnCounter::default());
+    let metrics = Arc::new(Metrics::new());
+    let grace = config.shutdown_grace;
+    let gauges: Vec<_> = config
+        .listeners
+        .iter()
+        .map(|l| metrics.connections(&l.name))
+        .collect();
+    let reloader = Arc::new(Reloader::new(
+        options.config_path.clone(),
+        Arc::clone(&gateway),
+        control.clone(),
+        workers,
+        Arc::new(config),
+        Arc::clone(&metrics),
+    ));
+    let admin_state = Arc::new(admin::AdminState {
+        gateway: Arc::clone(&gateway),
+        reloader: Arc::clone(&reloader),
+        metrics: Arc::clone(&metrics),
+        ready: std::sync::atomic::AtomicBool::new(false),
+    });
+    if let Some(socket) = admin_socket {
+        control.spawn(admin::serve(
+            socket,
+            Arc::clone(&admin_state),
+            Arc::clone(&shutdown),
+        ));
+    }
 
     for (index, worker_sockets) in sockets.into_iter().enumerate() {
         let gateway = Arc::clone(&gateway);
         let connections = Arc::clone(&connections);
+        let gauges = gauges.clone();
         let stop = Arc::clone(&shutdown);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -122,13 +180,14 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
             .spawn(move || {
                 upstream::set_worker_index(index);
                 runtime.block_on(async move {
-                    for socket in worker_sockets {
+                    for (socket, gauge) in worker_sockets.into_iter().zip(gauges) {
                         match tokio::net::TcpListener::from_std(socket) {
                             Ok(listener) => {
                                 tokio::spawn(server::accept_loop(
                                     listener,
                                     Arc::clone(&gateway),
                                     Arc::clone(&connections),
+                                    gauge,
                                     Arc::clone(&stop),
                                 ));
                             }
@@ -137,7 +196,7 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
                     }
                     stop.stopped().await;
                     // Let in-flight requests finish; connections close as they go idle.
-                    let grace = Instant::now() + Duration::from_secs(30);
+                    let grace = Instant::now() + grace;
                     while connections.active() > 0 && Instant::now() < grace {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
@@ -146,7 +205,10 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
             .map_err(StartError::Runtime)?;
         threads.push(thread);
     }
-    tracing::info!(workers, listeners = ?listeners, "portcullis started");
+    admin_state
+        .ready
+        .store(true, std::sync::atomic::Ordering::Release);
+    tracing::info!(workers, listeners = ?listeners, admin = ?admin, "portcullis started");
     Ok(Running {
         gateway,
         listeners,
@@ -155,6 +217,9 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
         connections,
         control,
         workers,
+        reloader,
+        admin,
+        metrics,
     })
 }
 
@@ -188,8 +253,27 @@ impl Running {
         &self.control
     }
 
-    /// Stops accepting, lets in-flight requests finish (30 s at most), and waits for every
-    /// thread to end.
+    /// The admin listener's bound address, unless it is off.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Re-reads the config file (SIGHUP does this); see `reload.rs`.
+    pub fn reload(&self) -> Result<reload::Applied, reload::ReloadError> {
+        self.reloader.reload()
+    }
+
+    /// Reloads from config text.
+    pub fn reload_text(&self, text: &str) -> Result<reload::Applied, reload::ReloadError> {
+        self.reloader.reload_text(text)
+    }
+
+    /// Stops accepting, lets in-flight requests finish (`shutdown_grace` at most), and waits
+    /// for every thread to end.
     pub fn shutdown(mut self) {
         self.shutdown.stop();
         for thread in self.threads.drain(..) {

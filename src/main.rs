@@ -2,8 +2,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use portcullis::config::{self, Action, Config};
-use portcullis::router::{HostMatch, PathMatch};
+use portcullis::config::{self, Config};
 use portcullis::telemetry::{self, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,7 +63,7 @@ fn main() -> ExitCode {
             print_routes(&config);
             Ok(())
         }
-        Command::Run => run(config, cli.workers),
+        Command::Run => run(config, cli.workers, cli.config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -75,11 +74,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
+fn run(config: Config, workers: Option<usize>, path: PathBuf) -> anyhow::Result<()> {
     if workers == Some(0) {
         anyhow::bail!("--workers must be at least 1");
     }
-    let running = portcullis::start(config, portcullis::Options { workers })?;
+    let options = portcullis::Options {
+        workers,
+        config_path: Some(path),
+    };
+    let running = portcullis::start(config, options)?;
     for (name, address) in running.listeners() {
         tracing::info!(listener = %name, %address, "listening");
     }
@@ -87,26 +90,35 @@ fn run(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("signal runtime")?;
-    signals.block_on(wait_for_stop())?;
+    signals.block_on(serve_signals(&running))?;
     tracing::info!("shutting down: draining in-flight requests");
     running.shutdown();
     Ok(())
 }
 
-async fn wait_for_stop() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+/// SIGHUP reloads the config; SIGTERM and SIGINT return (to shut down).
+#[cfg(unix)]
+async fn serve_signals(running: &portcullis::Running) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    loop {
         tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                // Errors are logged by the reloader; the running config stays.
+                let _ = running.reload();
+            }
         }
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await.context("Ctrl-C handler")?;
-    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn serve_signals(_running: &portcullis::Running) -> anyhow::Result<()> {
+    tokio::signal::ctrl_c().await.context("Ctrl-C handler")
 }
 
 fn print_routes(config: &Config) {
@@ -117,31 +129,12 @@ fn print_routes(config: &Config) {
         "FILTERS".to_string(),
     ]];
     for route in &config.routes {
-        let m = &route.matcher;
-        let mut parts = Vec::new();
-        match &m.host {
-            HostMatch::Any => {}
-            HostMatch::Exact(host) => parts.push(format!("host={host}")),
-            HostMatch::Suffix(suffix) => parts.push(format!("host=*{suffix}")),
-        }
-        parts.push(match &m.path {
-            PathMatch::Exact(path) => format!("path={path}"),
-            PathMatch::Prefix(prefix) => format!("prefix={prefix}"),
-            PathMatch::Regex(regex) => format!("regex={}", regex.as_str()),
-        });
-        if let Some(methods) = &m.methods {
-            let names: Vec<String> = methods.iter().map(|m| m.to_string()).collect();
-            parts.push(format!("methods={}", names.join(",")));
-        }
-        if !m.headers.is_empty() {
-            parts.push(format!("headers={}", m.headers.len()));
-        }
-        let action = match &route.action {
-            Action::Proxy { upstream, .. } => format!("upstream {upstream}"),
-            Action::Respond(respond) => format!("respond {}", respond.status.as_u16()),
-            Action::Redirect { status, .. } => format!("redirect {}", status.as_u16()),
-        };
-        rows.push([route.name.clone(), parts.join(" "), action, "-".to_string()]);
+        rows.push([
+            route.name.clone(),
+            route.describe_match(),
+            route.describe_action(),
+            "-".to_string(),
+        ]);
     }
     let widths: Vec<usize> = (0..4)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))

@@ -23,10 +23,17 @@ use std::time::Duration;
 pub struct Config {
     pub workers: Option<usize>,
     pub listeners: Vec<ListenerConfig>,
+    /// The admin listener; `None` only when `admin: { address: off }`.
+    pub admin: Option<SocketAddr>,
+    pub shutdown_grace: Duration,
     pub limits: Limits,
     pub trusted_proxies: Vec<IpNet>,
     pub upstreams: Vec<UpstreamSpec>,
     pub routes: Vec<RouteConfig>,
+    /// The file as loaded, `${ENV}` values filled in: shown (redacted) by the admin API.
+    pub source: Value,
+    /// Key paths whose values came from the environment; treated as secrets.
+    pub from_env: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +66,7 @@ pub enum Action {
 struct Issues<'a> {
     list: Vec<ConfigIssue>,
     lines: &'a LineIndex,
+    from_env: Vec<String>,
 }
 
 impl Issues<'_> {
@@ -106,7 +114,12 @@ fn interpolate_tree(
 ) {
     match value {
         Value::String(text) if text.contains('$') => match interpolate(text, env) {
-            Ok(done) => *text = done,
+            Ok(done) => {
+                if done != *text {
+                    issues.from_env.push(path.to_string());
+                }
+                *text = done;
+            }
             Err(message) => issues.add(path, message),
         },
         Value::Sequence(items) => {
@@ -137,8 +150,10 @@ pub(super) fn compile(
     let mut issues = Issues {
         list: Vec::new(),
         lines,
+        from_env: Vec::new(),
     };
     interpolate_tree(&mut value, "", env, &mut issues);
+    let source = value.clone();
     let Some(top) = issues.item::<raw::Top>(value, "") else {
         return Err(issues.list);
     };
@@ -147,6 +162,37 @@ pub(super) fn compile(
         issues.add("workers", "must be at least 1");
     }
     let listeners = compile_listeners(top.listeners, &mut issues);
+    let admin = match top.admin.as_ref().map(|a| a.address.as_str()) {
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
+        Some("off") => None,
+        Some(text) => {
+            match text.parse::<SocketAddr>() {
+                Ok(address)
+                    if address.port() != 0 && listeners.iter().any(|l| l.address == address) =>
+                {
+                    issues.add(
+                        "admin.address",
+                        format!("{address} is also a listener's address"),
+                    );
+                    None
+                }
+                Ok(address) => Some(address),
+                Err(_) => {
+                    issues.add(
+                    "admin.address",
+                    format!("invalid address {text:?}: expected IP:PORT, e.g. 127.0.0.1:9901, or off"),
+                );
+                    None
+                }
+            }
+        }
+    };
+    let shutdown_grace = duration_field(
+        top.shutdown_grace,
+        Duration::from_secs(30),
+        "shutdown_grace",
+        &mut issues,
+    );
     let limits = match top.limits {
         Some(value) => issues
             .item::<raw::Limits>(value, "limits")
@@ -169,10 +215,14 @@ pub(super) fn compile(
         Ok(Config {
             workers: top.workers,
             listeners,
+            admin,
+            shutdown_grace,
             limits,
             trusted_proxies,
             upstreams,
             routes,
+            source,
+            from_env: issues.from_env,
         })
     } else {
         Err(issues.list)
@@ -199,7 +249,8 @@ fn compile_listeners(items: Vec<Value>, issues: &mut Issues) -> Vec<ListenerConf
         }
         match raw.address.parse::<SocketAddr>() {
             Ok(address) => {
-                if !addresses.insert(address) {
+                // Port 0 is ephemeral: never a clash.
+                if address.port() != 0 && !addresses.insert(address) {
                     issues.add(
                         &format!("{path}.address"),
                         format!("address {address} is used by another listener"),

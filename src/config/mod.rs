@@ -14,7 +14,7 @@ mod values;
 pub use compile::{Action, Config, ListenerConfig, RouteConfig};
 pub use values::{parse_duration, parse_size};
 
-use crate::router::Router;
+use crate::router::{HostMatch, PathMatch, Router};
 use crate::snapshot::{Route, RouteAction, Snapshot};
 use crate::upstream::Upstream;
 use std::collections::HashMap;
@@ -74,6 +74,41 @@ impl ConfigError {
         match self {
             ConfigError::Invalid(issues) => issues.iter().map(ToString::to_string).collect(),
             other => vec![other.to_string()],
+        }
+    }
+}
+
+impl RouteConfig {
+    /// The match criteria in one line, e.g. `host=api.example.com prefix=/users methods=GET`.
+    pub fn describe_match(&self) -> String {
+        let m = &self.matcher;
+        let mut parts = Vec::new();
+        match &m.host {
+            HostMatch::Any => {}
+            HostMatch::Exact(host) => parts.push(format!("host={host}")),
+            HostMatch::Suffix(suffix) => parts.push(format!("host=*{suffix}")),
+        }
+        parts.push(match &m.path {
+            PathMatch::Exact(path) => format!("path={path}"),
+            PathMatch::Prefix(prefix) => format!("prefix={prefix}"),
+            PathMatch::Regex(regex) => format!("regex={}", regex.as_str()),
+        });
+        if let Some(methods) = &m.methods {
+            let names: Vec<String> = methods.iter().map(|m| m.to_string()).collect();
+            parts.push(format!("methods={}", names.join(",")));
+        }
+        if !m.headers.is_empty() {
+            parts.push(format!("headers={}", m.headers.len()));
+        }
+        parts.join(" ")
+    }
+
+    /// What the route does, e.g. `upstream users`, `respond 200`.
+    pub fn describe_action(&self) -> String {
+        match &self.action {
+            Action::Proxy { upstream, .. } => format!("upstream {upstream}"),
+            Action::Respond(respond) => format!("respond {}", respond.status.as_u16()),
+            Action::Redirect { status, .. } => format!("redirect {}", status.as_u16()),
         }
     }
 }

@@ -40,6 +40,9 @@ pub struct Top {
     pub workers: Option<usize>,
     #[serde(default)]
     pub listeners: Vec<Value>,
+    pub admin: Option<Admin>,
+    /// How long in-flight requests may take to finish on SIGTERM.
+    pub shutdown_grace: Option<Scalar>,
     #[serde(default)]
     pub limits: Option<Value>,
     #[serde(default)]
@@ -54,6 +57,12 @@ pub struct Top {
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     pub name: String,
+    pub address: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
     pub address: String,
 }
 

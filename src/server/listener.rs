@@ -12,6 +12,7 @@ use crate::snapshot::{Gateway, Limits};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::metrics::gauge::Gauge;
 use socket2::{Domain, Socket, Type};
 use std::convert::Infallible;
 use std::io;
@@ -49,11 +50,13 @@ impl ConnCounter {
     }
 }
 
-struct ConnGuard(Arc<ConnCounter>);
+/// One open connection: counted for `max_connections` and in the listener's gauge.
+struct ConnGuard(Arc<ConnCounter>, Gauge);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.0 .0.fetch_sub(1, Ordering::Relaxed);
+        self.1.dec();
     }
 }
 
@@ -61,6 +64,7 @@ pub async fn accept_loop(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     counter: Arc<ConnCounter>,
+    gauge: Gauge,
     shutdown: Arc<Shutdown>,
 ) {
     loop {
@@ -84,7 +88,8 @@ pub async fn accept_loop(
             drop(stream);
             continue;
         }
-        let guard = ConnGuard(Arc::clone(&counter));
+        gauge.inc();
+        let guard = ConnGuard(Arc::clone(&counter), gauge.clone());
         let _ = stream.set_nodelay(true);
         tokio::spawn(serve_connection(
             stream,

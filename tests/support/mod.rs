@@ -336,12 +336,25 @@ impl TestGateway {
 /// Starts a gateway from YAML; listeners should use `127.0.0.1:0`. One worker keeps tests
 /// lean; pass a `workers:` key to change it.
 pub fn gateway(yaml: &str) -> TestGateway {
-    let config = portcullis::config::parse(yaml, "test.yaml", &|name| std::env::var(name).ok())
+    let yaml = with_test_admin(yaml);
+    let config = portcullis::config::parse(&yaml, "test.yaml", &|name| std::env::var(name).ok())
         .unwrap_or_else(|e| panic!("test config invalid: {e}"));
     let workers = config.workers.or(Some(1));
-    let running =
-        portcullis::start(config, portcullis::Options { workers }).expect("gateway start");
+    let options = portcullis::Options {
+        workers,
+        config_path: None,
+    };
+    let running = portcullis::start(config, options).expect("gateway start");
     TestGateway { running }
+}
+
+/// Tests run in parallel: the admin listener gets an ephemeral port unless the YAML sets one.
+pub fn with_test_admin(yaml: &str) -> String {
+    if yaml.contains("\nadmin:") || yaml.starts_with("admin:") {
+        yaml.to_string()
+    } else {
+        format!("{yaml}\nadmin: {{ address: 127.0.0.1:0 }}\n")
+    }
 }
 
 /// A minimal config: one listener, one upstream `up` at `upstream`, one catch-all route, plus

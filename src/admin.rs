@@ -1,0 +1,238 @@
+//! The admin listener (default `127.0.0.1:9901`, loopback only unless configured otherwise):
+//! health, readiness, the effective config, the routing table, upstreams, metrics, reload.
+//! It runs on the control thread, away from the workers that serve traffic.
+
+use crate::body::Body;
+use crate::reload::Reloader;
+use crate::server::Shutdown;
+use crate::snapshot::Gateway;
+use crate::telemetry::Metrics;
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Keys whose values are never shown, wherever they appear.
+const SECRET_KEYS: [&str; 5] = ["secret", "password", "token", "key", "private_key"];
+
+pub struct AdminState {
+    pub gateway: Arc<Gateway>,
+    pub reloader: Arc<Reloader>,
+    pub metrics: Arc<Metrics>,
+    /// Set once the config is loaded and every listener is bound.
+    pub ready: AtomicBool,
+}
+
+pub async fn serve(
+    listener: std::net::TcpListener,
+    state: Arc<AdminState>,
+    shutdown: Arc<Shutdown>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, "admin listener setup failed");
+            return;
+        }
+    };
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "admin accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.stopped() => return,
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(handle(&state, request).await) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body> {
+    let method = request.method().clone();
+    match (method, request.uri().path()) {
+        (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (Method::GET, "/ready") => {
+            if state.ready.load(Ordering::Acquire) {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            }
+        }
+        (Method::GET, "/config") => {
+            let config = state.reloader.config();
+            let mut value = serde_json::to_value(&config.source).unwrap_or(Value::Null);
+            for path in &config.from_env {
+                redact_path(&mut value, path);
+            }
+            redact_keys(&mut value);
+            json_response(StatusCode::OK, &value)
+        }
+        (Method::GET, "/routes") => {
+            let config = state.reloader.config();
+            let routes: Vec<Value> = config
+                .routes
+                .iter()
+                .map(|r| json!({"name": r.name, "match": r.describe_match(), "action": r.describe_action()}))
+                .collect();
+            json_response(
+                StatusCode::OK,
+                &json!({ "generation": state.reloader.generation(), "routes": routes }),
+            )
+        }
+        (Method::GET, "/upstreams") => {
+            let snapshot = state.gateway.snapshot.load_full();
+            let mut names: Vec<&String> = snapshot.upstreams.keys().collect();
+            names.sort();
+            let upstreams: Vec<Value> = names
+                .into_iter()
+                .map(|name| {
+                    let upstream = &snapshot.upstreams[name];
+                    let endpoints: Vec<Value> = upstream
+                        .endpoints()
+                        .iter()
+                        .map(|e| json!({"address": e.address.to_string(), "weight": e.weight, "idle_connections": e.idle_connections()}))
+                        .collect();
+                    json!({"name": name, "protocol": format!("{:?}", upstream.spec.protocol).to_lowercase(), "endpoints": endpoints})
+                })
+                .collect();
+            json_response(StatusCode::OK, &json!({ "upstreams": upstreams }))
+        }
+        (Method::GET, "/metrics") => {
+            let body = state.metrics.render();
+            let mut response = Response::new(Body::full(body));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            response
+        }
+        (Method::POST, "/reload") => {
+            // Parsing and building take milliseconds; keep them off the admin's async loop.
+            let reloader = Arc::clone(&state.reloader);
+            let result = tokio::task::spawn_blocking(move || reloader.reload()).await;
+            match result {
+                Ok(Ok(applied)) => json_response(
+                    StatusCode::OK,
+                    &json!({"generation": applied.generation, "needs_restart": applied.needs_restart}),
+                ),
+                Ok(Err(error)) => json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "config rejected; the running config stays", "errors": error.issues()}),
+                ),
+                Err(_) => json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &json!({"error": "reload failed"}),
+                ),
+            }
+        }
+        (
+            _,
+            "/healthz" | "/ready" | "/config" | "/routes" | "/upstreams" | "/metrics" | "/reload",
+        ) => json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "method not allowed"}),
+        ),
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "no such admin endpoint"}),
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Body::full(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    let mut response = Response::new(Body::full(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Replaces the value at a config key path (`a.b[2].c`) with a marker.
+fn redact_path(value: &mut Value, path: &str) {
+    let mut node = value;
+    for part in path.split('.') {
+        let (key, indexes) = match part.find('[') {
+            Some(at) => (&part[..at], &part[at..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            node = match node.get_mut(key) {
+                Some(next) => next,
+                None => return,
+            };
+        }
+        for index in indexes.split(['[', ']']).filter(|s| !s.is_empty()) {
+            node = match index.parse::<usize>().ok().and_then(|i| node.get_mut(i)) {
+                Some(next) => next,
+                None => return,
+            };
+        }
+    }
+    *node = Value::String("<redacted>".into());
+}
+
+fn redact_keys(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, item) in map.iter_mut() {
+                if SECRET_KEYS.iter().any(|s| key.eq_ignore_ascii_case(s)) {
+                    *item = Value::String("<redacted>".into());
+                } else {
+                    redact_keys(item);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_keys),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_by_path_and_by_key() {
+        let mut value =
+            json!({"a": {"b": [1, {"c": "x"}]}, "stores": {"redis": {"password": "p"}}});
+        redact_path(&mut value, "a.b[1].c");
+        redact_keys(&mut value);
+        assert_eq!(value["a"]["b"][1]["c"], "<redacted>");
+        assert_eq!(value["a"]["b"][0], 1);
+        assert_eq!(value["stores"]["redis"]["password"], "<redacted>");
+        redact_path(&mut value, "missing.path[3]");
+    }
+}

@@ -1,0 +1,196 @@
+//! Hot reload, from SIGHUP or the admin API: read the file, validate it, build a new snapshot
+//! against the current one (unchanged upstreams keep their pools and discovery) and swap it in
+//! atomically. A file with errors replaces nothing: the errors are logged with their key paths
+//! and the running snapshot keeps serving. Requests in flight finish on the snapshot they
+//! started with.
+//!
+//! What is bound at start (listener addresses, the admin address, the worker count) cannot
+//! change without a restart; such changes are reported and the rest of the file is applied.
+
+use crate::config::{self, Config, ConfigError};
+use crate::snapshot::Gateway;
+use crate::telemetry::Metrics;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the gateway was started without a config file to reload")]
+    NoSource,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+impl ReloadError {
+    /// One line per problem, for logs and the admin API.
+    pub fn issues(&self) -> Vec<String> {
+        match self {
+            ReloadError::Config(error) => error.issues(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub generation: u64,
+    /// Changes that were not applied because they need a restart.
+    pub needs_restart: Vec<String>,
+}
+
+pub struct Reloader {
+    path: Option<PathBuf>,
+    gateway: Arc<Gateway>,
+    control: tokio::runtime::Handle,
+    workers: usize,
+    /// The config behind the current snapshot; its lock also serialises reloads.
+    current: Mutex<Arc<Config>>,
+    metrics: Arc<Metrics>,
+    /// What was bound at start and stays bound until a restart.
+    bound_listeners: Vec<(String, SocketAddr)>,
+    bound_admin: Option<SocketAddr>,
+    bound_workers: Option<usize>,
+    pub ok: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+impl Reloader {
+    pub fn new(
+        path: Option<PathBuf>,
+        gateway: Arc<Gateway>,
+        control: tokio::runtime::Handle,
+        workers: usize,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+    ) -> Reloader {
+        metrics.config_generation.set(1);
+        Reloader {
+            path,
+            gateway,
+            control,
+            workers,
+            bound_listeners: config
+                .listeners
+                .iter()
+                .map(|l| (l.name.clone(), l.address))
+                .collect(),
+            bound_admin: config.admin,
+            bound_workers: config.workers,
+            current: Mutex::new(config),
+            metrics,
+            ok: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        }
+    }
+
+    /// The config behind the current snapshot.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.current.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.gateway.snapshot.load().generation
+    }
+
+    /// Re-reads the config file.
+    pub fn reload(&self) -> Result<Applied, ReloadError> {
+        let loaded = match &self.path {
+            Some(path) => config::load(path).map_err(ReloadError::from),
+            None => Err(ReloadError::NoSource),
+        };
+        self.finish(loaded)
+    }
+
+    /// Reloads from config text (tests, and tools that hold the config in memory).
+    pub fn reload_text(&self, text: &str) -> Result<Applied, ReloadError> {
+        let parsed = config::parse(text, "config", &|name| std::env::var(name).ok());
+        self.finish(parsed.map_err(ReloadError::from))
+    }
+
+    fn finish(&self, loaded: Result<Config, ReloadError>) -> Result<Applied, ReloadError> {
+        match loaded {
+            Ok(config) => {
+                let applied = self.apply(config);
+                self.ok.fetch_add(1, Ordering::Relaxed);
+                self.metrics.reload_result(true);
+                for change in &applied.needs_restart {
+                    tracing::warn!(change = %change, "config change needs a restart; not applied");
+                }
+                tracing::info!(generation = applied.generation, "config reloaded");
+                Ok(applied)
+            }
+            Err(error) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.metrics.reload_result(false);
+                for issue in error.issues() {
+                    tracing::error!(problem = %issue, "config reload rejected; the running config stays");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Swaps in a snapshot built from `config`, reusing the current one's state.
+    pub fn apply(&self, config: Config) -> Applied {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = self.gateway.snapshot.load_full();
+        let generation = previous.generation + 1;
+        let snapshot = config::build_snapshot(
+            &config,
+            Some(&previous),
+            generation,
+            self.workers,
+            &self.control,
+        );
+        self.gateway.snapshot.store(Arc::new(snapshot));
+        self.metrics.config_generation.set(generation as i64);
+        let needs_restart = self.needs_restart(&config);
+        *current = Arc::new(config);
+        Applied {
+            generation,
+            needs_restart,
+        }
+    }
+
+    fn needs_restart(&self, config: &Config) -> Vec<String> {
+        let mut changes = Vec::new();
+        let wanted: Vec<(String, SocketAddr)> = config
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.address))
+            .collect();
+        for (name, address) in &wanted {
+            match self.bound_listeners.iter().find(|(n, _)| n == name) {
+                None => changes.push(format!("new listener {name:?} on {address}")),
+                Some((_, bound)) if bound != address && address.port() != 0 => {
+                    changes.push(format!("listener {name:?} address {bound} -> {address}"))
+                }
+                Some(_) => {}
+            }
+        }
+        for (name, bound) in &self.bound_listeners {
+            if !wanted.iter().any(|(n, _)| n == name) {
+                changes.push(format!(
+                    "removed listener {name:?} on {bound} (still serving)"
+                ));
+            }
+        }
+        let admin_port_zero = config.admin.is_some_and(|a| a.port() == 0);
+        if config.admin != self.bound_admin && !admin_port_zero {
+            changes.push(format!(
+                "admin address {:?} -> {:?}",
+                self.bound_admin, config.admin
+            ));
+        }
+        if config.workers != self.bound_workers {
+            changes.push(format!(
+                "workers {:?} -> {:?}",
+                self.bound_workers, config.workers
+            ));
+        }
+        changes
+    }
+}
