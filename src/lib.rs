@@ -150,6 +150,7 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
         control.clone(),
         workers,
         Arc::new(config),
+        listeners.clone(),
         Arc::clone(&metrics),
     ));
     let admin_state = Arc::new(admin::AdminState {

@@ -64,6 +64,7 @@ impl Reloader {
         control: tokio::runtime::Handle,
         workers: usize,
         config: Arc<Config>,
+        bound_listeners: Vec<(String, SocketAddr)>,
         metrics: Arc<Metrics>,
     ) -> Reloader {
         metrics.config_generation.set(1);
@@ -72,11 +73,7 @@ impl Reloader {
             gateway,
             control,
             workers,
-            bound_listeners: config
-                .listeners
-                .iter()
-                .map(|l| (l.name.clone(), l.address))
-                .collect(),
+            bound_listeners,
             bound_admin: config.admin,
             bound_workers: config.workers,
             current: Mutex::new(config),

@@ -328,6 +328,16 @@ impl TestGateway {
     pub fn addr(&self) -> SocketAddr {
         self.addr_of("http")
     }
+    pub fn admin(&self) -> SocketAddr {
+        self.running.admin_address().expect("admin listener is off")
+    }
+    /// Reloads from YAML text (the admin listener stays where it is).
+    pub fn reload(
+        &self,
+        yaml: &str,
+    ) -> Result<portcullis::reload::Applied, portcullis::reload::ReloadError> {
+        self.running.reload_text(&with_test_admin(yaml))
+    }
     pub fn addr_of(&self, listener: &str) -> SocketAddr {
         self.running.address(listener).expect("no such listener")
     }
@@ -346,6 +356,26 @@ pub fn gateway(yaml: &str) -> TestGateway {
     };
     let running = portcullis::start(config, options).expect("gateway start");
     TestGateway { running }
+}
+
+/// Starts a gateway from a config file, as the binary does (reload re-reads the file).
+pub fn gateway_file(path: &std::path::Path) -> TestGateway {
+    let config =
+        portcullis::config::load(path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+    let options = portcullis::Options {
+        workers: config.workers.or(Some(1)),
+        config_path: Some(path.to_path_buf()),
+    };
+    TestGateway {
+        running: portcullis::start(config, options).expect("gateway start"),
+    }
+}
+
+/// A fresh path under the system temp folder, unique to this process and call.
+pub fn temp_path(name: &str) -> std::path::PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    std::env::temp_dir().join(format!("portcullis-test-{}-{n}-{name}", std::process::id()))
 }
 
 /// Tests run in parallel: the admin listener gets an ephemeral port unless the YAML sets one.
