@@ -86,6 +86,9 @@ fn run(config: Config, workers: Option<usize>, path: PathBuf) -> anyhow::Result<
     for (name, address) in running.listeners() {
         tracing::info!(listener = %name, %address, "listening");
     }
+    if let Some(address) = running.admin_address() {
+        tracing::info!(listener = "admin", %address, "listening");
+    }
     let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

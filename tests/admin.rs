@@ -1,0 +1,128 @@
+//! The admin API over real HTTP.
+
+mod support;
+
+use support::*;
+
+/// Each test names its own variable: tests run in parallel in one process.
+fn file_config(upstream: std::net::SocketAddr, route: &str, secret_var: &str) -> String {
+    format!(
+        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+         admin: {{ address: 127.0.0.1:0 }}\n\
+         upstreams:\n  users: {{ discovery: {{ static: [{upstream}] }} }}\n\
+         routes:\n\
+         \x20 - {{ name: {route}, match: {{ path: /{route} }}, respond: {{ body: \"${{{secret_var}}}\" }} }}\n\
+         \x20 - {{ name: api, match: {{ path_prefix: /api, methods: [GET] }}, upstream: users }}\n"
+    )
+}
+
+#[tokio::test]
+async fn health_readiness_config_routes_upstreams_and_metrics() {
+    std::env::set_var("PORTCULLIS_ADMIN_TEST_SECRET_A", "hunter2");
+    let up = upstream().run().await;
+    let path = temp_path("admin.yaml");
+    std::fs::write(
+        &path,
+        file_config(up.addr, "first", "PORTCULLIS_ADMIN_TEST_SECRET_A"),
+    )
+    .unwrap();
+    let gw = gateway_file(&path);
+    let admin = gw.admin();
+    assert_ne!(admin, gw.addr());
+
+    let health = get(admin, "/healthz").await;
+    assert_eq!(
+        (health.status.as_u16(), health.text().as_str()),
+        (200, "ok\n")
+    );
+    assert_eq!(get(admin, "/ready").await.status, 200);
+
+    // The secret from the environment is served by the route, never shown by /config.
+    assert_eq!(get(gw.addr(), "/first").await.text(), "hunter2");
+    let config = get(admin, "/config").await;
+    assert!(!config.text().contains("hunter2"), "{}", config.text());
+    assert_eq!(config.json()["routes"][0]["respond"]["body"], "<redacted>");
+    assert_eq!(config.json()["routes"][1]["upstream"], "users");
+
+    let routes = get(admin, "/routes").await.json();
+    assert_eq!(routes["generation"], 1);
+    assert_eq!(routes["routes"][1]["name"], "api");
+    assert_eq!(routes["routes"][1]["match"], "prefix=/api methods=GET");
+    assert_eq!(routes["routes"][1]["action"], "upstream users");
+
+    assert_eq!(get(gw.addr(), "/api/x").await.status, 200);
+    let upstreams = get(admin, "/upstreams").await.json();
+    let endpoint = &upstreams["upstreams"][0]["endpoints"][0];
+    assert_eq!(upstreams["upstreams"][0]["name"], "users");
+    assert_eq!(endpoint["address"], up.addr.to_string());
+    assert_eq!(endpoint["idle_connections"], 1);
+
+    let mut client = Client::http1(gw.addr()).await;
+    assert_eq!(client.get("/first").await.status, 200);
+    let metrics = get(admin, "/metrics").await.text();
+    assert!(metrics.contains("config_generation 1"), "{metrics}");
+    assert!(
+        metrics.contains("connections_active{listener=\"http\"} 1"),
+        "{metrics}"
+    );
+
+    assert_eq!(get(admin, "/nope").await.status, 404);
+    assert_eq!(get(admin, "/reload").await.status, 405);
+    std::fs::remove_file(&path).ok();
+}
+
+#[tokio::test]
+async fn post_reload_applies_a_good_file_and_rejects_a_bad_one() {
+    std::env::set_var("PORTCULLIS_ADMIN_TEST_SECRET_B", "s");
+    let up = upstream().run().await;
+    let path = temp_path("reload.yaml");
+    std::fs::write(
+        &path,
+        file_config(up.addr, "first", "PORTCULLIS_ADMIN_TEST_SECRET_B"),
+    )
+    .unwrap();
+    let gw = gateway_file(&path);
+    let admin = gw.admin();
+    let mut client = Client::http1(admin).await;
+
+    std::fs::write(
+        &path,
+        file_config(up.addr, "second", "PORTCULLIS_ADMIN_TEST_SECRET_B"),
+    )
+    .unwrap();
+    let reply = client
+        .request(req("POST", "/reload").body(empty()).unwrap())
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["generation"], 2);
+    assert_eq!(get(gw.addr(), "/second").await.status, 200);
+
+    std::fs::write(
+        &path,
+        file_config(up.addr, "third", "PORTCULLIS_ADMIN_TEST_SECRET_B")
+            .replace("upstream: users", "upstream: userz"),
+    )
+    .unwrap();
+    let reply = client
+        .request(req("POST", "/reload").body(empty()).unwrap())
+        .await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(
+        reply.json()["errors"][0],
+        "routes[1].upstream: route \"api\" names unknown upstream \"userz\" (known: users) (line 7)"
+    );
+    // Still generation 2, still serving it.
+    assert_eq!(get(admin, "/routes").await.json()["generation"], 2);
+    assert_eq!(get(gw.addr(), "/second").await.status, 200);
+    let metrics = get(admin, "/metrics").await.text();
+    assert!(
+        metrics.contains("config_reloads_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("config_reloads_total{result=\"error\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("config_generation 2"), "{metrics}");
+    std::fs::remove_file(&path).ok();
+}
