@@ -1,7 +1,8 @@
 //! What one request carries from the handler through the stages that serve it.
 
+use crate::telemetry::UpstreamOutcome;
 use http::HeaderValue;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -11,4 +12,7 @@ pub struct RequestCtx {
     pub client_ip: IpAddr,
     pub route: Option<Arc<str>>,
     pub started: Instant,
+    /// The endpoint the request was sent to, if it was proxied.
+    pub endpoint: Option<SocketAddr>,
+    pub upstream: Option<UpstreamOutcome>,
 }

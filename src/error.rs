@@ -98,6 +98,23 @@ impl ProxyError {
         )
     }
 
+    /// The `kind` label of `upstream_errors_total`; `None` when the upstream is not to blame.
+    pub fn upstream_kind(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::NoEndpoint(_) => Some("no_endpoint"),
+            ProxyError::Connect(_) => Some("connect_error"),
+            ProxyError::ConnectTimeout => Some("connect_timeout"),
+            ProxyError::ResponseTimeout => Some("timeout"),
+            ProxyError::BadGatewayProtocol(_) => Some("protocol"),
+            ProxyError::Upstream(e) if e.is_parse() => Some("protocol"),
+            ProxyError::Upstream(e) if e.is_incomplete_message() || e.is_canceled() => {
+                Some("reset")
+            }
+            ProxyError::Upstream(_) => Some("error"),
+            _ => None,
+        }
+    }
+
     /// Where it came from, for logs and metrics.
     pub fn source_kind(&self) -> &'static str {
         match self {

@@ -18,6 +18,7 @@ pub mod server;
 pub mod snapshot;
 pub mod telemetry;
 pub mod upstream;
+pub mod worker;
 
 use config::Config;
 use reload::Reloader;
@@ -135,9 +136,9 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
     };
 
     let snapshot = config::build_snapshot(&config, None, 1, workers, &control);
-    let gateway = Arc::new(Gateway::new(snapshot));
+    let metrics = Arc::new(Metrics::new(workers));
+    let gateway = Arc::new(Gateway::new(snapshot, Arc::clone(&metrics)));
     let connections = Arc::new(ConnCounter::default());
-    let metrics = Arc::new(Metrics::new());
     let grace = config.shutdown_grace;
     let gauges: Vec<_> = config
         .listeners
@@ -179,7 +180,7 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
         let thread = std::thread::Builder::new()
             .name(format!("portcullis-w{index}"))
             .spawn(move || {
-                upstream::set_worker_index(index);
+                worker::set_index(index);
                 runtime.block_on(async move {
                     for (socket, gauge) in worker_sockets.into_iter().zip(gauges) {
                         match tokio::net::TcpListener::from_std(socket) {

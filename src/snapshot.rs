@@ -3,6 +3,7 @@
 //! changes a request half-way.
 
 use crate::router::Router;
+use crate::telemetry::Metrics;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -112,6 +113,10 @@ pub struct Snapshot {
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub limits: Limits,
     pub trusted_proxies: Vec<IpNet>,
+    /// One log line per request (target `access`).
+    pub access_log: bool,
+    /// The `route` label of requests that matched no route.
+    pub no_route_label: Arc<str>,
 }
 
 impl Snapshot {
@@ -122,12 +127,15 @@ impl Snapshot {
 
 pub struct Gateway {
     pub snapshot: ArcSwap<Snapshot>,
+    /// Lives as long as the process, across reloads.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Gateway {
-    pub fn new(snapshot: Snapshot) -> Gateway {
+    pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> Gateway {
         Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
         }
     }
 }

@@ -21,32 +21,245 @@ pub fn init(format: LogFormat, level: &str) {
     };
 }
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 type Labels = Vec<(&'static str, String)>;
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Upper bounds, in seconds, of the latency histogram buckets.
+const BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Clone, Default)]
+struct Histogram {
+    /// Per bucket (not cumulative), the last one for values above every bound.
+    counts: [u64; BUCKETS.len() + 1],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        let bucket = BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[bucket] += 1;
+        self.sum += seconds;
+        self.count += 1;
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+
+    fn encode(&self, encoder: &mut prometheus_client::encoding::MetricEncoder) -> std::fmt::Result {
+        let buckets: Vec<(f64, u64)> = BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.counts)
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &buckets, None)
+    }
+}
+
+/// How the exchange with the upstream went, for metrics and the access log.
+#[derive(Clone, Debug)]
+pub struct UpstreamOutcome {
+    pub upstream: Arc<str>,
+    pub elapsed: Duration,
+    /// `None` on success; otherwise a fixed error kind (`connect_error`, `timeout`, …).
+    pub error: Option<&'static str>,
+}
+
+#[derive(Default)]
+struct Shard {
+    requests: FastMap<(Arc<str>, &'static str, u16), u64>,
+    durations: FastMap<Arc<str>, Histogram>,
+    upstream_durations: FastMap<Arc<str>, Histogram>,
+    upstream_errors: FastMap<(Arc<str>, &'static str), u64>,
+}
+
+/// Request statistics, one shard per worker thread: a worker only ever locks its own shard
+/// (uncontended); a scrape merges them.
+#[derive(Debug)]
+pub struct RequestStats {
+    shards: Box<[Mutex<Shard>]>,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shard")
+    }
+}
+
+impl RequestStats {
+    fn new(workers: usize) -> RequestStats {
+        RequestStats {
+            shards: (0..workers.max(1))
+                .map(|_| Mutex::new(Shard::default()))
+                .collect(),
+        }
+    }
+
+    /// Records one finished request (and its upstream exchange, if any).
+    pub fn record(
+        &self,
+        route: &Arc<str>,
+        method: &'static str,
+        status: u16,
+        elapsed: Duration,
+        upstream: Option<&UpstreamOutcome>,
+    ) {
+        let index = crate::worker::index() % self.shards.len();
+        let mut shard = self.shards[index].lock().unwrap_or_else(|e| e.into_inner());
+        *shard
+            .requests
+            .entry((Arc::clone(route), method, status))
+            .or_default() += 1;
+        match shard.durations.get_mut(route) {
+            Some(histogram) => histogram.observe(elapsed.as_secs_f64()),
+            None => {
+                let mut histogram = Histogram::default();
+                histogram.observe(elapsed.as_secs_f64());
+                shard.durations.insert(Arc::clone(route), histogram);
+            }
+        }
+        if let Some(outcome) = upstream {
+            shard
+                .upstream_durations
+                .entry(Arc::clone(&outcome.upstream))
+                .or_default()
+                .observe(outcome.elapsed.as_secs_f64());
+            if let Some(kind) = outcome.error {
+                *shard
+                    .upstream_errors
+                    .entry((Arc::clone(&outcome.upstream), kind))
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    fn merged(&self) -> Shard {
+        let mut total = Shard::default();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for (key, n) in &shard.requests {
+                *total.requests.entry(key.clone()).or_default() += n;
+            }
+            for (key, h) in &shard.durations {
+                total.durations.entry(key.clone()).or_default().merge(h);
+            }
+            for (key, h) in &shard.upstream_durations {
+                total
+                    .upstream_durations
+                    .entry(key.clone())
+                    .or_default()
+                    .merge(h);
+            }
+            for (key, n) in &shard.upstream_errors {
+                *total.upstream_errors.entry(key.clone()).or_default() += n;
+            }
+        }
+        total
+    }
+}
+
+/// Label sets sorted, so scrapes list series in a stable order.
+fn sorted<K, V>(map: &FastMap<K, V>) -> Vec<(K, V)>
+where
+    K: Ord + Clone + std::hash::Hash + Eq,
+    V: Clone,
+{
+    let mut items: Vec<(K, V)> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    items
+}
+
+impl Collector for RequestStats {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let total = self.merged();
+        let mut metric = encoder.encode_descriptor(
+            "requests",
+            "Requests by route, method and status",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((route, method, status), n) in sorted(&total.requests) {
+            let labels = [
+                ("route", route.to_string()),
+                ("method", method.to_string()),
+                ("status", status.to_string()),
+            ];
+            ConstCounter::new(n).encode(metric.encode_family(&labels)?)?;
+        }
+        let mut metric = encoder.encode_descriptor(
+            "request_duration_seconds",
+            "Time from the request head to the response head, by route",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (route, histogram) in sorted(&total.durations) {
+            histogram.encode(&mut metric.encode_family(&[("route", route.to_string())])?)?;
+        }
+        let mut metric = encoder.encode_descriptor(
+            "upstream_request_duration_seconds",
+            "Time from sending to an upstream to its response head, by upstream",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (upstream, histogram) in sorted(&total.upstream_durations) {
+            histogram.encode(&mut metric.encode_family(&[("upstream", upstream.to_string())])?)?;
+        }
+        let mut metric = encoder.encode_descriptor(
+            "upstream_errors",
+            "Failed upstream exchanges by upstream and kind",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((upstream, kind), n) in sorted(&total.upstream_errors) {
+            let labels = [
+                ("upstream", upstream.to_string()),
+                ("kind", kind.to_string()),
+            ];
+            ConstCounter::new(n).encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
 
 /// The metrics registry. Hot-path recorders hold pre-resolved handles (atomics), so recording
 /// never looks a label set up under a lock.
 pub struct Metrics {
     registry: Registry,
+    pub requests: Arc<RequestStats>,
     pub config_reloads: Family<Labels, Counter>,
     pub config_generation: Gauge,
     pub connections_active: Family<Labels, Gauge>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
-}
-
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// `workers`: how many shards the request statistics keep.
+    pub fn new(workers: usize) -> Metrics {
         let mut registry = Registry::default();
+        let requests = Arc::new(RequestStats::new(workers));
+        registry.register_collector(Box::new(Arc::clone(&requests)));
         let config_reloads = Family::<Labels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -67,6 +280,7 @@ impl Metrics {
         );
         Metrics {
             registry,
+            requests,
             config_reloads,
             config_generation,
             connections_active,

@@ -126,3 +126,48 @@ async fn post_reload_applies_a_good_file_and_rejects_a_bad_one() {
     assert!(metrics.contains("config_generation 2"), "{metrics}");
     std::fs::remove_file(&path).ok();
 }
+
+#[tokio::test]
+async fn request_and_upstream_metrics() {
+    let up = upstream().run().await;
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let yaml = format!(
+        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+         upstreams:\n  users: {{ discovery: {{ static: [{}] }} }}\n  dead: {{ discovery: {{ static: [{dead}] }} }}\n\
+         routes:\n\
+         \x20 - {{ name: api, match: {{ path_prefix: /api }}, upstream: users }}\n\
+         \x20 - {{ name: gone, match: {{ path_prefix: /gone }}, upstream: dead }}\n",
+        up.addr
+    );
+    let gw = gateway(&yaml);
+    let mut client = Client::http1(gw.addr()).await;
+    for _ in 0..3 {
+        assert_eq!(client.get("/api/x").await.status, 200);
+    }
+    assert_eq!(
+        client
+            .request(req("POST", "/api/y").body(body("b")).unwrap())
+            .await
+            .status,
+        200
+    );
+    assert_eq!(client.get("/gone").await.status, 502);
+    assert_eq!(client.get("/nowhere").await.status, 404);
+
+    let metrics = get(gw.admin(), "/metrics").await.text();
+    for line in [
+        "requests_total{route=\"api\",method=\"GET\",status=\"200\"} 3",
+        "requests_total{route=\"api\",method=\"POST\",status=\"200\"} 1",
+        "requests_total{route=\"gone\",method=\"GET\",status=\"502\"} 1",
+        "requests_total{route=\"(none)\",method=\"GET\",status=\"404\"} 1",
+        "request_duration_seconds_count{route=\"api\"} 4",
+        "upstream_request_duration_seconds_count{upstream=\"users\"} 4",
+        "upstream_errors_total{upstream=\"dead\",kind=\"connect_error\"} 1",
+        "request_duration_seconds_bucket{le=\"+Inf\",route=\"api\"} 4",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+}

@@ -28,8 +28,16 @@ fn signal(child: &Child, name: &str) {
     assert!(status.success());
 }
 
-/// Starts the binary and reads the bound addresses from its JSON log.
-fn spawn(path: &std::path::Path) -> (Child, SocketAddr, SocketAddr) {
+/// Starts the binary and reads the bound addresses from its JSON log; later log lines arrive
+/// on the returned channel.
+fn spawn(
+    path: &std::path::Path,
+) -> (
+    Child,
+    SocketAddr,
+    SocketAddr,
+    std::sync::mpsc::Receiver<String>,
+) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args([
             "-c",
@@ -59,8 +67,13 @@ fn spawn(path: &std::path::Path) -> (Child, SocketAddr, SocketAddr) {
         }
     }
     // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, http.unwrap(), admin.unwrap())
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, http.unwrap(), admin.unwrap(), rx)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,8 +81,30 @@ async fn sighup_reloads_and_sigterm_drains() {
     let up = upstream().run().await;
     let path = temp_path("signals.yaml");
     std::fs::write(&path, config(up.addr, "first")).unwrap();
-    let (mut child, http, admin) = spawn(&path);
+    let (mut child, http, admin, log) = spawn(&path);
     assert_eq!(get(http, "/first").await.text(), "first");
+
+    // One access log line per request, as JSON.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let access = loop {
+        let line = log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("no access log line");
+        let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if entry["target"] == "access" {
+            break entry;
+        }
+    };
+    assert_eq!(access["method"], "GET");
+    assert_eq!(access["path"], "/first");
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["route"], "first");
+    assert_eq!(access["bytes_out"], 5);
+    assert_eq!(
+        access["request_id"].as_str().map(str::len),
+        Some(32),
+        "{access}"
+    );
 
     // A good file: applied on SIGHUP.
     std::fs::write(&path, config(up.addr, "second")).unwrap();

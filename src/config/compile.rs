@@ -26,6 +26,7 @@ pub struct Config {
     /// The admin listener; `None` only when `admin: { address: off }`.
     pub admin: Option<SocketAddr>,
     pub shutdown_grace: Duration,
+    pub access_log: bool,
     pub limits: Limits,
     pub trusted_proxies: Vec<IpNet>,
     pub upstreams: Vec<UpstreamSpec>,
@@ -217,6 +218,7 @@ pub(super) fn compile(
             listeners,
             admin,
             shutdown_grace,
+            access_log: top.access_log.unwrap_or(true),
             limits,
             trusted_proxies,
             upstreams,

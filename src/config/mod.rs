@@ -194,5 +194,7 @@ pub fn build_snapshot(
         upstreams,
         limits: config.limits,
         trusted_proxies: config.trusted_proxies.clone(),
+        access_log: config.access_log,
+        no_route_label: Arc::from("(none)"),
     }
 }

@@ -41,6 +41,8 @@ pub struct Top {
     #[serde(default)]
     pub listeners: Vec<Value>,
     pub admin: Option<Admin>,
+    /// One log line per request; default on.
+    pub access_log: Option<bool>,
     /// How long in-flight requests may take to finish on SIGTERM.
     pub shutdown_grace: Option<Scalar>,
     #[serde(default)]

@@ -10,6 +10,7 @@ use crate::body::Body;
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
 use crate::snapshot::{Rewrite, Snapshot};
+use crate::telemetry::UpstreamOutcome;
 use crate::upstream::{Protocol, Upstream};
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -18,6 +19,9 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -44,9 +48,16 @@ pub(super) async fn proxy(
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
         None => request.headers().get(HOST).cloned(),
     };
-    let endpoint = upstream
-        .pick()
-        .ok_or_else(|| ProxyError::NoEndpoint(upstream.name.clone()))?;
+    let Some(endpoint) = upstream.pick() else {
+        let error = ProxyError::NoEndpoint(upstream.name.clone());
+        ctx.upstream = Some(UpstreamOutcome {
+            upstream: Arc::clone(&upstream.name),
+            elapsed: Duration::ZERO,
+            error: error.upstream_kind(),
+        });
+        return Err(error);
+    };
+    ctx.endpoint = Some(endpoint.address);
 
     let (mut parts, body) = request.into_parts();
     let trusted = !snapshot.trusted_proxies.is_empty() && snapshot.is_trusted(conn.peer.ip());
@@ -99,9 +110,16 @@ pub(super) async fn proxy(
         Body::request(body, limit)
     };
 
-    let mut response = upstream
+    let sent = Instant::now();
+    let result = upstream
         .send(&endpoint, Request::from_parts(parts, body))
-        .await?;
+        .await;
+    ctx.upstream = Some(UpstreamOutcome {
+        upstream: Arc::clone(&upstream.name),
+        elapsed: sent.elapsed(),
+        error: result.as_ref().err().and_then(ProxyError::upstream_kind),
+    });
+    let mut response = result?;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
             return Err(ProxyError::BadGatewayProtocol(

@@ -92,13 +92,17 @@ pub async fn handle(conn: &ConnInfo, request: Request<Incoming>) -> Response<Bod
         client_ip: conn.peer.ip(),
         route: None,
         started: Instant::now(),
+        endpoint: None,
+        upstream: None,
     };
     let head = request.method() == Method::HEAD;
+    let method = method_label(request.method());
+    let access = snapshot.access_log.then(|| AccessEntry::new(&request));
     let mut response = match serve(&snapshot, conn, &mut ctx, request).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(
-                request_id = ?ctx.request_id,
+                request_id = ctx.request_id.to_str().unwrap_or("-"),
                 route = ctx.route.as_deref().unwrap_or("-"),
                 source = error.source_kind(),
                 elapsed_ms = ctx.started.elapsed().as_millis() as u64,
@@ -111,10 +115,93 @@ pub async fn handle(conn: &ConnInfo, request: Request<Incoming>) -> Response<Bod
     if head {
         *response.body_mut() = Body::Empty;
     }
+    let elapsed = ctx.started.elapsed();
+    let route = ctx.route.as_ref().unwrap_or(&snapshot.no_route_label);
+    let status = response.status().as_u16();
+    conn.gateway
+        .metrics
+        .requests
+        .record(route, method, status, elapsed, ctx.upstream.as_ref());
+    if let Some(entry) = access {
+        entry.log(&ctx, route, status, &response, elapsed, conn);
+    }
     response
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), ctx.request_id);
     response
+}
+
+/// The `method` label: the standard methods by name, any other as `OTHER` (bounded labels).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
+}
+
+/// What the access log needs from the request, taken before the request moves on.
+struct AccessEntry {
+    method: Method,
+    host: Option<HeaderValue>,
+    path: String,
+    bytes_in: Option<u64>,
+}
+
+impl AccessEntry {
+    fn new<B>(request: &Request<B>) -> AccessEntry {
+        let host = match request.uri().authority() {
+            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+            None => request.headers().get(HOST).cloned(),
+        };
+        AccessEntry {
+            method: request.method().clone(),
+            host,
+            // The query is left out: it often carries tokens.
+            path: request.uri().path().to_string(),
+            bytes_in: request
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok()),
+        }
+    }
+
+    /// One line per request, target `access`. Durations are to the response head; the
+    /// response size is known when the response carries a length.
+    fn log(
+        self,
+        ctx: &RequestCtx,
+        route: &str,
+        status: u16,
+        response: &Response<Body>,
+        elapsed: Duration,
+        conn: &ConnInfo,
+    ) {
+        use http_body::Body as _;
+        tracing::info!(
+            target: "access",
+            request_id = ctx.request_id.to_str().unwrap_or("-"),
+            client = %ctx.client_ip,
+            peer = %conn.peer,
+            method = %self.method,
+            host = self.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("-"),
+            path = %self.path,
+            status,
+            bytes_in = self.bytes_in.unwrap_or(0),
+            bytes_out = response.body().size_hint().exact(),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            route,
+            endpoint = ctx.endpoint.map(|e| e.to_string()).as_deref().unwrap_or("-"),
+            "request"
+        );
+    }
 }
 
 async fn serve(

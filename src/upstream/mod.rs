@@ -6,7 +6,7 @@ mod balance;
 mod pool;
 
 pub use balance::RoundRobin;
-pub use pool::{set_worker_index, BodyIdleTimeout, UpstreamBody};
+pub use pool::{BodyIdleTimeout, UpstreamBody};
 
 use crate::body::Body;
 use crate::discovery::{DiscoverySpec, EndpointSet};

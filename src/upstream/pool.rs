@@ -9,7 +9,6 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -18,15 +17,6 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 use super::Endpoint;
-
-thread_local! {
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Called once by each worker thread; other threads share shard 0.
-pub fn set_worker_index(index: usize) {
-    WORKER.with(|w| w.set(index));
-}
 
 pub(crate) enum Sender {
     H1(http1::SendRequest<Body>),
@@ -49,7 +39,7 @@ impl Pool {
     }
 
     fn shard(&self) -> &Mutex<Vec<Sender>> {
-        let index = WORKER.with(Cell::get) % self.shards.len();
+        let index = crate::worker::index() % self.shards.len();
         &self.shards[index]
     }
 
