@@ -121,7 +121,10 @@ def main():
                f"127.0.0.1:{PORTS['upstream']}", str(BODY)])
         wait_port(PORTS["upstream"])
 
+        # Like nginx below: no access log. Metrics stay on.
         config = f"""listeners: [{{ name: http, address: 127.0.0.1:{PORTS['portcullis']} }}]
+admin: {{ address: 127.0.0.1:0 }}
+access_log: false
 upstreams:
   bench: {{ discovery: {{ static: [127.0.0.1:{PORTS['upstream']}] }} }}
 routes:

@@ -160,6 +160,9 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
         metrics: Arc::clone(&metrics),
         ready: std::sync::atomic::AtomicBool::new(false),
     });
+    if let Some(interval) = reloader.config().watch {
+        control.spawn(Arc::clone(&reloader).watch(interval, Arc::clone(&shutdown)));
+    }
     if let Some(socket) = admin_socket {
         control.spawn(admin::serve(
             socket,

@@ -152,6 +152,38 @@ impl Reloader {
         }
     }
 
+    /// Polls the config file every `interval` and reloads when its content changed and then
+    /// held still for a moment (editors and ConfigMap updates write in several steps). Content
+    /// rather than timestamps: Kubernetes swaps a symlink and keeps old mtimes.
+    pub async fn watch(
+        self: Arc<Self>,
+        interval: std::time::Duration,
+        shutdown: Arc<crate::server::Shutdown>,
+    ) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        let mut seen = tokio::fs::read(&path).await.ok();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.stopped() => return,
+            }
+            let now = tokio::fs::read(&path).await.ok();
+            if now == seen || now.is_none() {
+                continue;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            if tokio::fs::read(&path).await.ok() != now {
+                continue; // still being written; look again next round
+            }
+            seen = now;
+            tracing::info!(path = %path.display(), "config file changed: reloading");
+            let reloader = Arc::clone(&self);
+            let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+        }
+    }
+
     fn needs_restart(&self, config: &Config) -> Vec<String> {
         let mut changes = Vec::new();
         let wanted: Vec<(String, SocketAddr)> = config

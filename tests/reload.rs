@@ -179,3 +179,32 @@ async fn listener_changes_are_reported_as_needing_a_restart() {
     // The rest of the file was applied.
     assert_eq!(get(gw.addr(), "/b-only").await.status, 200);
 }
+
+#[tokio::test]
+async fn a_watched_file_reloads_when_it_changes() {
+    let up = upstream().run().await;
+    let path = temp_path("watched.yaml");
+    let watched = |only: &str| {
+        config(up.addr, only, "5s")
+            + "reload: { watch: true, interval: 100ms }\nadmin: { address: 127.0.0.1:0 }\n"
+    };
+    std::fs::write(&path, watched("a")).unwrap();
+    let gw = gateway_file(&path);
+    // Written the way Kubernetes updates a ConfigMap volume: a new file renamed into place.
+    let staged = path.with_extension("new");
+    std::fs::write(&staged, watched("b")).unwrap();
+    std::fs::rename(&staged, &path).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while get(gw.addr(), "/b-only").await.text() != "b" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the file change was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A broken write is rejected and the served config stays.
+    std::fs::write(&path, "routes: [ {").unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(get(gw.addr(), "/b-only").await.text(), "b");
+    std::fs::remove_file(&path).ok();
+}

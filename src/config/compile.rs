@@ -27,6 +27,8 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     pub shutdown_grace: Duration,
     pub access_log: bool,
+    /// Poll the config file at this interval and reload when it changes.
+    pub watch: Option<Duration>,
     pub limits: Limits,
     pub trusted_proxies: Vec<IpNet>,
     pub upstreams: Vec<UpstreamSpec>,
@@ -188,6 +190,15 @@ pub(super) fn compile(
             }
         }
     };
+    let watch = match top.reload {
+        Some(reload) if reload.watch => Some(duration_field(
+            reload.interval,
+            Duration::from_secs(2),
+            "reload.interval",
+            &mut issues,
+        )),
+        _ => None,
+    };
     let shutdown_grace = duration_field(
         top.shutdown_grace,
         Duration::from_secs(30),
@@ -219,6 +230,7 @@ pub(super) fn compile(
             admin,
             shutdown_grace,
             access_log: top.access_log.unwrap_or(true),
+            watch,
             limits,
             trusted_proxies,
             upstreams,

@@ -41,6 +41,7 @@ pub struct Top {
     #[serde(default)]
     pub listeners: Vec<Value>,
     pub admin: Option<Admin>,
+    pub reload: Option<Reload>,
     /// One log line per request; default on.
     pub access_log: Option<bool>,
     /// How long in-flight requests may take to finish on SIGTERM.
@@ -60,6 +61,14 @@ pub struct Top {
 pub struct Listener {
     pub name: String,
     pub address: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reload {
+    #[serde(default)]
+    pub watch: bool,
+    pub interval: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]
