@@ -17,6 +17,7 @@ pub mod router;
 pub mod server;
 pub mod snapshot;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 pub mod worker;
 
@@ -145,13 +146,28 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
         .iter()
         .map(|l| metrics.connections(&l.name))
         .collect();
+    let listener_infos: Vec<Arc<server::ListenerInfo>> = config
+        .listeners
+        .iter()
+        .map(|l| {
+            Arc::new(server::ListenerInfo {
+                name: l.name.clone(),
+                tls: l.tls.clone(),
+            })
+        })
+        .collect();
+    let config_arc = Arc::new(config);
     let reloader = Arc::new(Reloader::new(
         options.config_path.clone(),
         Arc::clone(&gateway),
         control.clone(),
         workers,
-        Arc::new(config),
-        listeners.clone(),
+        Arc::clone(&config_arc),
+        listeners
+            .iter()
+            .zip(&listener_infos)
+            .map(|((name, address), info)| (name.clone(), *address, info.tls.is_some()))
+            .collect(),
         Arc::clone(&metrics),
     ));
     let admin_state = Arc::new(admin::AdminState {
@@ -175,6 +191,7 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
         let gateway = Arc::clone(&gateway);
         let connections = Arc::clone(&connections);
         let gauges = gauges.clone();
+        let infos = listener_infos.clone();
         let stop = Arc::clone(&shutdown);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -185,11 +202,13 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
             .spawn(move || {
                 worker::set_index(index);
                 runtime.block_on(async move {
-                    for (socket, gauge) in worker_sockets.into_iter().zip(gauges) {
+                    for ((socket, gauge), info) in worker_sockets.into_iter().zip(gauges).zip(infos)
+                    {
                         match tokio::net::TcpListener::from_std(socket) {
                             Ok(listener) => {
                                 tokio::spawn(server::accept_loop(
                                     listener,
+                                    info,
                                     Arc::clone(&gateway),
                                     Arc::clone(&connections),
                                     gauge,

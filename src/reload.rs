@@ -50,7 +50,8 @@ pub struct Reloader {
     current: Mutex<Arc<Config>>,
     metrics: Arc<Metrics>,
     /// What was bound at start and stays bound until a restart.
-    bound_listeners: Vec<(String, SocketAddr)>,
+    /// (name, address, TLS on)
+    bound_listeners: Vec<(String, SocketAddr, bool)>,
     bound_admin: Option<SocketAddr>,
     bound_workers: Option<usize>,
     pub ok: AtomicU64,
@@ -64,7 +65,7 @@ impl Reloader {
         control: tokio::runtime::Handle,
         workers: usize,
         config: Arc<Config>,
-        bound_listeners: Vec<(String, SocketAddr)>,
+        bound_listeners: Vec<(String, SocketAddr, bool)>,
         metrics: Arc<Metrics>,
     ) -> Reloader {
         metrics.config_generation.set(1);
@@ -186,22 +187,22 @@ impl Reloader {
 
     fn needs_restart(&self, config: &Config) -> Vec<String> {
         let mut changes = Vec::new();
-        let wanted: Vec<(String, SocketAddr)> = config
-            .listeners
-            .iter()
-            .map(|l| (l.name.clone(), l.address))
-            .collect();
-        for (name, address) in &wanted {
-            match self.bound_listeners.iter().find(|(n, _)| n == name) {
+        for listener in &config.listeners {
+            let (name, address) = (&listener.name, listener.address);
+            match self.bound_listeners.iter().find(|(n, ..)| n == name) {
                 None => changes.push(format!("new listener {name:?} on {address}")),
-                Some((_, bound)) if bound != address && address.port() != 0 => {
-                    changes.push(format!("listener {name:?} address {bound} -> {address}"))
+                Some((_, bound, tls)) => {
+                    if *bound != address && address.port() != 0 {
+                        changes.push(format!("listener {name:?} address {bound} -> {address}"));
+                    }
+                    if *tls != listener.tls.is_some() {
+                        changes.push(format!("listener {name:?} TLS on/off"));
+                    }
                 }
-                Some(_) => {}
             }
         }
-        for (name, bound) in &self.bound_listeners {
-            if !wanted.iter().any(|(n, _)| n == name) {
+        for (name, bound, _) in &self.bound_listeners {
+            if !config.listeners.iter().any(|l| &l.name == name) {
                 changes.push(format!(
                     "removed listener {name:?} on {bound} (still serving)"
                 ));

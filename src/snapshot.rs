@@ -117,6 +117,9 @@ pub struct Snapshot {
     pub access_log: bool,
     /// The `route` label of requests that matched no route.
     pub no_route_label: Arc<str>,
+    /// TLS settings by listener name, taken at each accept: new certificates apply to new
+    /// connections after a reload.
+    pub listener_tls: HashMap<String, Arc<rustls::ServerConfig>>,
 }
 
 impl Snapshot {

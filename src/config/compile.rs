@@ -16,6 +16,8 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A validated configuration: plain data, ready for `Snapshot::build`.
@@ -43,6 +45,8 @@ pub struct Config {
 pub struct ListenerConfig {
     pub name: String,
     pub address: SocketAddr,
+    /// TLS termination; `None` for plaintext.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +74,14 @@ struct Issues<'a> {
     list: Vec<ConfigIssue>,
     lines: &'a LineIndex,
     from_env: Vec<String>,
+    /// Relative file paths are taken from here: the config file's folder.
+    base: &'a Path,
+}
+
+impl Issues<'_> {
+    fn file(&self, path: &str) -> PathBuf {
+        self.base.join(path)
+    }
 }
 
 impl Issues<'_> {
@@ -149,11 +161,13 @@ pub(super) fn compile(
     mut value: Value,
     lines: &LineIndex,
     env: &dyn Fn(&str) -> Option<String>,
+    base: &Path,
 ) -> Result<Config, Vec<ConfigIssue>> {
     let mut issues = Issues {
         list: Vec::new(),
         lines,
         from_env: Vec::new(),
+        base,
     };
     interpolate_tree(&mut value, "", env, &mut issues);
     let source = value.clone();
@@ -261,6 +275,10 @@ fn compile_listeners(items: Vec<Value>, issues: &mut Issues) -> Vec<ListenerConf
                 format!("duplicate listener name {:?}", raw.name),
             );
         }
+        let tls = raw
+            .tls
+            .as_ref()
+            .and_then(|tls| compile_listener_tls(tls, &format!("{path}.tls"), issues));
         match raw.address.parse::<SocketAddr>() {
             Ok(address) => {
                 // Port 0 is ephemeral: never a clash.
@@ -273,6 +291,7 @@ fn compile_listeners(items: Vec<Value>, issues: &mut Issues) -> Vec<ListenerConf
                 out.push(ListenerConfig {
                     name: raw.name,
                     address,
+                    tls,
                 });
             }
             Err(_) => issues.add(
@@ -285,6 +304,62 @@ fn compile_listeners(items: Vec<Value>, issues: &mut Issues) -> Vec<ListenerConf
         }
     }
     out
+}
+
+fn compile_listener_tls(
+    raw: &raw::ListenerTls,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<Arc<rustls::ServerConfig>> {
+    if raw.certificates.is_empty() {
+        issues.add(
+            &format!("{path}.certificates"),
+            "needs at least one certificate",
+        );
+        return None;
+    }
+    let client_auth_required = match raw.client_auth.as_deref() {
+        None | Some("required") => true,
+        Some("optional") => false,
+        Some(other) => {
+            issues.add(
+                &format!("{path}.client_auth"),
+                format!("unknown client_auth {other:?}: expected required or optional"),
+            );
+            true
+        }
+    };
+    if raw.client_auth.is_some() && raw.client_ca_file.is_none() {
+        issues.add(&format!("{path}.client_auth"), "needs client_ca_file");
+    }
+    let tls13_only = match raw.min_version.as_ref().map(|v| v.0.as_str()) {
+        None | Some("1.2") => false,
+        Some("1.3") => true,
+        Some(other) => {
+            issues.add(
+                &format!("{path}.min_version"),
+                format!("unknown TLS version {other:?}: expected \"1.2\" or \"1.3\""),
+            );
+            false
+        }
+    };
+    let spec = crate::tls::ListenerTlsSpec {
+        certificates: raw
+            .certificates
+            .iter()
+            .map(|c| (issues.file(&c.cert_file), issues.file(&c.key_file)))
+            .collect(),
+        client_ca_file: raw.client_ca_file.as_deref().map(|f| issues.file(f)),
+        client_auth_required,
+        tls13_only,
+    };
+    match crate::tls::server_config(&spec) {
+        Ok(config) => Some(config),
+        Err(message) => {
+            issues.add(path, message);
+            None
+        }
+    }
 }
 
 fn duration_field(
@@ -472,10 +547,24 @@ fn compile_upstreams(map: serde_yaml::Mapping, issues: &mut Issues) -> Vec<Upstr
                 issues,
             ),
         };
+        let tls = match &raw.tls {
+            None | Some(raw::UpstreamTls::Enabled(false)) => None,
+            Some(raw::UpstreamTls::Enabled(true)) => Some((None, None)),
+            Some(raw::UpstreamTls::Detailed(d)) => {
+                Some((d.ca_file.as_deref(), d.server_name.as_deref()))
+            }
+        }
+        .and_then(|(ca, name)| {
+            let ca = ca.map(|f| issues.file(f));
+            crate::tls::UpstreamTls::new(ca, name, protocol == Protocol::Http2)
+                .map_err(|message| issues.add(&format!("{path}.tls"), message))
+                .ok()
+        });
         out.push(UpstreamSpec {
             name,
             discovery,
             protocol,
+            tls,
             timeouts,
             max_idle_per_endpoint: raw.pool.max_idle_per_endpoint.unwrap_or(128),
         });

@@ -130,6 +130,16 @@ pub fn parse(
     origin: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    parse_in(text, origin, env, Path::new("."))
+}
+
+/// Like [`parse`], with relative file paths (certificates) taken from `base`.
+pub fn parse_in(
+    text: &str,
+    origin: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    base: &Path,
+) -> Result<Config, ConfigError> {
     let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
         path: origin.to_string(),
         reason: e.to_string(),
@@ -140,7 +150,7 @@ pub fn parse(
         });
     }
     let lines = lines::LineIndex::build(text);
-    compile::compile(value, &lines, env).map_err(ConfigError::Invalid)
+    compile::compile(value, &lines, env, base).map_err(ConfigError::Invalid)
 }
 
 /// Builds the runtime snapshot of `config`. Upstreams whose settings equal those in `prev`
@@ -196,5 +206,10 @@ pub fn build_snapshot(
         trusted_proxies: config.trusted_proxies.clone(),
         access_log: config.access_log,
         no_route_label: Arc::from("(none)"),
+        listener_tls: config
+            .listeners
+            .iter()
+            .filter_map(|l| Some((l.name.clone(), Arc::clone(l.tls.as_ref()?))))
+            .collect(),
     }
 }

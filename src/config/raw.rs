@@ -61,6 +61,40 @@ pub struct Top {
 pub struct Listener {
     pub name: String,
     pub address: String,
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    pub certificates: Vec<CertificateFiles>,
+    pub client_ca_file: Option<String>,
+    /// `required` (default with a client CA) or `optional`.
+    pub client_auth: Option<String>,
+    /// `"1.2"` (default) or `"1.3"`.
+    pub min_version: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+/// `tls: true`, or the details.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum UpstreamTls {
+    Enabled(bool),
+    Detailed(UpstreamTlsDetails),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsDetails {
+    pub ca_file: Option<String>,
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +135,7 @@ pub struct Upstream {
     pub timeouts: Timeouts,
     #[serde(default)]
     pub pool: Pool,
+    pub tls: Option<UpstreamTls>,
 }
 
 /// Exactly one backend key must be set.

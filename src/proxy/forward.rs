@@ -93,7 +93,11 @@ pub(super) async fn proxy(
                 .and_then(|h| Authority::try_from(h.as_bytes()).ok())
                 .unwrap_or_else(|| endpoint.authority.clone());
             let mut uri = http::uri::Parts::default();
-            uri.scheme = Some(Scheme::HTTP);
+            uri.scheme = Some(if upstream.spec.tls.is_some() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            });
             uri.authority = Some(authority);
             uri.path_and_query = Some(path);
             Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("invalid request target"))?

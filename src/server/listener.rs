@@ -60,8 +60,17 @@ impl Drop for ConnGuard {
     }
 }
 
+/// What one listener serves: its name and, for a TLS listener, the settings it started with
+/// (the current snapshot's, taken at each accept, win; these stay if a reload drops them,
+/// because switching TLS off needs a restart).
+pub struct ListenerInfo {
+    pub name: String,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 pub async fn accept_loop(
     listener: TcpListener,
+    info: Arc<ListenerInfo>,
     gateway: Arc<Gateway>,
     counter: Arc<ConnCounter>,
     gauge: Gauge,
@@ -81,7 +90,13 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let limits = gateway.snapshot.load().limits;
+        let snapshot = gateway.snapshot.load();
+        let limits = snapshot.limits;
+        let tls = info
+            .tls
+            .as_ref()
+            .map(|initial| Arc::clone(snapshot.listener_tls.get(&info.name).unwrap_or(initial)));
+        drop(snapshot);
         if counter.0.fetch_add(1, Ordering::Relaxed) >= limits.max_connections {
             counter.0.fetch_sub(1, Ordering::Relaxed);
             tracing::debug!(%peer, "max_connections reached, connection refused");
@@ -94,6 +109,7 @@ pub async fn accept_loop(
         tokio::spawn(serve_connection(
             stream,
             peer,
+            tls,
             Arc::clone(&gateway),
             limits,
             Arc::clone(&shutdown),
@@ -163,26 +179,60 @@ macro_rules! drive {
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
     gateway: Arc<Gateway>,
     limits: Limits,
     shutdown: Arc<Shutdown>,
     _guard: ConnGuard,
 ) {
-    let h2 = match tokio::time::timeout(limits.header_read_timeout, first_bytes(&stream)).await {
-        Ok(Ok(h2)) => h2,
-        Ok(Err(_)) => return,
+    let Some(tls) = tls else {
+        let h2 = match tokio::time::timeout(limits.header_read_timeout, first_bytes(&stream)).await
+        {
+            Ok(Ok(h2)) => h2,
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::debug!(%peer, "no request before header_read_timeout, closing");
+                return;
+            }
+        };
+        let info = Arc::new(ConnInfo::new(gateway, peer, "http"));
+        return serve_http(TokioIo::new(stream), h2, info, limits, shutdown).await;
+    };
+    // The handshake counts against the header-read timeout too.
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let stream = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+        .await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            return;
+        }
         Err(_) => {
-            tracing::debug!(%peer, "no request before header_read_timeout, closing");
+            tracing::debug!(%peer, "TLS handshake not done before header_read_timeout, closing");
             return;
         }
     };
-    let info = Arc::new(ConnInfo::new(gateway, peer, "http"));
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2);
+    let info = Arc::new(ConnInfo::new(gateway, peer, "https"));
+    serve_http(TokioIo::new(stream), h2, info, limits, shutdown).await;
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on an established connection, plaintext or TLS.
+async fn serve_http<I>(
+    io: TokioIo<I>,
+    h2: bool,
+    info: Arc<ConnInfo>,
+    limits: Limits,
+    shutdown: Arc<Shutdown>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let watched = Arc::clone(&info);
     let service = service_fn(move |request| {
         let info = Arc::clone(&info);
         async move { Ok::<_, Infallible>(handle(&info, request).await) }
     });
-    let io = TokioIo::new(stream);
     if h2 {
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder

@@ -17,6 +17,7 @@ use http::{Request, Response};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use pool::{Pool, Sender};
+use rustls_pki_types::ServerName;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -46,6 +47,8 @@ pub struct UpstreamSpec {
     pub name: String,
     pub discovery: DiscoverySpec,
     pub protocol: Protocol,
+    /// TLS to the endpoints; `None` for plaintext.
+    pub tls: Option<crate::tls::UpstreamTls>,
     pub timeouts: Timeouts,
     pub max_idle_per_endpoint: usize,
 }
@@ -205,7 +208,31 @@ impl Upstream {
             Ok(Ok(stream)) => stream,
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(stream);
+        let Some(tls) = &self.spec.tls else {
+            return self.handshake(endpoint, TokioIo::new(stream)).await;
+        };
+        // Verified against `server_name`, or else the endpoint's IP address.
+        let name = tls
+            .server_name
+            .clone()
+            .unwrap_or_else(|| ServerName::IpAddress(endpoint.address.ip().into()));
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
+        match tokio::time::timeout(timeouts.connect, connector.connect(name, stream)).await {
+            Err(_) => Err(ProxyError::ConnectTimeout),
+            Ok(Err(error)) => {
+                tracing::debug!(address = %endpoint.address, %error, "upstream TLS handshake failed");
+                Err(ProxyError::Connect(error))
+            }
+            Ok(Ok(stream)) => self.handshake(endpoint, TokioIo::new(stream)).await,
+        }
+    }
+
+    /// The HTTP handshake on a connected (and maybe TLS) stream; the connection's own task
+    /// runs on this worker.
+    async fn handshake<I>(&self, endpoint: &Endpoint, io: TokioIo<I>) -> Result<Sender, ProxyError>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let address = endpoint.address;
         match self.spec.protocol {
             Protocol::Http1 => {

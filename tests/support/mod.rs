@@ -84,10 +84,14 @@ impl Drop for Upstream {
 
 pub struct UpstreamBuilder {
     http2: bool,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 pub fn upstream() -> UpstreamBuilder {
-    UpstreamBuilder { http2: false }
+    UpstreamBuilder {
+        http2: false,
+        tls: None,
+    }
 }
 
 impl UpstreamBuilder {
@@ -97,12 +101,19 @@ impl UpstreamBuilder {
         self
     }
 
+    /// Serve over TLS with this server config (ALPN decides HTTP/2 when offered).
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     pub async fn run(self) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
         let shared = Arc::clone(&state);
         let http2 = self.http2;
+        let tls = self.tls.map(tokio_rustls::TlsAcceptor::from);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -110,26 +121,47 @@ impl UpstreamBuilder {
                 };
                 shared.connections.fetch_add(1, Ordering::SeqCst);
                 let state = Arc::clone(&shared);
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let state = Arc::clone(&state);
                         async move { Ok::<_, Infallible>(scripted(req, state).await) }
                     });
-                    let io = TokioIo::new(stream);
-                    if http2 {
-                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                            .serve_connection(io, service)
-                            .await;
-                    } else {
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(io, service)
-                            .with_upgrades()
-                            .await;
+                    match tls {
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            serve_scripted(TokioIo::new(stream), h2, service).await;
+                        }
+                        None => serve_scripted(TokioIo::new(stream), http2, service).await,
                     }
                 });
             }
         });
         Upstream { addr, state, task }
+    }
+}
+
+async fn serve_scripted<I, S>(io: TokioIo<I>, http2: bool, service: S)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    if http2 {
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, service)
+            .await;
+    } else {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, service)
+            .with_upgrades()
+            .await;
     }
 }
 
