@@ -153,9 +153,10 @@ impl Reloader {
         }
     }
 
-    /// Polls the config file every `interval` and reloads when its content changed and then
-    /// held still for a moment (editors and ConfigMap updates write in several steps). Content
-    /// rather than timestamps: Kubernetes swaps a symlink and keeps old mtimes.
+    /// Polls the config file every `interval` and reloads when its content differs from the
+    /// text the running config came from, once it held still for a moment (editors and
+    /// ConfigMap updates write in steps). Content, not timestamps: Kubernetes swaps a symlink
+    /// and keeps old mtimes. Content that was rejected is not tried again until it changes.
     pub async fn watch(
         self: Arc<Self>,
         interval: std::time::Duration,
@@ -164,24 +165,29 @@ impl Reloader {
         let Some(path) = self.path.clone() else {
             return;
         };
-        let mut seen = tokio::fs::read(&path).await.ok();
+        let mut rejected: Option<String> = None;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = shutdown.stopped() => return,
             }
-            let now = tokio::fs::read(&path).await.ok();
-            if now == seen || now.is_none() {
+            let Ok(text) = tokio::fs::read_to_string(&path).await else {
+                continue;
+            };
+            if *text == *self.config().text || rejected.as_deref() == Some(text.as_str()) {
                 continue;
             }
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            if tokio::fs::read(&path).await.ok() != now {
+            if tokio::fs::read_to_string(&path).await.ok().as_deref() != Some(text.as_str()) {
                 continue; // still being written; look again next round
             }
-            seen = now;
             tracing::info!(path = %path.display(), "config file changed: reloading");
             let reloader = Arc::clone(&self);
-            let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+            let outcome = tokio::task::spawn_blocking(move || reloader.reload()).await;
+            rejected = match outcome {
+                Ok(Ok(_)) => None,
+                _ => Some(text),
+            };
         }
     }
 

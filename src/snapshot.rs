@@ -24,6 +24,13 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// HTTP/2: streams open at once per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 rapid reset (CVE-2023-44487): streams a client may open and cancel before the
+    /// server handles them, before GOAWAY.
+    pub h2_max_pending_reset_streams: usize,
+    /// HTTP/2: streams the server had to reset for protocol errors before GOAWAY.
+    pub h2_max_local_reset_streams: usize,
 }
 
 impl Default for Limits {
@@ -36,6 +43,9 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            h2_max_concurrent_streams: 256,
+            h2_max_pending_reset_streams: 20,
+            h2_max_local_reset_streams: 1024,
         }
     }
 }

@@ -310,3 +310,48 @@ async fn respond_and_redirect_routes() {
         .as_str()
         .is_some_and(|id| id.len() == 32));
 }
+
+#[tokio::test]
+async fn grpc_style_trailers_pass_through_http2_both_ways() {
+    let up = upstream().http2().run().await;
+    let yaml =
+        simple_yaml(up.addr, "").replace("    timeouts:", "    protocol: http2\n    timeouts:");
+    let gw = gateway(&yaml);
+    let mut client = Client::http2(gw.addr()).await;
+    let request = req("POST", "/trailers")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body("request"))
+        .unwrap();
+    let response = client.send(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .expect("trailers lost on the way");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["grpc-message"], "done");
+    assert_eq!(collected.to_bytes(), "payload");
+    // `TE: trailers` reached the upstream (gRPC servers require it).
+    assert_eq!(up.last().headers["te"], "trailers");
+}
+
+#[tokio::test]
+async fn oversized_http2_headers_are_refused() {
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(
+        up.addr,
+        "limits: { max_header_bytes: 4KiB }\n",
+    ));
+    let mut client = Client::http2(gw.addr()).await;
+    let request = req("GET", "/")
+        .header("x-big", "a".repeat(16 * 1024))
+        .body(empty())
+        .unwrap();
+    // Either a 431 answer or a refused stream; never forwarded.
+    if let Ok(response) = client.send(request).await {
+        assert_eq!(response.status(), 431);
+    }
+    assert_eq!(up.requests(), 0);
+}

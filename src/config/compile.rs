@@ -37,6 +37,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// The file as loaded, `${ENV}` values filled in: shown (redacted) by the admin API.
     pub source: Value,
+    /// The text it was parsed from, so a file watcher can tell whether the file changed.
+    pub text: Arc<str>,
     /// Key paths whose values came from the environment; treated as secrets.
     pub from_env: Vec<String>,
 }
@@ -250,6 +252,7 @@ pub(super) fn compile(
             upstreams,
             routes,
             source,
+            text: Arc::from(""),
             from_env: issues.from_env,
         })
     } else {
@@ -451,6 +454,16 @@ fn compile_limits(raw: raw::Limits, issues: &mut Issues) -> Limits {
             issues,
         ),
         max_connections,
+        h2_max_concurrent_streams: raw
+            .h2_max_concurrent_streams
+            .unwrap_or(d.h2_max_concurrent_streams)
+            .max(1),
+        h2_max_pending_reset_streams: raw
+            .h2_max_pending_reset_streams
+            .unwrap_or(d.h2_max_pending_reset_streams),
+        h2_max_local_reset_streams: raw
+            .h2_max_local_reset_streams
+            .unwrap_or(d.h2_max_local_reset_streams),
     }
 }
 

@@ -150,7 +150,9 @@ pub fn parse_in(
         });
     }
     let lines = lines::LineIndex::build(text);
-    compile::compile(value, &lines, env, base).map_err(ConfigError::Invalid)
+    let mut config = compile::compile(value, &lines, env, base).map_err(ConfigError::Invalid)?;
+    config.text = Arc::from(text);
+    Ok(config)
 }
 
 /// Builds the runtime snapshot of `config`. Upstreams whose settings equal those in `prev`

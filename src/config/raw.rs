@@ -121,6 +121,9 @@ pub struct Limits {
     pub header_read_timeout: Option<Scalar>,
     pub idle_timeout: Option<Scalar>,
     pub max_connections: Option<usize>,
+    pub h2_max_concurrent_streams: Option<u32>,
+    pub h2_max_pending_reset_streams: Option<usize>,
+    pub h2_max_local_reset_streams: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -237,8 +237,11 @@ async fn serve_http<I>(
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
-            .max_concurrent_streams(256)
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            // Bounds HEADERS + CONTINUATION per request: a CONTINUATION flood ends in an error.
             .max_header_list_size(limits.max_header_bytes as u32)
+            .max_pending_accept_reset_streams(limits.h2_max_pending_reset_streams)
+            .max_local_error_reset_streams(limits.h2_max_local_reset_streams)
             .keep_alive_interval(limits.idle_timeout / 2)
             .keep_alive_timeout(Duration::from_secs(20));
         drive!(

@@ -3,7 +3,7 @@
 //! - [`upstream()`] starts a hyper server whose behaviour is scripted by the request path:
 //!   `/status/{code}`, `/delay/{ms}`, `/bytes/{n}`, `/stream/{chunks}` (one chunk per 50 ms),
 //!   `/hold` (first chunk, then waits for `release()`), `/die-mid-body`, `/upgrade` (echo after
-//!   101); anything else echoes the request as JSON (`method`, `path`, `headers`, `body_len`).
+//!   101), `/trailers` (a body, then gRPC-style trailers); anything else echoes the request as JSON (`method`, `path`, `headers`, `body_len`).
 //!   It counts requests and connections and records what it saw.
 //! - [`gateway()`] starts Portcullis in-process from YAML on `127.0.0.1:0`.
 //! - [`Client`] keeps one HTTP/1.1 or h2c connection; [`raw`] speaks bytes over a socket.
@@ -310,6 +310,23 @@ async fn scripted(req: Request<Incoming>, state: Arc<State>) -> Response<BoxBody
                 let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"last")))).await;
             });
             Response::new(chunks(rx))
+        }
+        "trailers" => {
+            // gRPC-style: data, then trailers carrying the status.
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tokio::spawn(async move {
+                let _ = tx
+                    .send(Ok(Frame::data(Bytes::from_static(b"payload"))))
+                    .await;
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", "0".parse().unwrap());
+                trailers.insert("grpc-message", "done".parse().unwrap());
+                let _ = tx.send(Ok(Frame::trailers(trailers))).await;
+            });
+            Response::builder()
+                .header("content-type", "application/grpc")
+                .body(chunks(rx))
+                .unwrap()
         }
         "die-mid-body" => {
             let (tx, rx) = tokio::sync::mpsc::channel(4);
