@@ -22,6 +22,9 @@ DURATION = int(os.environ.get("DURATION", "10"))
 BODY = int(os.environ.get("BODY", "100"))
 CONNECTIONS = int(os.environ.get("CONNECTIONS", "64"))
 EXTRA_YAML = os.environ.get("EXTRA_ROUTE_YAML", "")
+# TLS=1: both proxies terminate TLS (a self-signed certificate made with openssl) and wrk
+# speaks https to them; DIRECT stays plaintext.
+TLS = os.environ.get("TLS", "") not in ("", "0")
 PORTS = {"upstream": 19080, "portcullis": 19081, "nginx": 19082}
 TICK = os.sysconf("SC_CLK_TCK")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,6 +58,7 @@ def children(pid):
 
 
 def wait_port(port, timeout=10):
+    """Waits until something accepts TCP connections on the port."""
     import socket
 
     deadline = time.time() + timeout
@@ -71,10 +75,10 @@ def to_ms(value, unit):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(port):
+def wrk(port, scheme="http"):
     out = subprocess.run(
         ["taskset", "-c", "1", "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency",
-         f"http://127.0.0.1:{port}/"],
+         f"{scheme}://127.0.0.1:{port}/"],
         capture_output=True, text=True, check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -87,7 +91,7 @@ def wrk(port):
     return rps, total, parse(lat["50"]), parse(lat["99"])
 
 
-def measure(name, port, pids):
+def measure(name, port, pids, scheme="http"):
     peak = [0]
     stop = threading.Event()
 
@@ -99,7 +103,7 @@ def measure(name, port, pids):
     sampler = threading.Thread(target=sample)
     sampler.start()
     before = cpu_ticks(pids) if pids else 0
-    rps, total, p50, p99 = wrk(port)
+    rps, total, p50, p99 = wrk(port, scheme)
     after = cpu_ticks(pids) if pids else 0
     stop.set()
     sampler.join()
@@ -121,8 +125,15 @@ def main():
                f"127.0.0.1:{PORTS['upstream']}", str(BODY)])
         wait_port(PORTS["upstream"])
 
+        cert, key = f"{tmp}/cert.pem", f"{tmp}/key.pem"
+        if TLS:
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                            "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext",
+                            "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert],
+                           check=True, capture_output=True)
+        tls_yaml = f", tls: {{ certificates: [{{ cert_file: {cert}, key_file: {key} }}] }}" if TLS else ""
         # Like nginx below: no access log. Metrics stay on.
-        config = f"""listeners: [{{ name: http, address: 127.0.0.1:{PORTS['portcullis']} }}]
+        config = f"""listeners: [{{ name: http, address: 127.0.0.1:{PORTS['portcullis']}{tls_yaml} }}]
 admin: {{ address: 127.0.0.1:0 }}
 access_log: false
 upstreams:
@@ -147,7 +158,8 @@ http {{
     access_log off;
     upstream bench {{ server 127.0.0.1:{PORTS['upstream']}; keepalive 128; }}
     server {{
-        listen 127.0.0.1:{PORTS['nginx']};
+        listen 127.0.0.1:{PORTS['nginx']}{' ssl' if TLS else ''};
+        {f'ssl_certificate {cert}; ssl_certificate_key {key};' if TLS else ''}
         location / {{
             proxy_pass http://bench;
             proxy_http_version 1.1;
@@ -162,20 +174,22 @@ http {{
         wait_port(PORTS["nginx"])
         time.sleep(0.5)
 
+        proxied = "https" if TLS else "http"
         targets = {
-            "DIRECT": (PORTS["upstream"], []),
-            "PORTCULLIS": (PORTS["portcullis"], [portcullis.pid]),
-            "NGINX": (PORTS["nginx"], [nginx.pid] + children(nginx.pid)),
+            "DIRECT": (PORTS["upstream"], [], "http"),
+            "PORTCULLIS": (PORTS["portcullis"], [portcullis.pid], proxied),
+            "NGINX": (PORTS["nginx"], [nginx.pid] + children(nginx.pid), proxied),
         }
-        idle = {name: rss_kib(pids) / 1024 for name, (_, pids) in targets.items() if pids}
+        idle = {name: rss_kib(pids) / 1024 for name, (_, pids, _) in targets.items() if pids}
         results = {name: [] for name in targets}
-        print(f"body {BODY} B, {CONNECTIONS} connections, {DURATION} s x {ROUNDS} rounds", flush=True)
+        print(f"body {BODY} B, {CONNECTIONS} connections, {DURATION} s x {ROUNDS} rounds"
+              f"{', proxies over TLS' if TLS else ''}", flush=True)
         for round_ in range(ROUNDS):
             order = list(targets)
             order = order[round_ % 3:] + order[: round_ % 3]
             for name in order:
-                port, pids = targets[name]
-                r = measure(name, port, pids)
+                port, pids, scheme = targets[name]
+                r = measure(name, port, pids, scheme)
                 results[name].append(r)
                 print(f"  round {round_ + 1} {name:<10} {r['rps']:>10.0f} req/s  p50 {r['p50']:.3f} ms"
                       f"  p99 {r['p99']:.3f} ms  cpu {r['cpu_us']:.2f} us/req", flush=True)
