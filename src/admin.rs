@@ -91,7 +91,7 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body
             let routes: Vec<Value> = config
                 .routes
                 .iter()
-                .map(|r| json!({"name": r.name, "match": r.describe_match(), "action": r.describe_action()}))
+                .map(|r| json!({"name": r.name, "match": r.describe_match(), "action": r.describe_action(), "filters": r.describe_filters()}))
                 .collect();
             json_response(
                 StatusCode::OK,

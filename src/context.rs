@@ -15,4 +15,24 @@ pub struct RequestCtx {
     /// The endpoint the request was sent to, if it was proxied.
     pub endpoint: Option<SocketAddr>,
     pub upstream: Option<UpstreamOutcome>,
+    /// Where the request failed (`client`, `upstream`), if it did.
+    pub error: Option<&'static str>,
+    /// What filters hand to each other or to their own `on_response`.
+    pub extensions: http::Extensions,
+}
+
+impl RequestCtx {
+    /// A context with nothing known yet (tests, and the placeholder left behind by `Chain`).
+    pub fn empty() -> RequestCtx {
+        RequestCtx {
+            request_id: HeaderValue::from_static("-"),
+            client_ip: IpAddr::from([0, 0, 0, 0]),
+            route: None,
+            started: Instant::now(),
+            endpoint: None,
+            upstream: None,
+            error: None,
+            extensions: http::Extensions::new(),
+        }
+    }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod context;
 pub mod discovery;
 pub mod error;
+pub mod filter;
 pub mod proxy;
 pub mod reload;
 pub mod router;

@@ -136,7 +136,7 @@ fn print_routes(config: &Config) {
             route.name.clone(),
             route.describe_match(),
             route.describe_action(),
-            "-".to_string(),
+            route.describe_filters(),
         ]);
     }
     let widths: Vec<usize> = (0..4)

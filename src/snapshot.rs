@@ -2,6 +2,7 @@
 //! A request loads the current snapshot once and keeps it to the end, so a reload never
 //! changes a request half-way.
 
+use crate::filter::Filter;
 use crate::router::Router;
 use crate::telemetry::Metrics;
 use crate::upstream::Upstream;
@@ -53,6 +54,8 @@ impl Default for Limits {
 pub struct Route {
     pub name: Arc<str>,
     pub action: RouteAction,
+    /// Run in order around the action; empty for most routes.
+    pub filters: Vec<Arc<dyn Filter>>,
 }
 
 pub enum RouteAction {

@@ -5,6 +5,8 @@ use super::lines::LineIndex;
 use super::values::{interpolate, parse_duration, parse_size};
 use super::{raw, ConfigIssue};
 use crate::discovery::{DiscoverySpec, StaticEndpoint};
+use crate::filter::cors::OriginMatch;
+use crate::filter::{Cors, CorsSpec, Filter, HeaderEdits, Headers};
 use crate::router::{HeaderMatcher, HostMatch, MethodSet, PathMatch, RouteMatch};
 use crate::snapshot::{Limits, RedirectTarget, Respond, Rewrite};
 use crate::upstream::{Protocol, Timeouts, UpstreamSpec};
@@ -34,6 +36,8 @@ pub struct Config {
     pub limits: Limits,
     pub trusted_proxies: Vec<IpNet>,
     pub upstreams: Vec<UpstreamSpec>,
+    /// Named filters (top-level `filters:`), in config order.
+    pub filters: Vec<(String, FilterSpec)>,
     pub routes: Vec<RouteConfig>,
     /// The file as loaded, `${ENV}` values filled in: shown (redacted) by the admin API.
     pub source: Value,
@@ -56,6 +60,37 @@ pub struct RouteConfig {
     pub name: String,
     pub matcher: RouteMatch,
     pub action: Action,
+    pub filters: Vec<FilterRef>,
+}
+
+/// A validated filter, ready to build.
+#[derive(Debug, Clone)]
+pub enum FilterSpec {
+    Headers(Headers),
+    Cors(CorsSpec),
+}
+
+impl FilterSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FilterSpec::Headers(_) => "headers",
+            FilterSpec::Cors(_) => "cors",
+        }
+    }
+
+    pub fn build(&self) -> Arc<dyn Filter> {
+        match self {
+            FilterSpec::Headers(headers) => Arc::new(headers.clone()),
+            FilterSpec::Cors(spec) => Arc::new(Cors::new(spec.clone())),
+        }
+    }
+}
+
+/// A route's filter: its own, or a named one shared with other routes.
+#[derive(Debug, Clone)]
+pub enum FilterRef {
+    Named(String),
+    Inline(FilterSpec),
 }
 
 #[derive(Debug, Clone)]
@@ -237,7 +272,9 @@ pub(super) fn compile(
         .collect();
     let known: Vec<&str> = declared.iter().map(String::as_str).collect();
     let upstreams = compile_upstreams(top.upstreams, &mut issues);
-    let routes = compile_routes(top.routes, &known, &mut issues);
+    let filters = compile_named_filters(top.filters, &mut issues);
+    let filter_names: Vec<&str> = filters.iter().map(|(n, _)| n.as_str()).collect();
+    let routes = compile_routes(top.routes, &known, &filter_names, &mut issues);
 
     if issues.list.is_empty() {
         Ok(Config {
@@ -250,6 +287,7 @@ pub(super) fn compile(
             limits,
             trusted_proxies,
             upstreams,
+            filters,
             routes,
             source,
             text: Arc::from(""),
@@ -585,7 +623,187 @@ fn compile_upstreams(map: serde_yaml::Mapping, issues: &mut Issues) -> Vec<Upstr
     out
 }
 
-fn compile_routes(items: Vec<Value>, upstreams: &[&str], issues: &mut Issues) -> Vec<RouteConfig> {
+fn compile_named_filters(
+    map: serde_yaml::Mapping,
+    issues: &mut Issues,
+) -> Vec<(String, FilterSpec)> {
+    let mut out = Vec::new();
+    for (key, value) in map {
+        let Some(name) = key.as_str().map(str::to_string) else {
+            issues.add("filters", "filter names must be strings");
+            continue;
+        };
+        let path = format!("filters.{name}");
+        let Some(entry) = issues.item::<raw::FilterEntry>(value, &path) else {
+            continue;
+        };
+        match compile_filter(entry, &path, &[], issues) {
+            Some(FilterRef::Inline(spec)) => out.push((name, spec)),
+            Some(FilterRef::Named(_)) => {
+                issues.add(&path, "a named filter cannot itself be a `use`")
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// One `filters:` entry. `known`: the named filters a `use` may refer to.
+fn compile_filter(
+    entry: raw::FilterEntry,
+    path: &str,
+    known: &[&str],
+    issues: &mut Issues,
+) -> Option<FilterRef> {
+    let given = [
+        entry.use_name.is_some(),
+        entry.headers.is_some(),
+        entry.cors.is_some(),
+    ]
+    .iter()
+    .filter(|g| **g)
+    .count();
+    if given != 1 {
+        issues.add(
+            path,
+            "a filter entry needs exactly one of use, headers, cors",
+        );
+        return None;
+    }
+    if let Some(name) = entry.use_name {
+        if !known.contains(&name.as_str()) {
+            let list = if known.is_empty() {
+                "none defined".to_string()
+            } else {
+                known.join(", ")
+            };
+            issues.add(
+                &format!("{path}.use"),
+                format!("unknown filter {name:?} (known: {list})"),
+            );
+            return None;
+        }
+        return Some(FilterRef::Named(name));
+    }
+    if let Some(raw) = entry.headers {
+        let before = issues.list.len();
+        let headers = Headers {
+            request: header_edits(
+                raw.request.unwrap_or_default(),
+                &format!("{path}.headers.request"),
+                issues,
+            ),
+            response: header_edits(
+                raw.response.unwrap_or_default(),
+                &format!("{path}.headers.response"),
+                issues,
+            ),
+        };
+        return (issues.list.len() == before)
+            .then_some(FilterRef::Inline(FilterSpec::Headers(headers)));
+    }
+    let raw = entry.cors?;
+    let before = issues.list.len();
+    let cpath = format!("{path}.cors");
+    if raw.allow_origins.is_empty() {
+        issues.add(
+            &format!("{cpath}.allow_origins"),
+            "needs at least one origin (or \"*\")",
+        );
+    }
+    let mut origins = Vec::new();
+    for (i, origin) in raw.allow_origins.iter().enumerate() {
+        match OriginMatch::parse(origin) {
+            Ok(m) => origins.push(m),
+            Err(message) => issues.add(&format!("{cpath}.allow_origins[{i}]"), message),
+        }
+    }
+    let mut methods = Vec::new();
+    for (i, name) in raw.allow_methods.iter().enumerate() {
+        match Method::from_bytes(name.to_ascii_uppercase().as_bytes()) {
+            Ok(method) => methods.push(method),
+            Err(_) => issues.add(
+                &format!("{cpath}.allow_methods[{i}]"),
+                format!("invalid method {name:?}"),
+            ),
+        }
+    }
+    for (i, name) in raw.allow_headers.iter().enumerate() {
+        if name != "*" && HeaderName::from_bytes(name.as_bytes()).is_err() {
+            issues.add(
+                &format!("{cpath}.allow_headers[{i}]"),
+                format!("invalid header name {name:?}"),
+            );
+        }
+    }
+    let mut expose = Vec::new();
+    for (i, name) in raw.expose_headers.iter().enumerate() {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(header) => expose.push(header),
+            Err(_) => issues.add(
+                &format!("{cpath}.expose_headers[{i}]"),
+                format!("invalid header name {name:?}"),
+            ),
+        }
+    }
+    let max_age = raw.max_age.map(|age| {
+        duration_field(
+            Some(age),
+            Duration::from_secs(0),
+            &format!("{cpath}.max_age"),
+            issues,
+        )
+    });
+    let spec = CorsSpec {
+        origins,
+        methods,
+        headers: raw.allow_headers,
+        expose,
+        credentials: raw.allow_credentials,
+        max_age,
+    };
+    (issues.list.len() == before).then_some(FilterRef::Inline(FilterSpec::Cors(spec)))
+}
+
+fn header_edits(raw: raw::HeaderEdits, path: &str, issues: &mut Issues) -> HeaderEdits {
+    let mut edits = HeaderEdits::default();
+    let pairs =
+        |map: std::collections::BTreeMap<String, String>, key: &str, issues: &mut Issues| {
+            let mut out = Vec::new();
+            for (name, value) in map {
+                match (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(&value),
+                ) {
+                    (Ok(name), Ok(value)) => out.push((name, value)),
+                    _ => issues.add(
+                        &format!("{path}.{key}.{name}"),
+                        "invalid header name or value",
+                    ),
+                }
+            }
+            out
+        };
+    edits.set = pairs(raw.set, "set", issues);
+    edits.add = pairs(raw.add, "add", issues);
+    for (i, name) in raw.remove.iter().enumerate() {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(name) => edits.remove.push(name),
+            Err(_) => issues.add(
+                &format!("{path}.remove[{i}]"),
+                format!("invalid header name {name:?}"),
+            ),
+        }
+    }
+    edits
+}
+
+fn compile_routes(
+    items: Vec<Value>,
+    upstreams: &[&str],
+    named_filters: &[&str],
+    issues: &mut Issues,
+) -> Vec<RouteConfig> {
     if items.is_empty() {
         issues.add("routes", "at least one route is required");
     }
@@ -593,7 +811,7 @@ fn compile_routes(items: Vec<Value>, upstreams: &[&str], issues: &mut Issues) ->
     let mut out = Vec::new();
     for (i, value) in items.into_iter().enumerate() {
         let path = format!("routes[{i}]");
-        let Some(raw) = issues.item::<raw::Route>(value, &path) else {
+        let Some(mut raw) = issues.item::<raw::Route>(value, &path) else {
             continue;
         };
         if raw.name.is_empty() {
@@ -606,11 +824,24 @@ fn compile_routes(items: Vec<Value>, upstreams: &[&str], issues: &mut Issues) ->
         }
         let matcher = compile_match(&raw.matcher, &format!("{path}.match"), issues);
         let action = compile_action(&raw, &matcher, upstreams, &path, issues);
+        let filters: Vec<FilterRef> = std::mem::take(&mut raw.filters)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, entry)| {
+                compile_filter(
+                    entry,
+                    &format!("{path}.filters[{i}]"),
+                    named_filters,
+                    issues,
+                )
+            })
+            .collect();
         if let (Some(matcher), Some(action)) = (matcher, action) {
             out.push(RouteConfig {
                 name: raw.name,
                 matcher,
                 action,
+                filters,
             });
         }
     }

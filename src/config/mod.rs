@@ -11,7 +11,7 @@ mod lines;
 pub mod raw;
 mod values;
 
-pub use compile::{Action, Config, ListenerConfig, RouteConfig};
+pub use compile::{Action, Config, FilterRef, FilterSpec, ListenerConfig, RouteConfig};
 pub use values::{parse_duration, parse_size};
 
 use crate::router::{HostMatch, PathMatch, Router};
@@ -103,6 +103,22 @@ impl RouteConfig {
         parts.join(" ")
     }
 
+    /// The filters in order, e.g. `headers,use:cors-public`; `-` for none.
+    pub fn describe_filters(&self) -> String {
+        if self.filters.is_empty() {
+            return "-".into();
+        }
+        let names: Vec<String> = self
+            .filters
+            .iter()
+            .map(|f| match f {
+                FilterRef::Named(name) => format!("use:{name}"),
+                FilterRef::Inline(spec) => spec.kind().to_string(),
+            })
+            .collect();
+        names.join(",")
+    }
+
     /// What the route does, e.g. `upstream users`, `respond 200`.
     pub fn describe_action(&self) -> String {
         match &self.action {
@@ -182,6 +198,12 @@ pub fn build_snapshot(
         };
         upstreams.insert(spec.name.clone(), upstream);
     }
+    // A named filter is one instance, shared by every route that uses it.
+    let named: HashMap<&str, Arc<dyn crate::filter::Filter>> = config
+        .filters
+        .iter()
+        .map(|(name, spec)| (name.as_str(), spec.build()))
+        .collect();
     let routes = config.routes.iter().filter_map(|route| {
         let action = match &route.action {
             Action::Proxy { upstream, rewrite } => RouteAction::Proxy {
@@ -194,9 +216,18 @@ pub fn build_snapshot(
                 target: target.clone(),
             },
         };
+        let filters = route
+            .filters
+            .iter()
+            .filter_map(|filter| match filter {
+                FilterRef::Named(name) => named.get(name.as_str()).cloned(),
+                FilterRef::Inline(spec) => Some(spec.build()),
+            })
+            .collect();
         let compiled = Route {
             name: route.name.as_str().into(),
             action,
+            filters,
         };
         Some((route.matcher.clone(), Arc::new(compiled)))
     });

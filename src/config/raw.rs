@@ -52,6 +52,9 @@ pub struct Top {
     pub trusted_proxies: Vec<String>,
     #[serde(default)]
     pub upstreams: Mapping,
+    /// Named filters, used by routes as `- use: NAME`.
+    #[serde(default)]
+    pub filters: Mapping,
     #[serde(default)]
     pub routes: Vec<Value>,
 }
@@ -187,6 +190,51 @@ pub struct Route {
     pub rewrite: Option<Rewrite>,
     pub respond: Option<Respond>,
     pub redirect: Option<Redirect>,
+    #[serde(default)]
+    pub filters: Vec<FilterEntry>,
+}
+
+/// One entry of a `filters:` list: exactly one key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterEntry {
+    #[serde(rename = "use")]
+    pub use_name: Option<String>,
+    pub headers: Option<HeadersFilter>,
+    pub cors: Option<CorsFilter>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersFilter {
+    pub request: Option<HeaderEdits>,
+    pub response: Option<HeaderEdits>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderEdits {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsFilter {
+    pub allow_origins: Vec<String>,
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    pub max_age: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -5,7 +5,8 @@ use super::forward;
 use crate::body::Body;
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
-use crate::snapshot::{Gateway, RedirectTarget, Respond, RouteAction, Snapshot};
+use crate::filter::{Chain, Outcome};
+use crate::snapshot::{Gateway, RedirectTarget, Respond, Route, RouteAction, Snapshot};
 use http::header::{HOST, LOCATION, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -87,34 +88,25 @@ impl ConnInfo {
 pub async fn handle(conn: &ConnInfo, request: Request<Incoming>) -> Response<Body> {
     let _in_flight = conn.activity.begin();
     let snapshot = conn.gateway.snapshot.load_full();
-    let mut ctx = RequestCtx {
+    let ctx = RequestCtx {
         request_id: request_id(request.headers()),
         client_ip: conn.peer.ip(),
         route: None,
         started: Instant::now(),
         endpoint: None,
         upstream: None,
+        error: None,
+        extensions: http::Extensions::new(),
     };
     let head = request.method() == Method::HEAD;
     let method = method_label(request.method());
     let access = snapshot.access_log.then(|| AccessEntry::new(&request));
-    let mut response = match serve(&snapshot, conn, &mut ctx, request).await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::debug!(
-                request_id = ctx.request_id.to_str().unwrap_or("-"),
-                route = ctx.route.as_deref().unwrap_or("-"),
-                source = error.source_kind(),
-                elapsed_ms = ctx.started.elapsed().as_millis() as u64,
-                %error,
-                "request failed"
-            );
-            error.into_response(&ctx.request_id)
-        }
-    };
+    let mut chain = Chain::new(ctx);
+    let mut response = serve(&snapshot, conn, &mut chain, request).await;
     if head {
         *response.body_mut() = Body::Empty;
     }
+    let ctx = &chain.ctx;
     let elapsed = ctx.started.elapsed();
     let route = ctx.route.as_ref().unwrap_or(&snapshot.no_route_label);
     let status = response.status().as_u16();
@@ -123,11 +115,17 @@ pub async fn handle(conn: &ConnInfo, request: Request<Incoming>) -> Response<Bod
         .requests
         .record(route, method, status, elapsed, ctx.upstream.as_ref());
     if let Some(entry) = access {
-        entry.log(&ctx, route, status, &response, elapsed, conn);
+        entry.log(ctx, route, status, &response, elapsed, conn);
     }
+    let outcome = Outcome {
+        status: Some(status),
+        error: ctx.error,
+    };
+    chain.complete(&outcome);
+    let request_id = std::mem::replace(&mut chain.ctx.request_id, HeaderValue::from_static("-"));
     response
         .headers_mut()
-        .insert(X_REQUEST_ID.clone(), ctx.request_id);
+        .insert(X_REQUEST_ID.clone(), request_id);
     response
 }
 
@@ -204,23 +202,65 @@ impl AccessEntry {
     }
 }
 
-async fn serve(
+/// Routes the request and runs the route's filters around its action. Every failure is
+/// turned into its response here, before `on_response`, so filters see (and can decorate)
+/// error responses too.
+async fn serve<'a>(
+    snapshot: &'a Snapshot,
+    conn: &ConnInfo,
+    chain: &mut Chain<'a>,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    if let Err(error) = check_request(&request, snapshot) {
+        return fail(&mut chain.ctx, error);
+    }
+    let lookup = snapshot.router.lookup(
+        request_host(&request),
+        request.uri().path(),
+        request.method(),
+        request.headers(),
+    );
+    let Some(route) = lookup else {
+        return fail(&mut chain.ctx, ProxyError::NoRoute);
+    };
+    chain.ctx.route = Some(Arc::clone(&route.name));
+    if route.filters.is_empty() {
+        return match act(snapshot, conn, &mut chain.ctx, route, request).await {
+            Ok(response) => response,
+            Err(error) => fail(&mut chain.ctx, error),
+        };
+    }
+    let (mut parts, body) = request.into_parts();
+    let mut response = match chain.request(&route.filters, &mut parts).await {
+        Some(Ok(response)) => response,
+        Some(Err(error)) => fail(&mut chain.ctx, error),
+        None => match act(
+            snapshot,
+            conn,
+            &mut chain.ctx,
+            route,
+            Request::from_parts(parts, body),
+        )
+        .await
+        {
+            Ok(response) => response,
+            Err(error) => fail(&mut chain.ctx, error),
+        },
+    };
+    if let Err(error) = chain.response(&mut response).await {
+        response = fail(&mut chain.ctx, error);
+    }
+    response
+}
+
+/// The route's action: answer, redirect or proxy.
+async fn act(
     snapshot: &Snapshot,
     conn: &ConnInfo,
     ctx: &mut RequestCtx,
+    route: &Route,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ProxyError> {
-    check_request(&request, snapshot)?;
-    let route = snapshot
-        .router
-        .lookup(
-            request_host(&request),
-            request.uri().path(),
-            request.method(),
-            request.headers(),
-        )
-        .ok_or(ProxyError::NoRoute)?;
-    ctx.route = Some(Arc::clone(&route.name));
     match &route.action {
         RouteAction::Respond(respond) => Ok(respond_with(respond)),
         RouteAction::Redirect { status, target } => Ok(redirect(&request, *status, target)),
@@ -228,6 +268,20 @@ async fn serve(
             forward::proxy(snapshot, conn, ctx, upstream, rewrite, request).await
         }
     }
+}
+
+/// The one place a failure becomes a response (see `error.rs`); the context remembers it.
+fn fail(ctx: &mut RequestCtx, error: ProxyError) -> Response<Body> {
+    tracing::debug!(
+        request_id = ctx.request_id.to_str().unwrap_or("-"),
+        route = ctx.route.as_deref().unwrap_or("-"),
+        source = error.source_kind(),
+        elapsed_ms = ctx.started.elapsed().as_millis() as u64,
+        %error,
+        "request failed"
+    );
+    ctx.error = Some(error.source_kind());
+    error.into_response(&ctx.request_id)
 }
 
 /// The authority the client addressed: the request target's (absolute form, HTTP/2) or Host.
