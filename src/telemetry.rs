@@ -88,12 +88,32 @@ pub struct UpstreamOutcome {
     pub error: Option<&'static str>,
 }
 
+#[derive(Clone, Default)]
+struct RouteStats {
+    /// (method, status, count): a handful per route, scanned.
+    counts: Vec<(&'static str, u16, u64)>,
+    duration: Histogram,
+}
+
+#[derive(Clone, Default)]
+struct UpstreamStats {
+    duration: Histogram,
+    /// (kind, count)
+    errors: Vec<(&'static str, u64)>,
+}
+
+/// Looked up by `&str`: a hit clones no `Arc` (whose count is shared across cores).
 #[derive(Default)]
 struct Shard {
-    requests: FastMap<(Arc<str>, &'static str, u16), u64>,
-    durations: FastMap<Arc<str>, Histogram>,
-    upstream_durations: FastMap<Arc<str>, Histogram>,
-    upstream_errors: FastMap<(Arc<str>, &'static str), u64>,
+    routes: FastMap<Arc<str>, RouteStats>,
+    upstreams: FastMap<Arc<str>, UpstreamStats>,
+}
+
+fn slot<'m, V: Default>(map: &'m mut FastMap<Arc<str>, V>, key: &Arc<str>) -> &'m mut V {
+    if !map.contains_key(&**key) {
+        map.insert(Arc::clone(key), V::default());
+    }
+    map.get_mut(&**key).expect("inserted above")
 }
 
 /// Request statistics, one shard per worker thread: a worker only ever locks its own shard
@@ -129,56 +149,70 @@ impl RequestStats {
     ) {
         let index = crate::worker::index() % self.shards.len();
         let mut shard = self.shards[index].lock().unwrap_or_else(|e| e.into_inner());
-        *shard
-            .requests
-            .entry((Arc::clone(route), method, status))
-            .or_default() += 1;
-        match shard.durations.get_mut(route) {
-            Some(histogram) => histogram.observe(elapsed.as_secs_f64()),
-            None => {
-                let mut histogram = Histogram::default();
-                histogram.observe(elapsed.as_secs_f64());
-                shard.durations.insert(Arc::clone(route), histogram);
-            }
+        let stats = slot(&mut shard.routes, route);
+        match stats
+            .counts
+            .iter_mut()
+            .find(|(m, s, _)| *m == method && *s == status)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => stats.counts.push((method, status, 1)),
         }
+        stats.duration.observe(elapsed.as_secs_f64());
         if let Some(outcome) = upstream {
-            shard
-                .upstream_durations
-                .entry(Arc::clone(&outcome.upstream))
-                .or_default()
-                .observe(outcome.elapsed.as_secs_f64());
+            let stats = slot(&mut shard.upstreams, &outcome.upstream);
+            stats.duration.observe(outcome.elapsed.as_secs_f64());
             if let Some(kind) = outcome.error {
-                *shard
-                    .upstream_errors
-                    .entry((Arc::clone(&outcome.upstream), kind))
-                    .or_default() += 1;
+                match stats.errors.iter_mut().find(|(k, _)| *k == kind) {
+                    Some((_, n)) => *n += 1,
+                    None => stats.errors.push((kind, 1)),
+                }
             }
         }
     }
 
-    fn merged(&self) -> Shard {
-        let mut total = Shard::default();
+    /// All shards added up, by name (a reload gives routes new `Arc`s with the same names).
+    fn merged(&self) -> Merged {
+        let mut total = Merged::default();
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            for (key, n) in &shard.requests {
-                *total.requests.entry(key.clone()).or_default() += n;
+            for (route, stats) in &shard.routes {
+                for (method, status, n) in &stats.counts {
+                    *total
+                        .requests
+                        .entry((route.to_string(), method, *status))
+                        .or_default() += n;
+                }
+                total
+                    .durations
+                    .entry(route.to_string())
+                    .or_default()
+                    .merge(&stats.duration);
             }
-            for (key, h) in &shard.durations {
-                total.durations.entry(key.clone()).or_default().merge(h);
-            }
-            for (key, h) in &shard.upstream_durations {
+            for (upstream, stats) in &shard.upstreams {
                 total
                     .upstream_durations
-                    .entry(key.clone())
+                    .entry(upstream.to_string())
                     .or_default()
-                    .merge(h);
-            }
-            for (key, n) in &shard.upstream_errors {
-                *total.upstream_errors.entry(key.clone()).or_default() += n;
+                    .merge(&stats.duration);
+                for (kind, n) in &stats.errors {
+                    *total
+                        .upstream_errors
+                        .entry((upstream.to_string(), kind))
+                        .or_default() += n;
+                }
             }
         }
         total
     }
+}
+
+#[derive(Default)]
+struct Merged {
+    requests: FastMap<(String, &'static str, u16), u64>,
+    durations: FastMap<String, Histogram>,
+    upstream_durations: FastMap<String, Histogram>,
+    upstream_errors: FastMap<(String, &'static str), u64>,
 }
 
 /// Label sets sorted, so scrapes list series in a stable order.
