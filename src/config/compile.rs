@@ -1,12 +1,12 @@
 //! Validation and building: raw YAML values → [`Config`]. Every problem is collected with its
 //! key path and line; nothing here runs after load.
 
+use super::filters::{compile_filter, compile_jwt_providers, compile_named_filters};
 use super::lines::LineIndex;
 use super::values::{interpolate, parse_duration, parse_size};
 use super::{raw, ConfigIssue};
 use crate::discovery::{DiscoverySpec, StaticEndpoint};
-use crate::filter::cors::OriginMatch;
-use crate::filter::{Cors, CorsSpec, Filter, HeaderEdits, Headers};
+use crate::filter::{jwt, Cors, CorsSpec, Filter, Headers, Jwt};
 use crate::router::{HeaderMatcher, HostMatch, MethodSet, PathMatch, RouteMatch};
 use crate::snapshot::{Limits, RedirectTarget, Respond, Rewrite};
 use crate::upstream::{Protocol, Timeouts, UpstreamSpec};
@@ -68,6 +68,26 @@ pub struct RouteConfig {
 pub enum FilterSpec {
     Headers(Headers),
     Cors(CorsSpec),
+    Jwt(JwtSpec),
+}
+
+/// A validated `jwt` filter; its providers' keys are loaded.
+#[derive(Clone)]
+pub struct JwtSpec {
+    pub providers: Vec<Arc<jwt::Provider>>,
+    pub require_scopes: Vec<String>,
+    pub require_claims: Vec<(String, Vec<String>)>,
+    pub forward_claims: Vec<(String, HeaderName)>,
+    pub forward_token: bool,
+}
+
+impl std::fmt::Debug for JwtSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.providers.iter().map(|p| p.name.as_str()).collect();
+        f.debug_struct("JwtSpec")
+            .field("providers", &names)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FilterSpec {
@@ -75,6 +95,7 @@ impl FilterSpec {
         match self {
             FilterSpec::Headers(_) => "headers",
             FilterSpec::Cors(_) => "cors",
+            FilterSpec::Jwt(_) => "jwt",
         }
     }
 
@@ -82,6 +103,13 @@ impl FilterSpec {
         match self {
             FilterSpec::Headers(headers) => Arc::new(headers.clone()),
             FilterSpec::Cors(spec) => Arc::new(Cors::new(spec.clone())),
+            FilterSpec::Jwt(spec) => Arc::new(Jwt {
+                providers: spec.providers.clone(),
+                require_scopes: spec.require_scopes.clone(),
+                require_claims: spec.require_claims.clone(),
+                forward_claims: spec.forward_claims.clone(),
+                forward_token: spec.forward_token,
+            }),
         }
     }
 }
@@ -107,8 +135,8 @@ pub enum Action {
 }
 
 /// Collects issues, resolving each path's line once.
-struct Issues<'a> {
-    list: Vec<ConfigIssue>,
+pub(super) struct Issues<'a> {
+    pub(super) list: Vec<ConfigIssue>,
     lines: &'a LineIndex,
     from_env: Vec<String>,
     /// Relative file paths are taken from here: the config file's folder.
@@ -116,13 +144,13 @@ struct Issues<'a> {
 }
 
 impl Issues<'_> {
-    fn file(&self, path: &str) -> PathBuf {
+    pub(super) fn file(&self, path: &str) -> PathBuf {
         self.base.join(path)
     }
 }
 
 impl Issues<'_> {
-    fn add(&mut self, path: &str, message: impl Into<String>) {
+    pub(super) fn add(&mut self, path: &str, message: impl Into<String>) {
         self.list.push(ConfigIssue {
             path: path.to_string(),
             line: self.lines.line(path),
@@ -131,7 +159,7 @@ impl Issues<'_> {
     }
 
     /// Deserialises one item, reporting a failure at the exact nested key.
-    fn item<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
+    pub(super) fn item<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
         match serde_path_to_error::deserialize(value) {
             Ok(item) => Some(item),
             Err(err) => {
@@ -272,9 +300,10 @@ pub(super) fn compile(
         .collect();
     let known: Vec<&str> = declared.iter().map(String::as_str).collect();
     let upstreams = compile_upstreams(top.upstreams, &mut issues);
-    let filters = compile_named_filters(top.filters, &mut issues);
+    let providers = compile_jwt_providers(top.jwt_providers, &mut issues);
+    let filters = compile_named_filters(top.filters, &providers, &mut issues);
     let filter_names: Vec<&str> = filters.iter().map(|(n, _)| n.as_str()).collect();
-    let routes = compile_routes(top.routes, &known, &filter_names, &mut issues);
+    let routes = compile_routes(top.routes, &known, &filter_names, &providers, &mut issues);
 
     if issues.list.is_empty() {
         Ok(Config {
@@ -403,7 +432,7 @@ fn compile_listener_tls(
     }
 }
 
-fn duration_field(
+pub(super) fn duration_field(
     value: Option<raw::Scalar>,
     default: Duration,
     path: &str,
@@ -425,7 +454,7 @@ fn duration_field(
     }
 }
 
-fn size_field(
+pub(super) fn size_field(
     value: Option<raw::Scalar>,
     default: u64,
     min: u64,
@@ -623,185 +652,11 @@ fn compile_upstreams(map: serde_yaml::Mapping, issues: &mut Issues) -> Vec<Upstr
     out
 }
 
-fn compile_named_filters(
-    map: serde_yaml::Mapping,
-    issues: &mut Issues,
-) -> Vec<(String, FilterSpec)> {
-    let mut out = Vec::new();
-    for (key, value) in map {
-        let Some(name) = key.as_str().map(str::to_string) else {
-            issues.add("filters", "filter names must be strings");
-            continue;
-        };
-        let path = format!("filters.{name}");
-        let Some(entry) = issues.item::<raw::FilterEntry>(value, &path) else {
-            continue;
-        };
-        match compile_filter(entry, &path, &[], issues) {
-            Some(FilterRef::Inline(spec)) => out.push((name, spec)),
-            Some(FilterRef::Named(_)) => {
-                issues.add(&path, "a named filter cannot itself be a `use`")
-            }
-            None => {}
-        }
-    }
-    out
-}
-
-/// One `filters:` entry. `known`: the named filters a `use` may refer to.
-fn compile_filter(
-    entry: raw::FilterEntry,
-    path: &str,
-    known: &[&str],
-    issues: &mut Issues,
-) -> Option<FilterRef> {
-    let given = [
-        entry.use_name.is_some(),
-        entry.headers.is_some(),
-        entry.cors.is_some(),
-    ]
-    .iter()
-    .filter(|g| **g)
-    .count();
-    if given != 1 {
-        issues.add(
-            path,
-            "a filter entry needs exactly one of use, headers, cors",
-        );
-        return None;
-    }
-    if let Some(name) = entry.use_name {
-        if !known.contains(&name.as_str()) {
-            let list = if known.is_empty() {
-                "none defined".to_string()
-            } else {
-                known.join(", ")
-            };
-            issues.add(
-                &format!("{path}.use"),
-                format!("unknown filter {name:?} (known: {list})"),
-            );
-            return None;
-        }
-        return Some(FilterRef::Named(name));
-    }
-    if let Some(raw) = entry.headers {
-        let before = issues.list.len();
-        let headers = Headers {
-            request: header_edits(
-                raw.request.unwrap_or_default(),
-                &format!("{path}.headers.request"),
-                issues,
-            ),
-            response: header_edits(
-                raw.response.unwrap_or_default(),
-                &format!("{path}.headers.response"),
-                issues,
-            ),
-        };
-        return (issues.list.len() == before)
-            .then_some(FilterRef::Inline(FilterSpec::Headers(headers)));
-    }
-    let raw = entry.cors?;
-    let before = issues.list.len();
-    let cpath = format!("{path}.cors");
-    if raw.allow_origins.is_empty() {
-        issues.add(
-            &format!("{cpath}.allow_origins"),
-            "needs at least one origin (or \"*\")",
-        );
-    }
-    let mut origins = Vec::new();
-    for (i, origin) in raw.allow_origins.iter().enumerate() {
-        match OriginMatch::parse(origin) {
-            Ok(m) => origins.push(m),
-            Err(message) => issues.add(&format!("{cpath}.allow_origins[{i}]"), message),
-        }
-    }
-    let mut methods = Vec::new();
-    for (i, name) in raw.allow_methods.iter().enumerate() {
-        match Method::from_bytes(name.to_ascii_uppercase().as_bytes()) {
-            Ok(method) => methods.push(method),
-            Err(_) => issues.add(
-                &format!("{cpath}.allow_methods[{i}]"),
-                format!("invalid method {name:?}"),
-            ),
-        }
-    }
-    for (i, name) in raw.allow_headers.iter().enumerate() {
-        if name != "*" && HeaderName::from_bytes(name.as_bytes()).is_err() {
-            issues.add(
-                &format!("{cpath}.allow_headers[{i}]"),
-                format!("invalid header name {name:?}"),
-            );
-        }
-    }
-    let mut expose = Vec::new();
-    for (i, name) in raw.expose_headers.iter().enumerate() {
-        match HeaderName::from_bytes(name.as_bytes()) {
-            Ok(header) => expose.push(header),
-            Err(_) => issues.add(
-                &format!("{cpath}.expose_headers[{i}]"),
-                format!("invalid header name {name:?}"),
-            ),
-        }
-    }
-    let max_age = raw.max_age.map(|age| {
-        duration_field(
-            Some(age),
-            Duration::from_secs(0),
-            &format!("{cpath}.max_age"),
-            issues,
-        )
-    });
-    let spec = CorsSpec {
-        origins,
-        methods,
-        headers: raw.allow_headers,
-        expose,
-        credentials: raw.allow_credentials,
-        max_age,
-    };
-    (issues.list.len() == before).then_some(FilterRef::Inline(FilterSpec::Cors(spec)))
-}
-
-fn header_edits(raw: raw::HeaderEdits, path: &str, issues: &mut Issues) -> HeaderEdits {
-    let mut edits = HeaderEdits::default();
-    let pairs =
-        |map: std::collections::BTreeMap<String, String>, key: &str, issues: &mut Issues| {
-            let mut out = Vec::new();
-            for (name, value) in map {
-                match (
-                    HeaderName::from_bytes(name.as_bytes()),
-                    HeaderValue::from_str(&value),
-                ) {
-                    (Ok(name), Ok(value)) => out.push((name, value)),
-                    _ => issues.add(
-                        &format!("{path}.{key}.{name}"),
-                        "invalid header name or value",
-                    ),
-                }
-            }
-            out
-        };
-    edits.set = pairs(raw.set, "set", issues);
-    edits.add = pairs(raw.add, "add", issues);
-    for (i, name) in raw.remove.iter().enumerate() {
-        match HeaderName::from_bytes(name.as_bytes()) {
-            Ok(name) => edits.remove.push(name),
-            Err(_) => issues.add(
-                &format!("{path}.remove[{i}]"),
-                format!("invalid header name {name:?}"),
-            ),
-        }
-    }
-    edits
-}
-
 fn compile_routes(
     items: Vec<Value>,
     upstreams: &[&str],
     named_filters: &[&str],
+    providers: &[(String, Arc<jwt::Provider>)],
     issues: &mut Issues,
 ) -> Vec<RouteConfig> {
     if items.is_empty() {
@@ -832,6 +687,7 @@ fn compile_routes(
                     entry,
                     &format!("{path}.filters[{i}]"),
                     named_filters,
+                    providers,
                     issues,
                 )
             })

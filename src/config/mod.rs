@@ -7,6 +7,7 @@
 //! user fixes a file in one pass. The runtime snapshot is built from a `Config` in `snapshot.rs`.
 
 mod compile;
+mod filters;
 mod lines;
 pub mod raw;
 mod values;

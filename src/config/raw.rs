@@ -52,6 +52,8 @@ pub struct Top {
     pub trusted_proxies: Vec<String>,
     #[serde(default)]
     pub upstreams: Mapping,
+    #[serde(default)]
+    pub jwt_providers: Mapping,
     /// Named filters, used by routes as `- use: NAME`.
     #[serde(default)]
     pub filters: Mapping,
@@ -202,6 +204,54 @@ pub struct FilterEntry {
     pub use_name: Option<String>,
     pub headers: Option<HeadersFilter>,
     pub cors: Option<CorsFilter>,
+    pub jwt: Option<JwtFilter>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtProvider {
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    pub secret: Option<String>,
+    pub public_key_file: Option<String>,
+    pub jwks_file: Option<String>,
+    pub leeway: Option<Scalar>,
+    pub max_token_bytes: Option<Scalar>,
+    pub require_exp: Option<bool>,
+    pub max_lifetime: Option<Scalar>,
+    pub from: Option<TokenFrom>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenFrom {
+    pub header: Option<String>,
+    pub cookie: Option<String>,
+    pub query: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtFilter {
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub providers: Vec<String>,
+    pub require: Option<JwtRequire>,
+    #[serde(default)]
+    pub forward_claims: BTreeMap<String, String>,
+    pub forward_token: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtRequire {
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub claims: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,9 +6,11 @@
 
 pub mod cors;
 mod headers;
+pub mod jwt;
 
 pub use cors::{Cors, CorsSpec};
 pub use headers::{HeaderEdits, Headers};
+pub use jwt::{Jwt, VerifiedClaims};
 
 use crate::body::Body;
 use crate::context::RequestCtx;
