@@ -432,6 +432,11 @@ fn compile_listener_tls(
     }
 }
 
+/// How many of a set of mutually exclusive keys are present.
+pub(super) fn count_set(present: &[bool]) -> usize {
+    present.iter().filter(|p| **p).count()
+}
+
 pub(super) fn duration_field(
     value: Option<raw::Scalar>,
     default: Duration,
@@ -727,10 +732,11 @@ fn compile_match(raw: &raw::Match, path: &str, issues: &mut Issues) -> Option<Ro
             }
         }
     };
-    let given = [&raw.path, &raw.path_prefix, &raw.path_regex]
-        .iter()
-        .filter(|p| p.is_some())
-        .count();
+    let given = count_set(&[
+        raw.path.is_some(),
+        raw.path_prefix.is_some(),
+        raw.path_regex.is_some(),
+    ]);
     if given > 1 {
         issues.add(path, "use only one of path, path_prefix and path_regex");
     }
@@ -830,14 +836,11 @@ fn compile_action(
     path: &str,
     issues: &mut Issues,
 ) -> Option<Action> {
-    let given = [
+    let given = count_set(&[
         raw.upstream.is_some(),
         raw.respond.is_some(),
         raw.redirect.is_some(),
-    ]
-    .iter()
-    .filter(|g| **g)
-    .count();
+    ]);
     if given != 1 {
         issues.add(
             path,

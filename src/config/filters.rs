@@ -1,6 +1,8 @@
 //! Filters in the config: route `filters:` entries, named filters, and JWT providers.
 
-use super::compile::{duration_field, size_field, FilterRef, FilterSpec, Issues, JwtSpec};
+use super::compile::{
+    count_set, duration_field, size_field, FilterRef, FilterSpec, Issues, JwtSpec,
+};
 use super::raw;
 use crate::filter::cors::OriginMatch;
 use crate::filter::jwt::{Key, Provider, TokenSource};
@@ -46,15 +48,12 @@ pub(super) fn compile_filter(
     providers: &[(String, Arc<Provider>)],
     issues: &mut Issues,
 ) -> Option<FilterRef> {
-    let given = [
+    let given = count_set(&[
         entry.use_name.is_some(),
         entry.headers.is_some(),
         entry.cors.is_some(),
         entry.jwt.is_some(),
-    ]
-    .iter()
-    .filter(|g| **g)
-    .count();
+    ]);
     if given != 1 {
         issues.add(
             path,
@@ -232,14 +231,11 @@ pub(super) fn compile_jwt_providers(
                 .filter(|a| a.family() == family)
                 .collect()
         };
-        let sources = [
+        let sources = count_set(&[
             raw.secret.is_some(),
             raw.public_key_file.is_some(),
             raw.jwks_file.is_some(),
-        ]
-        .iter()
-        .filter(|s| **s)
-        .count();
+        ]);
         let mut keys = Vec::new();
         if sources != 1 {
             issues.add(
