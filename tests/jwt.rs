@@ -208,3 +208,50 @@ fn provider_config_errors() {
         "{issues:?}"
     );
 }
+
+#[tokio::test]
+async fn tokens_from_a_cookie_or_a_query_parameter() {
+    std::env::set_var("PORTCULLIS_TEST_JWT_SECRET", SECRET);
+    let up = upstream().run().await;
+    let yaml = format!(
+        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+         upstreams:\n  up: {{ discovery: {{ static: [{}] }} }}\n\
+         jwt_providers:\n\
+         \x20 cookie: {{ issuer: https://auth.example.com, algorithms: [HS256], secret: \"${{PORTCULLIS_TEST_JWT_SECRET}}\", from: {{ cookie: session }} }}\n\
+         \x20 query: {{ issuer: https://auth.example.com, algorithms: [HS256], secret: \"${{PORTCULLIS_TEST_JWT_SECRET}}\", from: {{ query: access_token }} }}\n\
+         routes:\n\
+         \x20 - {{ name: c, match: {{ path_prefix: /c }}, upstream: up, filters: [ {{ jwt: {{ provider: cookie, forward_claims: {{ sub: x-user-id }} }} }} ] }}\n\
+         \x20 - {{ name: q, match: {{ path_prefix: /q }}, upstream: up, filters: [ {{ jwt: {{ provider: query, forward_claims: {{ sub: x-user-id }} }} }} ] }}\n",
+        up.addr
+    );
+    let gw = gateway(&yaml);
+    let mut client = Client::http1(gw.addr()).await;
+    let token = hs256(claims("carol", "read"));
+
+    let reply = client
+        .request(
+            req("GET", "/c")
+                .header("cookie", format!("theme=dark; session={token}"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(up.last().headers["x-user-id"], "carol");
+    // A bearer header is not where this provider looks.
+    let reply = client
+        .request(
+            req("GET", "/c")
+                .header("authorization", bearer(&token))
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 401);
+
+    let reply = client.get(&format!("/q?page=2&access_token={token}")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(up.last().headers["x-user-id"], "carol");
+    let reply = client.get("/q?access_token=").await;
+    assert_eq!(reply.status, 401);
+}
