@@ -5,7 +5,12 @@ use super::compile::{
 };
 use super::raw;
 use crate::filter::cors::OriginMatch;
-use crate::filter::jwt::{Key, Provider, TokenSource};
+use crate::filter::jwt::{self, Key, Provider, TokenSource};
+
+/// Verified tokens remembered per provider, and the shards they are spread over (one per
+/// worker index in use; more shards than workers only cost a little memory).
+const CACHE_ENTRIES: usize = 65_536;
+const CACHE_SHARDS: usize = 16;
 use crate::filter::{CorsSpec, HeaderEdits, Headers};
 use http::{HeaderName, HeaderValue, Method};
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
@@ -392,6 +397,7 @@ pub(super) fn compile_jwt_providers(
                     require_exp: raw.require_exp.unwrap_or(true),
                     max_lifetime,
                     sources: source.into_iter().collect(),
+                    cache: jwt::VerifyCache::new(CACHE_ENTRIES, CACHE_SHARDS),
                 }),
             ));
         }

@@ -41,6 +41,75 @@ pub struct Key {
     pub algorithms: Vec<Algorithm>,
 }
 
+/// Recently verified tokens, so a repeated token costs a lookup instead of a signature check
+/// (an RS256 verification costs more than a whole proxied request). One shard per worker, so
+/// no lock is shared across cores; bounded, oldest first out; an entry is served only while
+/// its `exp` is in the future. Keyed by a hash of the whole token, and the token is compared in
+/// full on a hit, so a hash collision can never let a different token through. A provider's
+/// keys are fixed for its lifetime; a reload builds a new provider with an empty cache.
+pub struct VerifyCache {
+    shards: Box<[std::sync::Mutex<CacheShard>]>,
+    per_shard: usize,
+    hasher: foldhash::fast::RandomState,
+    pub hits: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct CacheShard {
+    entries: std::collections::HashMap<u64, (Box<str>, Arc<Value>, u64)>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl VerifyCache {
+    pub fn new(capacity: usize, shards: usize) -> VerifyCache {
+        let shards = shards.max(1);
+        VerifyCache {
+            shards: (0..shards)
+                .map(|_| std::sync::Mutex::new(CacheShard::default()))
+                .collect(),
+            per_shard: (capacity / shards).max(1),
+            hasher: foldhash::fast::RandomState::default(),
+            hits: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self) -> std::sync::MutexGuard<'_, CacheShard> {
+        let index = crate::worker::index() % self.shards.len();
+        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, token: &str, now: u64) -> Option<Arc<Value>> {
+        use std::hash::BuildHasher;
+        let key = self.hasher.hash_one(token);
+        let shard = self.shard();
+        let (stored, claims, exp) = shard.entries.get(&key)?;
+        if &**stored != token || *exp <= now {
+            return None;
+        }
+        self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(Arc::clone(claims))
+    }
+
+    fn put(&self, token: &str, claims: Arc<Value>, exp: u64) {
+        use std::hash::BuildHasher;
+        let key = self.hasher.hash_one(token);
+        let mut shard = self.shard();
+        if shard
+            .entries
+            .insert(key, (token.into(), claims, exp))
+            .is_none()
+        {
+            shard.order.push_back(key);
+        }
+        while shard.entries.len() > self.per_shard {
+            let Some(oldest) = shard.order.pop_front() else {
+                break;
+            };
+            shard.entries.remove(&oldest);
+        }
+    }
+}
+
 pub struct Provider {
     pub name: String,
     pub issuer: Option<String>,
@@ -51,6 +120,7 @@ pub struct Provider {
     pub require_exp: bool,
     pub max_lifetime: Option<Duration>,
     pub sources: Vec<TokenSource>,
+    pub cache: VerifyCache,
 }
 
 /// Claims of a verified token, for later filters (`claim:sub` rate limiting, …).
@@ -129,8 +199,27 @@ fn tokens(req: &Parts, sources: &[TokenSource]) -> Vec<String> {
 }
 
 impl Provider {
-    /// Verifies `token`; the claims on success.
-    fn verify(&self, token: &str) -> Result<Value, Refusal> {
+    /// Verifies `token` (from the cache when it was verified before); the claims on success.
+    fn verify(&self, token: &str) -> Result<Arc<Value>, Refusal> {
+        self.verify_at(token, jsonwebtoken::get_current_timestamp())
+    }
+
+    fn verify_at(&self, token: &str, now: u64) -> Result<Arc<Value>, Refusal> {
+        if token.len() > self.max_token_bytes {
+            return Err(Refusal::Invalid("token too large"));
+        }
+        if let Some(claims) = self.cache.get(token, now) {
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.verify_uncached(token)?);
+        // Without an exp there is no safe end to caching: such tokens are checked every time.
+        if let Some(exp) = claims["exp"].as_u64() {
+            self.cache.put(token, Arc::clone(&claims), exp);
+        }
+        Ok(claims)
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<Value, Refusal> {
         if token.len() > self.max_token_bytes {
             return Err(Refusal::Invalid("token too large"));
         }
@@ -224,7 +313,7 @@ fn claim_text(value: &Value) -> Option<String> {
 }
 
 impl Jwt {
-    fn authenticate(&self, req: &Parts) -> Result<Value, Refusal> {
+    fn authenticate(&self, req: &Parts) -> Result<Arc<Value>, Refusal> {
         let sources: Vec<TokenSource> = self
             .providers
             .iter()
@@ -322,7 +411,7 @@ impl Filter for Jwt {
         if !self.forward_token {
             req.headers.remove(AUTHORIZATION);
         }
-        ctx.extensions.insert(VerifiedClaims(Arc::new(claims)));
+        ctx.extensions.insert(VerifiedClaims(claims));
         Ok(Flow::Continue)
     }
 }
@@ -354,6 +443,7 @@ mod tests {
             require_exp: true,
             max_lifetime: None,
             sources: vec![TokenSource::Bearer],
+            cache: VerifyCache::new(100, 1),
         }
     }
 
@@ -370,8 +460,31 @@ mod tests {
         json!({"iss": "https://auth.example.com", "aud": "api", "sub": "u1", "exp": now() + 600, "iat": now()})
     }
 
-    fn reason(token: &str) -> Result<Value, Refusal> {
+    fn reason(token: &str) -> Result<Arc<Value>, Refusal> {
         provider().verify(token)
+    }
+
+    #[test]
+    fn repeated_tokens_come_from_the_cache_until_they_expire() {
+        let p = provider();
+        let token = sign(good());
+        let exp = now() + 600;
+        assert!(p.verify(&token).is_ok());
+        assert!(p.verify(&token).is_ok());
+        assert_eq!(p.cache.hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // Past exp the cache does not answer; a full verification decides.
+        assert!(p.cache.get(&token, exp + 1).is_none());
+        assert!(p.cache.get(&token, exp - 1).is_some());
+        // A token differing in its last byte never hits another's entry.
+        let forged = format!("{}x", &token[..token.len() - 1]);
+        assert!(p.verify(&forged).is_err());
+        // Bounded: the oldest entries leave first.
+        for i in 0..150 {
+            let mut c = good();
+            c["sub"] = json!(format!("u{i}"));
+            p.verify(&sign(c)).unwrap();
+        }
+        assert!(p.cache.shard().entries.len() <= 100);
     }
 
     #[test]
