@@ -139,7 +139,7 @@ pub struct Jwt {
 
 /// Why a token was refused: logged, never told to the client in detail.
 #[derive(Debug, PartialEq, Eq)]
-enum Refusal {
+pub enum Refusal {
     Missing,
     Invalid(&'static str),
     Forbidden(&'static str),
@@ -200,7 +200,7 @@ fn tokens(req: &Parts, sources: &[TokenSource]) -> Vec<String> {
 
 impl Provider {
     /// Verifies `token` (from the cache when it was verified before); the claims on success.
-    fn verify(&self, token: &str) -> Result<Arc<Value>, Refusal> {
+    pub fn verify(&self, token: &str) -> Result<Arc<Value>, Refusal> {
         self.verify_at(token, jsonwebtoken::get_current_timestamp())
     }
 
@@ -219,7 +219,8 @@ impl Provider {
         Ok(claims)
     }
 
-    fn verify_uncached(&self, token: &str) -> Result<Value, Refusal> {
+    /// The full check, bypassing the cache.
+    pub fn verify_uncached(&self, token: &str) -> Result<Value, Refusal> {
         if token.len() > self.max_token_bytes {
             return Err(Refusal::Invalid("token too large"));
         }
