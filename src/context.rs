@@ -22,11 +22,11 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    /// A context with nothing known yet (tests, and the placeholder left behind by `Chain`).
-    pub fn empty() -> RequestCtx {
+    /// A request that has just arrived: its id and client are known, nothing else yet.
+    pub fn new(request_id: HeaderValue, client_ip: IpAddr) -> RequestCtx {
         RequestCtx {
-            request_id: HeaderValue::from_static("-"),
-            client_ip: IpAddr::from([0, 0, 0, 0]),
+            request_id,
+            client_ip,
             route: None,
             started: Instant::now(),
             endpoint: None,

@@ -54,16 +54,11 @@ pub struct Options {
 
 /// A gateway that is serving. Dropping it stops accepting and closes idle connections.
 pub struct Running {
-    gateway: Arc<Gateway>,
     listeners: Vec<(String, SocketAddr)>,
     shutdown: Arc<Shutdown>,
     threads: Vec<JoinHandle<()>>,
-    connections: Arc<ConnCounter>,
-    control: tokio::runtime::Handle,
-    workers: usize,
     reloader: Arc<Reloader>,
     admin: Option<SocketAddr>,
-    metrics: Arc<Metrics>,
 }
 
 /// Starts a gateway from a validated config and returns once every listener is bound.
@@ -235,16 +230,11 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
         .store(true, std::sync::atomic::Ordering::Release);
     tracing::info!(workers, listeners = ?listeners, admin = ?admin, "portcullis started");
     Ok(Running {
-        gateway,
         listeners,
         shutdown,
         threads,
-        connections,
-        control,
-        workers,
         reloader,
         admin,
-        metrics,
     })
 }
 
@@ -261,30 +251,9 @@ impl Running {
         &self.listeners
     }
 
-    pub fn gateway(&self) -> &Arc<Gateway> {
-        &self.gateway
-    }
-
-    pub fn workers(&self) -> usize {
-        self.workers
-    }
-
-    pub fn active_connections(&self) -> usize {
-        self.connections.active()
-    }
-
-    /// The runtime that runs background work (discovery).
-    pub fn control(&self) -> &tokio::runtime::Handle {
-        &self.control
-    }
-
     /// The admin listener's bound address, unless it is off.
     pub fn admin_address(&self) -> Option<SocketAddr> {
         self.admin
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
     }
 
     /// Re-reads the config file (SIGHUP does this); see `reload.rs`.

@@ -12,7 +12,6 @@ use crate::snapshot::Gateway;
 use crate::telemetry::Metrics;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +53,6 @@ pub struct Reloader {
     bound_listeners: Vec<(String, SocketAddr, bool)>,
     bound_admin: Option<SocketAddr>,
     bound_workers: Option<usize>,
-    pub ok: AtomicU64,
-    pub errors: AtomicU64,
 }
 
 impl Reloader {
@@ -79,8 +76,6 @@ impl Reloader {
             bound_workers: config.workers,
             current: Mutex::new(config),
             metrics,
-            ok: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
         }
     }
 
@@ -112,7 +107,6 @@ impl Reloader {
         match loaded {
             Ok(config) => {
                 let applied = self.apply(config);
-                self.ok.fetch_add(1, Ordering::Relaxed);
                 self.metrics.reload_result(true);
                 for change in &applied.needs_restart {
                     tracing::warn!(change = %change, "config change needs a restart; not applied");
@@ -121,7 +115,6 @@ impl Reloader {
                 Ok(applied)
             }
             Err(error) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
                 self.metrics.reload_result(false);
                 for issue in error.issues() {
                     tracing::error!(problem = %issue, "config reload rejected; the running config stays");

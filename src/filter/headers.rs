@@ -29,10 +29,6 @@ impl HeaderEdits {
             headers.append(name.clone(), value.clone());
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -203,7 +203,10 @@ mod tests {
     async fn order_short_circuit_and_completion() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let filters = probes(&log, Some(1));
-        let mut chain = Chain::new(RequestCtx::empty());
+        let mut chain = Chain::new(RequestCtx::new(
+            http::HeaderValue::from_static("t"),
+            [127, 0, 0, 1].into(),
+        ));
         let mut req = parts();
         let mut response = chain.request(&filters, &mut req).await.unwrap().unwrap();
         chain.response(&mut response).await.unwrap();
@@ -228,7 +231,10 @@ mod tests {
     async fn a_dropped_chain_completes_once_as_aborted() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let filters = probes(&log, None);
-        let mut chain = Chain::new(RequestCtx::empty());
+        let mut chain = Chain::new(RequestCtx::new(
+            http::HeaderValue::from_static("t"),
+            [127, 0, 0, 1].into(),
+        ));
         let mut req = parts();
         assert!(chain.request(&filters, &mut req).await.is_none());
         drop(chain);

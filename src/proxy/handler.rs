@@ -88,16 +88,7 @@ impl ConnInfo {
 pub async fn handle(conn: &ConnInfo, request: Request<Incoming>) -> Response<Body> {
     let _in_flight = conn.activity.begin();
     let snapshot = conn.gateway.snapshot.load_full();
-    let ctx = RequestCtx {
-        request_id: request_id(request.headers()),
-        client_ip: conn.peer.ip(),
-        route: None,
-        started: Instant::now(),
-        endpoint: None,
-        upstream: None,
-        error: None,
-        extensions: http::Extensions::new(),
-    };
+    let ctx = RequestCtx::new(request_id(request.headers()), conn.peer.ip());
     let head = request.method() == Method::HEAD;
     let method = method_label(request.method());
     let access = snapshot.access_log.then(|| AccessEntry::new(&request));
