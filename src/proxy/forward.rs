@@ -5,7 +5,7 @@
 //! set. A peer inside `trusted_proxies` has its X-Forwarded-* chain believed and extended; any
 //! other peer's X-Forwarded-* headers are replaced, so a client cannot forge its address.
 
-use super::handler::{ConnInfo, X_REQUEST_ID};
+use super::handler::{host_value, ConnInfo, X_REQUEST_ID};
 use crate::body::Body;
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
@@ -43,11 +43,7 @@ pub(super) async fn proxy(
     }
     let upgrade = upgrade_protocol(&request);
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
-    // The Host header is reused as is; only an absolute-form authority needs a new value.
-    let host = match request.uri().authority() {
-        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => request.headers().get(HOST).cloned(),
-    };
+    let host = host_value(&request);
     let Some(endpoint) = upstream.pick() else {
         let error = ProxyError::NoEndpoint(upstream.name.clone());
         ctx.upstream = Some(UpstreamOutcome {

@@ -146,13 +146,9 @@ struct AccessEntry {
 
 impl AccessEntry {
     fn new<B>(request: &Request<B>) -> AccessEntry {
-        let host = match request.uri().authority() {
-            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-            None => request.headers().get(HOST).cloned(),
-        };
         AccessEntry {
             method: request.method().clone(),
-            host,
+            host: host_value(request),
             // The query is left out: it often carries tokens.
             path: request.uri().path().to_string(),
             bytes_in: request
@@ -280,6 +276,15 @@ fn request_host<B>(request: &Request<B>) -> Option<&str> {
     match request.uri().authority() {
         Some(authority) => Some(authority.as_str()),
         None => request.headers().get(HOST).and_then(|h| h.to_str().ok()),
+    }
+}
+
+/// [`request_host`] as a header value. The Host header is reused as is; only an absolute-form
+/// authority needs a new value.
+pub(super) fn host_value<B>(request: &Request<B>) -> Option<HeaderValue> {
+    match request.uri().authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => request.headers().get(HOST).cloned(),
     }
 }
 
