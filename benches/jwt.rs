@@ -2,28 +2,30 @@
 //! The RSA key pair under benches/keys exists for this benchmark only.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use jsonwebtoken::{encode, Algorithm, DecodingKey, EncodingKey, Header};
-use portcullis::filter::jwt::{Key, Provider, TokenSource, VerifyCache};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use portcullis::filter::jwt::{KeyRing, KeySpec, Keys, Provider, ProviderSpec, TokenSource};
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
 
-fn provider(key: DecodingKey, alg: Algorithm) -> Provider {
-    Provider {
+fn provider(ring: KeyRing, alg: Algorithm) -> (Provider, Arc<KeyRing>) {
+    let ring = Arc::new(ring);
+    let spec = ProviderSpec {
         name: "bench".into(),
         issuer: Some("https://auth.example.com".into()),
         audiences: vec!["api".into()],
-        keys: vec![Key {
-            kid: None,
-            key,
-            algorithms: vec![alg],
-        }],
+        algorithms: vec![alg],
+        keys: KeySpec::Fixed {
+            material: Vec::new(),
+            ring: Arc::clone(&ring),
+        },
         leeway: Duration::from_secs(30),
         max_token_bytes: 8192,
         require_exp: true,
         max_lifetime: None,
         sources: vec![TokenSource::Bearer],
-        cache: VerifyCache::new(1024, 1),
-    }
+    };
+    (Provider::new(spec, Keys::Fixed(Arc::clone(&ring))), ring)
 }
 
 fn token(alg: Algorithm, key: &EncodingKey) -> String {
@@ -40,13 +42,13 @@ fn bench(c: &mut Criterion) {
     let cases = [
         (
             "HS256",
-            provider(DecodingKey::from_secret(secret), Algorithm::HS256),
+            provider(KeyRing::from_secret(secret), Algorithm::HS256),
             token(Algorithm::HS256, &EncodingKey::from_secret(secret)),
         ),
         (
             "ES256",
             provider(
-                DecodingKey::from_ec_pem(ec.public_key_pem().as_bytes()).unwrap(),
+                KeyRing::from_pem(ec.public_key_pem().as_bytes()).unwrap(),
                 Algorithm::ES256,
             ),
             token(
@@ -56,22 +58,19 @@ fn bench(c: &mut Criterion) {
         ),
         (
             "RS256",
-            provider(
-                DecodingKey::from_rsa_pem(&rsa_public).unwrap(),
-                Algorithm::RS256,
-            ),
+            provider(KeyRing::from_pem(&rsa_public).unwrap(), Algorithm::RS256),
             token(
                 Algorithm::RS256,
                 &EncodingKey::from_rsa_pem(&rsa_private).unwrap(),
             ),
         ),
     ];
-    for (name, provider, token) in &cases {
+    for (name, (provider, ring), token) in &cases {
         c.bench_function(&format!("jwt_verify/{name}/uncached"), |b| {
-            b.iter(|| provider.verify_uncached(black_box(token)).unwrap())
+            b.iter(|| provider.check(black_box(token), ring).unwrap())
         });
         c.bench_function(&format!("jwt_verify/{name}/cached"), |b| {
-            b.iter(|| provider.verify(black_box(token)).unwrap())
+            b.iter(|| provider.verify_now(black_box(token)).unwrap())
         });
     }
 }

@@ -71,10 +71,15 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body
     match (method, request.uri().path()) {
         (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (Method::GET, "/ready") => {
-            if state.ready.load(Ordering::Acquire) {
-                text(StatusCode::OK, "ready\n")
-            } else {
+            if !state.ready.load(Ordering::Acquire) {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            } else if !state.gateway.snapshot.load().keys_ready() {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "waiting for JWT key sets\n",
+                )
+            } else {
+                text(StatusCode::OK, "ready\n")
             }
         }
         (Method::GET, "/config") => {

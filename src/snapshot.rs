@@ -2,6 +2,7 @@
 //! A request loads the current snapshot once and keeps it to the end, so a reload never
 //! changes a request half-way.
 
+use crate::filter::jwt::Provider;
 use crate::filter::Filter;
 use crate::router::Router;
 use crate::telemetry::Metrics;
@@ -124,6 +125,8 @@ pub struct Snapshot {
     pub generation: u64,
     pub router: Router<Route>,
     pub upstreams: HashMap<String, Arc<Upstream>>,
+    /// Running JWT providers by name; remote key sets live here across reloads.
+    pub jwt_providers: HashMap<String, Arc<Provider>>,
     pub limits: Limits,
     pub trusted_proxies: Vec<IpNet>,
     /// One log line per request (target `access`).
@@ -136,6 +139,15 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Every remote JWT key set has loaded (or stopped being waited for): until then the
+    /// instance is not ready for traffic.
+    pub fn keys_ready(&self) -> bool {
+        self.jwt_providers
+            .values()
+            .filter_map(|p| p.remote_keys())
+            .all(|remote| remote.ready())
+    }
+
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }

@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use regex::Regex;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +36,7 @@ pub struct Config {
     pub limits: Limits,
     pub trusted_proxies: Vec<IpNet>,
     pub upstreams: Vec<UpstreamSpec>,
+    pub jwt_providers: Vec<jwt::ProviderSpec>,
     /// Named filters (top-level `filters:`), in config order.
     pub filters: Vec<(String, FilterSpec)>,
     pub routes: Vec<RouteConfig>,
@@ -71,23 +72,15 @@ pub enum FilterSpec {
     Jwt(JwtSpec),
 }
 
-/// A validated `jwt` filter; its providers' keys are loaded.
-#[derive(Clone)]
+/// A validated `jwt` filter.
+#[derive(Debug, Clone)]
 pub struct JwtSpec {
-    pub providers: Vec<Arc<jwt::Provider>>,
+    /// Names in `jwt_providers`.
+    pub providers: Vec<String>,
     pub require_scopes: Vec<String>,
     pub require_claims: Vec<(String, Vec<String>)>,
     pub forward_claims: Vec<(String, HeaderName)>,
     pub forward_token: bool,
-}
-
-impl std::fmt::Debug for JwtSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.providers.iter().map(|p| p.name.as_str()).collect();
-        f.debug_struct("JwtSpec")
-            .field("providers", &names)
-            .finish_non_exhaustive()
-    }
 }
 
 impl FilterSpec {
@@ -99,17 +92,27 @@ impl FilterSpec {
         }
     }
 
-    pub fn build(&self) -> Arc<dyn Filter> {
+    /// `providers`: the snapshot's running JWT providers by name.
+    pub fn build(&self, providers: &HashMap<String, Arc<jwt::Provider>>) -> Arc<dyn Filter> {
         match self {
             FilterSpec::Headers(headers) => Arc::new(headers.clone()),
             FilterSpec::Cors(spec) => Arc::new(Cors::new(spec.clone())),
-            FilterSpec::Jwt(spec) => Arc::new(Jwt {
-                providers: spec.providers.clone(),
-                require_scopes: spec.require_scopes.clone(),
-                require_claims: spec.require_claims.clone(),
-                forward_claims: spec.forward_claims.clone(),
-                forward_token: spec.forward_token,
-            }),
+            FilterSpec::Jwt(spec) => {
+                // Validation made sure every name is defined.
+                let chosen: Vec<Arc<jwt::Provider>> = spec
+                    .providers
+                    .iter()
+                    .filter_map(|name| providers.get(name).cloned())
+                    .collect();
+                Arc::new(Jwt {
+                    sources: Jwt::token_sources(&chosen),
+                    providers: chosen,
+                    require_scopes: spec.require_scopes.clone(),
+                    require_claims: spec.require_claims.clone(),
+                    forward_claims: spec.forward_claims.clone(),
+                    forward_token: spec.forward_token,
+                })
+            }
         }
     }
 }
@@ -316,6 +319,7 @@ pub(super) fn compile(
             limits,
             trusted_proxies,
             upstreams,
+            jwt_providers: providers,
             filters,
             routes,
             source,
@@ -661,7 +665,7 @@ fn compile_routes(
     items: Vec<Value>,
     upstreams: &[&str],
     named_filters: &[&str],
-    providers: &[(String, Arc<jwt::Provider>)],
+    providers: &[jwt::ProviderSpec],
     issues: &mut Issues,
 ) -> Vec<RouteConfig> {
     if items.is_empty() {

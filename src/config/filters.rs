@@ -5,23 +5,19 @@ use super::compile::{
 };
 use super::raw;
 use crate::filter::cors::OriginMatch;
-use crate::filter::jwt::{self, Key, Provider, TokenSource};
-
-/// Verified tokens remembered per provider, and the shards they are spread over (one per
-/// worker index in use; more shards than workers only cost a little memory).
-const CACHE_ENTRIES: usize = 65_536;
-const CACHE_SHARDS: usize = 16;
+use crate::filter::jwt::{JwksSpec, KeyRing, KeySpec, ProviderSpec, TokenSource};
 use crate::filter::{CorsSpec, HeaderEdits, Headers};
+use crate::tls::UpstreamTls;
+use http::Uri;
 use http::{HeaderName, HeaderValue, Method};
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub(super) fn compile_named_filters(
     map: serde_yaml::Mapping,
-    providers: &[(String, Arc<Provider>)],
+    providers: &[ProviderSpec],
     issues: &mut Issues,
 ) -> Vec<(String, FilterSpec)> {
     let mut out = Vec::new();
@@ -50,7 +46,7 @@ pub(super) fn compile_filter(
     entry: raw::FilterEntry,
     path: &str,
     known: &[&str],
-    providers: &[(String, Arc<Provider>)],
+    providers: &[ProviderSpec],
     issues: &mut Issues,
 ) -> Option<FilterRef> {
     let given = count_set(&[
@@ -201,7 +197,7 @@ fn header_edits(raw: raw::HeaderEdits, path: &str, issues: &mut Issues) -> Heade
 pub(super) fn compile_jwt_providers(
     map: serde_yaml::Mapping,
     issues: &mut Issues,
-) -> Vec<(String, Arc<Provider>)> {
+) -> Vec<ProviderSpec> {
     let mut out = Vec::new();
     for (key, value) in map {
         let Some(name) = key.as_str().map(str::to_string) else {
@@ -229,115 +225,19 @@ pub(super) fn compile_jwt_providers(
                 ),
             }
         }
-        let fitting = |family: jsonwebtoken::AlgorithmFamily| -> Vec<Algorithm> {
-            algorithms
+        let keys = compile_key_source(&raw, &path, issues);
+        let fixed = keys.as_ref().and_then(KeySpec::fixed);
+        if let (true, Some(ring)) = (issues.list.len() == before, fixed) {
+            if !ring
+                .keys
                 .iter()
-                .copied()
-                .filter(|a| a.family() == family)
-                .collect()
-        };
-        let sources = count_set(&[
-            raw.secret.is_some(),
-            raw.public_key_file.is_some(),
-            raw.jwks_file.is_some(),
-        ]);
-        let mut keys = Vec::new();
-        if sources != 1 {
-            issues.add(
-                &path,
-                "needs exactly one key source: secret, public_key_file or jwks_file",
-            );
-        } else if let Some(secret) = &raw.secret {
-            if secret.len() < 32 {
+                .any(|k| algorithms.iter().any(|&alg| k.fits(alg)))
+            {
                 issues.add(
-                    &format!("{path}.secret"),
-                    "an HMAC secret needs at least 32 bytes",
+                    &format!("{path}.algorithms"),
+                    "none of these algorithms fits the configured key",
                 );
             }
-            keys.push(Key {
-                kid: None,
-                key: DecodingKey::from_secret(secret.as_bytes()),
-                algorithms: fitting(jsonwebtoken::AlgorithmFamily::Hmac),
-            });
-        } else if let Some(file) = &raw.public_key_file {
-            let file_path = issues.file(file);
-            match std::fs::read(&file_path) {
-                Err(e) => issues.add(
-                    &format!("{path}.public_key_file"),
-                    format!("cannot read {}: {e}", file_path.display()),
-                ),
-                Ok(pem) => {
-                    let parsed = DecodingKey::from_rsa_pem(&pem)
-                        .map(|k| (k, jsonwebtoken::AlgorithmFamily::Rsa))
-                        .or_else(|_| {
-                            DecodingKey::from_ec_pem(&pem)
-                                .map(|k| (k, jsonwebtoken::AlgorithmFamily::Ec))
-                        })
-                        .or_else(|_| {
-                            DecodingKey::from_ed_pem(&pem)
-                                .map(|k| (k, jsonwebtoken::AlgorithmFamily::Ed))
-                        });
-                    match parsed {
-                        Ok((key, family)) => keys.push(Key {
-                            kid: None,
-                            key,
-                            algorithms: fitting(family),
-                        }),
-                        Err(_) => issues.add(
-                            &format!("{path}.public_key_file"),
-                            format!(
-                                "{} is not an RSA, EC or Ed25519 public key in PEM",
-                                file_path.display()
-                            ),
-                        ),
-                    }
-                }
-            }
-        } else if let Some(file) = &raw.jwks_file {
-            let file_path = issues.file(file);
-            let set = std::fs::read(&file_path)
-                .map_err(|e| format!("cannot read {}: {e}", file_path.display()))
-                .and_then(|bytes| {
-                    serde_json::from_slice::<JwkSet>(&bytes)
-                        .map_err(|e| format!("{} is not a JWK set: {e}", file_path.display()))
-                });
-            match set {
-                Err(message) => issues.add(&format!("{path}.jwks_file"), message),
-                Ok(set) => {
-                    for jwk in &set.keys {
-                        let family = match &jwk.algorithm {
-                            AlgorithmParameters::RSA(_) => jsonwebtoken::AlgorithmFamily::Rsa,
-                            AlgorithmParameters::EllipticCurve(_) => {
-                                jsonwebtoken::AlgorithmFamily::Ec
-                            }
-                            AlgorithmParameters::OctetKeyPair(_) => {
-                                jsonwebtoken::AlgorithmFamily::Ed
-                            }
-                            AlgorithmParameters::OctetKey(_) => jsonwebtoken::AlgorithmFamily::Hmac,
-                            _ => continue,
-                        };
-                        if let Ok(key) = DecodingKey::from_jwk(jwk) {
-                            keys.push(Key {
-                                kid: jwk.common.key_id.clone(),
-                                key,
-                                algorithms: fitting(family),
-                            });
-                        }
-                    }
-                    if keys.is_empty() {
-                        issues.add(&format!("{path}.jwks_file"), "holds no usable key");
-                    }
-                }
-            }
-        }
-        if issues.list.len() == before
-            && !keys.is_empty()
-            && keys.iter().all(|k| k.algorithms.is_empty())
-        {
-            issues.add(
-                &format!("{path}.algorithms"),
-                "none of these algorithms fits the configured key",
-            );
         }
         let source = match &raw.from {
             None => Some(TokenSource::Bearer),
@@ -384,31 +284,159 @@ pub(super) fn compile_jwt_providers(
                 issues,
             )
         });
-        if issues.list.len() == before {
-            out.push((
-                name.clone(),
-                Arc::new(Provider {
-                    name,
-                    issuer: raw.issuer,
-                    audiences: raw.audiences,
-                    keys,
-                    leeway,
-                    max_token_bytes,
-                    require_exp: raw.require_exp.unwrap_or(true),
-                    max_lifetime,
-                    sources: source.into_iter().collect(),
-                    cache: jwt::VerifyCache::new(CACHE_ENTRIES, CACHE_SHARDS),
-                }),
-            ));
+        if let (true, Some(keys)) = (issues.list.len() == before, keys) {
+            out.push(ProviderSpec {
+                name,
+                issuer: raw.issuer,
+                audiences: raw.audiences,
+                algorithms,
+                keys,
+                leeway,
+                max_token_bytes,
+                require_exp: raw.require_exp.unwrap_or(true),
+                max_lifetime,
+                sources: source.into_iter().collect(),
+            });
         }
     }
     out
 }
 
+/// The provider's one key source: `secret`, `public_key_file`, `jwks_file` or `jwks_url`
+/// (with its refresh settings, which mean nothing for the others).
+fn compile_key_source(raw: &raw::JwtProvider, path: &str, issues: &mut Issues) -> Option<KeySpec> {
+    let sources = count_set(&[
+        raw.secret.is_some(),
+        raw.public_key_file.is_some(),
+        raw.jwks_file.is_some(),
+        raw.jwks_url.is_some(),
+    ]);
+    if sources != 1 {
+        issues.add(
+            path,
+            "needs exactly one key source: secret, public_key_file, jwks_file or jwks_url",
+        );
+        return None;
+    }
+    if raw.jwks_url.is_none() {
+        let remote_only = [
+            ("refresh", raw.refresh.is_some()),
+            ("min_refetch_interval", raw.min_refetch_interval.is_some()),
+            ("fetch_timeout", raw.fetch_timeout.is_some()),
+            ("ready_timeout", raw.ready_timeout.is_some()),
+            ("jwks_ca_file", raw.jwks_ca_file.is_some()),
+        ];
+        for (key, _) in remote_only.iter().filter(|(_, set)| *set) {
+            issues.add(&format!("{path}.{key}"), "only applies with jwks_url");
+        }
+    }
+    if let Some(secret) = &raw.secret {
+        if secret.len() < 32 {
+            issues.add(
+                &format!("{path}.secret"),
+                "an HMAC secret needs at least 32 bytes",
+            );
+        }
+        return Some(KeySpec::Fixed {
+            material: secret.as_bytes().to_vec(),
+            ring: Arc::new(KeyRing::from_secret(secret.as_bytes())),
+        });
+    }
+    if let Some(url) = &raw.jwks_url {
+        return compile_jwks_url(raw, url, path, issues)
+            .map(|spec| KeySpec::Remote(Box::new(spec)));
+    }
+    type Parse = fn(&[u8]) -> Result<KeyRing, String>;
+    let (key, file, parse): (_, _, Parse) = match (&raw.public_key_file, &raw.jwks_file) {
+        (Some(file), _) => ("public_key_file", file, |pem| {
+            KeyRing::from_pem(pem)
+                .ok_or_else(|| "is not an RSA, EC or Ed25519 public key in PEM".to_string())
+        }),
+        (None, Some(file)) => ("jwks_file", file, |json| KeyRing::from_jwks(json, 0)),
+        (None, None) => return None,
+    };
+    let file_path = issues.file(file);
+    let parsed = std::fs::read(&file_path)
+        .map_err(|e| format!("cannot read {}: {e}", file_path.display()))
+        .and_then(|bytes| {
+            let ring = parse(&bytes).map_err(|e| format!("{}: {e}", file_path.display()))?;
+            Ok((bytes, ring))
+        });
+    match parsed {
+        Ok((material, ring)) => Some(KeySpec::Fixed {
+            material,
+            ring: Arc::new(ring),
+        }),
+        Err(message) => {
+            issues.add(&format!("{path}.{key}"), message);
+            None
+        }
+    }
+}
+
+fn compile_jwks_url(
+    raw: &raw::JwtProvider,
+    url: &str,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<JwksSpec> {
+    let before = issues.list.len();
+    let parsed = Uri::try_from(url).ok().filter(|u| {
+        matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+    });
+    let Some(uri) = parsed else {
+        issues.add(
+            &format!("{path}.jwks_url"),
+            format!("{url:?} is not an http:// or https:// URL"),
+        );
+        return None;
+    };
+    let tls = if uri.scheme_str() == Some("https") {
+        let ca = raw.jwks_ca_file.as_deref().map(|f| issues.file(f));
+        match UpstreamTls::new(ca, None, false) {
+            Ok(tls) => Some(tls),
+            Err(message) => {
+                issues.add(&format!("{path}.jwks_ca_file"), message);
+                None
+            }
+        }
+    } else {
+        if raw.jwks_ca_file.is_some() {
+            issues.add(
+                &format!("{path}.jwks_ca_file"),
+                "only applies to an https:// jwks_url",
+            );
+        }
+        None
+    };
+    let seconds = |value: &Option<raw::Scalar>, default: u64, key: &str, issues: &mut Issues| {
+        duration_field(
+            value.clone(),
+            Duration::from_secs(default),
+            &format!("{path}.{key}"),
+            issues,
+        )
+    };
+    let spec = JwksSpec {
+        url: uri,
+        refresh: seconds(&raw.refresh, 300, "refresh", issues),
+        min_refetch_interval: seconds(
+            &raw.min_refetch_interval,
+            30,
+            "min_refetch_interval",
+            issues,
+        ),
+        fetch_timeout: seconds(&raw.fetch_timeout, 5, "fetch_timeout", issues),
+        ready_timeout: seconds(&raw.ready_timeout, 10, "ready_timeout", issues),
+        tls,
+    };
+    (issues.list.len() == before).then_some(spec)
+}
+
 fn compile_jwt_filter(
     raw: raw::JwtFilter,
     path: &str,
-    providers: &[(String, Arc<Provider>)],
+    providers: &[ProviderSpec],
     issues: &mut Issues,
 ) -> Option<JwtSpec> {
     let before = issues.list.len();
@@ -421,10 +449,10 @@ fn compile_jwt_filter(
     }
     let mut chosen = Vec::new();
     for name in &names {
-        match providers.iter().find(|(n, _)| n == name) {
-            Some((_, provider)) => chosen.push(Arc::clone(provider)),
+        match providers.iter().find(|p| &p.name == name) {
+            Some(provider) => chosen.push(provider),
             None => {
-                let known: Vec<&str> = providers.iter().map(|(n, _)| n.as_str()).collect();
+                let known: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
                 let list = if known.is_empty() {
                     "none defined".to_string()
                 } else {
@@ -455,7 +483,7 @@ fn compile_jwt_filter(
     }
     let require = raw.require.unwrap_or_default();
     (issues.list.len() == before).then(|| JwtSpec {
-        providers: chosen,
+        providers: names,
         require_scopes: require.scopes,
         require_claims: require.claims.into_iter().collect(),
         forward_claims,

@@ -15,6 +15,7 @@ mod values;
 pub use compile::{Action, Config, FilterRef, FilterSpec, ListenerConfig, RouteConfig};
 pub use values::{parse_duration, parse_size};
 
+use crate::filter::jwt::{KeySpec, Keys, Provider, RemoteKeys};
 use crate::router::{HostMatch, PathMatch, Router};
 use crate::snapshot::{Route, RouteAction, Snapshot};
 use crate::upstream::Upstream;
@@ -199,11 +200,12 @@ pub fn build_snapshot(
         };
         upstreams.insert(spec.name.clone(), upstream);
     }
+    let jwt_providers = build_jwt_providers(config, prev, handle);
     // A named filter is one instance, shared by every route that uses it.
     let named: HashMap<&str, Arc<dyn crate::filter::Filter>> = config
         .filters
         .iter()
-        .map(|(name, spec)| (name.as_str(), spec.build()))
+        .map(|(name, spec)| (name.as_str(), spec.build(&jwt_providers)))
         .collect();
     let routes = config.routes.iter().filter_map(|route| {
         let action = match &route.action {
@@ -222,7 +224,7 @@ pub fn build_snapshot(
             .iter()
             .filter_map(|filter| match filter {
                 FilterRef::Named(name) => named.get(name.as_str()).cloned(),
-                FilterRef::Inline(spec) => Some(spec.build()),
+                FilterRef::Inline(spec) => Some(spec.build(&jwt_providers)),
             })
             .collect();
         let compiled = Route {
@@ -236,6 +238,7 @@ pub fn build_snapshot(
         generation,
         router: Router::new(routes),
         upstreams,
+        jwt_providers,
         limits: config.limits,
         trusted_proxies: config.trusted_proxies.clone(),
         access_log: config.access_log,
@@ -246,4 +249,42 @@ pub fn build_snapshot(
             .filter_map(|l| Some((l.name.clone(), Arc::clone(l.tls.as_ref()?))))
             .collect(),
     }
+}
+
+/// JWT providers whose spec is unchanged are carried over (with their cache of verified
+/// tokens); a remote key set is carried over whenever its URL and refresh settings are, so a
+/// reload never has to wait for keys again.
+fn build_jwt_providers(
+    config: &Config,
+    prev: Option<&Snapshot>,
+    handle: &tokio::runtime::Handle,
+) -> HashMap<String, Arc<Provider>> {
+    let mut out = HashMap::new();
+    for spec in &config.jwt_providers {
+        let previous = prev.map(|p| &p.jwt_providers);
+        if let Some(same) = previous
+            .and_then(|p| p.get(&spec.name))
+            .filter(|p| p.spec == *spec)
+        {
+            out.insert(spec.name.clone(), Arc::clone(same));
+            continue;
+        }
+        let keys = match &spec.keys {
+            KeySpec::Fixed { ring, .. } => Keys::Fixed(Arc::clone(ring)),
+            KeySpec::Remote(jwks) => {
+                let running = out
+                    .values()
+                    .chain(previous.into_iter().flat_map(|p| p.values()))
+                    .filter_map(|p: &Arc<Provider>| p.remote_keys())
+                    .find(|remote| remote.spec() == &**jwks)
+                    .cloned();
+                Keys::Remote(running.unwrap_or_else(|| RemoteKeys::start((**jwks).clone(), handle)))
+            }
+        };
+        out.insert(
+            spec.name.clone(),
+            Arc::new(Provider::new(spec.clone(), keys)),
+        );
+    }
+    out
 }

@@ -218,6 +218,14 @@ pub struct JwtProvider {
     pub secret: Option<String>,
     pub public_key_file: Option<String>,
     pub jwks_file: Option<String>,
+    pub jwks_url: Option<String>,
+    /// Remote key sets: how often to refetch, the floor between early refetches for unknown
+    /// `kid`s, the time a fetch may take, how long readiness waits, and a private CA.
+    pub refresh: Option<Scalar>,
+    pub min_refetch_interval: Option<Scalar>,
+    pub fetch_timeout: Option<Scalar>,
+    pub ready_timeout: Option<Scalar>,
+    pub jwks_ca_file: Option<String>,
     pub leeway: Option<Scalar>,
     pub max_token_bytes: Option<Scalar>,
     pub require_exp: Option<bool>,

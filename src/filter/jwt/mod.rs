@@ -9,6 +9,12 @@
 //! and `aud` when configured, and `max_lifetime`. jsonwebtoken skips `nbf` unless told to and
 //! does not look at `crit`: both are done here.
 
+mod jwks;
+mod keys;
+
+pub use jwks::{JwksSpec, RemoteKeys};
+pub use keys::{Key, KeyRing};
+
 use super::{Filter, Flow};
 use crate::body::Body;
 use crate::context::RequestCtx;
@@ -17,10 +23,15 @@ use base64::Engine as _;
 use http::header::{AUTHORIZATION, COOKIE, WWW_AUTHENTICATE};
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Verified tokens remembered per provider, and the shards they are spread over (one per
+/// worker index in use; more shards than workers only cost a little memory).
+const CACHE_ENTRIES: usize = 65_536;
+const CACHE_SHARDS: usize = 16;
 
 /// Where a provider's tokens are read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,21 +43,12 @@ pub enum TokenSource {
     Query(String),
 }
 
-/// One verification key with the algorithms it may verify.
-#[derive(Clone)]
-pub struct Key {
-    pub kid: Option<String>,
-    pub key: DecodingKey,
-    /// The provider's allowed algorithms that fit this key's type.
-    pub algorithms: Vec<Algorithm>,
-}
-
 /// Recently verified tokens, so a repeated token costs a lookup instead of a signature check
 /// (an RS256 verification costs more than a whole proxied request). One shard per worker, so
 /// no lock is shared across cores; bounded, oldest first out; an entry is served only while
-/// its `exp` is in the future. Keyed by a hash of the whole token, and the token is compared in
-/// full on a hit, so a hash collision can never let a different token through. A provider's
-/// keys are fixed for its lifetime; a reload builds a new provider with an empty cache.
+/// its `exp` is in the future and under the key set it was verified with. Keyed by a hash of
+/// the whole token, and the token is compared in full on a hit, so a hash collision can never
+/// let a different token through.
 pub struct VerifyCache {
     shards: Box<[std::sync::Mutex<CacheShard>]>,
     per_shard: usize,
@@ -54,9 +56,16 @@ pub struct VerifyCache {
     pub hits: std::sync::atomic::AtomicU64,
 }
 
+struct CacheEntry {
+    token: Box<str>,
+    claims: Arc<Value>,
+    exp: u64,
+    key_version: u64,
+}
+
 #[derive(Default)]
 struct CacheShard {
-    entries: std::collections::HashMap<u64, (Box<str>, Arc<Value>, u64)>,
+    entries: std::collections::HashMap<u64, CacheEntry>,
     order: std::collections::VecDeque<u64>,
 }
 
@@ -78,27 +87,29 @@ impl VerifyCache {
         self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn get(&self, token: &str, now: u64) -> Option<Arc<Value>> {
+    fn get(&self, token: &str, now: u64, key_version: u64) -> Option<Arc<Value>> {
         use std::hash::BuildHasher;
         let key = self.hasher.hash_one(token);
         let shard = self.shard();
-        let (stored, claims, exp) = shard.entries.get(&key)?;
-        if &**stored != token || *exp <= now {
+        let entry = shard.entries.get(&key)?;
+        if &*entry.token != token || entry.exp <= now || entry.key_version != key_version {
             return None;
         }
         self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Some(Arc::clone(claims))
+        Some(Arc::clone(&entry.claims))
     }
 
-    fn put(&self, token: &str, claims: Arc<Value>, exp: u64) {
+    fn put(&self, token: &str, claims: Arc<Value>, exp: u64, key_version: u64) {
         use std::hash::BuildHasher;
         let key = self.hasher.hash_one(token);
+        let entry = CacheEntry {
+            token: token.into(),
+            claims,
+            exp,
+            key_version,
+        };
         let mut shard = self.shard();
-        if shard
-            .entries
-            .insert(key, (token.into(), claims, exp))
-            .is_none()
-        {
+        if shard.entries.insert(key, entry).is_none() {
             shard.order.push_back(key);
         }
         while shard.entries.len() > self.per_shard {
@@ -110,16 +121,72 @@ impl VerifyCache {
     }
 }
 
-pub struct Provider {
+/// A validated `jwt_providers:` entry. Equal specs share one provider across a reload, so
+/// its cache of verified tokens survives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderSpec {
     pub name: String,
     pub issuer: Option<String>,
     pub audiences: Vec<String>,
-    pub keys: Vec<Key>,
+    /// The allow-list; a token's `alg` must also fit the key it is verified with.
+    pub algorithms: Vec<Algorithm>,
+    pub keys: KeySpec,
     pub leeway: Duration,
     pub max_token_bytes: usize,
     pub require_exp: bool,
     pub max_lifetime: Option<Duration>,
     pub sources: Vec<TokenSource>,
+}
+
+/// Where a provider's keys come from: loaded at config load, or fetched from a URL.
+#[derive(Clone)]
+pub enum KeySpec {
+    /// `material`: the secret or file content the ring was parsed from, to compare specs.
+    Fixed {
+        material: Vec<u8>,
+        ring: Arc<KeyRing>,
+    },
+    Remote(Box<JwksSpec>),
+}
+
+impl KeySpec {
+    /// The keys, when they are fixed at load.
+    pub fn fixed(&self) -> Option<Arc<KeyRing>> {
+        match self {
+            KeySpec::Fixed { ring, .. } => Some(Arc::clone(ring)),
+            KeySpec::Remote(_) => None,
+        }
+    }
+}
+
+impl PartialEq for KeySpec {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (KeySpec::Fixed { material: a, .. }, KeySpec::Fixed { material: b, .. }) => a == b,
+            (KeySpec::Remote(a), KeySpec::Remote(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for KeySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySpec::Fixed { ring, .. } => write!(f, "Fixed({} keys)", ring.keys.len()),
+            KeySpec::Remote(spec) => write!(f, "Remote({})", spec.url),
+        }
+    }
+}
+
+/// A provider's live keys.
+pub enum Keys {
+    Fixed(Arc<KeyRing>),
+    Remote(Arc<RemoteKeys>),
+}
+
+pub struct Provider {
+    pub spec: ProviderSpec,
+    pub keys: Keys,
     pub cache: VerifyCache,
 }
 
@@ -129,6 +196,8 @@ pub struct VerifiedClaims(pub Arc<Value>);
 
 pub struct Jwt {
     pub providers: Vec<Arc<Provider>>,
+    /// Every place the providers read tokens from, in order, without repeats.
+    pub sources: Vec<TokenSource>,
     pub require_scopes: Vec<String>,
     /// claim → accepted values (any one).
     pub require_claims: Vec<(String, Vec<String>)>,
@@ -142,7 +211,11 @@ pub struct Jwt {
 pub enum Refusal {
     Missing,
     Invalid(&'static str),
+    /// The token names a `kid` no current key has.
+    UnknownKid,
     Forbidden(&'static str),
+    /// No key set has ever been loaded (the JWKS endpoint has been unreachable).
+    Unavailable,
 }
 
 fn b64(segment: &str) -> Option<Vec<u8>> {
@@ -155,8 +228,9 @@ fn json_segment(segment: &str) -> Option<Value> {
     serde_json::from_slice(&b64(segment)?).ok()
 }
 
-fn tokens(req: &Parts, sources: &[TokenSource]) -> Vec<String> {
-    let mut found = Vec::new();
+/// The one token the request carries in the given places; two different ones are refused.
+fn find_token<'r>(req: &'r Parts, sources: &[TokenSource]) -> Result<&'r str, Refusal> {
+    let mut found: Option<&str> = None;
     for source in sources {
         let token = match source {
             TokenSource::Bearer => req
@@ -189,39 +263,84 @@ fn tokens(req: &Parts, sources: &[TokenSource]) -> Vec<String> {
                     .map(|(_, v)| v)
             }),
         };
-        if let Some(token) = token.filter(|t| !t.is_empty()) {
-            if !found.iter().any(|f| f == token) {
-                found.push(token.to_string());
+        match (found, token.filter(|t| !t.is_empty())) {
+            (Some(first), Some(other)) if first != other => {
+                return Err(Refusal::Invalid("different tokens in several places"))
             }
+            (None, Some(token)) => found = Some(token),
+            _ => {}
         }
     }
-    found
+    found.ok_or(Refusal::Missing)
 }
 
 impl Provider {
-    /// Verifies `token` (from the cache when it was verified before); the claims on success.
-    pub fn verify(&self, token: &str) -> Result<Arc<Value>, Refusal> {
-        self.verify_at(token, jsonwebtoken::get_current_timestamp())
+    /// `keys`: the spec's fixed ring, or the running remote set for its `jwks_url`.
+    pub fn new(spec: ProviderSpec, keys: Keys) -> Provider {
+        Provider {
+            spec,
+            keys,
+            cache: VerifyCache::new(CACHE_ENTRIES, CACHE_SHARDS),
+        }
     }
 
-    fn verify_at(&self, token: &str, now: u64) -> Result<Arc<Value>, Refusal> {
-        if token.len() > self.max_token_bytes {
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn remote_keys(&self) -> Option<&Arc<RemoteKeys>> {
+        match &self.keys {
+            Keys::Remote(remote) => Some(remote),
+            Keys::Fixed(_) => None,
+        }
+    }
+
+    /// Verifies `token`; a `kid` missing from a remote key set waits for a refetch (at most
+    /// one per `min_refetch_interval`) before the token is refused.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Value>, Refusal> {
+        match self.verify_now(token) {
+            Err(Refusal::UnknownKid) => match self.remote_keys() {
+                Some(remote) => match remote.refetch().await {
+                    Some(ring) => self.verify_with(token, &ring),
+                    None => Err(Refusal::UnknownKid),
+                },
+                None => Err(Refusal::UnknownKid),
+            },
+            other => other,
+        }
+    }
+
+    /// Verifies `token` against the keys at hand (from the cache when it was verified before
+    /// under the same keys).
+    pub fn verify_now(&self, token: &str) -> Result<Arc<Value>, Refusal> {
+        let ring = match &self.keys {
+            Keys::Fixed(ring) => Arc::clone(ring),
+            Keys::Remote(remote) => remote.current().ok_or(Refusal::Unavailable)?,
+        };
+        self.verify_with(token, &ring)
+    }
+
+    fn verify_with(&self, token: &str, ring: &KeyRing) -> Result<Arc<Value>, Refusal> {
+        if token.len() > self.spec.max_token_bytes {
             return Err(Refusal::Invalid("token too large"));
         }
-        if let Some(claims) = self.cache.get(token, now) {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(claims) = self.cache.get(token, now, ring.version) {
             return Ok(claims);
         }
-        let claims = Arc::new(self.verify_uncached(token)?);
+        let claims = Arc::new(self.check(token, ring)?);
         // Without an exp there is no safe end to caching: such tokens are checked every time.
         if let Some(exp) = claims["exp"].as_u64() {
-            self.cache.put(token, Arc::clone(&claims), exp);
+            self.cache
+                .put(token, Arc::clone(&claims), exp, ring.version);
         }
         Ok(claims)
     }
 
-    /// The full check, bypassing the cache.
-    pub fn verify_uncached(&self, token: &str) -> Result<Value, Refusal> {
-        if token.len() > self.max_token_bytes {
+    /// The full check against `ring`, bypassing the cache.
+    pub fn check(&self, token: &str, ring: &KeyRing) -> Result<Value, Refusal> {
+        let spec = &self.spec;
+        if token.len() > spec.max_token_bytes {
             return Err(Refusal::Invalid("token too large"));
         }
         let mut parts = token.split('.');
@@ -236,36 +355,29 @@ impl Provider {
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| Refusal::Invalid("unsupported header or algorithm"))?;
-        let candidates = self.keys.iter().filter(|k| {
-            k.algorithms.contains(&header.alg)
-                && match (&header.kid, &k.kid) {
-                    (Some(wanted), Some(have)) => wanted == have,
-                    (Some(_), None) => true,
-                    (None, _) => true,
-                }
-        });
+        if !spec.algorithms.contains(&header.alg) {
+            return Err(Refusal::Invalid("algorithm not allowed"));
+        }
+        let kid = header.kid.as_deref();
+        let unknown_kid = kid.is_some_and(|kid| ring.lacks_kid(kid));
         let mut last = Refusal::Invalid("no key for this token's kid and algorithm");
-        for key in candidates {
+        for key in ring.candidates(header.alg, kid) {
             let mut validation = Validation::new(header.alg);
-            validation.algorithms = key.algorithms.clone();
-            validation.leeway = self.leeway.as_secs();
+            validation.leeway = spec.leeway.as_secs();
             validation.validate_nbf = true;
-            validation.validate_aud = !self.audiences.is_empty();
-            if !self.audiences.is_empty() {
-                validation.set_audience(&self.audiences);
+            validation.validate_aud = !spec.audiences.is_empty();
+            if !spec.audiences.is_empty() {
+                validation.set_audience(&spec.audiences);
             }
-            if let Some(issuer) = &self.issuer {
+            if let Some(issuer) = &spec.issuer {
                 validation.set_issuer(&[issuer]);
             }
-            let mut required = vec![];
-            if self.require_exp {
-                required.push("exp");
-            }
-            validation.set_required_spec_claims(&required);
+            let required: &[&str] = if spec.require_exp { &["exp"] } else { &[] };
+            validation.set_required_spec_claims(required);
             match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
                 Ok(data) => {
                     let claims = data.claims;
-                    if let Some(max) = self.max_lifetime {
+                    if let Some(max) = spec.max_lifetime {
                         let (Some(iat), Some(exp)) =
                             (claims["iat"].as_u64(), claims["exp"].as_u64())
                         else {
@@ -292,6 +404,9 @@ impl Provider {
                 }
             }
         }
+        if unknown_kid {
+            return Err(Refusal::UnknownKid);
+        }
         Err(last)
     }
 }
@@ -314,18 +429,19 @@ fn claim_text(value: &Value) -> Option<String> {
 }
 
 impl Jwt {
-    fn authenticate(&self, req: &Parts) -> Result<Arc<Value>, Refusal> {
-        let sources: Vec<TokenSource> = self
-            .providers
-            .iter()
-            .flat_map(|p| p.sources.iter().cloned())
-            .collect();
-        let found = tokens(req, &sources);
-        let token = match found.as_slice() {
-            [] => return Err(Refusal::Missing),
-            [one] => one,
-            _ => return Err(Refusal::Invalid("different tokens in several places")),
-        };
+    /// Every place `providers` read tokens from, in order, without repeats.
+    pub fn token_sources(providers: &[Arc<Provider>]) -> Vec<TokenSource> {
+        let mut sources: Vec<TokenSource> = Vec::new();
+        for source in providers.iter().flat_map(|p| &p.spec.sources) {
+            if !sources.contains(source) {
+                sources.push(source.clone());
+            }
+        }
+        sources
+    }
+
+    async fn authenticate(&self, req: &Parts) -> Result<Arc<Value>, Refusal> {
+        let token = find_token(req, &self.sources)?;
         // Several providers: the token's (unverified) issuer picks the one to verify with.
         let provider = if self.providers.len() == 1 {
             &self.providers[0]
@@ -337,10 +453,10 @@ impl Jwt {
                 .and_then(|claims| claims["iss"].as_str().map(str::to_string));
             self.providers
                 .iter()
-                .find(|p| p.issuer.is_some() && p.issuer == issuer)
+                .find(|p| p.spec.issuer.is_some() && p.spec.issuer == issuer)
                 .ok_or(Refusal::Invalid("no provider for this issuer"))?
         };
-        let claims = provider.verify(token)?;
+        let claims = provider.verify(token).await?;
         for scope in &self.require_scopes {
             let granted = has_value(&claims["scope"], scope) || has_value(&claims["scp"], scope);
             if !granted {
@@ -365,7 +481,7 @@ impl Jwt {
                 "authentication required",
                 "Bearer",
             ),
-            Refusal::Invalid(_) => (
+            Refusal::Invalid(_) | Refusal::UnknownKid => (
                 StatusCode::UNAUTHORIZED,
                 "invalid token",
                 "Bearer error=\"invalid_token\"",
@@ -375,6 +491,15 @@ impl Jwt {
                 "insufficient scope",
                 "Bearer error=\"insufficient_scope\"",
             ),
+            // The client's token may be fine: no challenge, and a status that says "retry".
+            Refusal::Unavailable => {
+                return error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "authentication keys unavailable",
+                    &ctx.request_id,
+                    false,
+                )
+            }
         };
         let mut response = error_response(status, message, &ctx.request_id, false);
         response
@@ -395,7 +520,7 @@ impl Filter for Jwt {
         for (_, header) in &self.forward_claims {
             req.headers.remove(header);
         }
-        let claims = match self.authenticate(req) {
+        let claims = match self.authenticate(req).await {
             Ok(claims) => claims,
             Err(refusal) => {
                 tracing::debug!(request_id = ctx.request_id.to_str().unwrap_or("-"), reason = ?refusal, "token refused");
@@ -429,23 +554,33 @@ mod tests {
         jsonwebtoken::get_current_timestamp()
     }
 
-    fn provider() -> Provider {
-        Provider {
+    fn spec(ring: KeyRing, algorithms: Vec<Algorithm>) -> ProviderSpec {
+        ProviderSpec {
             name: "main".into(),
             issuer: Some("https://auth.example.com".into()),
             audiences: vec!["api".into()],
-            keys: vec![Key {
-                kid: None,
-                key: DecodingKey::from_secret(SECRET),
-                algorithms: vec![Algorithm::HS256],
-            }],
+            algorithms,
+            keys: KeySpec::Fixed {
+                material: Vec::new(),
+                ring: Arc::new(ring),
+            },
             leeway: Duration::from_secs(30),
             max_token_bytes: 8192,
             require_exp: true,
             max_lifetime: None,
             sources: vec![TokenSource::Bearer],
-            cache: VerifyCache::new(100, 1),
         }
+    }
+
+    fn provider_of(spec: ProviderSpec) -> Provider {
+        let ring = spec.keys.fixed().unwrap();
+        let mut provider = Provider::new(spec, Keys::Fixed(ring));
+        provider.cache = VerifyCache::new(100, 1);
+        provider
+    }
+
+    fn provider() -> Provider {
+        provider_of(spec(KeyRing::from_secret(SECRET), vec![Algorithm::HS256]))
     }
 
     fn sign(claims: Value) -> String {
@@ -462,7 +597,7 @@ mod tests {
     }
 
     fn reason(token: &str) -> Result<Arc<Value>, Refusal> {
-        provider().verify(token)
+        provider().verify_now(token)
     }
 
     #[test]
@@ -470,20 +605,22 @@ mod tests {
         let p = provider();
         let token = sign(good());
         let exp = now() + 600;
-        assert!(p.verify(&token).is_ok());
-        assert!(p.verify(&token).is_ok());
+        assert!(p.verify_now(&token).is_ok());
+        assert!(p.verify_now(&token).is_ok());
         assert_eq!(p.cache.hits.load(std::sync::atomic::Ordering::Relaxed), 1);
         // Past exp the cache does not answer; a full verification decides.
-        assert!(p.cache.get(&token, exp + 1).is_none());
-        assert!(p.cache.get(&token, exp - 1).is_some());
+        assert!(p.cache.get(&token, exp + 1, 0).is_none());
+        assert!(p.cache.get(&token, exp - 1, 0).is_some());
+        // Nor under another key set.
+        assert!(p.cache.get(&token, exp - 1, 1).is_none());
         // A token differing in its last byte never hits another's entry.
         let forged = format!("{}x", &token[..token.len() - 1]);
-        assert!(p.verify(&forged).is_err());
+        assert!(p.verify_now(&forged).is_err());
         // Bounded: the oldest entries leave first.
         for i in 0..150 {
             let mut c = good();
             c["sub"] = json!(format!("u{i}"));
-            p.verify(&sign(c)).unwrap();
+            p.verify_now(&sign(c)).unwrap();
         }
         assert!(p.cache.shard().entries.len() <= 100);
     }
@@ -572,36 +709,34 @@ mod tests {
         // An ES256 provider: a token "signed" with HS256 using the public key as secret fails.
         let pair = rcgen::KeyPair::generate().unwrap();
         let public_pem = pair.public_key_pem();
-        let mut p = provider();
-        p.keys = vec![Key {
-            kid: None,
-            key: DecodingKey::from_ec_pem(public_pem.as_bytes()).unwrap(),
-            algorithms: vec![Algorithm::ES256],
-        }];
+        let ring = KeyRing::from_pem(public_pem.as_bytes()).unwrap();
+        // Even with HS256 on the allow-list, the EC key is never used as an HMAC secret.
+        let p = provider_of(spec(ring, vec![Algorithm::ES256, Algorithm::HS256]));
         let forged = encode(
             &Header::new(Algorithm::HS256),
             &good(),
             &EncodingKey::from_secret(public_pem.as_bytes()),
         )
         .unwrap();
-        assert!(p.verify(&forged).is_err());
+        assert!(p.verify_now(&forged).is_err());
         let genuine = encode(
             &Header::new(Algorithm::ES256),
             &good(),
             &EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap(),
         )
         .unwrap();
-        assert!(p.verify(&genuine).is_ok());
+        assert!(p.verify_now(&genuine).is_ok());
     }
 
     #[test]
     fn max_lifetime() {
-        let mut p = provider();
-        p.max_lifetime = Some(Duration::from_secs(3600));
+        let mut s = spec(KeyRing::from_secret(SECRET), vec![Algorithm::HS256]);
+        s.max_lifetime = Some(Duration::from_secs(3600));
+        let p = provider_of(s);
         let mut c = good();
         c["exp"] = json!(now() + 7200);
         assert_eq!(
-            p.verify(&sign(c)),
+            p.verify_now(&sign(c)),
             Err(Refusal::Invalid("token lifetime exceeds max_lifetime"))
         );
     }
