@@ -25,6 +25,12 @@ EXTRA_YAML = os.environ.get("EXTRA_ROUTE_YAML", "")
 # TLS=1: both proxies terminate TLS (a self-signed certificate made with openssl) and wrk
 # speaks https to them; DIRECT stays plaintext.
 TLS = os.environ.get("TLS", "") not in ("", "0")
+# JWT=HS256 or JWT=RS256: also measure PORTCULLIS+JWT, the same proxy on a route with a `jwt`
+# filter, against the bare route. JWT_TOKENS distinct tokens are sent in turn: 1 (default)
+# measures the verification cache; more than the cache holds per worker (4096) measures a full
+# verification on every request.
+JWT = os.environ.get("JWT", "")
+JWT_TOKENS = int(os.environ.get("JWT_TOKENS", "1"))
 PORTS = {"upstream": 19080, "portcullis": 19081, "nginx": 19082}
 TICK = os.sysconf("SC_CLK_TCK")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,10 +81,10 @@ def to_ms(value, unit):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(port, scheme="http"):
+def wrk(port, scheme="http", extra=(), path="/"):
     out = subprocess.run(
-        ["taskset", "-c", "1", "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency",
-         f"{scheme}://127.0.0.1:{port}/"],
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency"]
+        + list(extra) + [f"{scheme}://127.0.0.1:{port}{path}"],
         capture_output=True, text=True, check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -91,7 +97,7 @@ def wrk(port, scheme="http"):
     return rps, total, parse(lat["50"]), parse(lat["99"])
 
 
-def measure(name, port, pids, scheme="http"):
+def measure(name, port, pids, scheme="http", extra=(), path="/"):
     peak = [0]
     stop = threading.Event()
 
@@ -103,7 +109,7 @@ def measure(name, port, pids, scheme="http"):
     sampler = threading.Thread(target=sample)
     sampler.start()
     before = cpu_ticks(pids) if pids else 0
-    rps, total, p50, p99 = wrk(port, scheme)
+    rps, total, p50, p99 = wrk(port, scheme, extra, path)
     after = cpu_ticks(pids) if pids else 0
     stop.set()
     sampler.join()
@@ -132,14 +138,45 @@ def main():
                             "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert],
                            check=True, capture_output=True)
         tls_yaml = f", tls: {{ certificates: [{{ cert_file: {cert}, key_file: {key} }}] }}" if TLS else ""
+        jwt_yaml, jwt_route, jwt_args = "", "", []
+        if JWT:
+            tokens = f"{tmp}/tokens.txt"
+            with open(tokens, "w") as f:
+                subprocess.run([f"{ROOT}/target/release/examples/bench_tokens", JWT, str(JWT_TOKENS)],
+                               stdout=f, check=True, cwd=ROOT)
+            key = ("secret: a-benchmark-secret-of-sufficient-length" if JWT == "HS256"
+                   else f"public_key_file: {ROOT}/benches/keys/rsa-bench-public.pem")
+            jwt_yaml = f"""jwt_providers:
+  bench: {{ issuer: https://auth.example.com, audiences: [api], algorithms: [{JWT}], {key} }}
+"""
+            jwt_route = """  - name: jwt
+    match: { path_prefix: /jwt }
+    upstream: bench
+    filters: [ { jwt: { provider: bench, forward_claims: { sub: x-user-id } } } ]
+"""
+            script = f"{tmp}/tokens.lua"
+            with open(tokens) as f:
+                first = f.readline().strip()
+            # One token: a plain header, so wrk spends nothing on scripting.
+            jwt_args = (["-H", f"Authorization: Bearer {first}"] if JWT_TOKENS == 1
+                        else ["-s", script])
+            with open(script, "w") as f:
+                f.write(f"""local tokens = {{}}
+for line in io.lines("{tokens}") do tokens[#tokens + 1] = line end
+local i = 0
+request = function()
+  i = i % #tokens + 1
+  return wrk.format("GET", "/jwt", {{ ["Authorization"] = "Bearer " .. tokens[i] }})
+end
+""")
         # Like nginx below: no access log. Metrics stay on.
         config = f"""listeners: [{{ name: http, address: 127.0.0.1:{PORTS['portcullis']}{tls_yaml} }}]
 admin: {{ address: 127.0.0.1:0 }}
 access_log: false
 upstreams:
   bench: {{ discovery: {{ static: [127.0.0.1:{PORTS['upstream']}] }} }}
-routes:
-{EXTRA_YAML}  - name: all
+{jwt_yaml}routes:
+{EXTRA_YAML}{jwt_route}  - name: all
     upstream: bench
 """
         with open(f"{tmp}/gateway.yaml", "w") as f:
@@ -176,37 +213,44 @@ http {{
 
         proxied = "https" if TLS else "http"
         targets = {
-            "DIRECT": (PORTS["upstream"], [], "http"),
-            "PORTCULLIS": (PORTS["portcullis"], [portcullis.pid], proxied),
-            "NGINX": (PORTS["nginx"], [nginx.pid] + children(nginx.pid), proxied),
+            "DIRECT": (PORTS["upstream"], [], "http", [], "/"),
+            "PORTCULLIS": (PORTS["portcullis"], [portcullis.pid], proxied, [], "/"),
+            "NGINX": (PORTS["nginx"], [nginx.pid] + children(nginx.pid), proxied, [], "/"),
         }
-        idle = {name: rss_kib(pids) / 1024 for name, (_, pids, _) in targets.items() if pids}
+        if JWT:
+            targets["PORTCULLIS+JWT"] = (PORTS["portcullis"], [portcullis.pid], proxied, jwt_args, "/jwt")
+        idle = {name: rss_kib(pids) / 1024 for name, (_, pids, *_) in targets.items() if pids}
         results = {name: [] for name in targets}
         print(f"body {BODY} B, {CONNECTIONS} connections, {DURATION} s x {ROUNDS} rounds"
-              f"{', proxies over TLS' if TLS else ''}", flush=True)
+              f"{', proxies over TLS' if TLS else ''}"
+              f"{f', JWT {JWT} over {JWT_TOKENS} token(s)' if JWT else ''}", flush=True)
         for round_ in range(ROUNDS):
             order = list(targets)
-            order = order[round_ % 3:] + order[: round_ % 3]
+            order = order[round_ % len(order):] + order[: round_ % len(order)]
             for name in order:
-                port, pids, scheme = targets[name]
-                r = measure(name, port, pids, scheme)
+                port, pids, scheme, extra, path = targets[name]
+                r = measure(name, port, pids, scheme, extra, path)
                 results[name].append(r)
-                print(f"  round {round_ + 1} {name:<10} {r['rps']:>10.0f} req/s  p50 {r['p50']:.3f} ms"
+                print(f"  round {round_ + 1} {name:<14} {r['rps']:>10.0f} req/s  p50 {r['p50']:.3f} ms"
                       f"  p99 {r['p99']:.3f} ms  cpu {r['cpu_us']:.2f} us/req", flush=True)
 
         med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in results.items()}
         print()
-        print(f"{'':<11}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'RSS idle MB':>13}{'RSS load MB':>13}")
+        print(f"{'':<15}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'RSS idle MB':>13}{'RSS load MB':>13}")
         for name, m in med.items():
             cpu = f"{m['cpu_us']:.2f}" if name != "DIRECT" else "-"
             ri = f"{idle[name]:.1f}" if name in idle else "-"
             rl = f"{m['rss_load']:.1f}" if name != "DIRECT" else "-"
-            print(f"{name:<11}{m['rps']:>10.0f}{m['p50']:>9.3f}{m['p99']:>9.3f}{cpu:>12}{ri:>13}{rl:>13}")
+            print(f"{name:<15}{m['rps']:>10.0f}{m['p50']:>9.3f}{m['p99']:>9.3f}{cpu:>12}{ri:>13}{rl:>13}")
         p, d, n = med["PORTCULLIS"], med["DIRECT"], med["NGINX"]
         print()
         print(f"PORTCULLIS/DIRECT  throughput {p['rps'] / d['rps']:.2f}x")
         print(f"PORTCULLIS/NGINX   throughput {p['rps'] / n['rps']:.2f}x   "
               f"cpu/request {p['cpu_us'] / n['cpu_us']:.2f}x   p99 {p['p99'] / n['p99']:.2f}x")
+        if JWT:
+            j = med["PORTCULLIS+JWT"]
+            print(f"JWT route/bare     throughput {j['rps'] / p['rps']:.2f}x   "
+                  f"cpu/request {j['cpu_us'] / p['cpu_us']:.2f}x")
     finally:
         for p in reversed(procs):
             p.send_signal(signal.SIGTERM)

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Load benchmark: DIRECT vs PORTCULLIS vs NGINX in one run, on loopback.
 # Installs nginx-light and wrk when missing, builds release binaries, then runs benches/load.py.
-# Settings (environment): ROUNDS (3), DURATION (10 s), BODY (100 bytes), CONNECTIONS (64).
+# Settings (environment): ROUNDS (3), DURATION (10 s), BODY (100 bytes), CONNECTIONS (64),
+# TLS=1, JWT=HS256|RS256 with JWT_TOKENS (see load.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
 fi
-cargo build --release --bin portcullis --example bench_upstream
+cargo build --release --bin portcullis --example bench_upstream --example bench_tokens
 exec python3 benches/load.py "$@"

@@ -17,6 +17,8 @@ pub struct RequestCtx {
     pub upstream: Option<UpstreamOutcome>,
     /// Where the request failed (`client`, `upstream`), if it did.
     pub error: Option<&'static str>,
+    /// Claims of the token a `jwt` filter verified, for later filters (`claim:sub` keys).
+    pub claims: Option<Arc<serde_json::Value>>,
     /// What filters hand to each other or to their own `on_response`.
     pub extensions: http::Extensions,
 }
@@ -32,6 +34,7 @@ impl RequestCtx {
             endpoint: None,
             upstream: None,
             error: None,
+            claims: None,
             extensions: http::Extensions::new(),
         }
     }

@@ -10,7 +10,7 @@ pub mod jwt;
 
 pub use cors::{Cors, CorsSpec};
 pub use headers::{HeaderEdits, Headers};
-pub use jwt::{Jwt, VerifiedClaims};
+pub use jwt::Jwt;
 
 use crate::body::Body;
 use crate::context::RequestCtx;

@@ -190,10 +190,6 @@ pub struct Provider {
     pub cache: VerifyCache,
 }
 
-/// Claims of a verified token, for later filters (`claim:sub` rate limiting, …).
-#[derive(Clone, Debug)]
-pub struct VerifiedClaims(pub Arc<Value>);
-
 pub struct Jwt {
     pub providers: Vec<Arc<Provider>>,
     /// Every place the providers read tokens from, in order, without repeats.
@@ -236,12 +232,13 @@ fn find_token<'r>(req: &'r Parts, sources: &[TokenSource]) -> Result<&'r str, Re
             TokenSource::Bearer => req
                 .headers
                 .get(AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
                 .and_then(|v| {
-                    v.get(..7)
-                        .filter(|p| p.eq_ignore_ascii_case("bearer "))
-                        .map(|_| v[7..].trim())
-                }),
+                    let v = v.as_bytes();
+                    let scheme = v.get(..7)?;
+                    scheme.eq_ignore_ascii_case(b"bearer ").then_some(&v[7..])
+                })
+                .and_then(|token| std::str::from_utf8(token).ok())
+                .map(str::trim),
             TokenSource::Header(name) => req
                 .headers
                 .get(name)
@@ -537,7 +534,7 @@ impl Filter for Jwt {
         if !self.forward_token {
             req.headers.remove(AUTHORIZATION);
         }
-        ctx.extensions.insert(VerifiedClaims(claims));
+        ctx.claims = Some(claims);
         Ok(Flow::Continue)
     }
 }
