@@ -3,7 +3,7 @@
 //! changes a request half-way.
 
 use crate::filter::jwt::Provider;
-use crate::filter::Filter;
+use crate::filter::{Filter, FilterStates};
 use crate::router::Router;
 use crate::telemetry::Metrics;
 use crate::upstream::Upstream;
@@ -127,6 +127,8 @@ pub struct Snapshot {
     pub upstreams: HashMap<String, Arc<Upstream>>,
     /// Running JWT providers by name; remote key sets live here across reloads.
     pub jwt_providers: HashMap<String, Arc<Provider>>,
+    /// Filter state (limiter tables, breakers) to carry over the next reload.
+    pub filter_states: FilterStates,
     pub limits: Limits,
     pub trusted_proxies: Vec<IpNet>,
     /// One log line per request (target `access`).

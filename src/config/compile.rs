@@ -6,7 +6,8 @@ use super::lines::LineIndex;
 use super::values::{interpolate, parse_duration, parse_size};
 use super::{raw, ConfigIssue};
 use crate::discovery::{DiscoverySpec, StaticEndpoint};
-use crate::filter::{jwt, Cors, CorsSpec, Filter, Headers, Jwt};
+use crate::filter::rate_limit::{Gcra, LocalLimiter, RateLimit, RateLimitSpec};
+use crate::filter::{jwt, Cors, CorsSpec, Filter, FilterStates, Headers, Jwt};
 use crate::router::{HeaderMatcher, HostMatch, MethodSet, PathMatch, RouteMatch};
 use crate::snapshot::{Limits, RedirectTarget, Respond, Rewrite};
 use crate::upstream::{Protocol, Timeouts, UpstreamSpec};
@@ -70,6 +71,15 @@ pub enum FilterSpec {
     Headers(Headers),
     Cors(CorsSpec),
     Jwt(JwtSpec),
+    RateLimit(RateLimitSpec),
+}
+
+/// What building a filter needs besides its spec: the running JWT providers, and the state of
+/// the outgoing snapshot's filters to carry over.
+pub struct BuildCtx<'a> {
+    pub providers: &'a HashMap<String, Arc<jwt::Provider>>,
+    pub prev: Option<&'a FilterStates>,
+    pub states: &'a mut FilterStates,
 }
 
 /// A validated `jwt` filter.
@@ -89,12 +99,22 @@ impl FilterSpec {
             FilterSpec::Headers(_) => "headers",
             FilterSpec::Cors(_) => "cors",
             FilterSpec::Jwt(_) => "jwt",
+            FilterSpec::RateLimit(_) => "rate_limit",
         }
     }
 
-    /// `providers`: the snapshot's running JWT providers by name.
-    pub fn build(&self, providers: &HashMap<String, Arc<jwt::Provider>>) -> Arc<dyn Filter> {
+    /// `owner` and `position`: where the filter sits (route or named filter, index in its
+    /// list), which with its parameters identifies state to carry over a reload.
+    pub fn build(&self, ctx: &mut BuildCtx, owner: &str, position: usize) -> Arc<dyn Filter> {
+        let providers = ctx.providers;
         match self {
+            FilterSpec::RateLimit(spec) => {
+                let key = format!("rate_limit/{owner}/{position}/{spec:?}");
+                let limiter = ctx.states.carry(ctx.prev, key, || {
+                    LocalLimiter::new(Gcra::new(spec.rate, spec.burst), spec.max_keys)
+                });
+                Arc::new(RateLimit::new(spec.clone(), limiter, owner))
+            }
             FilterSpec::Headers(headers) => Arc::new(headers.clone()),
             FilterSpec::Cors(spec) => Arc::new(Cors::new(spec.clone())),
             FilterSpec::Jwt(spec) => {

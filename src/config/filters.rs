@@ -6,6 +6,7 @@ use super::compile::{
 use super::raw;
 use crate::filter::cors::OriginMatch;
 use crate::filter::jwt::{JwksSpec, KeyRing, KeySpec, ProviderSpec, TokenSource};
+use crate::filter::rate_limit::{KeyPart, OnMissingKey, Rate, RateLimitSpec};
 use crate::filter::{CorsSpec, HeaderEdits, Headers};
 use crate::tls::UpstreamTls;
 use http::Uri;
@@ -54,11 +55,12 @@ pub(super) fn compile_filter(
         entry.headers.is_some(),
         entry.cors.is_some(),
         entry.jwt.is_some(),
+        entry.rate_limit.is_some(),
     ]);
     if given != 1 {
         issues.add(
             path,
-            "a filter entry needs exactly one of use, headers, cors, jwt",
+            "a filter entry needs exactly one of use, headers, cors, jwt, rate_limit",
         );
         return None;
     }
@@ -93,6 +95,10 @@ pub(super) fn compile_filter(
         };
         return (issues.list.len() == before)
             .then_some(FilterRef::Inline(FilterSpec::Headers(headers)));
+    }
+    if let Some(raw) = entry.rate_limit {
+        return compile_rate_limit(raw, &format!("{path}.rate_limit"), issues)
+            .map(|s| FilterRef::Inline(FilterSpec::RateLimit(s)));
     }
     if let Some(raw) = entry.jwt {
         return compile_jwt_filter(raw, &format!("{path}.jwt"), providers, issues)
@@ -488,5 +494,72 @@ fn compile_jwt_filter(
         require_claims: require.claims.into_iter().collect(),
         forward_claims,
         forward_token: raw.forward_token.unwrap_or(true),
+    })
+}
+
+/// Keys tracked per `rate_limit` filter unless `max_keys` says otherwise.
+const DEFAULT_MAX_KEYS: usize = 100_000;
+
+fn compile_rate_limit(
+    raw: raw::RateLimitFilter,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<RateLimitSpec> {
+    let before = issues.list.len();
+    let rate = Rate::parse(&raw.rate)
+        .map_err(|message| issues.add(&format!("{path}.rate"), message))
+        .ok();
+    if raw.burst == Some(0) {
+        issues.add(&format!("{path}.burst"), "must be at least 1");
+    }
+    let mut key = Vec::new();
+    let texts = raw
+        .key
+        .map(raw::OneOrMany::into_vec)
+        .unwrap_or_else(|| vec!["client_ip".into()]);
+    for (i, text) in texts.iter().enumerate() {
+        let part = match text.split_once(':') {
+            None if text == "client_ip" => Some(KeyPart::ClientIp),
+            None if text == "route" => Some(KeyPart::Route),
+            Some(("header", name)) => HeaderName::from_bytes(name.as_bytes())
+                .ok()
+                .map(KeyPart::Header),
+            Some(("claim", name)) if !name.is_empty() => Some(KeyPart::Claim(name.to_string())),
+            _ => None,
+        };
+        match part {
+            Some(part) => key.push(part),
+            None => issues.add(
+                &format!("{path}.key[{i}]"),
+                format!("invalid key part {text:?}: expected client_ip, route, header:NAME or claim:NAME"),
+            ),
+        }
+    }
+    let on_missing_key = match raw.on_missing_key.as_deref() {
+        None | Some("shared") => OnMissingKey::Shared,
+        Some("skip") => OnMissingKey::Skip,
+        Some("reject") => OnMissingKey::Reject,
+        Some(other) => {
+            issues.add(
+                &format!("{path}.on_missing_key"),
+                format!("unknown value {other:?}: expected reject, skip or shared"),
+            );
+            OnMissingKey::Shared
+        }
+    };
+    if raw.max_keys == Some(0) {
+        issues.add(&format!("{path}.max_keys"), "must be at least 1");
+    }
+    let rate = rate?;
+    (issues.list.len() == before).then(|| RateLimitSpec {
+        // By default a client may send one period's worth at once, capped for long periods.
+        burst: raw
+            .burst
+            .unwrap_or_else(|| rate.per_second().clamp(1, rate.count)),
+        rate,
+        key,
+        on_missing_key,
+        headers: raw.headers.unwrap_or(false),
+        max_keys: raw.max_keys.unwrap_or(DEFAULT_MAX_KEYS),
     })
 }

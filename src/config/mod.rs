@@ -12,10 +12,11 @@ mod lines;
 pub mod raw;
 mod values;
 
-pub use compile::{Action, Config, FilterRef, FilterSpec, ListenerConfig, RouteConfig};
+pub use compile::{Action, BuildCtx, Config, FilterRef, FilterSpec, ListenerConfig, RouteConfig};
 pub use values::{parse_duration, parse_size};
 
 use crate::filter::jwt::{KeySpec, Keys, Provider, RemoteKeys};
+use crate::filter::FilterStates;
 use crate::router::{HostMatch, PathMatch, Router};
 use crate::snapshot::{Route, RouteAction, Snapshot};
 use crate::upstream::Upstream;
@@ -201,11 +202,18 @@ pub fn build_snapshot(
         upstreams.insert(spec.name.clone(), upstream);
     }
     let jwt_providers = build_jwt_providers(config, prev, handle);
-    // A named filter is one instance, shared by every route that uses it.
+    let mut filter_states = FilterStates::default();
+    let mut build = BuildCtx {
+        providers: &jwt_providers,
+        prev: prev.map(|p| &p.filter_states),
+        states: &mut filter_states,
+    };
+    // A named filter is one instance, shared by every route that uses it (a named rate limit
+    // is one budget across those routes).
     let named: HashMap<&str, Arc<dyn crate::filter::Filter>> = config
         .filters
         .iter()
-        .map(|(name, spec)| (name.as_str(), spec.build(&jwt_providers)))
+        .map(|(name, spec)| (name.as_str(), spec.build(&mut build, name, 0)))
         .collect();
     let routes = config.routes.iter().filter_map(|route| {
         let action = match &route.action {
@@ -222,9 +230,10 @@ pub fn build_snapshot(
         let filters = route
             .filters
             .iter()
-            .filter_map(|filter| match filter {
+            .enumerate()
+            .filter_map(|(position, filter)| match filter {
                 FilterRef::Named(name) => named.get(name.as_str()).cloned(),
-                FilterRef::Inline(spec) => Some(spec.build(&jwt_providers)),
+                FilterRef::Inline(spec) => Some(spec.build(&mut build, &route.name, position)),
             })
             .collect();
         let compiled = Route {
@@ -239,6 +248,7 @@ pub fn build_snapshot(
         router: Router::new(routes),
         upstreams,
         jwt_providers,
+        filter_states,
         limits: config.limits,
         trusted_proxies: config.trusted_proxies.clone(),
         access_log: config.access_log,

@@ -205,6 +205,35 @@ pub struct FilterEntry {
     pub headers: Option<HeadersFilter>,
     pub cors: Option<CorsFilter>,
     pub jwt: Option<JwtFilter>,
+    pub rate_limit: Option<RateLimitFilter>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFilter {
+    pub rate: String,
+    pub burst: Option<u64>,
+    pub key: Option<OneOrMany>,
+    pub on_missing_key: Option<String>,
+    pub headers: Option<bool>,
+    pub max_keys: Option<usize>,
+}
+
+/// `key: client_ip` or `key: [client_ip, header:x-api-key]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

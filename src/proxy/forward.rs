@@ -57,9 +57,6 @@ pub(super) async fn proxy(
 
     let (mut parts, body) = request.into_parts();
     let trusted = !snapshot.trusted_proxies.is_empty() && snapshot.is_trusted(conn.peer.ip());
-    if trusted {
-        ctx.client_ip = client_ip(&parts.headers, snapshot).unwrap_or(conn.peer.ip());
-    }
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
     // hyper sizes the map to the parsed headers; grow once for the ones added below.
@@ -252,9 +249,16 @@ fn set_forwarded(
     }
 }
 
-/// The client behind a trusted peer: the right-most X-Forwarded-For entry that is not itself
-/// a trusted proxy.
-fn client_ip(headers: &HeaderMap, snapshot: &Snapshot) -> Option<IpAddr> {
+/// The client as far as `trusted_proxies` let the gateway see: the peer itself, or behind a
+/// trusted peer the right-most X-Forwarded-For entry that is not itself a trusted proxy.
+pub fn client_address(snapshot: &Snapshot, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    if snapshot.trusted_proxies.is_empty() || !snapshot.is_trusted(peer) {
+        return peer;
+    }
+    forwarded_client(headers, snapshot).unwrap_or(peer)
+}
+
+fn forwarded_client(headers: &HeaderMap, snapshot: &Snapshot) -> Option<IpAddr> {
     let entries: Vec<IpAddr> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()

@@ -88,7 +88,8 @@ impl ConnInfo {
 pub async fn handle(conn: &ConnInfo, request: Request<Incoming>) -> Response<Body> {
     let _in_flight = conn.activity.begin();
     let snapshot = conn.gateway.snapshot.load_full();
-    let ctx = RequestCtx::new(request_id(request.headers()), conn.peer.ip());
+    let client = forward::client_address(&snapshot, conn.peer.ip(), request.headers());
+    let ctx = RequestCtx::new(request_id(request.headers()), client);
     let head = request.method() == Method::HEAD;
     let method = method_label(request.method());
     let access = snapshot.access_log.then(|| AccessEntry::new(&request));

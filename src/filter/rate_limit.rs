@@ -1,0 +1,494 @@
+//! `rate_limit`: GCRA (the generic cell rate algorithm, a token bucket kept as one timestamp
+//! per key) over a key built from the client address, headers, JWT claims and the route.
+//!
+//! Each key stores its "theoretical arrival time" (TAT): the moment its bucket would be full
+//! again. A request at `now` is admitted when `max(TAT, now) + interval <= now + burst *
+//! interval`, and then moves the TAT by one interval. `burst` requests pass at once from a
+//! full bucket; afterwards one per `interval`. A key whose TAT is in the past holds a full
+//! bucket, exactly as a key never seen: such entries can be dropped at any time, which is what
+//! keeps the table bounded.
+
+use super::{Filter, Flow};
+use crate::body::Body;
+use crate::context::RequestCtx;
+use crate::error::{error_response, ProxyError};
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, Response, StatusCode};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A rate as configured: `count` requests per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u64,
+    pub period: Duration,
+}
+
+impl Rate {
+    /// `100/s`, `6000/m`, `10/h`, `1000/d`, or a count over a duration: `5/10s`.
+    pub fn parse(text: &str) -> Result<Rate, String> {
+        let bad = || format!("invalid rate {text:?}: expected COUNT/PERIOD, e.g. 100/s or 6000/m");
+        let (count, period) = text.trim().split_once('/').ok_or_else(bad)?;
+        let count: u64 = count.trim().parse().map_err(|_| bad())?;
+        let period = match period.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86_400),
+            other => crate::config::parse_duration(other).map_err(|_| bad())?,
+        };
+        if count == 0 || period.is_zero() {
+            return Err(format!("invalid rate {text:?}: must be greater than zero"));
+        }
+        Ok(Rate { count, period })
+    }
+
+    /// Whole requests per second at this rate.
+    pub fn per_second(&self) -> u64 {
+        (u128::from(self.count) * 1_000_000_000 / self.period.as_nanos().max(1)) as u64
+    }
+
+    /// Time between two requests at the steady rate, in nanoseconds (at least 1).
+    pub fn interval_nanos(&self) -> u64 {
+        (self.period.as_nanos() / u128::from(self.count)).max(1) as u64
+    }
+}
+
+/// One part of a limiter key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    /// The client address as `trusted_proxies` let the gateway see it.
+    ClientIp,
+    Header(HeaderName),
+    /// A claim of the token verified by an earlier `jwt` filter.
+    Claim(String),
+    Route,
+}
+
+/// What to do with a request that lacks a part of the key (no such header or claim).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMissingKey {
+    /// 400: the request cannot be told apart from others.
+    Reject,
+    /// Not limited by this filter.
+    Skip,
+    /// Limited with every other request that lacks it, in one shared bucket.
+    Shared,
+}
+
+/// A validated `rate_limit` filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitSpec {
+    pub rate: Rate,
+    pub burst: u64,
+    pub key: Vec<KeyPart>,
+    pub on_missing_key: OnMissingKey,
+    /// Send `RateLimit-Policy` / `RateLimit` on admitted responses too (always on 429).
+    pub headers: bool,
+    /// Keys tracked at most; beyond, new keys share one overflow bucket until idle keys expire.
+    pub max_keys: usize,
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Requests that would pass right now after this one.
+    pub remaining: u64,
+    /// Until the bucket is full again (allowed) or the next request may pass (refused).
+    pub wait: Duration,
+}
+
+/// The GCRA arithmetic, shared by the local table and the Redis script's callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gcra {
+    pub interval: u64,
+    /// `burst * interval`: how far ahead of `now` a TAT may run.
+    pub tolerance: u64,
+}
+
+impl Gcra {
+    pub fn new(rate: Rate, burst: u64) -> Gcra {
+        let interval = rate.interval_nanos();
+        Gcra {
+            interval,
+            tolerance: interval.saturating_mul(burst.max(1)),
+        }
+    }
+
+    /// Decides a request at `now` for a key whose TAT is `tat` (0 for an unknown key);
+    /// returns the decision and the key's new TAT.
+    pub fn decide(&self, tat: u64, now: u64) -> (Decision, u64) {
+        let start = tat.max(now);
+        let next = start + self.interval;
+        if next - now <= self.tolerance {
+            let remaining = (now + self.tolerance - next) / self.interval;
+            let decision = Decision {
+                allowed: true,
+                remaining,
+                wait: Duration::from_nanos(next - now),
+            };
+            (decision, next)
+        } else {
+            let decision = Decision {
+                allowed: false,
+                remaining: 0,
+                wait: Duration::from_nanos(next - now - self.tolerance),
+            };
+            (decision, tat)
+        }
+    }
+}
+
+/// Shards of the key table: a request locks one, chosen by its key's hash.
+const SHARDS: usize = 64;
+/// A full shard looks for expired keys at most this often, so a flood of new keys cannot make
+/// every request sweep.
+const SWEEP_EVERY_NANOS: u64 = 100_000_000;
+
+/// One cache line pair per shard, so cores working on neighbouring shards do not contend.
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard {
+    tats: HashMap<u64, u64, foldhash::fast::FixedState>,
+    /// The bucket shared by new keys while the shard is full.
+    overflow: u64,
+    last_sweep: u64,
+}
+
+/// The in-memory key table: bounded, sharded, state kept across reloads while the filter's
+/// parameters do not change.
+pub struct LocalLimiter {
+    gcra: Gcra,
+    shards: Box<[Mutex<Shard>]>,
+    per_shard: usize,
+    /// Seeded per process: key hashes cannot be predicted, so colliding keys cannot be made.
+    hasher: foldhash::fast::RandomState,
+    /// TATs count from here.
+    epoch: tokio::time::Instant,
+}
+
+impl LocalLimiter {
+    pub fn new(gcra: Gcra, max_keys: usize) -> LocalLimiter {
+        LocalLimiter {
+            gcra,
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            per_shard: max_keys.div_ceil(SHARDS).max(1),
+            hasher: foldhash::fast::RandomState::default(),
+            epoch: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Nanoseconds on the limiter's own clock.
+    pub fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// One check for the key hashed to `key` at `now` (nanoseconds on any monotonic clock
+    /// shared by all callers).
+    pub fn check(&self, key: u64, now: u64) -> Decision {
+        let mut shard = self.shards[(key as usize) % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let shard = &mut *shard;
+        if let Some(tat) = shard.tats.get_mut(&key) {
+            let (decision, next) = self.gcra.decide(*tat, now);
+            *tat = next;
+            return decision;
+        }
+        if shard.tats.len() >= self.per_shard
+            && now.saturating_sub(shard.last_sweep) >= SWEEP_EVERY_NANOS
+        {
+            shard.last_sweep = now;
+            shard.tats.retain(|_, tat| *tat > now);
+        }
+        if shard.tats.len() >= self.per_shard {
+            let (decision, next) = self.gcra.decide(shard.overflow, now);
+            shard.overflow = next;
+            return decision;
+        }
+        let (decision, next) = self.gcra.decide(0, now);
+        if decision.allowed {
+            shard.tats.insert(key, next);
+        }
+        decision
+    }
+
+    /// Keys tracked now (for tests and the admin API).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).tats.len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The `rate_limit` filter.
+pub struct RateLimit {
+    pub spec: RateLimitSpec,
+    pub limiter: std::sync::Arc<LocalLimiter>,
+    /// `RateLimit-Policy`, computed once.
+    pub policy: HeaderValue,
+    /// The policy's name in `RateLimit`.
+    pub policy_name: String,
+}
+
+/// The admitted request's numbers, for the response headers.
+#[derive(Clone, Copy)]
+struct Admitted(Decision);
+
+impl RateLimit {
+    /// `owner`: the route or named filter, used as the policy's name.
+    pub fn new(
+        spec: RateLimitSpec,
+        limiter: std::sync::Arc<LocalLimiter>,
+        owner: &str,
+    ) -> RateLimit {
+        let policy_name: String = owner
+            .chars()
+            .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
+            .collect();
+        let window = spec.rate.period.as_secs().max(1);
+        let policy = HeaderValue::try_from(format!(
+            "\"{policy_name}\";q={};w={window}",
+            spec.rate.count
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"default\""));
+        RateLimit {
+            spec,
+            limiter,
+            policy,
+            policy_name,
+        }
+    }
+
+    /// The key's hash, `None` when a part is missing. No allocation: parts are hashed as
+    /// they are found, with a separator so that ("ab","c") and ("a","bc") differ.
+    fn key(&self, req: &Parts, ctx: &RequestCtx) -> Option<u64> {
+        let mut hasher = self.limiter.hasher.build_hasher();
+        for part in &self.spec.key {
+            match part {
+                KeyPart::ClientIp => match ctx.client_ip {
+                    std::net::IpAddr::V4(ip) => hasher.write(&ip.octets()),
+                    std::net::IpAddr::V6(ip) => hasher.write(&ip.octets()),
+                },
+                KeyPart::Header(name) => hasher.write(req.headers.get(name)?.as_bytes()),
+                KeyPart::Claim(name) => match ctx.claims.as_ref()?.get(name)? {
+                    serde_json::Value::String(s) => hasher.write(s.as_bytes()),
+                    serde_json::Value::Null => return None,
+                    other => hasher.write(other.to_string().as_bytes()),
+                },
+                KeyPart::Route => hasher.write(ctx.route.as_deref().unwrap_or("").as_bytes()),
+            }
+            hasher.write_u8(0xff);
+        }
+        Some(hasher.finish())
+    }
+
+    fn rate_limit_header(&self, decision: &Decision) -> Option<HeaderValue> {
+        let seconds = decision.wait.as_secs() + u64::from(decision.wait.subsec_nanos() > 0);
+        HeaderValue::try_from(format!(
+            "\"{}\";r={};t={seconds}",
+            self.policy_name, decision.remaining
+        ))
+        .ok()
+    }
+
+    fn refuse(&self, decision: &Decision, ctx: &RequestCtx) -> Response<Body> {
+        let mut response = error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate limit exceeded",
+            &ctx.request_id,
+            false,
+        );
+        let seconds = decision.wait.as_secs() + u64::from(decision.wait.subsec_nanos() > 0);
+        let headers = response.headers_mut();
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        headers.insert(RATELIMIT_POLICY, self.policy.clone());
+        if let Some(value) = self.rate_limit_header(decision) {
+            headers.insert(RATELIMIT, value);
+        }
+        response
+    }
+}
+
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+#[async_trait::async_trait]
+impl Filter for RateLimit {
+    fn name(&self) -> &'static str {
+        "rate_limit"
+    }
+
+    async fn on_request(&self, req: &mut Parts, ctx: &mut RequestCtx) -> Result<Flow, ProxyError> {
+        let key = match (self.key(req, ctx), self.spec.on_missing_key) {
+            (Some(key), _) => key,
+            (None, OnMissingKey::Skip) => return Ok(Flow::Continue),
+            (None, OnMissingKey::Shared) => 0,
+            (None, OnMissingKey::Reject) => {
+                return Ok(Flow::Respond(error_response(
+                    StatusCode::BAD_REQUEST,
+                    "missing rate limit key",
+                    &ctx.request_id,
+                    false,
+                )))
+            }
+        };
+        let decision = self.limiter.check(key, self.limiter.now());
+        if !decision.allowed {
+            return Ok(Flow::Respond(self.refuse(&decision, ctx)));
+        }
+        if self.spec.headers {
+            ctx.extensions.insert(Admitted(decision));
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn on_response(
+        &self,
+        res: &mut Response<Body>,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), ProxyError> {
+        if let Some(Admitted(decision)) = ctx.extensions.get::<Admitted>() {
+            if let Some(value) = self.rate_limit_header(decision) {
+                res.headers_mut()
+                    .insert(RATELIMIT_POLICY, self.policy.clone());
+                res.headers_mut().insert(RATELIMIT, value);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    fn gcra(rate: &str, burst: u64) -> Gcra {
+        Gcra::new(Rate::parse(rate).unwrap(), burst)
+    }
+
+    fn filter(rate: &str, burst: u64) -> RateLimit {
+        let spec = RateLimitSpec {
+            rate: Rate::parse(rate).unwrap(),
+            burst,
+            key: vec![KeyPart::ClientIp],
+            on_missing_key: OnMissingKey::Shared,
+            headers: false,
+            max_keys: 1000,
+        };
+        let limiter = LocalLimiter::new(Gcra::new(spec.rate, burst), spec.max_keys);
+        RateLimit::new(spec, std::sync::Arc::new(limiter), "r")
+    }
+
+    async fn admitted(filter: &RateLimit, n: usize) -> usize {
+        let mut passed = 0;
+        for _ in 0..n {
+            let mut parts = http::Request::new(()).into_parts().0;
+            let mut ctx = RequestCtx::new(HeaderValue::from_static("t"), [10, 0, 0, 1].into());
+            if let Ok(Flow::Continue) = filter.on_request(&mut parts, &mut ctx).await {
+                passed += 1;
+            }
+        }
+        passed
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_filter_refills_on_the_clock() {
+        let filter = filter("2/s", 4);
+        assert_eq!(admitted(&filter, 10).await, 4);
+        tokio::time::advance(Duration::from_millis(499)).await;
+        assert_eq!(admitted(&filter, 10).await, 0);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(admitted(&filter, 10).await, 1);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(admitted(&filter, 10).await, 4);
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(
+            Rate::parse("6000/m").unwrap(),
+            Rate {
+                count: 6000,
+                period: Duration::from_secs(60)
+            }
+        );
+        assert_eq!(
+            Rate::parse("5/10s").unwrap().period,
+            Duration::from_secs(10)
+        );
+        assert!(Rate::parse("0/s").is_err());
+        assert!(Rate::parse("fast").is_err());
+        assert!(Rate::parse("10/fortnight").is_err());
+    }
+
+    #[test]
+    fn a_full_bucket_admits_exactly_burst_then_one_per_interval() {
+        let limiter = LocalLimiter::new(gcra("10/s", 5), 100);
+        let t0 = 10 * SECOND;
+        let admitted = (0..20).filter(|_| limiter.check(1, t0).allowed).count();
+        assert_eq!(admitted, 5);
+        // 100 ms later exactly one more.
+        assert!(!limiter.check(1, t0 + SECOND / 10 - 1).allowed);
+        assert!(limiter.check(1, t0 + SECOND / 10).allowed);
+        assert!(!limiter.check(1, t0 + SECOND / 10).allowed);
+        // After a full second idle, the whole burst again, no more.
+        let t1 = t0 + 2 * SECOND;
+        assert_eq!((0..20).filter(|_| limiter.check(1, t1).allowed).count(), 5);
+        // Another key has its own bucket.
+        assert!(limiter.check(2, t1).allowed);
+    }
+
+    #[test]
+    fn decisions_report_remaining_and_waits() {
+        let g = gcra("10/s", 3);
+        let (d, tat) = g.decide(0, SECOND);
+        assert_eq!((d.allowed, d.remaining), (true, 2));
+        let (d, tat) = g.decide(tat, SECOND);
+        assert_eq!(d.remaining, 1);
+        let (d, tat) = g.decide(tat, SECOND);
+        assert_eq!(d.remaining, 0);
+        assert_eq!(d.wait, Duration::from_millis(300)); // until full again
+        let (d, _) = g.decide(tat, SECOND);
+        assert!(!d.allowed);
+        assert_eq!(d.wait, Duration::from_millis(100)); // until the next one may pass
+    }
+
+    #[test]
+    fn a_sustained_rate_is_admitted_exactly() {
+        // 100/s with burst 1, requests every 5 ms over 10 s: exactly one per 10 ms passes.
+        let limiter = LocalLimiter::new(gcra("100/s", 1), 10);
+        let admitted = (0..2000)
+            .filter(|i| limiter.check(7, SECOND + i * 5_000_000).allowed)
+            .count();
+        assert_eq!(admitted, 1000);
+    }
+
+    #[test]
+    fn the_key_table_is_bounded_and_idle_keys_expire() {
+        let limiter = LocalLimiter::new(gcra("1/s", 1), SHARDS * 2);
+        // A flood of distinct keys fills the table, then shares the overflow bucket.
+        let admitted = (0..10_000u64)
+            .filter(|k| {
+                limiter
+                    .check(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), SECOND)
+                    .allowed
+            })
+            .count();
+        assert!(limiter.len() <= SHARDS * 2);
+        assert!(admitted <= SHARDS * 2 + SHARDS, "{admitted}");
+        // Once the keys' buckets are full again, their entries make room for new keys.
+        assert!(limiter.check(12345, 5 * SECOND).allowed);
+        assert!(limiter.len() <= SHARDS * 2);
+    }
+}
