@@ -17,6 +17,7 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
@@ -132,8 +133,8 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
         None => None,
     };
 
-    let snapshot = config::build_snapshot(&config, None, 1, workers, &control);
     let metrics = Arc::new(Metrics::new(workers));
+    let snapshot = config::build_snapshot(&config, None, 1, workers, &control, &metrics.filters);
     let gateway = Arc::new(Gateway::new(snapshot, Arc::clone(&metrics)));
     let connections = Arc::new(ConnCounter::default());
     let grace = config.shutdown_grace;

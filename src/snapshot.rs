@@ -5,6 +5,7 @@
 use crate::filter::jwt::Provider;
 use crate::filter::{Filter, FilterStates};
 use crate::router::Router;
+use crate::store::RedisStore;
 use crate::telemetry::Metrics;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
@@ -129,6 +130,8 @@ pub struct Snapshot {
     pub jwt_providers: HashMap<String, Arc<Provider>>,
     /// Filter state (limiter tables, breakers) to carry over the next reload.
     pub filter_states: FilterStates,
+    /// `stores.redis`, shared by `store: redis` filters; carried over while its settings hold.
+    pub redis: Option<Arc<RedisStore>>,
     pub limits: Limits,
     pub trusted_proxies: Vec<IpNet>,
     /// One log line per request (target `access`).

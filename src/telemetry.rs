@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-type Labels = Vec<(&'static str, String)>;
+pub type Labels = Vec<(&'static str, String)>;
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Upper bounds, in seconds, of the latency histogram buckets.
@@ -286,6 +286,18 @@ pub struct Metrics {
     pub config_reloads: Family<Labels, Counter>,
     pub config_generation: Gauge,
     pub connections_active: Family<Labels, Gauge>,
+    pub filters: FilterMetrics,
+}
+
+/// Metrics that filters keep; each filter resolves its series once, when it is built.
+#[derive(Clone, Default)]
+pub struct FilterMetrics {
+    /// Checks a shared store could not answer, by filter owner and the mode applied.
+    pub rate_limit_store_failures: Family<Labels, Counter>,
+    /// 0 closed, 1 open, 2 half-open, by route and upstream.
+    pub circuit_breaker_state: Family<Labels, Gauge>,
+    /// Transitions into each state, by route, upstream and state.
+    pub circuit_breaker_transitions: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -312,8 +324,25 @@ impl Metrics {
             "Open client connections by listener",
             connections_active.clone(),
         );
+        let filters = FilterMetrics::default();
+        registry.register(
+            "rate_limit_store_failures",
+            "Rate-limit checks the shared store could not answer, by filter and on_store_error mode",
+            filters.rate_limit_store_failures.clone(),
+        );
+        registry.register(
+            "circuit_breaker_state",
+            "Circuit breaker state by route and upstream: 0 closed, 1 open, 2 half-open",
+            filters.circuit_breaker_state.clone(),
+        );
+        registry.register(
+            "circuit_breaker_transitions",
+            "Circuit breaker transitions by route, upstream and new state",
+            filters.circuit_breaker_transitions.clone(),
+        );
         Metrics {
             registry,
+            filters,
             requests,
             config_reloads,
             config_generation,

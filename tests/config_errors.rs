@@ -41,7 +41,7 @@ fn all_errors_are_reported_at_once_with_paths_and_lines() {
 fn unknown_keys_are_errors() {
     assert_eq!(
         issues(&format!("{HEAD}routes: [{{ name: a, respond: {{ status: 200 }} }}]\nlimitz: {{}}\n")),
-        ["limitz: unknown field `limitz`, expected one of `workers`, `listeners`, `admin`, `reload`, `access_log`, `shutdown_grace`, `limits`, `trusted_proxies`, `upstreams`, `jwt_providers`, `filters`, `routes` (line 3)"]
+        ["limitz: unknown field `limitz`, expected one of `workers`, `listeners`, `admin`, `reload`, `access_log`, `shutdown_grace`, `limits`, `trusted_proxies`, `upstreams`, `jwt_providers`, `stores`, `filters`, `routes` (line 3)"]
     );
     assert_eq!(
         issues(&format!(

@@ -1,15 +1,19 @@
 //! Validation and building: raw YAML values → [`Config`]. Every problem is collected with its
 //! key path and line; nothing here runs after load.
 
-use super::filters::{compile_filter, compile_jwt_providers, compile_named_filters};
+use super::filters::{compile_filter, compile_jwt_providers, compile_named_filters, FilterRefs};
 use super::lines::LineIndex;
 use super::values::{interpolate, parse_duration, parse_size};
 use super::{raw, ConfigIssue};
 use crate::discovery::{DiscoverySpec, StaticEndpoint};
-use crate::filter::rate_limit::{Gcra, LocalLimiter, RateLimit, RateLimitSpec};
+use crate::filter::rate_limit::{
+    LocalLimiter, OnStoreError, RateLimit, RateLimitSpec, RedisLimit, StoreChoice,
+};
 use crate::filter::{jwt, Cors, CorsSpec, Filter, FilterStates, Headers, Jwt};
 use crate::router::{HeaderMatcher, HostMatch, MethodSet, PathMatch, RouteMatch};
 use crate::snapshot::{Limits, RedirectTarget, Respond, Rewrite};
+use crate::store::{RedisSpec, RedisStore};
+use crate::telemetry::FilterMetrics;
 use crate::upstream::{Protocol, Timeouts, UpstreamSpec};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -38,6 +42,8 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     pub upstreams: Vec<UpstreamSpec>,
     pub jwt_providers: Vec<jwt::ProviderSpec>,
+    /// `stores.redis`, when configured.
+    pub redis: Option<RedisSpec>,
     /// Named filters (top-level `filters:`), in config order.
     pub filters: Vec<(String, FilterSpec)>,
     pub routes: Vec<RouteConfig>,
@@ -78,6 +84,8 @@ pub enum FilterSpec {
 /// the outgoing snapshot's filters to carry over.
 pub struct BuildCtx<'a> {
     pub providers: &'a HashMap<String, Arc<jwt::Provider>>,
+    pub redis: Option<&'a Arc<RedisStore>>,
+    pub metrics: &'a FilterMetrics,
     pub prev: Option<&'a FilterStates>,
     pub states: &'a mut FilterStates,
 }
@@ -111,9 +119,36 @@ impl FilterSpec {
             FilterSpec::RateLimit(spec) => {
                 let key = format!("rate_limit/{owner}/{position}/{spec:?}");
                 let limiter = ctx.states.carry(ctx.prev, key, || {
-                    LocalLimiter::new(Gcra::new(spec.rate, spec.burst), spec.max_keys)
+                    LocalLimiter::new(spec.local_gcra(), spec.max_keys)
                 });
-                Arc::new(RateLimit::new(spec.clone(), limiter, owner))
+                let redis = match (spec.store, ctx.redis) {
+                    (StoreChoice::Redis { on_error, .. }, Some(store)) => {
+                        let mode = match on_error {
+                            OnStoreError::FailOpen => "fail_open",
+                            OnStoreError::FailClosed => "fail_closed",
+                            OnStoreError::Local => "local",
+                        };
+                        let labels =
+                            vec![("filter", owner.to_string()), ("mode", mode.to_string())];
+                        Some(RedisLimit {
+                            store: Arc::clone(store),
+                            prefix: format!(
+                                "portcullis:rl:{owner}:{position}:{}/{}ms:{}",
+                                spec.rate.count,
+                                spec.rate.period.as_millis(),
+                                spec.burst
+                            ),
+                            on_error,
+                            failures: ctx
+                                .metrics
+                                .rate_limit_store_failures
+                                .get_or_create(&labels)
+                                .clone(),
+                        })
+                    }
+                    _ => None,
+                };
+                Arc::new(RateLimit::new(spec.clone(), limiter, redis, owner))
             }
             FilterSpec::Headers(headers) => Arc::new(headers.clone()),
             FilterSpec::Cors(spec) => Arc::new(Cors::new(spec.clone())),
@@ -324,9 +359,21 @@ pub(super) fn compile(
     let known: Vec<&str> = declared.iter().map(String::as_str).collect();
     let upstreams = compile_upstreams(top.upstreams, &mut issues);
     let providers = compile_jwt_providers(top.jwt_providers, &mut issues);
-    let filters = compile_named_filters(top.filters, &providers, &mut issues);
+    let redis = top
+        .stores
+        .and_then(|value| compile_stores(value, &mut issues));
+    let refs = FilterRefs {
+        named: &[],
+        providers: &providers,
+        redis: redis.is_some(),
+    };
+    let filters = compile_named_filters(top.filters, &refs, &mut issues);
     let filter_names: Vec<&str> = filters.iter().map(|(n, _)| n.as_str()).collect();
-    let routes = compile_routes(top.routes, &known, &filter_names, &providers, &mut issues);
+    let refs = FilterRefs {
+        named: &filter_names,
+        ..refs
+    };
+    let routes = compile_routes(top.routes, &known, &refs, &mut issues);
 
     if issues.list.is_empty() {
         Ok(Config {
@@ -340,6 +387,7 @@ pub(super) fn compile(
             trusted_proxies,
             upstreams,
             jwt_providers: providers,
+            redis,
             filters,
             routes,
             source,
@@ -684,8 +732,7 @@ fn compile_upstreams(map: serde_yaml::Mapping, issues: &mut Issues) -> Vec<Upstr
 fn compile_routes(
     items: Vec<Value>,
     upstreams: &[&str],
-    named_filters: &[&str],
-    providers: &[jwt::ProviderSpec],
+    refs: &FilterRefs,
     issues: &mut Issues,
 ) -> Vec<RouteConfig> {
     if items.is_empty() {
@@ -712,13 +759,7 @@ fn compile_routes(
             .into_iter()
             .enumerate()
             .filter_map(|(i, entry)| {
-                compile_filter(
-                    entry,
-                    &format!("{path}.filters[{i}]"),
-                    named_filters,
-                    providers,
-                    issues,
-                )
+                compile_filter(entry, &format!("{path}.filters[{i}]"), refs, issues)
             })
             .collect();
         if let (Some(matcher), Some(action)) = (matcher, action) {
@@ -1022,4 +1063,33 @@ fn compile_rewrite(
         }
     }
     rewrite
+}
+
+fn compile_stores(value: Value, issues: &mut Issues) -> Option<RedisSpec> {
+    let stores = issues.item::<raw::Stores>(value, "stores")?;
+    let raw = stores.redis?;
+    let before = issues.list.len();
+    if redis::Client::open(raw.url.as_str()).is_err() {
+        issues.add(
+            "stores.redis.url",
+            format!(
+                "{:?} is not a Redis URL (redis://[user:password@]host[:port][/db])",
+                raw.url
+            ),
+        );
+    }
+    let timeout = duration_field(
+        raw.timeout,
+        Duration::from_millis(20),
+        "stores.redis.timeout",
+        issues,
+    );
+    if raw.pool_size == Some(0) {
+        issues.add("stores.redis.pool_size", "must be at least 1");
+    }
+    (issues.list.len() == before).then(|| RedisSpec {
+        url: raw.url,
+        timeout,
+        pool_size: raw.pool_size.unwrap_or(2),
+    })
 }

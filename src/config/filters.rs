@@ -6,7 +6,9 @@ use super::compile::{
 use super::raw;
 use crate::filter::cors::OriginMatch;
 use crate::filter::jwt::{JwksSpec, KeyRing, KeySpec, ProviderSpec, TokenSource};
-use crate::filter::rate_limit::{KeyPart, OnMissingKey, Rate, RateLimitSpec};
+use crate::filter::rate_limit::{
+    KeyPart, OnMissingKey, OnStoreError, Rate, RateLimitSpec, StoreChoice,
+};
 use crate::filter::{CorsSpec, HeaderEdits, Headers};
 use crate::tls::UpstreamTls;
 use http::Uri;
@@ -16,9 +18,16 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What filter entries may refer to: named filters (for `use`), JWT providers, stores.
+pub(super) struct FilterRefs<'a> {
+    pub named: &'a [&'a str],
+    pub providers: &'a [ProviderSpec],
+    pub redis: bool,
+}
+
 pub(super) fn compile_named_filters(
     map: serde_yaml::Mapping,
-    providers: &[ProviderSpec],
+    refs: &FilterRefs,
     issues: &mut Issues,
 ) -> Vec<(String, FilterSpec)> {
     let mut out = Vec::new();
@@ -31,7 +40,11 @@ pub(super) fn compile_named_filters(
         let Some(entry) = issues.item::<raw::FilterEntry>(value, &path) else {
             continue;
         };
-        match compile_filter(entry, &path, &[], providers, issues) {
+        let refs = FilterRefs {
+            named: &[],
+            ..*refs
+        };
+        match compile_filter(entry, &path, &refs, issues) {
             Some(FilterRef::Inline(spec)) => out.push((name, spec)),
             Some(FilterRef::Named(_)) => {
                 issues.add(&path, "a named filter cannot itself be a `use`")
@@ -42,14 +55,14 @@ pub(super) fn compile_named_filters(
     out
 }
 
-/// One `filters:` entry. `known`: the named filters a `use` may refer to.
+/// One `filters:` entry.
 pub(super) fn compile_filter(
     entry: raw::FilterEntry,
     path: &str,
-    known: &[&str],
-    providers: &[ProviderSpec],
+    refs: &FilterRefs,
     issues: &mut Issues,
 ) -> Option<FilterRef> {
+    let known = refs.named;
     let given = count_set(&[
         entry.use_name.is_some(),
         entry.headers.is_some(),
@@ -97,11 +110,11 @@ pub(super) fn compile_filter(
             .then_some(FilterRef::Inline(FilterSpec::Headers(headers)));
     }
     if let Some(raw) = entry.rate_limit {
-        return compile_rate_limit(raw, &format!("{path}.rate_limit"), issues)
+        return compile_rate_limit(raw, &format!("{path}.rate_limit"), refs.redis, issues)
             .map(|s| FilterRef::Inline(FilterSpec::RateLimit(s)));
     }
     if let Some(raw) = entry.jwt {
-        return compile_jwt_filter(raw, &format!("{path}.jwt"), providers, issues)
+        return compile_jwt_filter(raw, &format!("{path}.jwt"), refs.providers, issues)
             .map(|s| FilterRef::Inline(FilterSpec::Jwt(s)));
     }
     let raw = entry.cors?;
@@ -503,6 +516,7 @@ const DEFAULT_MAX_KEYS: usize = 100_000;
 fn compile_rate_limit(
     raw: raw::RateLimitFilter,
     path: &str,
+    redis: bool,
     issues: &mut Issues,
 ) -> Option<RateLimitSpec> {
     let before = issues.list.len();
@@ -550,6 +564,53 @@ fn compile_rate_limit(
     if raw.max_keys == Some(0) {
         issues.add(&format!("{path}.max_keys"), "must be at least 1");
     }
+    let on_store_error = match raw.on_store_error.as_deref() {
+        None | Some("local") => OnStoreError::Local,
+        Some("fail_open") => OnStoreError::FailOpen,
+        Some("fail_closed") => OnStoreError::FailClosed,
+        Some(other) => {
+            issues.add(
+                &format!("{path}.on_store_error"),
+                format!("unknown value {other:?}: expected fail_open, fail_closed or local"),
+            );
+            OnStoreError::Local
+        }
+    };
+    let store = match raw.store.as_deref() {
+        None | Some("local") => {
+            for (key, set) in [
+                ("on_store_error", raw.on_store_error.is_some()),
+                ("replicas_hint", raw.replicas_hint.is_some()),
+            ] {
+                if set {
+                    issues.add(&format!("{path}.{key}"), "only applies with store: redis");
+                }
+            }
+            StoreChoice::Local
+        }
+        Some("redis") => {
+            if !redis {
+                issues.add(
+                    &format!("{path}.store"),
+                    "store: redis needs stores.redis (url, timeout) at the top level",
+                );
+            }
+            if raw.replicas_hint == Some(0) {
+                issues.add(&format!("{path}.replicas_hint"), "must be at least 1");
+            }
+            StoreChoice::Redis {
+                on_error: on_store_error,
+                replicas_hint: raw.replicas_hint.unwrap_or(1).max(1),
+            }
+        }
+        Some(other) => {
+            issues.add(
+                &format!("{path}.store"),
+                format!("unknown store {other:?}: expected local or redis"),
+            );
+            StoreChoice::Local
+        }
+    };
     let rate = rate?;
     (issues.list.len() == before).then(|| RateLimitSpec {
         // By default a client may send one period's worth at once, capped for long periods.
@@ -561,5 +622,6 @@ fn compile_rate_limit(
         on_missing_key,
         headers: raw.headers.unwrap_or(false),
         max_keys: raw.max_keys.unwrap_or(DEFAULT_MAX_KEYS),
+        store,
     })
 }

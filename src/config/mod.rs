@@ -19,6 +19,8 @@ use crate::filter::jwt::{KeySpec, Keys, Provider, RemoteKeys};
 use crate::filter::FilterStates;
 use crate::router::{HostMatch, PathMatch, Router};
 use crate::snapshot::{Route, RouteAction, Snapshot};
+use crate::store::RedisStore;
+use crate::telemetry::FilterMetrics;
 use crate::upstream::Upstream;
 use std::collections::HashMap;
 use std::fmt;
@@ -183,6 +185,7 @@ pub fn build_snapshot(
     generation: u64,
     workers: usize,
     handle: &tokio::runtime::Handle,
+    metrics: &FilterMetrics,
 ) -> Snapshot {
     let mut upstreams = HashMap::new();
     for spec in &config.upstreams {
@@ -202,9 +205,17 @@ pub fn build_snapshot(
         upstreams.insert(spec.name.clone(), upstream);
     }
     let jwt_providers = build_jwt_providers(config, prev, handle);
+    let redis = config.redis.as_ref().and_then(|spec| {
+        prev.and_then(|p| p.redis.as_ref())
+            .filter(|store| store.spec == *spec)
+            .cloned()
+            .or_else(|| RedisStore::start(spec.clone(), handle))
+    });
     let mut filter_states = FilterStates::default();
     let mut build = BuildCtx {
         providers: &jwt_providers,
+        redis: redis.as_ref(),
+        metrics,
         prev: prev.map(|p| &p.filter_states),
         states: &mut filter_states,
     };
@@ -249,6 +260,7 @@ pub fn build_snapshot(
         upstreams,
         jwt_providers,
         filter_states,
+        redis,
         limits: config.limits,
         trusted_proxies: config.trusted_proxies.clone(),
         access_log: config.access_log,

@@ -54,6 +54,8 @@ pub struct Top {
     pub upstreams: Mapping,
     #[serde(default)]
     pub jwt_providers: Mapping,
+    /// External state shared by replicas.
+    pub stores: Option<Value>,
     /// Named filters, used by routes as `- use: NAME`.
     #[serde(default)]
     pub filters: Mapping,
@@ -208,6 +210,20 @@ pub struct FilterEntry {
     pub rate_limit: Option<RateLimitFilter>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stores {
+    pub redis: Option<RedisStore>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisStore {
+    pub url: String,
+    pub timeout: Option<Scalar>,
+    pub pool_size: Option<usize>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitFilter {
@@ -217,6 +233,10 @@ pub struct RateLimitFilter {
     pub on_missing_key: Option<String>,
     pub headers: Option<bool>,
     pub max_keys: Option<usize>,
+    /// `local` (default) or `redis` (`stores.redis`, one budget across replicas).
+    pub store: Option<String>,
+    pub on_store_error: Option<String>,
+    pub replicas_hint: Option<u32>,
 }
 
 /// `key: client_ip` or `key: [client_ip, header:x-api-key]`.

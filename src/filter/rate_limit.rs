@@ -12,6 +12,7 @@ use super::{Filter, Flow};
 use crate::body::Body;
 use crate::context::RequestCtx;
 use crate::error::{error_response, ProxyError};
+use crate::store::RedisStore;
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use std::collections::HashMap;
@@ -78,6 +79,28 @@ pub enum OnMissingKey {
     Shared,
 }
 
+/// What a `store: redis` limit does when Redis cannot answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Admit the request.
+    FailOpen,
+    /// 503 with `Retry-After`.
+    FailClosed,
+    /// Limit in memory at the same rate divided by `replicas_hint`.
+    Local,
+}
+
+/// Where the buckets live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreChoice {
+    Local,
+    /// One budget across replicas.
+    Redis {
+        on_error: OnStoreError,
+        replicas_hint: u32,
+    },
+}
+
 /// A validated `rate_limit` filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitSpec {
@@ -89,6 +112,25 @@ pub struct RateLimitSpec {
     pub headers: bool,
     /// Keys tracked at most; beyond, new keys share one overflow bucket until idle keys expire.
     pub max_keys: usize,
+    pub store: StoreChoice,
+}
+
+impl RateLimitSpec {
+    /// The in-memory limiter's arithmetic: the full limit, or with a shared store the
+    /// fallback's share of it (rate and burst divided by `replicas_hint`).
+    pub fn local_gcra(&self) -> Gcra {
+        match self.store {
+            StoreChoice::Local => Gcra::new(self.rate, self.burst),
+            StoreChoice::Redis { replicas_hint, .. } => {
+                let replicas = u64::from(replicas_hint.max(1));
+                let share = Rate {
+                    count: self.rate.count,
+                    period: self.rate.period * replicas as u32,
+                };
+                Gcra::new(share, (self.burst / replicas).max(1))
+            }
+        }
+    }
 }
 
 /// The outcome of one check.
@@ -229,10 +271,23 @@ impl LocalLimiter {
     }
 }
 
+/// The shared side of a `store: redis` limit.
+pub struct RedisLimit {
+    pub store: std::sync::Arc<RedisStore>,
+    /// Names the filter and its limit, so replicas with the same config share buckets and a
+    /// changed limit starts fresh ones.
+    pub prefix: String,
+    pub on_error: OnStoreError,
+    /// Counts checks the store could not answer.
+    pub failures: prometheus_client::metrics::counter::Counter,
+}
+
 /// The `rate_limit` filter.
 pub struct RateLimit {
     pub spec: RateLimitSpec,
+    /// The limit itself, or with a shared store the `local` fallback.
     pub limiter: std::sync::Arc<LocalLimiter>,
+    pub redis: Option<RedisLimit>,
     /// `RateLimit-Policy`, computed once.
     pub policy: HeaderValue,
     /// The policy's name in `RateLimit`.
@@ -248,6 +303,7 @@ impl RateLimit {
     pub fn new(
         spec: RateLimitSpec,
         limiter: std::sync::Arc<LocalLimiter>,
+        redis: Option<RedisLimit>,
         owner: &str,
     ) -> RateLimit {
         let policy_name: String = owner
@@ -263,32 +319,63 @@ impl RateLimit {
         RateLimit {
             spec,
             limiter,
+            redis,
             policy,
             policy_name,
         }
     }
 
-    /// The key's hash, `None` when a part is missing. No allocation: parts are hashed as
-    /// they are found, with a separator so that ("ab","c") and ("a","bc") differ.
-    fn key(&self, req: &Parts, ctx: &RequestCtx) -> Option<u64> {
-        let mut hasher = self.limiter.hasher.build_hasher();
+    /// Feeds each part of the request's key to `sink`; `false` when a part is missing.
+    fn key_parts(&self, req: &Parts, ctx: &RequestCtx, mut sink: impl FnMut(&[u8])) -> bool {
         for part in &self.spec.key {
             match part {
                 KeyPart::ClientIp => match ctx.client_ip {
-                    std::net::IpAddr::V4(ip) => hasher.write(&ip.octets()),
-                    std::net::IpAddr::V6(ip) => hasher.write(&ip.octets()),
+                    std::net::IpAddr::V4(ip) => sink(&ip.octets()),
+                    std::net::IpAddr::V6(ip) => sink(&ip.octets()),
                 },
-                KeyPart::Header(name) => hasher.write(req.headers.get(name)?.as_bytes()),
-                KeyPart::Claim(name) => match ctx.claims.as_ref()?.get(name)? {
-                    serde_json::Value::String(s) => hasher.write(s.as_bytes()),
-                    serde_json::Value::Null => return None,
-                    other => hasher.write(other.to_string().as_bytes()),
+                KeyPart::Header(name) => match req.headers.get(name) {
+                    Some(value) => sink(value.as_bytes()),
+                    None => return false,
                 },
-                KeyPart::Route => hasher.write(ctx.route.as_deref().unwrap_or("").as_bytes()),
+                KeyPart::Claim(name) => match ctx.claims.as_ref().and_then(|c| c.get(name)) {
+                    Some(serde_json::Value::String(s)) => sink(s.as_bytes()),
+                    None | Some(serde_json::Value::Null) => return false,
+                    Some(other) => sink(other.to_string().as_bytes()),
+                },
+                KeyPart::Route => sink(ctx.route.as_deref().unwrap_or("").as_bytes()),
             }
-            hasher.write_u8(0xff);
         }
-        Some(hasher.finish())
+        true
+    }
+
+    /// The key's hash for the in-memory table, `None` when a part is missing. No allocation:
+    /// parts are hashed as they are found, with a separator so ("ab","c") and ("a","bc")
+    /// differ.
+    fn key(&self, req: &Parts, ctx: &RequestCtx) -> Option<u64> {
+        let mut hasher = self.limiter.hasher.build_hasher();
+        let complete = self.key_parts(req, ctx, |bytes| {
+            hasher.write(bytes);
+            hasher.write_u8(0xff);
+        });
+        complete.then(|| hasher.finish())
+    }
+
+    /// The key as Redis sees it: the same on every replica. Binary parts are hex-encoded.
+    fn shared_key(&self, prefix: &str, req: &Parts, ctx: &RequestCtx) -> String {
+        use std::fmt::Write as _;
+        let mut key = String::with_capacity(prefix.len() + 64);
+        key.push_str(prefix);
+        let complete = self.key_parts(req, ctx, |bytes| {
+            key.push(':');
+            for byte in bytes {
+                let _ = write!(key, "{byte:02x}");
+            }
+        });
+        if !complete {
+            key.truncate(prefix.len());
+            key.push_str(":*");
+        }
+        key
     }
 
     fn rate_limit_header(&self, decision: &Decision) -> Option<HeaderValue> {
@@ -341,7 +428,47 @@ impl Filter for RateLimit {
                 )))
             }
         };
-        let decision = self.limiter.check(key, self.limiter.now());
+        let decision = match &self.redis {
+            None => self.limiter.check(key, self.limiter.now()),
+            Some(redis) => {
+                let shared_key = self.shared_key(&redis.prefix, req, ctx);
+                let gcra = Gcra::new(self.spec.rate, self.spec.burst);
+                match redis
+                    .store
+                    .gcra(
+                        &shared_key,
+                        Duration::from_nanos(gcra.interval),
+                        Duration::from_nanos(gcra.tolerance),
+                    )
+                    .await
+                {
+                    Ok((allowed, remaining, wait)) => Decision {
+                        allowed,
+                        remaining,
+                        wait,
+                    },
+                    Err(_) => {
+                        redis.failures.inc();
+                        match redis.on_error {
+                            OnStoreError::FailOpen => return Ok(Flow::Continue),
+                            OnStoreError::FailClosed => {
+                                let mut response = error_response(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "rate limit store unavailable",
+                                    &ctx.request_id,
+                                    false,
+                                );
+                                response
+                                    .headers_mut()
+                                    .insert(http::header::RETRY_AFTER, HeaderValue::from(1u32));
+                                return Ok(Flow::Respond(response));
+                            }
+                            OnStoreError::Local => self.limiter.check(key, self.limiter.now()),
+                        }
+                    }
+                }
+            }
+        };
         if !decision.allowed {
             return Ok(Flow::Respond(self.refuse(&decision, ctx)));
         }
@@ -385,9 +512,10 @@ mod tests {
             on_missing_key: OnMissingKey::Shared,
             headers: false,
             max_keys: 1000,
+            store: StoreChoice::Local,
         };
-        let limiter = LocalLimiter::new(Gcra::new(spec.rate, burst), spec.max_keys);
-        RateLimit::new(spec, std::sync::Arc::new(limiter), "r")
+        let limiter = LocalLimiter::new(spec.local_gcra(), spec.max_keys);
+        RateLimit::new(spec, std::sync::Arc::new(limiter), None, "r")
     }
 
     async fn admitted(filter: &RateLimit, n: usize) -> usize {
