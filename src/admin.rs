@@ -3,6 +3,7 @@
 //! It runs on the control thread, away from the workers that serve traffic.
 
 use crate::body::Body;
+use crate::filter::circuit_breaker::State;
 use crate::reload::Reloader;
 use crate::server::Shutdown;
 use crate::snapshot::Gateway;
@@ -116,7 +117,20 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body
                         .iter()
                         .map(|e| json!({"address": e.address.to_string(), "weight": e.weight, "idle_connections": e.idle_connections()}))
                         .collect();
-                    json!({"name": name, "protocol": format!("{:?}", upstream.spec.protocol).to_lowercase(), "endpoints": endpoints})
+                    let breakers: Vec<Value> = snapshot
+                        .breakers
+                        .iter()
+                        .filter(|b| b.upstream == **name)
+                        .map(|b| {
+                            let state = b.state();
+                            let mut entry = json!({"route": b.route, "state": state.as_str()});
+                            if state == State::Open {
+                                entry["retry_in_ms"] = json!(b.retry_in().as_millis() as u64);
+                            }
+                            entry
+                        })
+                        .collect();
+                    json!({"name": name, "protocol": format!("{:?}", upstream.spec.protocol).to_lowercase(), "endpoints": endpoints, "circuit_breakers": breakers})
                 })
                 .collect();
             json_response(StatusCode::OK, &json!({ "upstreams": upstreams }))

@@ -2,6 +2,7 @@
 //! A request loads the current snapshot once and keeps it to the end, so a reload never
 //! changes a request half-way.
 
+use crate::filter::circuit_breaker::Breaker;
 use crate::filter::jwt::Provider;
 use crate::filter::{Filter, FilterStates};
 use crate::router::Router;
@@ -130,6 +131,8 @@ pub struct Snapshot {
     pub jwt_providers: HashMap<String, Arc<Provider>>,
     /// Filter state (limiter tables, breakers) to carry over the next reload.
     pub filter_states: FilterStates,
+    /// Every route's circuit breaker, for the admin API.
+    pub breakers: Vec<Arc<Breaker>>,
     /// `stores.redis`, shared by `store: redis` filters; carried over while its settings hold.
     pub redis: Option<Arc<RedisStore>>,
     pub limits: Limits,

@@ -6,6 +6,7 @@ use super::lines::LineIndex;
 use super::values::{interpolate, parse_duration, parse_size};
 use super::{raw, ConfigIssue};
 use crate::discovery::{DiscoverySpec, StaticEndpoint};
+use crate::filter::circuit_breaker::{Breaker, BreakerSpec, CircuitBreaker};
 use crate::filter::rate_limit::{
     LocalLimiter, OnStoreError, RateLimit, RateLimitSpec, RedisLimit, StoreChoice,
 };
@@ -78,6 +79,7 @@ pub enum FilterSpec {
     Cors(CorsSpec),
     Jwt(JwtSpec),
     RateLimit(RateLimitSpec),
+    CircuitBreaker(BreakerSpec),
 }
 
 /// What building a filter needs besides its spec: the running JWT providers, and the state of
@@ -86,6 +88,10 @@ pub struct BuildCtx<'a> {
     pub providers: &'a HashMap<String, Arc<jwt::Provider>>,
     pub redis: Option<&'a Arc<RedisStore>>,
     pub metrics: &'a FilterMetrics,
+    /// The upstream of the route being built, if it proxies.
+    pub upstream: Option<&'a str>,
+    /// Every circuit breaker built, for the admin API.
+    pub breakers: Vec<Arc<Breaker>>,
     pub prev: Option<&'a FilterStates>,
     pub states: &'a mut FilterStates,
 }
@@ -102,12 +108,18 @@ pub struct JwtSpec {
 }
 
 impl FilterSpec {
+    /// Built once per route even when named: its state belongs to one route and upstream.
+    pub fn per_route(&self) -> bool {
+        matches!(self, FilterSpec::CircuitBreaker(_))
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             FilterSpec::Headers(_) => "headers",
             FilterSpec::Cors(_) => "cors",
             FilterSpec::Jwt(_) => "jwt",
             FilterSpec::RateLimit(_) => "rate_limit",
+            FilterSpec::CircuitBreaker(_) => "circuit_breaker",
         }
     }
 
@@ -116,6 +128,16 @@ impl FilterSpec {
     pub fn build(&self, ctx: &mut BuildCtx, owner: &str, position: usize) -> Arc<dyn Filter> {
         let providers = ctx.providers;
         match self {
+            FilterSpec::CircuitBreaker(spec) => {
+                let upstream = ctx.upstream.unwrap_or("-");
+                let key = format!("circuit_breaker/{owner}/{upstream}/{spec:?}");
+                let metrics = ctx.metrics;
+                let breaker = ctx.states.carry(ctx.prev, key, || {
+                    Breaker::new(owner, upstream, spec.clone(), metrics)
+                });
+                ctx.breakers.push(Arc::clone(&breaker));
+                Arc::new(CircuitBreaker { breaker })
+            }
             FilterSpec::RateLimit(spec) => {
                 let key = format!("rate_limit/{owner}/{position}/{spec:?}");
                 let limiter = ctx.states.carry(ctx.prev, key, || {
@@ -755,11 +777,19 @@ fn compile_routes(
         }
         let matcher = compile_match(&raw.matcher, &format!("{path}.match"), issues);
         let action = compile_action(&raw, &matcher, upstreams, &path, issues);
+        let proxies = raw.upstream.is_some();
         let filters: Vec<FilterRef> = std::mem::take(&mut raw.filters)
             .into_iter()
             .enumerate()
             .filter_map(|(i, entry)| {
-                compile_filter(entry, &format!("{path}.filters[{i}]"), refs, issues)
+                let path = format!("{path}.filters[{i}]");
+                let filter = compile_filter(entry, &path, refs, issues)?;
+                if let (FilterRef::Inline(spec), false) = (&filter, proxies) {
+                    if spec.per_route() {
+                        issues.add(&path, "circuit_breaker needs a route with an upstream");
+                    }
+                }
+                Some(filter)
             })
             .collect();
         if let (Some(matcher), Some(action)) = (matcher, action) {

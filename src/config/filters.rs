@@ -4,6 +4,7 @@ use super::compile::{
     count_set, duration_field, size_field, FilterRef, FilterSpec, Issues, JwtSpec,
 };
 use super::raw;
+use crate::filter::circuit_breaker::BreakerSpec;
 use crate::filter::cors::OriginMatch;
 use crate::filter::jwt::{JwksSpec, KeyRing, KeySpec, ProviderSpec, TokenSource};
 use crate::filter::rate_limit::{
@@ -69,11 +70,12 @@ pub(super) fn compile_filter(
         entry.cors.is_some(),
         entry.jwt.is_some(),
         entry.rate_limit.is_some(),
+        entry.circuit_breaker.is_some(),
     ]);
     if given != 1 {
         issues.add(
             path,
-            "a filter entry needs exactly one of use, headers, cors, jwt, rate_limit",
+            "a filter entry needs exactly one of use, headers, cors, jwt, rate_limit, circuit_breaker",
         );
         return None;
     }
@@ -108,6 +110,10 @@ pub(super) fn compile_filter(
         };
         return (issues.list.len() == before)
             .then_some(FilterRef::Inline(FilterSpec::Headers(headers)));
+    }
+    if let Some(raw) = entry.circuit_breaker {
+        return compile_circuit_breaker(raw, &format!("{path}.circuit_breaker"), issues)
+            .map(|s| FilterRef::Inline(FilterSpec::CircuitBreaker(s)));
     }
     if let Some(raw) = entry.rate_limit {
         return compile_rate_limit(raw, &format!("{path}.rate_limit"), refs.redis, issues)
@@ -623,5 +629,65 @@ fn compile_rate_limit(
         headers: raw.headers.unwrap_or(false),
         max_keys: raw.max_keys.unwrap_or(DEFAULT_MAX_KEYS),
         store,
+    })
+}
+
+fn compile_circuit_breaker(
+    raw: raw::CircuitBreakerFilter,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<BreakerSpec> {
+    let before = issues.list.len();
+    let failure_ratio = raw.failure_ratio.unwrap_or(0.5);
+    if !(failure_ratio > 0.0 && failure_ratio <= 1.0) {
+        issues.add(
+            &format!("{path}.failure_ratio"),
+            "must be above 0 and at most 1, e.g. 0.5",
+        );
+    }
+    let duration = |value: Option<raw::Scalar>, default: u64, key: &str, issues: &mut Issues| {
+        duration_field(
+            value,
+            Duration::from_secs(default),
+            &format!("{path}.{key}"),
+            issues,
+        )
+    };
+    let window = duration(raw.window, 10, "window", issues);
+    let open_for = duration(raw.open_for, 30, "open_for", issues);
+    let max_open_for = duration(raw.max_open_for, 300, "max_open_for", issues);
+    if max_open_for < open_for {
+        issues.add(
+            &format!("{path}.max_open_for"),
+            "must not be shorter than open_for",
+        );
+    }
+    let failure_statuses = raw.failure_statuses.unwrap_or_else(|| vec![502, 503, 504]);
+    for (i, status) in failure_statuses.iter().enumerate() {
+        if !(100..=599).contains(status) {
+            issues.add(
+                &format!("{path}.failure_statuses[{i}]"),
+                format!("{status} is not an HTTP status"),
+            );
+        }
+    }
+    for (key, value) in [
+        ("min_requests", raw.min_requests),
+        ("consecutive_failures", raw.consecutive_failures),
+        ("half_open_requests", raw.half_open_requests),
+    ] {
+        if value == Some(0) {
+            issues.add(&format!("{path}.{key}"), "must be at least 1");
+        }
+    }
+    (issues.list.len() == before).then(|| BreakerSpec {
+        failure_ratio,
+        window,
+        min_requests: raw.min_requests.unwrap_or(20),
+        consecutive_failures: raw.consecutive_failures,
+        failure_statuses,
+        open_for,
+        max_open_for,
+        half_open_requests: raw.half_open_requests.unwrap_or(1),
     })
 }

@@ -16,7 +16,7 @@ pub use compile::{Action, BuildCtx, Config, FilterRef, FilterSpec, ListenerConfi
 pub use values::{parse_duration, parse_size};
 
 use crate::filter::jwt::{KeySpec, Keys, Provider, RemoteKeys};
-use crate::filter::FilterStates;
+use crate::filter::{Filter, FilterStates};
 use crate::router::{HostMatch, PathMatch, Router};
 use crate::snapshot::{Route, RouteAction, Snapshot};
 use crate::store::RedisStore;
@@ -218,19 +218,30 @@ pub fn build_snapshot(
         metrics,
         prev: prev.map(|p| &p.filter_states),
         states: &mut filter_states,
+        upstream: None,
+        breakers: Vec::new(),
     };
     // A named filter is one instance, shared by every route that uses it (a named rate limit
-    // is one budget across those routes).
-    let named: HashMap<&str, Arc<dyn crate::filter::Filter>> = config
+    // is one budget across those routes); a per-route kind is built for each route.
+    // name → (spec, the shared instance unless built per route)
+    type Named<'c> = HashMap<&'c str, (&'c FilterSpec, Option<Arc<dyn Filter>>)>;
+    let named: Named = config
         .filters
         .iter()
-        .map(|(name, spec)| (name.as_str(), spec.build(&mut build, name, 0)))
+        .map(|(name, spec)| {
+            let shared = (!spec.per_route()).then(|| spec.build(&mut build, name, 0));
+            (name.as_str(), (spec, shared))
+        })
         .collect();
-    let routes = config.routes.iter().filter_map(|route| {
+    let mut routes = Vec::with_capacity(config.routes.len());
+    for route in &config.routes {
         let action = match &route.action {
-            Action::Proxy { upstream, rewrite } => RouteAction::Proxy {
-                upstream: Arc::clone(upstreams.get(upstream)?),
-                rewrite: rewrite.clone(),
+            Action::Proxy { upstream, rewrite } => match upstreams.get(upstream) {
+                Some(upstream) => RouteAction::Proxy {
+                    upstream: Arc::clone(upstream),
+                    rewrite: rewrite.clone(),
+                },
+                None => continue,
             },
             Action::Respond(respond) => RouteAction::Respond(respond.clone()),
             Action::Redirect { status, target } => RouteAction::Redirect {
@@ -238,25 +249,37 @@ pub fn build_snapshot(
                 target: target.clone(),
             },
         };
-        let filters = route
-            .filters
-            .iter()
-            .enumerate()
-            .filter_map(|(position, filter)| match filter {
-                FilterRef::Named(name) => named.get(name.as_str()).cloned(),
-                FilterRef::Inline(spec) => Some(spec.build(&mut build, &route.name, position)),
-            })
-            .collect();
+        build.upstream = match &route.action {
+            Action::Proxy { upstream, .. } => Some(upstream.as_str()),
+            _ => None,
+        };
+        let mut filters = Vec::with_capacity(route.filters.len());
+        for (position, filter) in route.filters.iter().enumerate() {
+            let (spec, shared) = match filter {
+                FilterRef::Named(name) => match named.get(name.as_str()) {
+                    Some((spec, shared)) => (*spec, shared.clone()),
+                    None => continue,
+                },
+                FilterRef::Inline(spec) => (spec, None),
+            };
+            // A breaker guards an upstream: on a route without one it has nothing to do.
+            if spec.per_route() && build.upstream.is_none() {
+                continue;
+            }
+            filters.push(shared.unwrap_or_else(|| spec.build(&mut build, &route.name, position)));
+        }
         let compiled = Route {
             name: route.name.as_str().into(),
             action,
             filters,
         };
-        Some((route.matcher.clone(), Arc::new(compiled)))
-    });
+        routes.push((route.matcher.clone(), Arc::new(compiled)));
+    }
+    let breakers = std::mem::take(&mut build.breakers);
     Snapshot {
         generation,
         router: Router::new(routes),
+        breakers,
         upstreams,
         jwt_providers,
         filter_states,

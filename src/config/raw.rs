@@ -208,6 +208,20 @@ pub struct FilterEntry {
     pub cors: Option<CorsFilter>,
     pub jwt: Option<JwtFilter>,
     pub rate_limit: Option<RateLimitFilter>,
+    pub circuit_breaker: Option<CircuitBreakerFilter>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerFilter {
+    pub failure_ratio: Option<f64>,
+    pub window: Option<Scalar>,
+    pub min_requests: Option<u32>,
+    pub consecutive_failures: Option<u32>,
+    pub failure_statuses: Option<Vec<u16>>,
+    pub open_for: Option<Scalar>,
+    pub max_open_for: Option<Scalar>,
+    pub half_open_requests: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
