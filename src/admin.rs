@@ -115,7 +115,7 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body
                     let endpoints: Vec<Value> = upstream
                         .endpoints()
                         .iter()
-                        .map(|e| json!({"address": e.address.to_string(), "weight": e.weight, "idle_connections": e.idle_connections()}))
+                        .map(|e| json!({"address": e.address.to_string(), "weight": e.weight, "idle_connections": e.idle_connections(), "ejected": upstream.is_ejected(e)}))
                         .collect();
                     let breakers: Vec<Value> = snapshot
                         .breakers

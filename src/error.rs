@@ -53,6 +53,18 @@ impl ProxyError {
         ProxyError::Upstream(err)
     }
 
+    /// Classifies a failure while reading the client's body ourselves (to keep it for a
+    /// retry): our own limit, or the client's stream.
+    pub fn from_body(err: crate::body::BoxError) -> ProxyError {
+        if err.is::<BodyLimitExceeded>() {
+            return ProxyError::BodyTooLarge;
+        }
+        match err.downcast::<hyper::Error>() {
+            Ok(err) => ProxyError::ClientBody(*err),
+            Err(_) => ProxyError::BadRequest("unreadable request body"),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,

@@ -3,6 +3,7 @@
 
 use super::filters::{compile_filter, compile_jwt_providers, compile_named_filters, FilterRefs};
 use super::lines::LineIndex;
+use super::upstreams::{compile_outlier, compile_retries};
 use super::values::{interpolate, parse_duration, parse_size};
 use super::{raw, ConfigIssue};
 use crate::discovery::{DiscoverySpec, StaticEndpoint};
@@ -739,6 +740,12 @@ fn compile_upstreams(map: serde_yaml::Mapping, issues: &mut Issues) -> Vec<Upstr
                 .map_err(|message| issues.add(&format!("{path}.tls"), message))
                 .ok()
         });
+        let retries = raw
+            .retries
+            .and_then(|r| compile_retries(r, &format!("{path}.retries"), issues));
+        let outlier = raw
+            .outlier
+            .and_then(|o| compile_outlier(o, &format!("{path}.outlier"), issues));
         out.push(UpstreamSpec {
             name,
             discovery,
@@ -746,6 +753,8 @@ fn compile_upstreams(map: serde_yaml::Mapping, issues: &mut Issues) -> Vec<Upstr
             tls,
             timeouts,
             max_idle_per_endpoint: raw.pool.max_idle_per_endpoint.unwrap_or(128),
+            retries,
+            outlier,
         });
     }
     out

@@ -10,6 +10,7 @@ mod compile;
 mod filters;
 mod lines;
 pub mod raw;
+mod upstreams;
 mod values;
 
 pub use compile::{Action, BuildCtx, Config, FilterRef, FilterSpec, ListenerConfig, RouteConfig};

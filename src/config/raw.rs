@@ -146,6 +146,37 @@ pub struct Upstream {
     #[serde(default)]
     pub pool: Pool,
     pub tls: Option<UpstreamTls>,
+    pub retries: Option<Retries>,
+    pub outlier: Option<Outlier>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    pub attempts: Option<u32>,
+    /// `connect_error`, `reset`, `timeout` or a 5xx status.
+    pub on: Option<Vec<Scalar>>,
+    pub per_try_timeout: Option<Scalar>,
+    pub backoff: Option<Backoff>,
+    /// `20%` or `0.2`.
+    pub budget: Option<Scalar>,
+    pub methods: Option<Vec<String>>,
+    pub retry_buffer_bytes: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    pub base: Option<Scalar>,
+    pub max: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outlier {
+    pub consecutive_failures: Option<u32>,
+    pub eject_for: Option<Scalar>,
+    pub max_ejected_percent: Option<u32>,
 }
 
 /// Exactly one backend key must be set.

@@ -3,10 +3,14 @@
 //! every failure onto the error policy.
 
 mod balance;
+mod outlier;
 mod pool;
+mod retry;
 
 pub use balance::RoundRobin;
+pub use outlier::OutlierSpec;
 pub use pool::{BodyIdleTimeout, UpstreamBody};
+pub use retry::{RetryBudget, RetryOn, RetryPolicy};
 
 use crate::body::Body;
 use crate::discovery::{DiscoverySpec, EndpointSet};
@@ -51,6 +55,8 @@ pub struct UpstreamSpec {
     pub tls: Option<crate::tls::UpstreamTls>,
     pub timeouts: Timeouts,
     pub max_idle_per_endpoint: usize,
+    pub retries: Option<RetryPolicy>,
+    pub outlier: Option<OutlierSpec>,
 }
 
 pub struct Endpoint {
@@ -59,6 +65,7 @@ pub struct Endpoint {
     /// Prepared once: the `:authority` of HTTP/2 requests.
     pub authority: Authority,
     pool: Pool,
+    outlier: outlier::OutlierState,
 }
 
 impl Endpoint {
@@ -72,6 +79,9 @@ pub struct Upstream {
     pub spec: UpstreamSpec,
     balancer: ArcSwap<RoundRobin>,
     workers: usize,
+    pub retry_budget: RetryBudget,
+    /// The clock of outlier ejections.
+    epoch: std::time::Instant,
     /// Dropped with the upstream; ends the task that follows discovery.
     _stop: oneshot::Sender<()>,
 }
@@ -90,6 +100,8 @@ impl Upstream {
             balancer: ArcSwap::from_pointee(RoundRobin::new(Vec::new())),
             spec,
             workers,
+            retry_budget: RetryBudget::default(),
+            epoch: std::time::Instant::now(),
             _stop: stop_tx,
         });
         upstream.apply(&initial);
@@ -104,8 +116,77 @@ impl Upstream {
         self.balancer.load().endpoints().to_vec()
     }
 
+    /// The next endpoint by weight, skipping ejected ones (all ejected: any).
     pub fn pick(&self) -> Option<Arc<Endpoint>> {
-        self.balancer.load().pick().cloned()
+        let balancer = self.balancer.load();
+        let first = balancer.pick()?;
+        if self.spec.outlier.is_none() {
+            return Some(Arc::clone(first));
+        }
+        let now = self.now();
+        if !first.outlier.is_ejected(now) {
+            return Some(Arc::clone(first));
+        }
+        (1..balancer.endpoints().len())
+            .filter_map(|_| balancer.pick())
+            .find(|e| !e.outlier.is_ejected(now))
+            .or(Some(first))
+            .cloned()
+    }
+
+    /// For a retry: an endpoint other than `previous` when there is one.
+    pub fn pick_other(&self, previous: SocketAddr) -> Option<Arc<Endpoint>> {
+        let count = self.balancer.load().endpoints().len();
+        let mut fallback = None;
+        for _ in 0..count.max(1) {
+            let endpoint = self.pick()?;
+            if endpoint.address != previous {
+                return Some(endpoint);
+            }
+            fallback = Some(endpoint);
+        }
+        fallback
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// One exchange's outcome, for outlier ejection.
+    pub fn record(&self, endpoint: &Endpoint, failed: bool) {
+        let Some(spec) = &self.spec.outlier else {
+            return;
+        };
+        if !endpoint.outlier.record(spec, failed) {
+            if !failed {
+                endpoint.outlier.forgive();
+            }
+            return;
+        }
+        let now = self.now();
+        let balancer = self.balancer.load();
+        let total = balancer.endpoints().len();
+        let ejected = balancer
+            .endpoints()
+            .iter()
+            .filter(|e| e.outlier.is_ejected(now))
+            .count();
+        if (ejected + 1) * 100 > total * spec.max_ejected_percent as usize {
+            tracing::debug!(upstream = %self.name, endpoint = %endpoint.address, "not ejected: max_ejected_percent reached");
+            return;
+        }
+        let length = endpoint.outlier.eject(spec, now);
+        tracing::warn!(
+            upstream = %self.name,
+            endpoint = %endpoint.address,
+            eject_for_ms = length.as_millis() as u64,
+            "endpoint ejected after consecutive failures"
+        );
+    }
+
+    /// Whether `endpoint` is ejected now (admin API).
+    pub fn is_ejected(&self, endpoint: &Endpoint) -> bool {
+        endpoint.outlier.is_ejected(self.now())
     }
 
     /// Swaps in a balancer over `set`, keeping the state (pools) of endpoints still present.
@@ -123,6 +204,7 @@ impl Upstream {
                     authority: Authority::try_from(d.address.to_string().as_str())
                         .unwrap_or_else(|_| Authority::from_static("upstream")),
                     pool: Pool::new(self.workers, self.spec.max_idle_per_endpoint),
+                    outlier: outlier::OutlierState::default(),
                 }),
             })
             .collect();

@@ -1,0 +1,145 @@
+//! An upstream's resilience settings in the config: `retries:` and `outlier:`.
+
+use super::compile::{duration_field, size_field, Issues};
+use super::raw;
+use crate::upstream::{OutlierSpec, RetryOn, RetryPolicy};
+use http::Method;
+use std::time::Duration;
+
+pub(super) fn compile_retries(
+    raw: raw::Retries,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<RetryPolicy> {
+    let before = issues.list.len();
+    let texts: Vec<String> = match raw.on {
+        Some(items) => items.into_iter().map(|raw::Scalar(text)| text).collect(),
+        None => ["connect_error", "reset", "502", "503", "504"]
+            .map(str::to_string)
+            .to_vec(),
+    };
+    let mut on = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        match RetryOn::parse(text) {
+            Some(condition) => on.push(condition),
+            None => issues.add(
+                &format!("{path}.on[{i}]"),
+                format!("unknown condition {text:?}: expected connect_error, reset, timeout or a 5xx status"),
+            ),
+        }
+    }
+    let per_try_timeout = raw.per_try_timeout.map(|value| {
+        duration_field(
+            Some(value),
+            Duration::from_secs(1),
+            &format!("{path}.per_try_timeout"),
+            issues,
+        )
+    });
+    let backoff = raw.backoff.unwrap_or(raw::Backoff {
+        base: None,
+        max: None,
+    });
+    let backoff_base = duration_field(
+        backoff.base,
+        Duration::from_millis(25),
+        &format!("{path}.backoff.base"),
+        issues,
+    );
+    let backoff_max = duration_field(
+        backoff.max,
+        Duration::from_millis(250),
+        &format!("{path}.backoff.max"),
+        issues,
+    );
+    if backoff_max < backoff_base {
+        issues.add(
+            &format!("{path}.backoff.max"),
+            "must not be shorter than backoff.base",
+        );
+    }
+    let budget = match raw.budget {
+        None => 0.2,
+        Some(raw::Scalar(text)) => {
+            let parsed = match text.trim().strip_suffix('%') {
+                Some(percent) => percent.trim().parse::<f64>().ok().map(|p| p / 100.0),
+                None => text.trim().parse::<f64>().ok(),
+            };
+            match parsed.filter(|b| *b > 0.0 && *b <= 1.0) {
+                Some(budget) => budget,
+                None => {
+                    issues.add(
+                        &format!("{path}.budget"),
+                        format!("invalid budget {text:?}: expected a share such as 20% or 0.2"),
+                    );
+                    0.2
+                }
+            }
+        }
+    };
+    let methods = match raw.methods {
+        None => RetryPolicy::idempotent_methods(),
+        Some(names) => {
+            let mut methods = Vec::new();
+            for (i, name) in names.iter().enumerate() {
+                match Method::from_bytes(name.to_ascii_uppercase().as_bytes()) {
+                    Ok(method) => methods.push(method),
+                    Err(_) => issues.add(
+                        &format!("{path}.methods[{i}]"),
+                        format!("invalid method {name:?}"),
+                    ),
+                }
+            }
+            methods
+        }
+    };
+    let buffer_bytes = size_field(
+        raw.retry_buffer_bytes,
+        64 << 10,
+        0,
+        &format!("{path}.retry_buffer_bytes"),
+        issues,
+    );
+    (issues.list.len() == before).then(|| RetryPolicy {
+        attempts: raw.attempts.unwrap_or(1),
+        on,
+        per_try_timeout,
+        backoff_base,
+        backoff_max,
+        budget,
+        methods,
+        buffer_bytes,
+    })
+}
+
+pub(super) fn compile_outlier(
+    raw: raw::Outlier,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<OutlierSpec> {
+    let before = issues.list.len();
+    if raw.consecutive_failures == Some(0) {
+        issues.add(
+            &format!("{path}.consecutive_failures"),
+            "must be at least 1",
+        );
+    }
+    let percent = raw.max_ejected_percent.unwrap_or(50);
+    if percent > 100 {
+        issues.add(
+            &format!("{path}.max_ejected_percent"),
+            "must be at most 100",
+        );
+    }
+    let eject_for = duration_field(
+        raw.eject_for,
+        Duration::from_secs(30),
+        &format!("{path}.eject_for"),
+        issues,
+    );
+    (issues.list.len() == before).then(|| OutlierSpec {
+        consecutive_failures: raw.consecutive_failures.unwrap_or(5),
+        eject_for,
+        max_ejected_percent: percent,
+    })
+}
