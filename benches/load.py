@@ -31,7 +31,10 @@ TLS = os.environ.get("TLS", "") not in ("", "0")
 # verification on every request.
 JWT = os.environ.get("JWT", "")
 JWT_TOKENS = int(os.environ.get("JWT_TOKENS", "1"))
-PORTS = {"upstream": 19080, "portcullis": 19081, "nginx": 19082}
+# LIMIT=local or LIMIT=redis: also measure PORTCULLIS+LIMIT, a route with a rate_limit (that
+# never refuses) and a circuit_breaker, against the bare route. redis starts a redis-server.
+LIMIT = os.environ.get("LIMIT", "")
+PORTS = {"upstream": 19080, "portcullis": 19081, "nginx": 19082, "redis": 19083}
 TICK = os.sysconf("SC_CLK_TCK")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -169,14 +172,28 @@ request = function()
   return wrk.format("GET", "/jwt", {{ ["Authorization"] = "Bearer " .. tokens[i] }})
 end
 """)
+        limit_yaml, limit_route = "", ""
+        if LIMIT:
+            if LIMIT == "redis":
+                start(["taskset", "-c", "1", "redis-server", "--port", str(PORTS["redis"]), "--bind",
+                       "127.0.0.1", "--save", "", "--appendonly", "no"])
+                wait_port(PORTS["redis"])
+                limit_yaml = f"stores: {{ redis: {{ url: redis://127.0.0.1:{PORTS['redis']}, timeout: 50ms }} }}\n"
+            limit_route = f"""  - name: limited
+    match: {{ path_prefix: /limited }}
+    upstream: bench
+    filters:
+      - rate_limit: {{ rate: 100000000/s, burst: 100000000, key: client_ip, store: {LIMIT} }}
+      - circuit_breaker: {{ failure_ratio: 0.5, min_requests: 20, window: 10s, open_for: 30s }}
+"""
         # Like nginx below: no access log. Metrics stay on.
         config = f"""listeners: [{{ name: http, address: 127.0.0.1:{PORTS['portcullis']}{tls_yaml} }}]
 admin: {{ address: 127.0.0.1:0 }}
 access_log: false
 upstreams:
   bench: {{ discovery: {{ static: [127.0.0.1:{PORTS['upstream']}] }} }}
-{jwt_yaml}routes:
-{EXTRA_YAML}{jwt_route}  - name: all
+{jwt_yaml}{limit_yaml}routes:
+{EXTRA_YAML}{jwt_route}{limit_route}  - name: all
     upstream: bench
 """
         with open(f"{tmp}/gateway.yaml", "w") as f:
@@ -219,11 +236,14 @@ http {{
         }
         if JWT:
             targets["PORTCULLIS+JWT"] = (PORTS["portcullis"], [portcullis.pid], proxied, jwt_args, "/jwt")
+        if LIMIT:
+            targets["PORTCULLIS+LIMIT"] = (PORTS["portcullis"], [portcullis.pid], proxied, [], "/limited")
         idle = {name: rss_kib(pids) / 1024 for name, (_, pids, *_) in targets.items() if pids}
         results = {name: [] for name in targets}
         print(f"body {BODY} B, {CONNECTIONS} connections, {DURATION} s x {ROUNDS} rounds"
               f"{', proxies over TLS' if TLS else ''}"
-              f"{f', JWT {JWT} over {JWT_TOKENS} token(s)' if JWT else ''}", flush=True)
+              f"{f', JWT {JWT} over {JWT_TOKENS} token(s)' if JWT else ''}"
+              f"{f', rate limit + breaker ({LIMIT} store)' if LIMIT else ''}", flush=True)
         for round_ in range(ROUNDS):
             order = list(targets)
             order = order[round_ % len(order):] + order[: round_ % len(order)]
@@ -247,6 +267,11 @@ http {{
         print(f"PORTCULLIS/DIRECT  throughput {p['rps'] / d['rps']:.2f}x")
         print(f"PORTCULLIS/NGINX   throughput {p['rps'] / n['rps']:.2f}x   "
               f"cpu/request {p['cpu_us'] / n['cpu_us']:.2f}x   p99 {p['p99'] / n['p99']:.2f}x")
+        if LIMIT:
+            lim = med["PORTCULLIS+LIMIT"]
+            print(f"LIMIT route/bare   throughput {lim['rps'] / p['rps']:.2f}x   "
+                  f"cpu/request {lim['cpu_us'] / p['cpu_us']:.2f}x   "
+                  f"p50 +{(lim['p50'] - p['p50']) * 1000:.0f} us")
         if JWT:
             j = med["PORTCULLIS+JWT"]
             print(f"JWT route/bare     throughput {j['rps'] / p['rps']:.2f}x   "

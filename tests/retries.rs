@@ -238,3 +238,39 @@ fn retry_config_errors() {
         "{issues:?}"
     );
 }
+
+#[tokio::test]
+async fn ejections_survive_a_reload_that_leaves_the_upstream_alone() {
+    let failing = fixed(500, Duration::ZERO).await;
+    let good = upstream().run().await;
+    let yaml = config(
+        &[failing.addr, good.addr],
+        "    outlier: { consecutive_failures: 1, eject_for: 1m, max_ejected_percent: 50 }\n",
+    );
+    let gw = gateway(&yaml);
+    let mut client = Client::http1(gw.addr()).await;
+    for _ in 0..4 {
+        send(&mut client, "GET", 0).await;
+    }
+    assert_eq!(failing.requests.load(Ordering::SeqCst), 1);
+    let with_route = format!(
+        "{yaml}  - name: ping\n    match: {{ path: /ping }}\n    respond: {{ body: pong }}\n"
+    );
+    gw.reload(&with_route).unwrap();
+    for _ in 0..6 {
+        assert_eq!(send(&mut client, "GET", 0).await.status, 200);
+    }
+    assert_eq!(
+        failing.requests.load(Ordering::SeqCst),
+        1,
+        "the ejection was forgotten"
+    );
+    let upstreams = get(gw.admin(), "/upstreams").await.json();
+    let ejected: Vec<bool> = upstreams["upstreams"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["ejected"].as_bool().unwrap())
+        .collect();
+    assert_eq!(ejected.iter().filter(|e| **e).count(), 1);
+}

@@ -125,7 +125,12 @@ impl Breaker {
     }
 
     fn now(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        self.at(tokio::time::Instant::now())
+    }
+
+    /// `instant` on the breaker's clock.
+    fn at(&self, instant: tokio::time::Instant) -> u64 {
+        instant.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
     pub fn state(&self) -> State {
@@ -185,11 +190,12 @@ impl Breaker {
     }
 
     /// Moves to `to` if still in `from`; logs, counts and updates the gauge.
-    fn transit(&self, from: State, to: State, now: u64, why: &str) -> bool {
+    fn transit(&self, from: State, to: State, why: &str) -> bool {
         let _guard = self.transition.lock().unwrap_or_else(|e| e.into_inner());
         if self.state() != from {
             return false;
         }
+        let now = self.now();
         match to {
             State::Open => {
                 let base = self.spec.open_for.as_nanos() as u64;
@@ -235,12 +241,11 @@ impl Breaker {
     /// Whether a request may go to the upstream now; `Some(probe)` if so, where `probe` says
     /// it is a half-open probe.
     pub fn admit(&self) -> Option<bool> {
-        let now = self.now();
         match self.state() {
             State::Closed => Some(false),
             State::Open => {
                 if self.retry_in().is_zero() {
-                    self.transit(State::Open, State::HalfOpen, now, "open_for elapsed");
+                    self.transit(State::Open, State::HalfOpen, "open_for elapsed");
                     self.admit_probe()
                 } else {
                     None
@@ -263,10 +268,9 @@ impl Breaker {
         }
     }
 
-    /// The outcome of a request that was admitted. `failed: None`: it never reached the
-    /// upstream (another filter answered), which says nothing about the upstream.
-    pub fn finish(&self, probe: bool, failed: Option<bool>) {
-        let now = self.now();
+    /// The outcome of a request that was admitted at `started`. `failed: None`: it never
+    /// reached the upstream (another filter answered), which says nothing about the upstream.
+    pub fn finish(&self, probe: bool, failed: Option<bool>, started: tokio::time::Instant) {
         let Some(failed) = failed else {
             if probe {
                 self.probes.fetch_sub(1, Ordering::AcqRel);
@@ -275,15 +279,17 @@ impl Breaker {
         };
         if probe {
             if failed {
-                self.transit(State::HalfOpen, State::Open, now, "probe failed");
+                self.transit(State::HalfOpen, State::Open, "probe failed");
             } else {
-                self.transit(State::HalfOpen, State::Closed, now, "probe succeeded");
+                self.transit(State::HalfOpen, State::Closed, "probe succeeded");
             }
             return;
         }
         if self.state() != State::Closed {
             return;
         }
+        // The request's start stands for its time in the window: no clock read per request.
+        let now = self.at(started);
         self.record(now, failed);
         if !failed {
             self.consecutive.store(0, Ordering::Relaxed);
@@ -295,14 +301,14 @@ impl Breaker {
             .consecutive_failures
             .is_some_and(|n| in_a_row >= n)
         {
-            self.transit(State::Closed, State::Open, now, "consecutive failures");
+            self.transit(State::Closed, State::Open, "consecutive failures");
             return;
         }
         let (failures, total) = self.window(now);
         if total >= self.spec.min_requests
             && f64::from(failures) >= self.spec.failure_ratio * f64::from(total)
         {
-            self.transit(State::Closed, State::Open, now, "failure ratio");
+            self.transit(State::Closed, State::Open, "failure ratio");
         }
     }
 }
@@ -320,6 +326,10 @@ struct Probe;
 impl Filter for CircuitBreaker {
     fn name(&self) -> &'static str {
         "circuit_breaker"
+    }
+
+    fn edits_responses(&self) -> bool {
+        false
     }
 
     async fn on_request(&self, _req: &mut Parts, ctx: &mut RequestCtx) -> Result<Flow, ProxyError> {
@@ -354,7 +364,7 @@ impl Filter for CircuitBreaker {
                     .status
                     .is_some_and(|s| self.breaker.spec.failure_statuses.contains(&s))
         });
-        self.breaker.finish(probe, failed);
+        self.breaker.finish(probe, failed, ctx.started);
     }
 }
 
@@ -382,7 +392,7 @@ mod tests {
     fn request(b: &Breaker, failed: bool) -> bool {
         match b.admit() {
             Some(probe) => {
-                b.finish(probe, Some(failed));
+                b.finish(probe, Some(failed), tokio::time::Instant::now());
                 true
             }
             None => false,
@@ -408,7 +418,7 @@ mod tests {
         assert_eq!(probe, Some(true));
         assert_eq!(b.state(), State::HalfOpen);
         assert_eq!(b.admit(), None);
-        b.finish(true, Some(false));
+        b.finish(true, Some(false), tokio::time::Instant::now());
         assert_eq!(b.state(), State::Closed);
         assert!(request(&b, false));
     }
@@ -463,7 +473,7 @@ mod tests {
         });
         for _ in 0..10 {
             let probe = b.admit().unwrap();
-            b.finish(probe, None);
+            b.finish(probe, None, tokio::time::Instant::now());
         }
         assert_eq!(b.state(), State::Closed);
         assert_eq!(b.window(b.now()), (0, 0));

@@ -18,6 +18,12 @@ pub struct HeaderEdits {
 }
 
 impl HeaderEdits {
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
+}
+
+impl HeaderEdits {
     pub fn apply(&self, headers: &mut HeaderMap) {
         for name in &self.remove {
             headers.remove(name);
@@ -41,6 +47,10 @@ pub struct Headers {
 impl Filter for Headers {
     fn name(&self) -> &'static str {
         "headers"
+    }
+
+    fn edits_responses(&self) -> bool {
+        !self.response.is_empty()
     }
 
     async fn on_request(&self, req: &mut Parts, _ctx: &mut RequestCtx) -> Result<Flow, ProxyError> {

@@ -66,6 +66,12 @@ pub trait Filter: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether `on_response` does anything. Filters that leave responses alone say no, and
+    /// the chain skips the call (an async call costs an allocation).
+    fn edits_responses(&self) -> bool {
+        true
+    }
+
     /// Cannot fail; breakers and metrics record here.
     fn on_complete(&self, _ctx: &RequestCtx, _outcome: &Outcome) {}
 }
@@ -139,7 +145,9 @@ impl<'a> Chain<'a> {
     /// Runs `on_response` in reverse for the filters that ran.
     pub async fn response(&mut self, response: &mut Response<Body>) -> Result<(), ProxyError> {
         for filter in self.filters[..self.ran].iter().rev() {
-            filter.on_response(response, &mut self.ctx).await?;
+            if filter.edits_responses() {
+                filter.on_response(response, &mut self.ctx).await?;
+            }
         }
         Ok(())
     }

@@ -225,7 +225,12 @@ impl LocalLimiter {
 
     /// Nanoseconds on the limiter's own clock.
     pub fn now(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        self.at(tokio::time::Instant::now())
+    }
+
+    /// `instant` on the limiter's clock.
+    pub fn at(&self, instant: tokio::time::Instant) -> u64 {
+        instant.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
     /// One check for the key hashed to `key` at `now` (nanoseconds on any monotonic clock
@@ -414,6 +419,10 @@ impl Filter for RateLimit {
         "rate_limit"
     }
 
+    fn edits_responses(&self) -> bool {
+        self.spec.headers
+    }
+
     async fn on_request(&self, req: &mut Parts, ctx: &mut RequestCtx) -> Result<Flow, ProxyError> {
         let key = match (self.key(req, ctx), self.spec.on_missing_key) {
             (Some(key), _) => key,
@@ -429,7 +438,8 @@ impl Filter for RateLimit {
             }
         };
         let decision = match &self.redis {
-            None => self.limiter.check(key, self.limiter.now()),
+            // The request's arrival is its time: no clock read per check.
+            None => self.limiter.check(key, self.limiter.at(ctx.started)),
             Some(redis) => {
                 let shared_key = self.shared_key(&redis.prefix, req, ctx);
                 let gcra = Gcra::new(self.spec.rate, self.spec.burst);

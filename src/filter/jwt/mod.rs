@@ -512,6 +512,10 @@ impl Filter for Jwt {
         "jwt"
     }
 
+    fn edits_responses(&self) -> bool {
+        false
+    }
+
     async fn on_request(&self, req: &mut Parts, ctx: &mut RequestCtx) -> Result<Flow, ProxyError> {
         // Never let a client supply the headers that carry verified claims.
         for (_, header) in &self.forward_claims {
