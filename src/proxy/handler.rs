@@ -212,31 +212,29 @@ async fn serve<'a>(
         return fail(&mut chain.ctx, ProxyError::NoRoute);
     };
     chain.ctx.route = Some(Arc::clone(&route.name));
-    if route.filters.is_empty() {
-        return match act(snapshot, conn, &mut chain.ctx, route, request).await {
-            Ok(response) => response,
-            Err(error) => fail(&mut chain.ctx, error),
-        };
-    }
+    // One call site for the action, so the request's future holds its state once.
+    let filtered = !route.filters.is_empty();
     let (mut parts, body) = request.into_parts();
-    let mut response = match chain.request(&route.filters, &mut parts).await {
+    let answered = if filtered {
+        chain.request(&route.filters, &mut parts).await
+    } else {
+        None
+    };
+    let mut response = match answered {
         Some(Ok(response)) => response,
         Some(Err(error)) => fail(&mut chain.ctx, error),
-        None => match act(
-            snapshot,
-            conn,
-            &mut chain.ctx,
-            route,
-            Request::from_parts(parts, body),
-        )
-        .await
-        {
-            Ok(response) => response,
-            Err(error) => fail(&mut chain.ctx, error),
-        },
+        None => {
+            let request = Request::from_parts(parts, body);
+            match act(snapshot, conn, &mut chain.ctx, route, request).await {
+                Ok(response) => response,
+                Err(error) => fail(&mut chain.ctx, error),
+            }
+        }
     };
-    if let Err(error) = chain.response(&mut response).await {
-        response = fail(&mut chain.ctx, error);
+    if filtered {
+        if let Err(error) = chain.response(&mut response).await {
+            response = fail(&mut chain.ctx, error);
+        }
     }
     response
 }
