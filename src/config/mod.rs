@@ -210,7 +210,7 @@ pub fn build_snapshot(
         prev.and_then(|p| p.redis.as_ref())
             .filter(|store| store.spec == *spec)
             .cloned()
-            .or_else(|| RedisStore::start(spec.clone(), handle))
+            .or_else(|| RedisStore::start(spec.clone(), workers, handle))
     });
     let mut filter_states = FilterStates::default();
     let mut build = BuildCtx {

@@ -1,12 +1,13 @@
-//! Redis (`stores: { redis: ... }`): a few multiplexed connections opened on the control
-//! runtime, used by every worker.
+//! Redis (`stores: { redis: ... }`): each worker opens its own multiplexed connection on its
+//! own runtime, so a check never hops to another thread; until it is open, the worker uses
+//! the connections the control runtime keeps.
 //!
 //! A request never waits on a dead Redis: the first error or timeout marks the store down, and
 //! until a background task has reconnected (with backoff) and seen a PING answered, callers
 //! are told "down" at once and apply their failure mode. Transitions are logged once each and
 //! counted.
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -65,6 +66,10 @@ struct Shared {
     client: redis::Client,
     connections: ArcSwap<Vec<MultiplexedConnection>>,
     next: AtomicUsize,
+    /// One connection per worker, driven by that worker's runtime; emptied when the store
+    /// goes down.
+    local: Box<[ArcSwapOption<MultiplexedConnection>]>,
+    connecting: Box<[AtomicBool]>,
     up: AtomicBool,
     /// Wakes the reconnect task after a failure.
     failed: Notify,
@@ -76,7 +81,11 @@ struct Shared {
 impl RedisStore {
     /// Opens connections in the background on the runtime behind `handle`; until they are up,
     /// the store reports itself down. `None` when the URL is invalid (validated at load).
-    pub fn start(spec: RedisSpec, handle: &tokio::runtime::Handle) -> Option<Arc<RedisStore>> {
+    pub fn start(
+        spec: RedisSpec,
+        workers: usize,
+        handle: &tokio::runtime::Handle,
+    ) -> Option<Arc<RedisStore>> {
         let client = redis::Client::open(spec.url.as_str()).ok()?;
         let (stop_tx, stop_rx) = oneshot::channel();
         let shared = Arc::new(Shared {
@@ -84,6 +93,12 @@ impl RedisStore {
             client,
             connections: ArcSwap::from_pointee(Vec::new()),
             next: AtomicUsize::new(0),
+            local: (0..workers.max(1))
+                .map(|_| ArcSwapOption::empty())
+                .collect(),
+            connecting: (0..workers.max(1))
+                .map(|_| AtomicBool::new(false))
+                .collect(),
             up: AtomicBool::new(false),
             failed: Notify::new(),
             script: redis::Script::new(GCRA_SCRIPT),
@@ -119,13 +134,16 @@ impl RedisStore {
         if !shared.up.load(Ordering::Acquire) {
             return Err(StoreError::Down);
         }
-        let mut connection = {
-            let connections = shared.connections.load();
-            if connections.is_empty() {
-                return Err(StoreError::Down);
+        let mut connection = match shared.local_connection() {
+            Some(connection) => connection,
+            None => {
+                let connections = shared.connections.load();
+                if connections.is_empty() {
+                    return Err(StoreError::Down);
+                }
+                let index = shared.next.fetch_add(1, Ordering::Relaxed) % connections.len();
+                connections[index].clone()
             }
-            let index = shared.next.fetch_add(1, Ordering::Relaxed) % connections.len();
-            connections[index].clone()
         };
         let interval_us = (interval.as_micros() as u64).max(1);
         let tolerance_us = (tolerance.as_micros() as u64).max(interval_us);
@@ -149,10 +167,36 @@ impl RedisStore {
         };
         shared.errors.fetch_add(1, Ordering::Relaxed);
         if shared.up.swap(false, Ordering::AcqRel) {
+            for slot in shared.local.iter() {
+                slot.store(None);
+            }
             tracing::warn!(url = %redacted(&shared.spec.url), %error, "redis store down; filters apply their on_store_error mode");
             shared.failed.notify_one();
         }
         Err(error)
+    }
+}
+
+impl Shared {
+    /// This worker's own connection; when it has none yet, starts opening one on this
+    /// worker's runtime (once at a time) and answers `None` meanwhile.
+    fn local_connection(self: &Arc<Self>) -> Option<MultiplexedConnection> {
+        let index = crate::worker::index() % self.local.len();
+        if let Some(connection) = &*self.local[index].load() {
+            return Some(MultiplexedConnection::clone(connection));
+        }
+        if self.connecting[index].swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            let opened = connect_one(&shared).await;
+            if let (Ok(connection), true) = (opened, shared.up.load(Ordering::Acquire)) {
+                shared.local[index].store(Some(Arc::new(connection)));
+            }
+            shared.connecting[index].store(false, Ordering::Release);
+        });
+        None
     }
 }
 
@@ -209,18 +253,23 @@ async fn reconnect_loop(shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
 
 /// Opens `pool_size` connections and checks that the server answers.
 async fn connect(shared: &Shared) -> Result<Vec<MultiplexedConnection>, StoreError> {
+    let mut connections = Vec::with_capacity(shared.spec.pool_size);
+    for _ in 0..shared.spec.pool_size.max(1) {
+        connections.push(connect_one(shared).await?);
+    }
+    Ok(connections)
+}
+
+/// One connection, driven by the runtime this runs on, checked with a PING.
+async fn connect_one(shared: &Shared) -> Result<MultiplexedConnection, StoreError> {
     let timeout = shared.spec.timeout.max(Duration::from_millis(500));
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout));
-    let mut connections = Vec::with_capacity(shared.spec.pool_size);
-    for _ in 0..shared.spec.pool_size.max(1) {
-        let mut connection = shared
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        let _: String = redis::cmd("PING").query_async(&mut connection).await?;
-        connections.push(connection);
-    }
-    Ok(connections)
+    let mut connection = shared
+        .client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    let _: String = redis::cmd("PING").query_async(&mut connection).await?;
+    Ok(connection)
 }
