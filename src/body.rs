@@ -17,6 +17,8 @@ pub enum Body {
     Request(RequestBody),
     /// An upstream's response body on its way to the client.
     Upstream(UpstreamBody),
+    /// A body passed through while a copy is kept (the response cache).
+    Recording(Box<Recording>),
 }
 
 impl Body {
@@ -51,6 +53,7 @@ impl HttpBody for Body {
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Body::Request(body) => body.poll_frame(cx),
             Body::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Body::Recording(body) => body.poll_frame(cx),
         }
     }
 
@@ -60,6 +63,7 @@ impl HttpBody for Body {
             Body::Full(bytes) => bytes.is_none(),
             Body::Request(body) => body.inner.is_end_stream(),
             Body::Upstream(body) => body.is_end_stream(),
+            Body::Recording(body) => body.inner.is_end_stream(),
         }
     }
 
@@ -69,7 +73,80 @@ impl HttpBody for Body {
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Request(body) => body.inner.size_hint(),
             Body::Upstream(body) => body.size_hint(),
+            Body::Recording(body) => body.inner.size_hint(),
         }
+    }
+}
+
+/// Called with the whole body once it has been read to its end without error.
+pub type OnComplete = Box<dyn FnOnce(Bytes) + Send>;
+
+/// Passes a body through and keeps a copy up to `limit` bytes; when the body ends cleanly,
+/// hands the copy to `done`. A body that fails, carries trailers, or grows past the limit is
+/// never handed over, and neither is one whose reader goes away before the end.
+pub struct Recording {
+    inner: Body,
+    kept: Vec<Bytes>,
+    size: usize,
+    limit: usize,
+    done: Option<OnComplete>,
+}
+
+impl Recording {
+    pub fn wrap(inner: Body, limit: usize, done: OnComplete) -> Body {
+        // An empty body is never polled: it is complete already.
+        if inner.is_end_stream() {
+            done(Bytes::new());
+            return inner;
+        }
+        Body::Recording(Box::new(Recording {
+            inner,
+            kept: Vec::new(),
+            size: 0,
+            limit,
+            done: Some(done),
+        }))
+    }
+
+    fn give_up(&mut self) {
+        self.done = None;
+        self.kept = Vec::new();
+    }
+
+    fn finish(&mut self) {
+        if let Some(done) = self.done.take() {
+            let body = match self.kept.len() {
+                0 => Bytes::new(),
+                1 => self.kept.pop().unwrap_or_default(),
+                _ => Bytes::from(self.kept.concat()),
+            };
+            done(body);
+        }
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) if self.done.is_some() => match frame.data_ref() {
+                Some(data) => {
+                    self.size += data.len();
+                    if self.size > self.limit {
+                        self.give_up();
+                    } else {
+                        self.kept.push(data.clone());
+                        // The reader may stop polling once the body says it has ended.
+                        if self.inner.is_end_stream() {
+                            self.finish();
+                        }
+                    }
+                }
+                None => self.give_up(),
+            },
+            Poll::Ready(Some(Err(_))) => self.give_up(),
+            Poll::Ready(None) => self.finish(),
+            _ => {}
+        }
+        polled
     }
 }
 

@@ -289,9 +289,98 @@ pub struct Metrics {
     pub filters: FilterMetrics,
 }
 
+/// What a response cache reports.
+pub struct CacheStats {
+    pub entries: u64,
+    pub bytes: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+}
+
+/// Something that keeps cache statistics (the `cache` filter's store).
+pub trait CacheStatsSource: Send + Sync {
+    fn cache_stats(&self) -> CacheStats;
+}
+
+/// The caches of the running config, read at scrape time. A store carried over a reload is
+/// listed once; stores of removed filters drop out when they are freed.
+#[derive(Clone, Default)]
+pub struct CacheRegistry(Arc<Mutex<Vec<NamedCache>>>);
+
+/// A cache filter's name and its store, not kept alive by the registry.
+type NamedCache = (String, std::sync::Weak<dyn CacheStatsSource>);
+
+impl CacheRegistry {
+    pub fn register(&self, filter: &str, store: &Arc<dyn CacheStatsSource>) {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|(_, weak)| weak.strong_count() > 0);
+        let known = list
+            .iter()
+            .any(|(_, weak)| std::ptr::addr_eq(weak.as_ptr(), Arc::as_ptr(store)));
+        if !known {
+            list.push((filter.to_string(), Arc::downgrade(store)));
+        }
+    }
+}
+
+impl std::fmt::Debug for CacheRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CacheRegistry")
+    }
+}
+
+impl Collector for CacheRegistry {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats: Vec<(String, CacheStats)> = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|(name, weak)| Some((name.clone(), weak.upgrade()?.cache_stats())))
+            .collect();
+        type Field = fn(&CacheStats) -> u64;
+        let gauges: [(&str, &str, Field); 2] = [
+            ("cache_entries", "Stored entries by cache filter", |s| {
+                s.entries
+            }),
+            ("cache_bytes", "Bytes held by cache filter", |s| s.bytes),
+        ];
+        for (name, help, field) in gauges {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (filter, s) in &stats {
+                let gauge = prometheus_client::metrics::gauge::ConstGauge::new(field(s) as i64);
+                gauge.encode(metric.encode_family(&[("filter", filter.clone())])?)?;
+            }
+        }
+        let counters: [(&str, &str, Field); 3] = [
+            ("cache_hits", "Requests answered from the cache", |s| s.hits),
+            (
+                "cache_misses",
+                "Cacheable requests that went upstream",
+                |s| s.misses,
+            ),
+            (
+                "cache_evictions",
+                "Entries evicted to stay within max_size",
+                |s| s.evictions,
+            ),
+        ];
+        for (name, help, field) in counters {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (filter, s) in &stats {
+                ConstCounter::new(field(s))
+                    .encode(metric.encode_family(&[("filter", filter.clone())])?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Metrics that filters keep; each filter resolves its series once, when it is built.
 #[derive(Clone, Default)]
 pub struct FilterMetrics {
+    pub caches: CacheRegistry,
     /// Checks a shared store could not answer, by filter owner and the mode applied.
     pub rate_limit_store_failures: Family<Labels, Counter>,
     /// 0 closed, 1 open, 2 half-open, by route and upstream.
@@ -325,6 +414,7 @@ impl Metrics {
             connections_active.clone(),
         );
         let filters = FilterMetrics::default();
+        registry.register_collector(Box::new(filters.caches.clone()));
         registry.register(
             "rate_limit_store_failures",
             "Rate-limit checks the shared store could not answer, by filter and on_store_error mode",

@@ -7,6 +7,8 @@ use super::upstreams::{compile_outlier, compile_retries};
 use super::values::{interpolate, parse_duration, parse_size};
 use super::{raw, ConfigIssue};
 use crate::discovery::{DiscoverySpec, StaticEndpoint};
+use crate::filter::cache::store::CacheStore;
+use crate::filter::cache::{Cache, CacheSpec};
 use crate::filter::circuit_breaker::{Breaker, BreakerSpec, CircuitBreaker};
 use crate::filter::rate_limit::{
     LocalLimiter, OnStoreError, RateLimit, RateLimitSpec, RedisLimit, StoreChoice,
@@ -81,6 +83,7 @@ pub enum FilterSpec {
     Jwt(JwtSpec),
     RateLimit(RateLimitSpec),
     CircuitBreaker(BreakerSpec),
+    Cache(CacheSpec),
 }
 
 /// What building a filter needs besides its spec: the running JWT providers, and the state of
@@ -121,6 +124,7 @@ impl FilterSpec {
             FilterSpec::Jwt(_) => "jwt",
             FilterSpec::RateLimit(_) => "rate_limit",
             FilterSpec::CircuitBreaker(_) => "circuit_breaker",
+            FilterSpec::Cache(_) => "cache",
         }
     }
 
@@ -129,6 +133,16 @@ impl FilterSpec {
     pub fn build(&self, ctx: &mut BuildCtx, owner: &str, position: usize) -> Arc<dyn Filter> {
         let providers = ctx.providers;
         match self {
+            FilterSpec::Cache(spec) => {
+                // One store per filter and size: other changes (ttl, key) keep the entries.
+                let key = format!("cache/{owner}/{position}/{}", spec.max_size);
+                let store = ctx
+                    .states
+                    .carry(ctx.prev, key, || CacheStore::new(spec.max_size));
+                let stats: Arc<dyn crate::telemetry::CacheStatsSource> = store.clone();
+                ctx.metrics.caches.register(owner, &stats);
+                Arc::new(Cache::new(spec.clone(), store, owner))
+            }
             FilterSpec::CircuitBreaker(spec) => {
                 let upstream = ctx.upstream.unwrap_or("-");
                 let key = format!("circuit_breaker/{owner}/{upstream}/{spec:?}");

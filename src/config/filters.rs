@@ -4,6 +4,8 @@ use super::compile::{
     count_set, duration_field, size_field, FilterRef, FilterSpec, Issues, JwtSpec,
 };
 use super::raw;
+use crate::filter::cache::policy::Lifetimes;
+use crate::filter::cache::{CacheSpec, QueryKey};
 use crate::filter::circuit_breaker::BreakerSpec;
 use crate::filter::cors::OriginMatch;
 use crate::filter::jwt::{JwksSpec, KeyRing, KeySpec, ProviderSpec, TokenSource};
@@ -71,11 +73,12 @@ pub(super) fn compile_filter(
         entry.jwt.is_some(),
         entry.rate_limit.is_some(),
         entry.circuit_breaker.is_some(),
+        entry.cache.is_some(),
     ]);
     if given != 1 {
         issues.add(
             path,
-            "a filter entry needs exactly one of use, headers, cors, jwt, rate_limit, circuit_breaker",
+            "a filter entry needs exactly one of use, headers, cors, jwt, rate_limit, circuit_breaker, cache",
         );
         return None;
     }
@@ -110,6 +113,10 @@ pub(super) fn compile_filter(
         };
         return (issues.list.len() == before)
             .then_some(FilterRef::Inline(FilterSpec::Headers(headers)));
+    }
+    if let Some(raw) = entry.cache {
+        return compile_cache(raw, &format!("{path}.cache"), issues)
+            .map(|s| FilterRef::Inline(FilterSpec::Cache(s)));
     }
     if let Some(raw) = entry.circuit_breaker {
         return compile_circuit_breaker(raw, &format!("{path}.circuit_breaker"), issues)
@@ -538,16 +545,7 @@ fn compile_rate_limit(
         .map(raw::OneOrMany::into_vec)
         .unwrap_or_else(|| vec!["client_ip".into()]);
     for (i, text) in texts.iter().enumerate() {
-        let part = match text.split_once(':') {
-            None if text == "client_ip" => Some(KeyPart::ClientIp),
-            None if text == "route" => Some(KeyPart::Route),
-            Some(("header", name)) => HeaderName::from_bytes(name.as_bytes())
-                .ok()
-                .map(KeyPart::Header),
-            Some(("claim", name)) if !name.is_empty() => Some(KeyPart::Claim(name.to_string())),
-            _ => None,
-        };
-        match part {
+        match key_part(text) {
             Some(part) => key.push(part),
             None => issues.add(
                 &format!("{path}.key[{i}]"),
@@ -689,5 +687,90 @@ fn compile_circuit_breaker(
         open_for,
         max_open_for,
         half_open_requests: raw.half_open_requests.unwrap_or(1),
+    })
+}
+
+/// `client_ip`, `route`, `header:NAME` or `claim:NAME`.
+fn key_part(text: &str) -> Option<KeyPart> {
+    match text.split_once(':') {
+        None if text == "client_ip" => Some(KeyPart::ClientIp),
+        None if text == "route" => Some(KeyPart::Route),
+        Some(("header", name)) => HeaderName::from_bytes(name.as_bytes())
+            .ok()
+            .map(KeyPart::Header),
+        Some(("claim", name)) if !name.is_empty() => Some(KeyPart::Claim(name.to_string())),
+        _ => None,
+    }
+}
+
+fn compile_cache(raw: raw::CacheFilter, path: &str, issues: &mut Issues) -> Option<CacheSpec> {
+    let before = issues.list.len();
+    let lifetime = |value: Option<raw::Scalar>, key: &str, issues: &mut Issues| {
+        value.map(|v| {
+            duration_field(
+                Some(v),
+                Duration::from_secs(1),
+                &format!("{path}.{key}"),
+                issues,
+            )
+        })
+    };
+    let ttl = lifetime(raw.ttl, "ttl", issues);
+    let ttl_override = lifetime(raw.ttl_override, "ttl_override", issues);
+    let max_size = size_field(
+        raw.max_size,
+        256 << 20,
+        1 << 16,
+        &format!("{path}.max_size"),
+        issues,
+    );
+    let max_object_size = size_field(
+        raw.max_object_size,
+        8 << 20,
+        1,
+        &format!("{path}.max_object_size"),
+        issues,
+    );
+    if max_object_size > max_size / 4 {
+        issues.add(
+            &format!("{path}.max_object_size"),
+            "must be at most a quarter of max_size",
+        );
+    }
+    let mut key = Vec::new();
+    let texts = raw.key.map(raw::OneOrMany::into_vec).unwrap_or_default();
+    for (i, text) in texts.iter().enumerate() {
+        match key_part(text).filter(|p| matches!(p, KeyPart::Header(_) | KeyPart::Claim(_))) {
+            Some(part) => key.push(part),
+            None => issues.add(
+                &format!("{path}.key[{i}]"),
+                format!("invalid key part {text:?}: expected header:NAME or claim:NAME"),
+            ),
+        }
+    }
+    let status_header = match HeaderName::from_bytes(
+        raw.status_header.as_deref().unwrap_or("x-cache").as_bytes(),
+    ) {
+        Ok(name) => name,
+        Err(_) => {
+            issues.add(&format!("{path}.status_header"), "invalid header name");
+            HeaderName::from_static("x-cache")
+        }
+    };
+    let query = raw.query.unwrap_or_default();
+    (issues.list.len() == before).then(|| CacheSpec {
+        lifetimes: Lifetimes {
+            ttl,
+            ttl_override,
+            cache_authorized: raw.cache_authorized.unwrap_or(false),
+        },
+        max_size,
+        max_object_size,
+        query: QueryKey {
+            sort: query.sort.unwrap_or(false),
+            ignore: query.ignore,
+        },
+        key,
+        status_header,
     })
 }

@@ -240,6 +240,29 @@ pub struct FilterEntry {
     pub jwt: Option<JwtFilter>,
     pub rate_limit: Option<RateLimitFilter>,
     pub circuit_breaker: Option<CircuitBreakerFilter>,
+    pub cache: Option<CacheFilter>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheFilter {
+    pub ttl: Option<Scalar>,
+    pub ttl_override: Option<Scalar>,
+    pub max_size: Option<Scalar>,
+    pub max_object_size: Option<Scalar>,
+    pub cache_authorized: Option<bool>,
+    pub query: Option<CacheQuery>,
+    /// Extra key parts: `header:NAME`, `claim:NAME`.
+    pub key: Option<OneOrMany>,
+    pub status_header: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheQuery {
+    pub sort: Option<bool>,
+    #[serde(default)]
+    pub ignore: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

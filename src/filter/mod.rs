@@ -4,6 +4,7 @@
 //! that ran, and `on_complete` exactly once for each of them, whatever happened (also when the
 //! client goes away mid-request: the [`Chain`] does it when dropped).
 
+pub mod cache;
 pub mod circuit_breaker;
 pub mod cors;
 mod headers;

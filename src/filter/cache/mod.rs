@@ -1,0 +1,303 @@
+//! `cache`: a shared HTTP cache (RFC 9111) in front of a route. Fresh stored responses are
+//! answered at the gateway; misses go upstream and, when the response may be shared, are kept
+//! as they stream back to the client.
+//!
+//! What may be stored, and for how long, is decided in [`policy`]. Stored responses vary by
+//! the request headers their `Vary` names: the URL's key then holds those names, and each
+//! variant lives under the URL's key plus the request's values for them.
+
+pub mod policy;
+pub mod store;
+
+use super::rate_limit::KeyPart;
+use super::{Filter, Flow};
+use crate::body::{Body, Recording};
+use crate::context::RequestCtx;
+use crate::error::ProxyError;
+use http::header::{AGE, ETAG, HOST, IF_NONE_MATCH, VARY};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use policy::{Directives, Lifetimes};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use store::{CacheStore, Entry, Item};
+
+/// How the query string takes part in the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryKey {
+    /// `a=1&b=2` and `b=2&a=1` are one key.
+    pub sort: bool,
+    /// Parameters left out of the key (tracking tags and the like).
+    pub ignore: Vec<String>,
+}
+
+/// A validated `cache` filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSpec {
+    pub lifetimes: Lifetimes,
+    pub max_size: u64,
+    pub max_object_size: u64,
+    pub query: QueryKey,
+    /// Extra key parts: request headers or JWT claims.
+    pub key: Vec<KeyPart>,
+    pub status_header: HeaderName,
+}
+
+pub struct Cache {
+    pub spec: CacheSpec,
+    pub store: Arc<CacheStore>,
+    /// Keys start with the owner (route or named filter), so two routes never share entries.
+    owner: String,
+}
+
+/// What on_request decided, for on_response.
+#[derive(Clone)]
+enum Pending {
+    /// Answered from the cache; the response is complete as it is.
+    Hit,
+    Bypass,
+    Miss {
+        key: String,
+        request: HeaderMap,
+        head: bool,
+    },
+}
+
+const HIT: HeaderValue = HeaderValue::from_static("HIT");
+const MISS: HeaderValue = HeaderValue::from_static("MISS");
+const BYPASS: HeaderValue = HeaderValue::from_static("BYPASS");
+
+impl Cache {
+    pub fn new(spec: CacheSpec, store: Arc<CacheStore>, owner: &str) -> Cache {
+        Cache {
+            spec,
+            store,
+            owner: owner.to_string(),
+        }
+    }
+
+    /// The URL's key: owner, host, path, query (normalised as configured), extra parts.
+    fn key(&self, req: &Parts, ctx: &RequestCtx) -> Option<String> {
+        let host = req
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| req.headers.get(HOST).and_then(|h| h.to_str().ok()))
+            .unwrap_or("");
+        let mut key = String::with_capacity(64);
+        key.push_str(&self.owner);
+        key.push('\u{1f}');
+        key.push_str(&host.to_ascii_lowercase());
+        key.push_str(req.uri.path());
+        if let Some(query) = req.uri.query() {
+            let mut params: Vec<&str> = query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .filter(|p| {
+                    let name = p.split_once('=').map_or(*p, |(n, _)| n);
+                    !self.spec.query.ignore.iter().any(|i| i == name)
+                })
+                .collect();
+            if self.spec.query.sort {
+                params.sort_unstable();
+            }
+            if !params.is_empty() {
+                key.push('?');
+                key.push_str(&params.join("&"));
+            }
+        }
+        for part in &self.spec.key {
+            key.push('\u{1f}');
+            match part {
+                KeyPart::Header(name) => {
+                    let value = req.headers.get(name).map_or(&b""[..], |v| v.as_bytes());
+                    key.push_str(&String::from_utf8_lossy(value));
+                }
+                KeyPart::Claim(name) => {
+                    let claim = ctx.claims.as_ref().and_then(|c| c.get(name))?;
+                    match claim {
+                        serde_json::Value::String(s) => key.push_str(s),
+                        other => key.push_str(&other.to_string()),
+                    }
+                }
+                KeyPart::ClientIp => key.push_str(&ctx.client_ip.to_string()),
+                KeyPart::Route => key.push_str(ctx.route.as_deref().unwrap_or("")),
+            }
+        }
+        Some(key)
+    }
+
+    /// The variant's key: the URL's key plus the request's values of the varying headers.
+    fn variant_key(key: &str, names: &[HeaderName], request: &HeaderMap) -> String {
+        let mut variant = String::with_capacity(key.len() + 32);
+        variant.push_str(key);
+        for name in names {
+            variant.push('\u{1e}');
+            for value in request.get_all(name) {
+                variant.push_str(&String::from_utf8_lossy(value.as_bytes()));
+                variant.push(',');
+            }
+        }
+        variant
+    }
+
+    fn lookup(&self, key: &str, request: &HeaderMap) -> Option<Arc<Entry>> {
+        match self.store.get(key)? {
+            Item::Response(entry) => Some(entry),
+            Item::Vary(names) => match self.store.get(&Self::variant_key(key, &names, request))? {
+                Item::Response(entry) => Some(entry),
+                Item::Vary(_) => None,
+            },
+        }
+    }
+
+    fn serve(&self, entry: &Entry, req: &Parts, now: tokio::time::Instant) -> Response<Body> {
+        let not_modified = match (req.headers.get(IF_NONE_MATCH), entry.headers.get(ETAG)) {
+            (Some(wanted), Some(etag)) => wanted
+                .to_str()
+                .ok()
+                .is_some_and(|w| w.trim() == "*" || w.split(',').any(|t| weak_eq(t, etag))),
+            _ => false,
+        };
+        let (status, body) = if not_modified {
+            (StatusCode::NOT_MODIFIED, Body::Empty)
+        } else {
+            (entry.status, Body::full(entry.body.clone()))
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.clone_from(&entry.headers);
+        // The length is the stored body's, set by the server from the body itself.
+        headers.remove(http::header::CONTENT_LENGTH);
+        headers.insert(AGE, HeaderValue::from(entry.age(now).as_secs()));
+        headers.insert(self.spec.status_header.clone(), HIT);
+        response
+    }
+}
+
+/// Weak comparison of entity tags (RFC 9110 §8.8.3.2), for `If-None-Match`.
+fn weak_eq(candidate: &str, etag: &HeaderValue) -> bool {
+    let strip = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    etag.to_str().is_ok_and(|e| strip(candidate) == strip(e))
+}
+
+#[async_trait::async_trait]
+impl Filter for Cache {
+    fn name(&self) -> &'static str {
+        "cache"
+    }
+
+    async fn on_request(&self, req: &mut Parts, ctx: &mut RequestCtx) -> Result<Flow, ProxyError> {
+        let head = req.method == Method::HEAD;
+        let cc = Directives::of(&req.headers);
+        if !(req.method == Method::GET || head) || cc.no_store {
+            ctx.extensions.insert(Pending::Bypass);
+            return Ok(Flow::Continue);
+        }
+        let Some(key) = self.key(req, ctx) else {
+            ctx.extensions.insert(Pending::Bypass);
+            return Ok(Flow::Continue);
+        };
+        // A client asking for a fresh answer (no-cache, max-age=0) goes upstream.
+        let wants_fresh = cc.no_cache || cc.max_age == Some(0);
+        if !wants_fresh {
+            if let Some(entry) = self.lookup(&key, &req.headers) {
+                let now = ctx.started;
+                let within_client_limit = cc
+                    .max_age
+                    .is_none_or(|max| entry.age(now) <= Duration::from_secs(max));
+                if entry.is_fresh(now) && within_client_limit {
+                    self.store.hits.fetch_add(1, Ordering::Relaxed);
+                    ctx.extensions.insert(Pending::Hit);
+                    return Ok(Flow::Respond(self.serve(&entry, req, now)));
+                }
+            }
+        }
+        self.store.misses.fetch_add(1, Ordering::Relaxed);
+        ctx.extensions.insert(Pending::Miss {
+            key,
+            request: req.headers.clone(),
+            head,
+        });
+        Ok(Flow::Continue)
+    }
+
+    async fn on_response(
+        &self,
+        res: &mut Response<Body>,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), ProxyError> {
+        let label = self.spec.status_header.clone();
+        let (key, request, head) = match ctx.extensions.remove::<Pending>() {
+            Some(Pending::Hit) => return Ok(()),
+            Some(Pending::Miss { key, request, head }) => (key, request, head),
+            Some(Pending::Bypass) | None => {
+                res.headers_mut().insert(label, BYPASS);
+                return Ok(());
+            }
+        };
+        res.headers_mut().insert(label.clone(), MISS);
+        // Errors made by the gateway itself (502, 504 …) are not the upstream's answers.
+        if ctx.error.is_some() {
+            return Ok(());
+        }
+        let freshness = match policy::storable(
+            head,
+            &request,
+            res.status(),
+            res.headers(),
+            &self.spec.lifetimes,
+        ) {
+            Ok(freshness) => freshness,
+            Err(reason) => {
+                tracing::trace!(key = %key, ?reason, "not stored");
+                return Ok(());
+            }
+        };
+        let too_large = res
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|len| len > self.spec.max_object_size);
+        if too_large {
+            return Ok(());
+        }
+        let vary: Vec<HeaderName> = res
+            .headers()
+            .get_all(VARY)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        let mut headers = res.headers().clone();
+        headers.remove(AGE);
+        headers.remove(&label);
+        let initial_age = policy::initial_age(&headers, SystemTime::now());
+        let status = res.status();
+        let store = Arc::clone(&self.store);
+        let done = Box::new(move |body: bytes::Bytes| {
+            let entry = Arc::new(Entry {
+                status,
+                headers,
+                body,
+                stored: tokio::time::Instant::now(),
+                initial_age,
+                freshness,
+            });
+            if vary.is_empty() {
+                store.insert(key, Item::Response(entry));
+            } else {
+                let variant = Cache::variant_key(&key, &vary, &request);
+                store.insert(key, Item::Vary(vary.into()));
+                store.insert(variant, Item::Response(entry));
+            }
+        });
+        let body = std::mem::replace(res.body_mut(), Body::Empty);
+        *res.body_mut() = Recording::wrap(body, self.spec.max_object_size as usize, done);
+        Ok(())
+    }
+}

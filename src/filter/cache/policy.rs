@@ -1,0 +1,352 @@
+//! RFC 9111 for a shared cache: what may be stored, for how long it is fresh, and how old a
+//! stored response is. Pure functions over headers, so each rule is tested on its own.
+
+use http::header::{AGE, AUTHORIZATION, CACHE_CONTROL, DATE, EXPIRES, SET_COOKIE, VARY};
+use http::{HeaderMap, StatusCode};
+use std::time::{Duration, SystemTime};
+
+/// The `Cache-Control` directives a shared cache acts on.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Directives {
+    pub no_store: bool,
+    pub no_cache: bool,
+    pub private: bool,
+    pub public: bool,
+    pub max_age: Option<u64>,
+    pub s_maxage: Option<u64>,
+    pub must_revalidate: bool,
+    pub proxy_revalidate: bool,
+    pub stale_while_revalidate: Option<u64>,
+    pub stale_if_error: Option<u64>,
+}
+
+impl Directives {
+    /// All `Cache-Control` fields of `headers`, comma lists merged; names are
+    /// case-insensitive; `private="x"` and `no-cache="x"` count as the plain directive (the
+    /// stricter reading); an unparsable number is ignored.
+    pub fn of(headers: &HeaderMap) -> Directives {
+        let mut d = Directives::default();
+        for value in headers.get_all(CACHE_CONTROL) {
+            let Ok(text) = value.to_str() else { continue };
+            for directive in text.split(',') {
+                let (name, arg) = match directive.trim().split_once('=') {
+                    Some((name, arg)) => (name.trim(), Some(arg.trim().trim_matches('"'))),
+                    None => (directive.trim(), None),
+                };
+                let seconds = || arg.and_then(|a| a.parse::<u64>().ok());
+                match name.to_ascii_lowercase().as_str() {
+                    "no-store" => d.no_store = true,
+                    "no-cache" => d.no_cache = true,
+                    "private" => d.private = true,
+                    "public" => d.public = true,
+                    "max-age" => d.max_age = seconds().or(d.max_age),
+                    "s-maxage" => d.s_maxage = seconds().or(d.s_maxage),
+                    "must-revalidate" => d.must_revalidate = true,
+                    "proxy-revalidate" => d.proxy_revalidate = true,
+                    "stale-while-revalidate" => d.stale_while_revalidate = seconds(),
+                    "stale-if-error" => d.stale_if_error = seconds(),
+                    _ => {}
+                }
+            }
+        }
+        d
+    }
+}
+
+/// Statuses a cache may store without explicit freshness (RFC 9110 §15.1, "heuristically
+/// cacheable").
+pub fn heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+fn date(headers: &HeaderMap, name: http::HeaderName) -> Option<SystemTime> {
+    httpdate::parse_http_date(headers.get(name)?.to_str().ok()?).ok()
+}
+
+/// The freshness the response itself states: `s-maxage`, else `max-age`, else `Expires`
+/// minus `Date` (an invalid `Expires` means already stale).
+pub fn explicit_freshness(headers: &HeaderMap, cc: &Directives) -> Option<Duration> {
+    if let Some(seconds) = cc.s_maxage.or(cc.max_age) {
+        return Some(Duration::from_secs(seconds));
+    }
+    let expires = headers.get(EXPIRES)?;
+    let Some(expires) = expires
+        .to_str()
+        .ok()
+        .and_then(|t| httpdate::parse_http_date(t).ok())
+    else {
+        return Some(Duration::ZERO);
+    };
+    let date = date(headers, DATE).unwrap_or_else(SystemTime::now);
+    Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
+}
+
+/// How old the response already was when it arrived: the larger of its `Age` and the time
+/// since its `Date` (RFC 9111 §4.2.3, without the request delay).
+pub fn initial_age(headers: &HeaderMap, arrived: SystemTime) -> Duration {
+    let age = headers
+        .get(AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or_default();
+    let apparent = date(headers, DATE)
+        .and_then(|date| arrived.duration_since(date).ok())
+        .unwrap_or_default();
+    age.max(apparent)
+}
+
+/// The route's say in freshness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// Used when the response states no freshness.
+    pub ttl: Option<Duration>,
+    /// Used whatever the response states.
+    pub ttl_override: Option<Duration>,
+    pub cache_authorized: bool,
+}
+
+/// Why a response was not stored (for logs and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStored {
+    Method,
+    Status,
+    NoStore,
+    Private,
+    SetCookie,
+    Authorized,
+    VaryStar,
+    NoFreshness,
+    MustRevalidateNow,
+}
+
+/// Whether a response to a request with `request` headers may be stored, and for how long it
+/// is fresh.
+pub fn storable(
+    head_only: bool,
+    request: &HeaderMap,
+    status: StatusCode,
+    response: &HeaderMap,
+    lifetimes: &Lifetimes,
+) -> Result<Duration, NotStored> {
+    if head_only {
+        return Err(NotStored::Method);
+    }
+    let req = Directives::of(request);
+    let res = Directives::of(response);
+    if req.no_store || res.no_store {
+        return Err(NotStored::NoStore);
+    }
+    if res.private {
+        return Err(NotStored::Private);
+    }
+    if response.contains_key(SET_COOKIE) {
+        return Err(NotStored::SetCookie);
+    }
+    if request.contains_key(AUTHORIZATION)
+        && !lifetimes.cache_authorized
+        && !(res.public || res.s_maxage.is_some() || res.must_revalidate)
+    {
+        return Err(NotStored::Authorized);
+    }
+    if response
+        .get_all(VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|name| name.trim() == "*")
+    {
+        return Err(NotStored::VaryStar);
+    }
+    if status == StatusCode::PARTIAL_CONTENT || status.is_informational() {
+        return Err(NotStored::Status);
+    }
+    if let Some(forced) = lifetimes.ttl_override {
+        return Ok(forced);
+    }
+    // no-cache: may be stored, but must be revalidated before every use.
+    if res.no_cache {
+        return Err(NotStored::MustRevalidateNow);
+    }
+    match explicit_freshness(response, &res) {
+        Some(fresh) if fresh.is_zero() => Err(NotStored::MustRevalidateNow),
+        Some(fresh) => Ok(fresh),
+        None if heuristically_cacheable(status) => lifetimes.ttl.ok_or(NotStored::NoFreshness),
+        None => Err(NotStored::Status),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    const ROUTE: Lifetimes = Lifetimes {
+        ttl: Some(Duration::from_secs(30)),
+        ttl_override: None,
+        cache_authorized: false,
+    };
+
+    fn decide(
+        req: &[(&str, &str)],
+        status: u16,
+        res: &[(&str, &str)],
+    ) -> Result<Duration, NotStored> {
+        storable(
+            false,
+            &headers(req),
+            StatusCode::from_u16(status).unwrap(),
+            &headers(res),
+            &ROUTE,
+        )
+    }
+
+    #[test]
+    fn directives_parse_merged_and_case_insensitive() {
+        let cc = Directives::of(&headers(&[
+            ("cache-control", "Public, MAX-AGE=60"),
+            (
+                "cache-control",
+                "s-maxage=\"120\", stale-if-error=300, private=\"set-cookie\"",
+            ),
+        ]));
+        assert!(cc.public && cc.private);
+        assert_eq!(
+            (cc.max_age, cc.s_maxage, cc.stale_if_error),
+            (Some(60), Some(120), Some(300))
+        );
+    }
+
+    #[test]
+    fn freshness_prefers_s_maxage_then_max_age_then_expires_then_the_route() {
+        assert_eq!(
+            decide(&[], 200, &[("cache-control", "max-age=60, s-maxage=5")]),
+            Ok(Duration::from_secs(5))
+        );
+        assert_eq!(
+            decide(&[], 200, &[("cache-control", "max-age=60")]),
+            Ok(Duration::from_secs(60))
+        );
+        let date = httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
+        let expires =
+            httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_090));
+        assert_eq!(
+            decide(&[], 200, &[("date", &date), ("expires", &expires)]),
+            Ok(Duration::from_secs(90))
+        );
+        assert_eq!(
+            decide(&[], 200, &[("expires", "0")]),
+            Err(NotStored::MustRevalidateNow)
+        );
+        assert_eq!(decide(&[], 200, &[]), Ok(Duration::from_secs(30)));
+        // A 500 is only stored with explicit freshness.
+        assert_eq!(decide(&[], 500, &[]), Err(NotStored::Status));
+        assert_eq!(
+            decide(&[], 500, &[("cache-control", "max-age=5")]),
+            Ok(Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn what_is_never_stored() {
+        assert_eq!(
+            decide(&[("cache-control", "no-store")], 200, &[]),
+            Err(NotStored::NoStore)
+        );
+        assert_eq!(
+            decide(&[], 200, &[("cache-control", "no-store, max-age=60")]),
+            Err(NotStored::NoStore)
+        );
+        assert_eq!(
+            decide(&[], 200, &[("cache-control", "private, max-age=60")]),
+            Err(NotStored::Private)
+        );
+        assert_eq!(
+            decide(&[], 200, &[("set-cookie", "a=b")]),
+            Err(NotStored::SetCookie)
+        );
+        assert_eq!(
+            decide(&[], 200, &[("vary", "accept, *")]),
+            Err(NotStored::VaryStar)
+        );
+        assert_eq!(
+            decide(&[], 206, &[("cache-control", "max-age=60")]),
+            Err(NotStored::Status)
+        );
+        assert_eq!(
+            decide(&[], 200, &[("cache-control", "no-cache")]),
+            Err(NotStored::MustRevalidateNow)
+        );
+    }
+
+    #[test]
+    fn authorized_requests_need_the_response_to_allow_sharing() {
+        let auth = [("authorization", "Bearer x")];
+        assert_eq!(
+            decide(&auth, 200, &[("cache-control", "max-age=60")]),
+            Err(NotStored::Authorized)
+        );
+        assert!(decide(&auth, 200, &[("cache-control", "public, max-age=60")]).is_ok());
+        assert!(decide(&auth, 200, &[("cache-control", "s-maxage=60")]).is_ok());
+        let route = Lifetimes {
+            cache_authorized: true,
+            ..ROUTE
+        };
+        assert!(storable(
+            false,
+            &headers(&auth),
+            StatusCode::OK,
+            &HeaderMap::new(),
+            &route
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn ttl_override_replaces_stated_freshness() {
+        let route = Lifetimes {
+            ttl_override: Some(Duration::from_secs(7)),
+            ..ROUTE
+        };
+        let res = headers(&[("cache-control", "max-age=600")]);
+        assert_eq!(
+            storable(false, &HeaderMap::new(), StatusCode::OK, &res, &route),
+            Ok(Duration::from_secs(7))
+        );
+        // Never for what must not be shared.
+        let res = headers(&[("cache-control", "private")]);
+        assert_eq!(
+            storable(false, &HeaderMap::new(), StatusCode::OK, &res, &route),
+            Err(NotStored::Private)
+        );
+    }
+
+    #[test]
+    fn age_is_the_larger_of_age_and_date() {
+        let arrived = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let date = httpdate::fmt_http_date(arrived - Duration::from_secs(20));
+        assert_eq!(
+            initial_age(&headers(&[("date", &date), ("age", "5")]), arrived),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            initial_age(&headers(&[("date", &date), ("age", "50")]), arrived),
+            Duration::from_secs(50)
+        );
+        assert_eq!(initial_age(&HeaderMap::new(), arrived), Duration::ZERO);
+    }
+}

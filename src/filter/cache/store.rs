@@ -1,0 +1,148 @@
+//! The in-memory store: a concurrent cache bounded in bytes (quick_cache, with a weigher that
+//! counts each entry's body, headers and key). One per `cache` filter, carried over reloads.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, StatusCode};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A stored response.
+pub struct Entry {
+    pub status: StatusCode,
+    /// As received, minus `Age` (computed when served).
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// When it was stored (the cache's clock) and how old it already was then.
+    pub stored: tokio::time::Instant,
+    pub initial_age: Duration,
+    pub freshness: Duration,
+}
+
+impl Entry {
+    pub fn age(&self, now: tokio::time::Instant) -> Duration {
+        self.initial_age + now.saturating_duration_since(self.stored)
+    }
+
+    pub fn is_fresh(&self, now: tokio::time::Instant) -> bool {
+        self.age(now) < self.freshness
+    }
+
+    fn weight(&self) -> u64 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .sum();
+        (self.body.len() + headers + 128) as u64
+    }
+}
+
+/// What a key holds: a response, or (under the URL's key when the response varies) the
+/// names of the request headers that select among stored variants.
+#[derive(Clone)]
+pub enum Item {
+    Response(Arc<Entry>),
+    Vary(Arc<[HeaderName]>),
+}
+
+#[derive(Clone)]
+struct Weigher;
+
+impl quick_cache::Weighter<String, Item> for Weigher {
+    fn weight(&self, key: &String, item: &Item) -> u64 {
+        let value = match item {
+            Item::Response(entry) => entry.weight(),
+            Item::Vary(names) => 64 + names.iter().map(|n| n.as_str().len()).sum::<usize>() as u64,
+        };
+        value + key.len() as u64
+    }
+}
+
+/// Counts evictions for `/metrics`.
+#[derive(Clone, Default)]
+struct Evictions(Arc<AtomicU64>);
+
+impl quick_cache::Lifecycle<String, Item> for Evictions {
+    type RequestState = ();
+
+    fn on_evict(&self, _state: &mut Self::RequestState, _key: String, _item: Item) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub struct CacheStore {
+    items: quick_cache::sync::Cache<String, Item, Weigher, foldhash::fast::RandomState, Evictions>,
+    evictions: Evictions,
+    pub max_size: u64,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+}
+
+impl CacheStore {
+    pub fn new(max_size: u64) -> CacheStore {
+        let evictions = Evictions::default();
+        // quick_cache sizes its tables from an item estimate: assume 4 KiB per entry.
+        let estimated = (max_size / 4096).clamp(16, 1 << 20) as usize;
+        CacheStore {
+            items: quick_cache::sync::Cache::with(
+                estimated,
+                max_size,
+                Weigher,
+                foldhash::fast::RandomState::default(),
+                evictions.clone(),
+            ),
+            evictions,
+            max_size,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<Item> {
+        self.items.get(key)
+    }
+
+    pub fn insert(&self, key: String, item: Item) {
+        self.items.insert(key, item);
+    }
+
+    pub fn remove(&self, key: &str) -> bool {
+        self.items.remove(key).is_some()
+    }
+
+    /// Removes every key starting with `prefix`; how many.
+    pub fn remove_prefix(&self, prefix: &str) -> usize {
+        let keys: Vec<String> = self
+            .items
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix))
+            .map(|(key, _)| key)
+            .collect();
+        keys.iter().filter(|key| self.remove(key)).count()
+    }
+
+    pub fn entries(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.items.weight()
+    }
+
+    pub fn evictions(&self) -> u64 {
+        self.evictions.0.load(Ordering::Relaxed)
+    }
+}
+
+impl crate::telemetry::CacheStatsSource for CacheStore {
+    fn cache_stats(&self) -> crate::telemetry::CacheStats {
+        crate::telemetry::CacheStats {
+            entries: self.entries() as u64,
+            bytes: self.bytes(),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            evictions: self.evictions(),
+        }
+    }
+}

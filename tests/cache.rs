@@ -1,0 +1,361 @@
+//! The `cache` filter against an origin that sets its caching headers on command.
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use support::*;
+use tokio::io::AsyncWriteExt;
+
+/// An origin whose answer is set by the query: `cc` (Cache-Control, `:` for `=`), `etag`,
+/// `vary`, `cookie`, `size` (body bytes), `status`, `truncate` (promise `size` bytes, send 10
+/// and hang up). The body names the path and how many times it was asked for, and echoes the
+/// request's Accept-Encoding.
+struct Origin {
+    addr: SocketAddr,
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Origin {
+    fn count(&self, path: &str) -> usize {
+        self.counts.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+fn params(query: &str) -> HashMap<String, String> {
+    query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.replace(':', "=").replace("%20", " ")))
+        .collect()
+}
+
+async fn origin() -> Origin {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let shared = Arc::clone(&counts);
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counts = Arc::clone(&shared);
+            tokio::spawn(async move {
+                // Peek at the request line to serve a truncated body by hand.
+                let mut head = vec![0u8; 4096];
+                let n = match stream.peek(&mut head).await {
+                    Ok(n) => n,
+                    Err(_) => return,
+                };
+                let text = String::from_utf8_lossy(&head[..n]).to_string();
+                if text.contains("truncate=1") {
+                    let path = text
+                        .split(' ')
+                        .nth(1)
+                        .unwrap_or("/")
+                        .split('?')
+                        .next()
+                        .unwrap_or("/")
+                        .to_string();
+                    *counts.lock().unwrap().entry(path).or_default() += 1;
+                    let mut buf = vec![0u8; n];
+                    let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: 1000\r\n\r\n0123456789")
+                        .await;
+                    return;
+                }
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let counts = Arc::clone(&counts);
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let p = params(req.uri().query().unwrap_or(""));
+                        let n = {
+                            let mut counts = counts.lock().unwrap();
+                            let n = counts.entry(path.clone()).or_default();
+                            *n += 1;
+                            *n
+                        };
+                        let encoding = req
+                            .headers()
+                            .get("accept-encoding")
+                            .map(|v| v.to_str().unwrap_or("").to_string())
+                            .unwrap_or_default();
+                        let mut body = format!("{path} #{n} enc={encoding}");
+                        if let Some(size) = p.get("size").and_then(|s| s.parse::<usize>().ok()) {
+                            body = "x".repeat(size);
+                        }
+                        let mut response = http::Response::builder().status(
+                            p.get("status")
+                                .and_then(|s| s.parse::<u16>().ok())
+                                .unwrap_or(200),
+                        );
+                        if let Some(cc) = p.get("cc") {
+                            response = response.header("cache-control", cc.as_str());
+                        }
+                        if let Some(etag) = p.get("etag") {
+                            response = response.header("etag", format!("\"{etag}\""));
+                        }
+                        if let Some(vary) = p.get("vary") {
+                            response = response.header("vary", vary.as_str());
+                        }
+                        if p.contains_key("cookie") {
+                            response = response.header("set-cookie", "session=secret");
+                        }
+                        Ok::<_, Infallible>(response.body(Full::new(Bytes::from(body))).unwrap())
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Origin { addr, counts, task }
+}
+
+fn config(origin: SocketAddr, cache: &str) -> String {
+    format!(
+        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+         upstreams:\n  origin: {{ discovery: {{ static: [{origin}] }} }}\n\
+         routes:\n\
+         \x20 - name: site\n    upstream: origin\n    filters:\n\
+         \x20     - cache: {cache}\n"
+    )
+}
+
+async fn fetch(client: &mut Client, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = req("GET", path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    client.request(request.body(empty()).unwrap()).await
+}
+
+fn x_cache(reply: &Reply) -> &str {
+    reply.header("x-cache").unwrap_or("-")
+}
+
+#[tokio::test]
+async fn fresh_responses_are_served_from_the_cache_with_their_age() {
+    let origin = origin().await;
+    let gw = gateway(&config(origin.addr, "{ ttl: 30s }"));
+    let mut client = Client::http1(gw.addr()).await;
+    let first = fetch(&mut client, "/a?cc=max-age:60", &[]).await;
+    assert_eq!((first.status.as_u16(), x_cache(&first)), (200, "MISS"));
+    let second = fetch(&mut client, "/a?cc=max-age:60", &[]).await;
+    assert_eq!(x_cache(&second), "HIT");
+    assert_eq!(second.text(), first.text());
+    assert_eq!(second.header("age"), Some("0"));
+    assert_eq!(second.header("cache-control"), Some("max-age=60"));
+    assert_eq!(origin.count("/a"), 1);
+    // HEAD is answered from the GET's entry; POST always goes through.
+    let head = client
+        .request(req("HEAD", "/a?cc=max-age:60").body(empty()).unwrap())
+        .await;
+    assert_eq!((x_cache(&head), head.text().len()), ("HIT", 0));
+    let post = client
+        .request(req("POST", "/a?cc=max-age:60").body(empty()).unwrap())
+        .await;
+    assert_eq!(x_cache(&post), "BYPASS");
+    assert_eq!(origin.count("/a"), 2);
+    // A client asking for a fresh copy goes upstream (and refreshes the entry).
+    let fresh = fetch(
+        &mut client,
+        "/a?cc=max-age:60",
+        &[("cache-control", "no-cache")],
+    )
+    .await;
+    assert_eq!(x_cache(&fresh), "MISS");
+    assert_eq!(origin.count("/a"), 3);
+}
+
+#[tokio::test]
+async fn what_must_not_be_shared_is_never_stored() {
+    let origin = origin().await;
+    let gw = gateway(&config(origin.addr, "{ ttl: 30s }"));
+    let mut client = Client::http1(gw.addr()).await;
+    for (path, headers) in [
+        ("/no-store?cc=no-store", vec![]),
+        ("/private?cc=private,max-age:60", vec![]),
+        ("/cookie?cc=max-age:60&cookie=1", vec![]),
+        ("/vary-star?cc=max-age:60&vary=*", vec![]),
+        (
+            "/auth?cc=max-age:60",
+            vec![("authorization", "Bearer alice")],
+        ),
+        ("/error?status=503", vec![]),
+    ] {
+        fetch(&mut client, path, &headers).await;
+        let again = fetch(&mut client, path, &headers).await;
+        assert_eq!(x_cache(&again), "MISS", "{path}");
+        let name = path.split('?').next().unwrap();
+        assert_eq!(origin.count(name), 2, "{path}");
+    }
+    // Another user must never see alice's private answer: and with `public`, sharing is fine.
+    fetch(
+        &mut client,
+        "/shared?cc=public,max-age:60",
+        &[("authorization", "Bearer alice")],
+    )
+    .await;
+    let bob = fetch(
+        &mut client,
+        "/shared?cc=public,max-age:60",
+        &[("authorization", "Bearer bob")],
+    )
+    .await;
+    assert_eq!(x_cache(&bob), "HIT");
+}
+
+#[tokio::test]
+async fn variants_follow_vary() {
+    let origin = origin().await;
+    let gw = gateway(&config(origin.addr, "{ ttl: 30s }"));
+    let mut client = Client::http1(gw.addr()).await;
+    let path = "/v?cc=max-age:60&vary=accept-encoding";
+    let gzip = fetch(&mut client, path, &[("accept-encoding", "gzip")]).await;
+    let plain = fetch(&mut client, path, &[]).await;
+    assert_eq!((x_cache(&gzip), x_cache(&plain)), ("MISS", "MISS"));
+    let gzip_again = fetch(&mut client, path, &[("accept-encoding", "gzip")]).await;
+    let plain_again = fetch(&mut client, path, &[]).await;
+    assert_eq!(
+        (x_cache(&gzip_again), x_cache(&plain_again)),
+        ("HIT", "HIT")
+    );
+    assert!(gzip_again.text().ends_with("enc=gzip"));
+    assert!(plain_again.text().ends_with("enc="));
+    assert_eq!(origin.count("/v"), 2);
+}
+
+#[tokio::test]
+async fn route_ttl_override_and_keys() {
+    let origin = origin().await;
+    let gw = gateway(&config(
+        origin.addr,
+        "{ ttl_override: 1m, query: { sort: true, ignore: [utm_source] }, key: [header:x-tenant] }",
+    ));
+    let mut client = Client::http1(gw.addr()).await;
+    // The origin says no-cache; the operator overrides freshness.
+    fetch(&mut client, "/k?cc=no-cache&b=2&a=1", &[("x-tenant", "t1")]).await;
+    let same = fetch(
+        &mut client,
+        "/k?a=1&cc=no-cache&b=2&utm_source=mail",
+        &[("x-tenant", "t1")],
+    )
+    .await;
+    assert_eq!(x_cache(&same), "HIT");
+    let other_tenant = fetch(&mut client, "/k?cc=no-cache&b=2&a=1", &[("x-tenant", "t2")]).await;
+    assert_eq!(x_cache(&other_tenant), "MISS");
+    assert_eq!(origin.count("/k"), 2);
+}
+
+#[tokio::test]
+async fn client_conditionals_are_answered_from_the_cache() {
+    let origin = origin().await;
+    let gw = gateway(&config(origin.addr, "{}"));
+    let mut client = Client::http1(gw.addr()).await;
+    fetch(&mut client, "/e?cc=max-age:60&etag=v1", &[]).await;
+    let not_modified = fetch(
+        &mut client,
+        "/e?cc=max-age:60&etag=v1",
+        &[("if-none-match", "\"v1\"")],
+    )
+    .await;
+    assert_eq!(not_modified.status, 304);
+    assert!(not_modified.text().is_empty());
+    let changed = fetch(
+        &mut client,
+        "/e?cc=max-age:60&etag=v1",
+        &[("if-none-match", "\"v0\"")],
+    )
+    .await;
+    assert_eq!(changed.status, 200);
+    assert_eq!(origin.count("/e"), 1);
+}
+
+#[tokio::test]
+async fn large_and_truncated_bodies_are_not_stored() {
+    let origin = origin().await;
+    let gw = gateway(&config(
+        origin.addr,
+        "{ max_size: 1MiB, max_object_size: 10KiB }",
+    ));
+    let mut client = Client::http1(gw.addr()).await;
+    let big = fetch(&mut client, "/big?cc=max-age:60&size=20000", &[]).await;
+    assert_eq!(big.text().len(), 20000, "streams through whole");
+    assert_eq!(
+        x_cache(&fetch(&mut client, "/big?cc=max-age:60&size=20000", &[]).await),
+        "MISS"
+    );
+    // The origin promises 1000 bytes, sends 10 and hangs up: nothing may be kept. (A fresh
+    // origin: it cuts only the first request of a connection.)
+    let origin = self::origin().await;
+    let gw = gateway(&config(origin.addr, "{}"));
+    for _ in 0..2 {
+        let mut client = Client::http1(gw.addr()).await;
+        let response = client
+            .send(req("GET", "/cut?truncate=1").body(empty()).unwrap())
+            .await
+            .unwrap();
+        // The client reads to the end: the body breaks off after 10 bytes.
+        let read = response.into_body().collect().await;
+        assert!(read.is_err(), "{:?}", read.map(|b| b.to_bytes()));
+    }
+    assert_eq!(
+        origin.count("/cut"),
+        2,
+        "a truncated body was served from the cache"
+    );
+}
+
+#[tokio::test]
+async fn the_store_is_bounded_in_bytes_and_survives_reloads() {
+    let origin = origin().await;
+    let yaml = config(origin.addr, "{ max_size: 256KiB, max_object_size: 32KiB }");
+    let gw = gateway(&yaml);
+    let mut client = Client::http1(gw.addr()).await;
+    for i in 0..40 {
+        fetch(
+            &mut client,
+            &format!("/o{i}?cc=max-age:600&size=16384"),
+            &[],
+        )
+        .await;
+    }
+    // 40 x 16 KiB = 640 KiB went through a 256 KiB store: the oldest were evicted.
+    let metrics = get(gw.admin(), "/metrics").await.text();
+    let bytes: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("cache_bytes{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("cache_bytes metric");
+    assert!(bytes <= 256.0 * 1024.0, "{bytes}");
+    assert!(
+        metrics.contains("cache_evictions_total{filter=\"site\"}"),
+        "{metrics}"
+    );
+    let recent = fetch(&mut client, "/o39?cc=max-age:600&size=16384", &[]).await;
+    assert_eq!(x_cache(&recent), "HIT");
+    // An unrelated reload keeps what is stored.
+    let with_route = format!(
+        "{yaml}  - name: ping\n    match: {{ path: /ping }}\n    respond: {{ body: pong }}\n"
+    );
+    gw.reload(&with_route).unwrap();
+    assert_eq!(
+        x_cache(&fetch(&mut client, "/o39?cc=max-age:600&size=16384", &[]).await),
+        "HIT"
+    );
+}
