@@ -7,7 +7,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use support::*;
@@ -20,6 +19,8 @@ use tokio::io::AsyncWriteExt;
 struct Origin {
     addr: SocketAddr,
     counts: Arc<Mutex<HashMap<String, usize>>>,
+    /// While set, every request gets its connection closed without an answer.
+    down: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -48,9 +49,12 @@ async fn origin() -> Origin {
     let addr = listener.local_addr().unwrap();
     let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let shared = Arc::clone(&counts);
+    let down: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+    let is_down = Arc::clone(&down);
     let task = tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let counts = Arc::clone(&shared);
+            let is_down = Arc::clone(&is_down);
             tokio::spawn(async move {
                 // Peek at the request line to serve a truncated body by hand.
                 let mut head = vec![0u8; 4096];
@@ -78,7 +82,11 @@ async fn origin() -> Origin {
                 }
                 let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let counts = Arc::clone(&counts);
+                    let is_down = Arc::clone(&is_down);
                     async move {
+                        if is_down.load(std::sync::atomic::Ordering::SeqCst) {
+                            return Err(std::io::Error::other("down"));
+                        }
                         let path = req.uri().path().to_string();
                         let p = params(req.uri().query().unwrap_or(""));
                         let n = {
@@ -93,6 +101,9 @@ async fn origin() -> Origin {
                             .map(|v| v.to_str().unwrap_or("").to_string())
                             .unwrap_or_default();
                         let mut body = format!("{path} #{n} enc={encoding}");
+                        if let Some(ms) = p.get("delay").and_then(|s| s.parse::<u64>().ok()) {
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                        }
                         if let Some(size) = p.get("size").and_then(|s| s.parse::<usize>().ok()) {
                             body = "x".repeat(size);
                         }
@@ -113,7 +124,9 @@ async fn origin() -> Origin {
                         if p.contains_key("cookie") {
                             response = response.header("set-cookie", "session=secret");
                         }
-                        Ok::<_, Infallible>(response.body(Full::new(Bytes::from(body))).unwrap())
+                        Ok::<_, std::io::Error>(
+                            response.body(Full::new(Bytes::from(body))).unwrap(),
+                        )
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -122,7 +135,12 @@ async fn origin() -> Origin {
             });
         }
     });
-    Origin { addr, counts, task }
+    Origin {
+        addr,
+        counts,
+        down,
+        task,
+    }
 }
 
 fn config(origin: SocketAddr, cache: &str) -> String {
@@ -358,4 +376,64 @@ async fn the_store_is_bounded_in_bytes_and_survives_reloads() {
         x_cache(&fetch(&mut client, "/o39?cc=max-age:600&size=16384", &[]).await),
         "HIT"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_make_one_upstream_request() {
+    let origin = origin().await;
+    let gw = gateway(&config(origin.addr, "{ lock_timeout: 5s }"));
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let addr = gw.addr();
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::http1(addr).await;
+            fetch(&mut client, "/cold?cc=max-age:60&delay=300", &[]).await
+        }));
+    }
+    let mut labels = HashMap::new();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.text(), "/cold #1 enc=");
+        *labels.entry(x_cache(&reply).to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(origin.count("/cold"), 1, "{labels:?}");
+    assert_eq!(labels.get("MISS"), Some(&1), "{labels:?}");
+}
+
+#[tokio::test]
+async fn stale_copies_stand_in_when_the_upstream_fails() {
+    let origin = origin().await;
+    let gw = gateway(&config(origin.addr, "{ stale_if_error: 1h }"));
+    let mut client = Client::http1(gw.addr()).await;
+    let first = fetch(&mut client, "/s?cc=max-age:1", &[]).await;
+    // Its own stale-if-error wins over the route's; must-revalidate forbids stale use.
+    fetch(&mut client, "/own?cc=max-age:1,stale-if-error:0", &[]).await;
+    fetch(&mut client, "/strict?cc=max-age:1,must-revalidate", &[]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    origin.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let stale = fetch(&mut client, "/s?cc=max-age:1", &[]).await;
+    assert_eq!((stale.status.as_u16(), x_cache(&stale)), (200, "STALE"));
+    assert_eq!(stale.text(), first.text());
+    assert!(stale.header("age").unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(
+        fetch(&mut client, "/own?cc=max-age:1,stale-if-error:0", &[])
+            .await
+            .status,
+        502
+    );
+    assert_eq!(
+        fetch(&mut client, "/strict?cc=max-age:1,must-revalidate", &[])
+            .await
+            .status,
+        502
+    );
+    // The upstream is back: fresh answers again.
+    origin
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut client = Client::http1(gw.addr()).await;
+    let fresh = fetch(&mut client, "/s?cc=max-age:1", &[]).await;
+    assert_eq!(x_cache(&fresh), "MISS");
+    assert_eq!(fresh.text(), "/s #2 enc=");
 }

@@ -758,6 +758,13 @@ fn compile_cache(raw: raw::CacheFilter, path: &str, issues: &mut Issues) -> Opti
         }
     };
     let query = raw.query.unwrap_or_default();
+    let lock_timeout = duration_field(
+        raw.lock_timeout,
+        Duration::from_secs(5),
+        &format!("{path}.lock_timeout"),
+        issues,
+    );
+    let stale_if_error = lifetime(raw.stale_if_error, "stale_if_error", issues);
     (issues.list.len() == before).then(|| CacheSpec {
         lifetimes: Lifetimes {
             ttl,
@@ -772,5 +779,7 @@ fn compile_cache(raw: raw::CacheFilter, path: &str, issues: &mut Issues) -> Opti
         },
         key,
         status_header,
+        lock_timeout,
+        stale_if_error,
     })
 }

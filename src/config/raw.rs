@@ -255,6 +255,8 @@ pub struct CacheFilter {
     /// Extra key parts: `header:NAME`, `claim:NAME`.
     pub key: Option<OneOrMany>,
     pub status_header: Option<String>,
+    pub lock_timeout: Option<Scalar>,
+    pub stale_if_error: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

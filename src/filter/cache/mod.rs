@@ -21,7 +21,7 @@ use policy::{Directives, Lifetimes};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use store::{CacheStore, Entry, Item};
+use store::{CacheStore, Entry, FillGuard, Item};
 
 /// How the query string takes part in the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +42,11 @@ pub struct CacheSpec {
     /// Extra key parts: request headers or JWT claims.
     pub key: Vec<KeyPart>,
     pub status_header: HeaderName,
+    /// How long a miss waits for another request already fetching the same key.
+    pub lock_timeout: Duration,
+    /// How long past its freshness a stored response may stand in for an upstream failure
+    /// (a response's own `stale-if-error` wins).
+    pub stale_if_error: Option<Duration>,
 }
 
 pub struct Cache {
@@ -61,12 +66,17 @@ enum Pending {
         key: String,
         request: HeaderMap,
         head: bool,
+        /// This request fills the key for others waiting on it.
+        fill: Option<Arc<FillGuard>>,
+        /// A stale copy, for `stale_if_error`.
+        stale: Option<Arc<Entry>>,
     },
 }
 
 const HIT: HeaderValue = HeaderValue::from_static("HIT");
 const MISS: HeaderValue = HeaderValue::from_static("MISS");
 const BYPASS: HeaderValue = HeaderValue::from_static("BYPASS");
+const STALE: HeaderValue = HeaderValue::from_static("STALE");
 
 impl Cache {
     pub fn new(spec: CacheSpec, store: Arc<CacheStore>, owner: &str) -> Cache {
@@ -152,7 +162,19 @@ impl Cache {
         }
     }
 
-    fn serve(&self, entry: &Entry, req: &Parts, now: tokio::time::Instant) -> Response<Body> {
+    fn hit(&self, entry: &Entry, req: &Parts, ctx: &mut RequestCtx) -> Flow {
+        self.store.hits.fetch_add(1, Ordering::Relaxed);
+        ctx.extensions.insert(Pending::Hit);
+        Flow::Respond(self.serve(entry, req, ctx.started, HIT))
+    }
+
+    fn serve(
+        &self,
+        entry: &Entry,
+        req: &Parts,
+        now: tokio::time::Instant,
+        label: HeaderValue,
+    ) -> Response<Body> {
         let not_modified = match (req.headers.get(IF_NONE_MATCH), entry.headers.get(ETAG)) {
             (Some(wanted), Some(etag)) => wanted
                 .to_str()
@@ -172,8 +194,24 @@ impl Cache {
         // The length is the stored body's, set by the server from the body itself.
         headers.remove(http::header::CONTENT_LENGTH);
         headers.insert(AGE, HeaderValue::from(entry.age(now).as_secs()));
-        headers.insert(self.spec.status_header.clone(), HIT);
+        headers.insert(self.spec.status_header.clone(), label);
         response
+    }
+}
+
+impl Cache {
+    /// Within the stale-if-error window (the response's own, else the route's) and not
+    /// forbidden by `must-revalidate` / `proxy-revalidate`.
+    fn may_serve_stale(&self, entry: &Entry, now: tokio::time::Instant) -> bool {
+        let cc = Directives::of(&entry.headers);
+        if cc.must_revalidate || cc.proxy_revalidate {
+            return false;
+        }
+        let window = cc
+            .stale_if_error
+            .map(Duration::from_secs)
+            .or(self.spec.stale_if_error);
+        window.is_some_and(|window| entry.age(now) < entry.freshness + window)
     }
 }
 
@@ -202,24 +240,42 @@ impl Filter for Cache {
         };
         // A client asking for a fresh answer (no-cache, max-age=0) goes upstream.
         let wants_fresh = cc.no_cache || cc.max_age == Some(0);
+        let now = ctx.started;
+        let usable = |entry: &Entry| {
+            entry.is_fresh(now)
+                && cc
+                    .max_age
+                    .is_none_or(|max| entry.age(now) <= Duration::from_secs(max))
+        };
+        let mut stale = None;
         if !wants_fresh {
             if let Some(entry) = self.lookup(&key, &req.headers) {
-                let now = ctx.started;
-                let within_client_limit = cc
-                    .max_age
-                    .is_none_or(|max| entry.age(now) <= Duration::from_secs(max));
-                if entry.is_fresh(now) && within_client_limit {
-                    self.store.hits.fetch_add(1, Ordering::Relaxed);
-                    ctx.extensions.insert(Pending::Hit);
-                    return Ok(Flow::Respond(self.serve(&entry, req, now)));
+                if usable(&entry) {
+                    return Ok(self.hit(&entry, req, ctx));
                 }
+                stale = Some(entry);
             }
         }
+        // Coalescing: one miss per key goes upstream; the others wait for its entry.
+        let fill = match self.store.begin_fill(&key) {
+            Ok(guard) => Some(Arc::new(guard)),
+            Err(mut filled) => {
+                let _ = tokio::time::timeout(self.spec.lock_timeout, filled.changed()).await;
+                if let Some(entry) = self.lookup(&key, &req.headers) {
+                    if usable(&entry) {
+                        return Ok(self.hit(&entry, req, ctx));
+                    }
+                }
+                None
+            }
+        };
         self.store.misses.fetch_add(1, Ordering::Relaxed);
         ctx.extensions.insert(Pending::Miss {
             key,
             request: req.headers.clone(),
             head,
+            fill,
+            stale,
         });
         Ok(Flow::Continue)
     }
@@ -230,14 +286,31 @@ impl Filter for Cache {
         ctx: &mut RequestCtx,
     ) -> Result<(), ProxyError> {
         let label = self.spec.status_header.clone();
-        let (key, request, head) = match ctx.extensions.remove::<Pending>() {
+        let (key, request, head, fill, stale) = match ctx.extensions.remove::<Pending>() {
             Some(Pending::Hit) => return Ok(()),
-            Some(Pending::Miss { key, request, head }) => (key, request, head),
+            Some(Pending::Miss {
+                key,
+                request,
+                head,
+                fill,
+                stale,
+            }) => (key, request, head, fill, stale),
             Some(Pending::Bypass) | None => {
                 res.headers_mut().insert(label, BYPASS);
                 return Ok(());
             }
         };
+        // The upstream failed (or an open breaker answered): a stale copy still within its
+        // stale-if-error window is better than an error.
+        let failed = ctx.error.is_some() || res.status().is_server_error();
+        if let (true, Some(entry)) = (failed, &stale) {
+            if self.may_serve_stale(entry, ctx.started) {
+                let mut parts = http::Request::new(()).into_parts().0;
+                parts.headers = request;
+                *res = self.serve(entry, &parts, ctx.started, STALE);
+                return Ok(());
+            }
+        }
         res.headers_mut().insert(label.clone(), MISS);
         // Errors made by the gateway itself (502, 504 …) are not the upstream's answers.
         if ctx.error.is_some() {
@@ -280,6 +353,8 @@ impl Filter for Cache {
         let status = res.status();
         let store = Arc::clone(&self.store);
         let done = Box::new(move |body: bytes::Bytes| {
+            // Waiters wake once the entry is in (the guard goes with this closure).
+            let _fill = fill;
             let entry = Arc::new(Entry {
                 status,
                 headers,

@@ -3,9 +3,11 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, StatusCode};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// A stored response.
 pub struct Entry {
@@ -71,9 +73,25 @@ impl quick_cache::Lifecycle<String, Item> for Evictions {
     }
 }
 
+/// Held by the one request filling a key; dropping it wakes the requests waiting for it.
+pub struct FillGuard {
+    key: String,
+    filling: Arc<Mutex<HashMap<String, watch::Receiver<()>>>>,
+    _sender: watch::Sender<()>,
+}
+
+impl Drop for FillGuard {
+    fn drop(&mut self) {
+        let mut filling = self.filling.lock().unwrap_or_else(|e| e.into_inner());
+        filling.remove(&self.key);
+    }
+}
+
 pub struct CacheStore {
     items: quick_cache::sync::Cache<String, Item, Weigher, foldhash::fast::RandomState, Evictions>,
     evictions: Evictions,
+    /// Keys being fetched by one request while others wait (request coalescing).
+    filling: Arc<Mutex<HashMap<String, watch::Receiver<()>>>>,
     pub max_size: u64,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
@@ -93,10 +111,30 @@ impl CacheStore {
                 evictions.clone(),
             ),
             evictions,
+            filling: Arc::default(),
             max_size,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
+    }
+
+    /// The first miss for `key` fills it (`Ok`, holding the guard until the entry is stored
+    /// or given up); later ones wait for that (`Err`, a receiver that wakes when the guard
+    /// goes).
+    pub fn begin_fill(&self, key: &str) -> Result<FillGuard, watch::Receiver<()>> {
+        let mut filling = self.filling.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(waiting) = filling.get(key) {
+            if waiting.has_changed().is_ok() {
+                return Err(waiting.clone());
+            }
+        }
+        let (sender, receiver) = watch::channel(());
+        filling.insert(key.to_string(), receiver);
+        Ok(FillGuard {
+            key: key.to_string(),
+            filling: Arc::clone(&self.filling),
+            _sender: sender,
+        })
     }
 
     pub fn get(&self, key: &str) -> Option<Item> {
