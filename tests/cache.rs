@@ -101,6 +101,26 @@ async fn origin() -> Origin {
                             .map(|v| v.to_str().unwrap_or("").to_string())
                             .unwrap_or_default();
                         let mut body = format!("{path} #{n} enc={encoding}");
+                        let etag = p.get("etag").map(|e| format!("\"{e}\""));
+                        let validated = req
+                            .headers()
+                            .get("if-none-match")
+                            .is_some_and(|v| Some(v.to_str().unwrap_or("")) == etag.as_deref());
+                        if validated {
+                            *counts
+                                .lock()
+                                .unwrap()
+                                .entry(format!("{path} 304"))
+                                .or_default() += 1;
+                            let mut response = http::Response::builder().status(304);
+                            if let Some(cc) = p.get("cc") {
+                                response = response.header("cache-control", cc.as_str());
+                            }
+                            if let Some(etag) = &etag {
+                                response = response.header("etag", etag.as_str());
+                            }
+                            return Ok(response.body(Full::new(Bytes::new())).unwrap());
+                        }
                         if let Some(ms) = p.get("delay").and_then(|s| s.parse::<u64>().ok()) {
                             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                         }
@@ -436,4 +456,30 @@ async fn stale_copies_stand_in_when_the_upstream_fails() {
     let fresh = fetch(&mut client, "/s?cc=max-age:1", &[]).await;
     assert_eq!(x_cache(&fresh), "MISS");
     assert_eq!(fresh.text(), "/s #2 enc=");
+}
+
+#[tokio::test]
+async fn stale_entries_are_revalidated_and_304s_refresh_them() {
+    let origin = origin().await;
+    let gw = gateway(&config(origin.addr, "{}"));
+    let mut client = Client::http1(gw.addr()).await;
+    let first = fetch(&mut client, "/r?cc=max-age:1&etag=v1", &[]).await;
+    assert_eq!(x_cache(&first), "MISS");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Stale: the gateway asks with If-None-Match; the origin's 304 refreshes the copy, and
+    // the client (which asked unconditionally) gets the whole response.
+    let revalidated = fetch(&mut client, "/r?cc=max-age:1&etag=v1", &[]).await;
+    assert_eq!(
+        (revalidated.status.as_u16(), x_cache(&revalidated)),
+        (200, "REVALIDATED")
+    );
+    assert_eq!(revalidated.text(), first.text());
+    assert_eq!(origin.count("/r 304"), 1);
+    // Fresh again for another second.
+    assert_eq!(
+        x_cache(&fetch(&mut client, "/r?cc=max-age:1&etag=v1", &[]).await),
+        "HIT"
+    );
+    // Two requests reached the origin, one of them answered 304: the body went once.
+    assert_eq!((origin.count("/r"), origin.count("/r 304")), (2, 1));
 }

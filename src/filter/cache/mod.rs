@@ -68,8 +68,11 @@ enum Pending {
         head: bool,
         /// This request fills the key for others waiting on it.
         fill: Option<Arc<FillGuard>>,
-        /// A stale copy, for `stale_if_error`.
+        /// A stale copy, for `stale_if_error` and revalidation.
         stale: Option<Arc<Entry>>,
+        /// The upstream request carries the stale copy's validators (added here, not by the
+        /// client): a 304 refreshes the copy and the client gets it whole.
+        revalidating: bool,
     },
 }
 
@@ -77,6 +80,31 @@ const HIT: HeaderValue = HeaderValue::from_static("HIT");
 const MISS: HeaderValue = HeaderValue::from_static("MISS");
 const BYPASS: HeaderValue = HeaderValue::from_static("BYPASS");
 const STALE: HeaderValue = HeaderValue::from_static("STALE");
+const REVALIDATED: HeaderValue = HeaderValue::from_static("REVALIDATED");
+
+/// Adds the stored copy's `ETag` / `Last-Modified` as `If-None-Match` / `If-Modified-Since`
+/// unless the client sent conditionals of its own; whether any were added.
+fn add_validators(headers: &mut HeaderMap, entry: &Entry) -> bool {
+    use http::header::{IF_MODIFIED_SINCE, LAST_MODIFIED};
+    if headers.contains_key(IF_NONE_MATCH) || headers.contains_key(IF_MODIFIED_SINCE) {
+        return false;
+    }
+    let mut added = false;
+    if let Some(etag) = entry.headers.get(ETAG) {
+        headers.insert(IF_NONE_MATCH, etag.clone());
+        added = true;
+    }
+    if let Some(modified) = entry.headers.get(LAST_MODIFIED) {
+        headers.insert(IF_MODIFIED_SINCE, modified.clone());
+        added = true;
+    }
+    added
+}
+
+/// A refreshed copy is stored again only when it is fresh for a while.
+fn refreshed_entry(entry: Entry) -> Option<Arc<Entry>> {
+    (!entry.freshness.is_zero()).then(|| Arc::new(entry))
+}
 
 impl Cache {
     pub fn new(spec: CacheSpec, store: Arc<CacheStore>, owner: &str) -> Cache {
@@ -200,6 +228,33 @@ impl Cache {
 }
 
 impl Cache {
+    /// The stored copy with the headers of a 304 that confirmed it (RFC 9111 §4.3.4), fresh
+    /// again from now.
+    fn refresh(&self, entry: &Entry, not_modified: &HeaderMap, request: &HeaderMap) -> Entry {
+        let mut headers = entry.headers.clone();
+        for name in not_modified.keys() {
+            if name == http::header::CONTENT_LENGTH || name == self.spec.status_header {
+                continue;
+            }
+            headers.remove(name);
+            for value in not_modified.get_all(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        headers.remove(AGE);
+        let freshness =
+            policy::storable(false, request, entry.status, &headers, &self.spec.lifetimes)
+                .unwrap_or(Duration::ZERO);
+        Entry {
+            status: entry.status,
+            initial_age: policy::initial_age(not_modified, SystemTime::now()),
+            headers,
+            body: entry.body.clone(),
+            stored: tokio::time::Instant::now(),
+            freshness,
+        }
+    }
+
     /// Within the stale-if-error window (the response's own, else the route's) and not
     /// forbidden by `must-revalidate` / `proxy-revalidate`.
     fn may_serve_stale(&self, entry: &Entry, now: tokio::time::Instant) -> bool {
@@ -270,12 +325,17 @@ impl Filter for Cache {
             }
         };
         self.store.misses.fetch_add(1, Ordering::Relaxed);
+        let request = req.headers.clone();
+        let revalidating = stale
+            .as_ref()
+            .is_some_and(|entry| add_validators(&mut req.headers, entry));
         ctx.extensions.insert(Pending::Miss {
             key,
-            request: req.headers.clone(),
+            request,
             head,
             fill,
             stale,
+            revalidating,
         });
         Ok(Flow::Continue)
     }
@@ -286,20 +346,22 @@ impl Filter for Cache {
         ctx: &mut RequestCtx,
     ) -> Result<(), ProxyError> {
         let label = self.spec.status_header.clone();
-        let (key, request, head, fill, stale) = match ctx.extensions.remove::<Pending>() {
-            Some(Pending::Hit) => return Ok(()),
-            Some(Pending::Miss {
-                key,
-                request,
-                head,
-                fill,
-                stale,
-            }) => (key, request, head, fill, stale),
-            Some(Pending::Bypass) | None => {
-                res.headers_mut().insert(label, BYPASS);
-                return Ok(());
-            }
-        };
+        let (key, request, head, fill, stale, revalidating) =
+            match ctx.extensions.remove::<Pending>() {
+                Some(Pending::Hit) => return Ok(()),
+                Some(Pending::Miss {
+                    key,
+                    request,
+                    head,
+                    fill,
+                    stale,
+                    revalidating,
+                }) => (key, request, head, fill, stale, revalidating),
+                Some(Pending::Bypass) | None => {
+                    res.headers_mut().insert(label, BYPASS);
+                    return Ok(());
+                }
+            };
         // The upstream failed (or an open breaker answered): a stale copy still within its
         // stale-if-error window is better than an error.
         let failed = ctx.error.is_some() || res.status().is_server_error();
@@ -310,6 +372,18 @@ impl Filter for Cache {
                 *res = self.serve(entry, &parts, ctx.started, STALE);
                 return Ok(());
             }
+        }
+        if let (true, Some(entry), StatusCode::NOT_MODIFIED) = (revalidating, &stale, res.status())
+        {
+            let refreshed = self.refresh(entry, res.headers(), &request);
+            let mut parts = http::Request::new(()).into_parts().0;
+            parts.headers = request;
+            *res = self.serve(&refreshed, &parts, ctx.started, REVALIDATED);
+            if let Some(refreshed) = refreshed_entry(refreshed) {
+                self.store.insert(key, Item::Response(refreshed));
+            }
+            drop(fill);
+            return Ok(());
         }
         res.headers_mut().insert(label.clone(), MISS);
         // Errors made by the gateway itself (502, 504 …) are not the upstream's answers.
