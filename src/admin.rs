@@ -3,6 +3,7 @@
 //! It runs on the control thread, away from the workers that serve traffic.
 
 use crate::body::Body;
+use crate::filter::cache::Purge;
 use crate::filter::circuit_breaker::State;
 use crate::reload::Reloader;
 use crate::server::Shutdown;
@@ -146,6 +147,35 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body
             );
             response
         }
+        (Method::DELETE, "/cache") => {
+            let query = request.uri().query().unwrap_or("");
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .filter_map(|pair| pair.split_once('='))
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| value)
+            };
+            let purge = Purge {
+                owner: param("route"),
+                url: param("key"),
+                prefix: param("prefix"),
+            };
+            if purge.owner.is_none() && purge.url.is_none() && purge.prefix.is_none() {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "say what to purge: key=HOST/PATH?QUERY, prefix=/PATH or HOST/PATH, and/or route=NAME"}),
+                );
+            }
+            let snapshot = state.gateway.snapshot.load_full();
+            let purged: usize = snapshot
+                .caches
+                .iter()
+                .map(|(_, store)| store.remove_where(|key| purge.matches(key)))
+                .sum();
+            tracing::info!(purged, query, "cache purge");
+            json_response(StatusCode::OK, &json!({ "purged": purged }))
+        }
         (Method::POST, "/reload") => {
             // Parsing and building take milliseconds; keep them off the admin's async loop.
             let reloader = Arc::clone(&state.reloader);
@@ -167,7 +197,8 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body
         }
         (
             _,
-            "/healthz" | "/ready" | "/config" | "/routes" | "/upstreams" | "/metrics" | "/reload",
+            "/healthz" | "/ready" | "/config" | "/routes" | "/upstreams" | "/metrics" | "/reload"
+            | "/cache",
         ) => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "method not allowed"}),

@@ -2,6 +2,7 @@
 //! A request loads the current snapshot once and keeps it to the end, so a reload never
 //! changes a request half-way.
 
+use crate::filter::cache::store::CacheStore;
 use crate::filter::circuit_breaker::Breaker;
 use crate::filter::jwt::Provider;
 use crate::filter::{Filter, FilterStates};
@@ -133,6 +134,8 @@ pub struct Snapshot {
     pub filter_states: FilterStates,
     /// Every route's circuit breaker, for the admin API.
     pub breakers: Vec<Arc<Breaker>>,
+    /// Every cache store by owner (route or named filter), for purges.
+    pub caches: Vec<(String, Arc<CacheStore>)>,
     /// `stores.redis`, shared by `store: redis` filters; carried over while its settings hold.
     pub redis: Option<Arc<RedisStore>>,
     pub limits: Limits,

@@ -483,3 +483,36 @@ async fn stale_entries_are_revalidated_and_304s_refresh_them() {
     // Two requests reached the origin, one of them answered 304: the body went once.
     assert_eq!((origin.count("/r"), origin.count("/r 304")), (2, 1));
 }
+
+async fn purge(gw: &TestGateway, query: &str) -> Reply {
+    let mut admin = Client::http1(gw.admin()).await;
+    admin
+        .request(
+            req("DELETE", &format!("/cache?{query}"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn entries_are_purged_by_url_prefix_or_route() {
+    let origin = origin().await;
+    let gw = gateway(&config(origin.addr, "{ ttl: 1h }"));
+    let mut client = Client::http1(gw.addr()).await;
+    for path in ["/p/one", "/p/two", "/q/three"] {
+        fetch(&mut client, path, &[]).await;
+        assert_eq!(x_cache(&fetch(&mut client, path, &[]).await), "HIT");
+    }
+    let one = purge(&gw, &format!("key={}/p/one", gw.addr())).await;
+    assert_eq!(one.json()["purged"], 1);
+    assert_eq!(x_cache(&fetch(&mut client, "/p/one", &[]).await), "MISS");
+    assert_eq!(x_cache(&fetch(&mut client, "/p/two", &[]).await), "HIT");
+    let prefix = purge(&gw, "prefix=/p/").await;
+    assert_eq!(prefix.json()["purged"], 2);
+    assert_eq!(x_cache(&fetch(&mut client, "/q/three", &[]).await), "HIT");
+    assert_eq!(purge(&gw, "route=site").await.json()["purged"], 1);
+    assert_eq!(purge(&gw, "route=elsewhere").await.json()["purged"], 0);
+    assert_eq!(purge(&gw, "").await.status, 400);
+    assert_eq!(x_cache(&fetch(&mut client, "/q/three", &[]).await), "MISS");
+}

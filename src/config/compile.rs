@@ -96,6 +96,8 @@ pub struct BuildCtx<'a> {
     pub upstream: Option<&'a str>,
     /// Every circuit breaker built, for the admin API.
     pub breakers: Vec<Arc<Breaker>>,
+    /// Every cache store, by owner, for purges.
+    pub caches: Vec<(String, Arc<CacheStore>)>,
     pub prev: Option<&'a FilterStates>,
     pub states: &'a mut FilterStates,
 }
@@ -141,6 +143,13 @@ impl FilterSpec {
                     .carry(ctx.prev, key, || CacheStore::new(spec.max_size));
                 let stats: Arc<dyn crate::telemetry::CacheStatsSource> = store.clone();
                 ctx.metrics.caches.register(owner, &stats);
+                if !ctx
+                    .caches
+                    .iter()
+                    .any(|(_, known)| Arc::ptr_eq(known, &store))
+                {
+                    ctx.caches.push((owner.to_string(), Arc::clone(&store)));
+                }
                 Arc::new(Cache::new(spec.clone(), store, owner))
             }
             FilterSpec::CircuitBreaker(spec) => {

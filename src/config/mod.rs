@@ -221,6 +221,7 @@ pub fn build_snapshot(
         states: &mut filter_states,
         upstream: None,
         breakers: Vec::new(),
+        caches: Vec::new(),
     };
     // A named filter is one instance, shared by every route that uses it (a named rate limit
     // is one budget across those routes); a per-route kind is built for each route.
@@ -277,10 +278,12 @@ pub fn build_snapshot(
         routes.push((route.matcher.clone(), Arc::new(compiled)));
     }
     let breakers = std::mem::take(&mut build.breakers);
+    let caches = std::mem::take(&mut build.caches);
     Snapshot {
         generation,
         router: Router::new(routes),
         breakers,
+        caches,
         upstreams,
         jwt_providers,
         filter_states,

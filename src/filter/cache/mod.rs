@@ -270,6 +270,40 @@ impl Cache {
     }
 }
 
+/// What `DELETE /cache` removes.
+pub struct Purge<'a> {
+    /// Only this cache filter's entries (its route or named filter).
+    pub owner: Option<&'a str>,
+    /// `host/path?query` exactly (every variant of it).
+    pub url: Option<&'a str>,
+    /// `host/path` prefix, or `/path` prefix on any host.
+    pub prefix: Option<&'a str>,
+}
+
+impl Purge<'_> {
+    /// Whether the stored `key` (owner, then host, path and query, then variant parts)
+    /// matches.
+    pub fn matches(&self, key: &str) -> bool {
+        let Some((owner, rest)) = key.split_once('\u{1f}') else {
+            return false;
+        };
+        if self.owner.is_some_and(|o| o != owner) {
+            return false;
+        }
+        let url = rest.split(['\u{1e}', '\u{1f}']).next().unwrap_or("");
+        if let Some(wanted) = self.url {
+            return url == wanted.to_ascii_lowercase();
+        }
+        match self.prefix {
+            Some(prefix) if prefix.starts_with('/') => url
+                .find('/')
+                .is_some_and(|slash| url[slash..].starts_with(prefix)),
+            Some(prefix) => url.starts_with(&prefix.to_ascii_lowercase()),
+            None => true,
+        }
+    }
+}
+
 /// Weak comparison of entity tags (RFC 9110 §8.8.3.2), for `If-None-Match`.
 fn weak_eq(candidate: &str, etag: &HeaderValue) -> bool {
     let strip = |t: &str| t.trim().trim_start_matches("W/").to_string();

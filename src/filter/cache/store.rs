@@ -149,12 +149,12 @@ impl CacheStore {
         self.items.remove(key).is_some()
     }
 
-    /// Removes every key starting with `prefix`; how many.
-    pub fn remove_prefix(&self, prefix: &str) -> usize {
+    /// Removes every entry whose key satisfies `purge`; how many.
+    pub fn remove_where(&self, purge: impl Fn(&str) -> bool) -> usize {
         let keys: Vec<String> = self
             .items
             .iter()
-            .filter(|(key, _)| key.starts_with(prefix))
+            .filter(|(key, _)| purge(key))
             .map(|(key, _)| key)
             .collect();
         keys.iter().filter(|key| self.remove(key)).count()
