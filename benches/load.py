@@ -34,6 +34,9 @@ JWT_TOKENS = int(os.environ.get("JWT_TOKENS", "1"))
 # LIMIT=local or LIMIT=redis: also measure PORTCULLIS+LIMIT, a route with a rate_limit (that
 # never refuses) and a circuit_breaker, against the bare route. redis starts a redis-server.
 LIMIT = os.environ.get("LIMIT", "")
+# CACHE=1: also measure PORTCULLIS+HIT (a cache filter answering every request) and
+# PORTCULLIS+MISS (a cache filter whose responses are never storable: the miss path).
+CACHE = os.environ.get("CACHE", "") not in ("", "0")
 PORTS = {"upstream": 19080, "portcullis": 19081, "nginx": 19082, "redis": 19083}
 TICK = os.sysconf("SC_CLK_TCK")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -186,6 +189,17 @@ end
       - rate_limit: {{ rate: 100000000/s, burst: 100000000, key: client_ip, store: {LIMIT} }}
       - circuit_breaker: {{ failure_ratio: 0.5, min_requests: 20, window: 10s, open_for: 30s }}
 """
+        cache_routes = ""
+        if CACHE:
+            cache_routes = """  - name: hit
+    match: { path_prefix: /hit }
+    upstream: bench
+    filters: [ { cache: { ttl: 1h } } ]
+  - name: miss
+    match: { path_prefix: /miss }
+    upstream: bench
+    filters: [ { cache: {} } ]
+"""
         # Like nginx below: no access log. Metrics stay on.
         config = f"""listeners: [{{ name: http, address: 127.0.0.1:{PORTS['portcullis']}{tls_yaml} }}]
 admin: {{ address: 127.0.0.1:0 }}
@@ -193,7 +207,7 @@ access_log: false
 upstreams:
   bench: {{ discovery: {{ static: [127.0.0.1:{PORTS['upstream']}] }} }}
 {jwt_yaml}{limit_yaml}routes:
-{EXTRA_YAML}{jwt_route}{limit_route}  - name: all
+{EXTRA_YAML}{jwt_route}{limit_route}{cache_routes}  - name: all
     upstream: bench
 """
         with open(f"{tmp}/gateway.yaml", "w") as f:
@@ -236,6 +250,9 @@ http {{
         }
         if JWT:
             targets["PORTCULLIS+JWT"] = (PORTS["portcullis"], [portcullis.pid], proxied, jwt_args, "/jwt")
+        if CACHE:
+            targets["PORTCULLIS+HIT"] = (PORTS["portcullis"], [portcullis.pid], proxied, [], "/hit")
+            targets["PORTCULLIS+MISS"] = (PORTS["portcullis"], [portcullis.pid], proxied, [], "/miss")
         if LIMIT:
             targets["PORTCULLIS+LIMIT"] = (PORTS["portcullis"], [portcullis.pid], proxied, [], "/limited")
         idle = {name: rss_kib(pids) / 1024 for name, (_, pids, *_) in targets.items() if pids}
@@ -267,6 +284,12 @@ http {{
         print(f"PORTCULLIS/DIRECT  throughput {p['rps'] / d['rps']:.2f}x")
         print(f"PORTCULLIS/NGINX   throughput {p['rps'] / n['rps']:.2f}x   "
               f"cpu/request {p['cpu_us'] / n['cpu_us']:.2f}x   p99 {p['p99'] / n['p99']:.2f}x")
+        if CACHE:
+            hit, miss = med["PORTCULLIS+HIT"], med["PORTCULLIS+MISS"]
+            print(f"cache HIT/bare     throughput {hit['rps'] / p['rps']:.2f}x   "
+                  f"cpu/request {hit['cpu_us'] / p['cpu_us']:.2f}x   HIT/DIRECT {hit['rps'] / d['rps']:.2f}x")
+            print(f"cache MISS/bare    throughput {miss['rps'] / p['rps']:.2f}x   "
+                  f"cpu/request {miss['cpu_us'] / p['cpu_us']:.2f}x")
         if LIMIT:
             lim = med["PORTCULLIS+LIMIT"]
             print(f"LIMIT route/bare   throughput {lim['rps'] / p['rps']:.2f}x   "
