@@ -516,3 +516,32 @@ async fn entries_are_purged_by_url_prefix_or_route() {
     assert_eq!(purge(&gw, "").await.status, 400);
     assert_eq!(x_cache(&fetch(&mut client, "/q/three", &[]).await), "MISS");
 }
+
+#[tokio::test]
+async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
+    let origin = origin().await;
+    let gw = gateway(&config(origin.addr, "{ stale_while_revalidate: 1m }"));
+    let mut client = Client::http1(gw.addr()).await;
+    let first = fetch(&mut client, "/w?cc=max-age:1", &[]).await;
+    assert_eq!(first.text(), "/w #1 enc=");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Stale: every request is answered from the cache at once; one refresh goes upstream.
+    for _ in 0..5 {
+        let stale = fetch(&mut client, "/w?cc=max-age:1", &[]).await;
+        if x_cache(&stale) == "HIT" {
+            break;
+        }
+        assert_eq!((x_cache(&stale), stale.text()), ("STALE", first.text()));
+    }
+    let mut refreshed = false;
+    for _ in 0..50 {
+        let reply = fetch(&mut client, "/w?cc=max-age:1", &[]).await;
+        if x_cache(&reply) == "HIT" && reply.text() == "/w #2 enc=" {
+            refreshed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(refreshed, "the entry was never refreshed in the background");
+    assert_eq!(origin.count("/w"), 2);
+}

@@ -94,6 +94,8 @@ pub struct BuildCtx<'a> {
     pub metrics: &'a FilterMetrics,
     /// The upstream of the route being built, if it proxies.
     pub upstream: Option<&'a str>,
+    /// Requests to that upstream outside client requests.
+    pub fetch: Option<Arc<dyn crate::filter::Fetch>>,
     /// Every circuit breaker built, for the admin API.
     pub breakers: Vec<Arc<Breaker>>,
     /// Every cache store, by owner, for purges.
@@ -114,9 +116,10 @@ pub struct JwtSpec {
 }
 
 impl FilterSpec {
-    /// Built once per route even when named: its state belongs to one route and upstream.
+    /// Built once per route even when named: it works for the route's upstream (a breaker's
+    /// state, a cache's background refreshes). A named cache still shares one store.
     pub fn per_route(&self) -> bool {
-        matches!(self, FilterSpec::CircuitBreaker(_))
+        matches!(self, FilterSpec::CircuitBreaker(_) | FilterSpec::Cache(_))
     }
 
     pub fn kind(&self) -> &'static str {
@@ -150,7 +153,7 @@ impl FilterSpec {
                 {
                     ctx.caches.push((owner.to_string(), Arc::clone(&store)));
                 }
-                Arc::new(Cache::new(spec.clone(), store, owner))
+                Arc::new(Cache::new(spec.clone(), store, ctx.fetch.clone(), owner))
             }
             FilterSpec::CircuitBreaker(spec) => {
                 let upstream = ctx.upstream.unwrap_or("-");
@@ -818,7 +821,10 @@ fn compile_routes(
                 let filter = compile_filter(entry, &path, refs, issues)?;
                 if let (FilterRef::Inline(spec), false) = (&filter, proxies) {
                     if spec.per_route() {
-                        issues.add(&path, "circuit_breaker needs a route with an upstream");
+                        issues.add(
+                            &path,
+                            format!("{} needs a route with an upstream", spec.kind()),
+                        );
                     }
                 }
                 Some(filter)

@@ -765,6 +765,8 @@ fn compile_cache(raw: raw::CacheFilter, path: &str, issues: &mut Issues) -> Opti
         issues,
     );
     let stale_if_error = lifetime(raw.stale_if_error, "stale_if_error", issues);
+    let stale_while_revalidate =
+        lifetime(raw.stale_while_revalidate, "stale_while_revalidate", issues);
     (issues.list.len() == before).then(|| CacheSpec {
         lifetimes: Lifetimes {
             ttl,
@@ -781,5 +783,6 @@ fn compile_cache(raw: raw::CacheFilter, path: &str, issues: &mut Issues) -> Opti
         status_header,
         lock_timeout,
         stale_if_error,
+        stale_while_revalidate,
     })
 }

@@ -220,6 +220,7 @@ pub fn build_snapshot(
         prev: prev.map(|p| &p.filter_states),
         states: &mut filter_states,
         upstream: None,
+        fetch: None,
         breakers: Vec::new(),
         caches: Vec::new(),
     };
@@ -255,6 +256,12 @@ pub fn build_snapshot(
             Action::Proxy { upstream, .. } => Some(upstream.as_str()),
             _ => None,
         };
+        build.fetch = match &action {
+            RouteAction::Proxy { upstream, rewrite } => Some(Arc::new(
+                crate::proxy::Background::new(Arc::clone(upstream), rewrite.clone()),
+            )),
+            _ => None,
+        };
         let mut filters = Vec::with_capacity(route.filters.len());
         for (position, filter) in route.filters.iter().enumerate() {
             let (spec, shared) = match filter {
@@ -264,7 +271,7 @@ pub fn build_snapshot(
                 },
                 FilterRef::Inline(spec) => (spec, None),
             };
-            // A breaker guards an upstream: on a route without one it has nothing to do.
+            // Breakers and caches work for an upstream: without one they have nothing to do.
             if spec.per_route() && build.upstream.is_none() {
                 continue;
             }

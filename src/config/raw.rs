@@ -257,6 +257,7 @@ pub struct CacheFilter {
     pub status_header: Option<String>,
     pub lock_timeout: Option<Scalar>,
     pub stale_if_error: Option<Scalar>,
+    pub stale_while_revalidate: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -77,6 +77,17 @@ pub trait Filter: Send + Sync + 'static {
     fn on_complete(&self, _ctx: &RequestCtx, _outcome: &Outcome) {}
 }
 
+/// A request to the route's upstream outside any client's request: background work such as
+/// refreshing a cache entry. Given to filters that need it when they are built.
+pub trait Fetch: Send + Sync {
+    fn fetch(
+        &self,
+        req: Parts,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<Body>, ProxyError>> + Send>,
+    >;
+}
+
 /// Filter state that outlives one snapshot: limiter tables, breaker states. Keyed by where the
 /// filter sits (route or named filter, position) and all its parameters, so a reload that
 /// leaves a filter unchanged carries its state over, and any change starts it fresh.

@@ -378,7 +378,7 @@ fn forwarded_client(headers: &HeaderMap, snapshot: &Snapshot) -> Option<IpAddr> 
         .copied()
 }
 
-fn upstream_path(uri: &Uri, rewrite: &Rewrite) -> Result<PathAndQuery, ProxyError> {
+pub(super) fn upstream_path(uri: &Uri, rewrite: &Rewrite) -> Result<PathAndQuery, ProxyError> {
     let original = uri
         .path_and_query()
         .cloned()

@@ -10,7 +10,7 @@ pub mod policy;
 pub mod store;
 
 use super::rate_limit::KeyPart;
-use super::{Filter, Flow};
+use super::{Fetch, Filter, Flow};
 use crate::body::{Body, Recording};
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
@@ -47,11 +47,16 @@ pub struct CacheSpec {
     /// How long past its freshness a stored response may stand in for an upstream failure
     /// (a response's own `stale-if-error` wins).
     pub stale_if_error: Option<Duration>,
+    /// How long past its freshness a stored response is served while one refresh runs in the
+    /// background (a response's own `stale-while-revalidate` wins).
+    pub stale_while_revalidate: Option<Duration>,
 }
 
 pub struct Cache {
-    pub spec: CacheSpec,
+    pub spec: Arc<CacheSpec>,
     pub store: Arc<CacheStore>,
+    /// The route's upstream, for refreshes in the background (stale-while-revalidate).
+    fetch: Option<Arc<dyn Fetch>>,
     /// Keys start with the owner (route or named filter), so two routes never share entries.
     owner: String,
 }
@@ -107,10 +112,16 @@ fn refreshed_entry(entry: Entry) -> Option<Arc<Entry>> {
 }
 
 impl Cache {
-    pub fn new(spec: CacheSpec, store: Arc<CacheStore>, owner: &str) -> Cache {
+    pub fn new(
+        spec: CacheSpec,
+        store: Arc<CacheStore>,
+        fetch: Option<Arc<dyn Fetch>>,
+        owner: &str,
+    ) -> Cache {
         Cache {
-            spec,
+            spec: Arc::new(spec),
             store,
+            fetch,
             owner: owner.to_string(),
         }
     }
@@ -255,6 +266,58 @@ impl Cache {
         }
     }
 
+    /// Within the stale-while-revalidate window (the response's own, else the route's), with
+    /// a way to refresh, and not forbidden by `must-revalidate` / `proxy-revalidate`.
+    fn may_revalidate_later(&self, entry: &Entry, now: tokio::time::Instant) -> bool {
+        if self.fetch.is_none() {
+            return false;
+        }
+        let cc = Directives::of(&entry.headers);
+        if cc.must_revalidate || cc.proxy_revalidate {
+            return false;
+        }
+        let window = cc
+            .stale_while_revalidate
+            .map(Duration::from_secs)
+            .or(self.spec.stale_while_revalidate);
+        window.is_some_and(|window| entry.age(now) < entry.freshness + window)
+    }
+
+    /// Fetches `key` again in the background, once however many requests find it stale.
+    fn refresh_in_background(&self, key: &str, req: &Parts) {
+        let (Some(fetch), Ok(fill)) = (&self.fetch, self.store.begin_fill(key)) else {
+            return;
+        };
+        let fetch = Arc::clone(fetch);
+        let spec = Arc::clone(&self.spec);
+        let store = Arc::clone(&self.store);
+        let key = key.to_string();
+        let mut parts = http::Request::new(()).into_parts().0;
+        parts.uri = req.uri.clone();
+        parts.headers = req.headers.clone();
+        tokio::spawn(async move {
+            let request = parts.headers.clone();
+            match fetch.fetch(parts).await {
+                Ok(mut response) => {
+                    let status = response.status();
+                    store_response(
+                        &spec,
+                        &store,
+                        key,
+                        request,
+                        false,
+                        Some(Arc::new(fill)),
+                        &mut response,
+                    );
+                    // Reading the body to its end is what stores it.
+                    let read = http_body_util::BodyExt::collect(response.into_body()).await;
+                    tracing::debug!(%status, complete = read.is_ok(), "cache refreshed in the background");
+                }
+                Err(error) => tracing::debug!(%error, "background cache refresh failed"),
+            }
+        });
+    }
+
     /// Within the stale-if-error window (the response's own, else the route's) and not
     /// forbidden by `must-revalidate` / `proxy-revalidate`.
     fn may_serve_stale(&self, entry: &Entry, now: tokio::time::Instant) -> bool {
@@ -342,6 +405,11 @@ impl Filter for Cache {
                 if usable(&entry) {
                     return Ok(self.hit(&entry, req, ctx));
                 }
+                if self.may_revalidate_later(&entry, now) {
+                    self.refresh_in_background(&key, req);
+                    ctx.extensions.insert(Pending::Hit);
+                    return Ok(Flow::Respond(self.serve(&entry, req, now, STALE)));
+                }
                 stale = Some(entry);
             }
         }
@@ -424,63 +492,72 @@ impl Filter for Cache {
         if ctx.error.is_some() {
             return Ok(());
         }
-        let freshness = match policy::storable(
-            head,
-            &request,
-            res.status(),
-            res.headers(),
-            &self.spec.lifetimes,
-        ) {
+        store_response(&self.spec, &self.store, key, request, head, fill, res);
+        Ok(())
+    }
+}
+
+/// Keeps `res` (as it streams on) when RFC 9111 allows: its body is recorded and, once whole,
+/// stored under `key` (or its variant). `fill` is released when the entry is in or given up.
+fn store_response(
+    spec: &CacheSpec,
+    store: &Arc<CacheStore>,
+    key: String,
+    request: HeaderMap,
+    head: bool,
+    fill: Option<Arc<FillGuard>>,
+    res: &mut Response<Body>,
+) {
+    let freshness =
+        match policy::storable(head, &request, res.status(), res.headers(), &spec.lifetimes) {
             Ok(freshness) => freshness,
             Err(reason) => {
                 tracing::trace!(key = %key, ?reason, "not stored");
-                return Ok(());
+                return;
             }
         };
-        let too_large = res
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|len| len > self.spec.max_object_size);
-        if too_large {
-            return Ok(());
-        }
-        let vary: Vec<HeaderName> = res
-            .headers()
-            .get_all(VARY)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        let mut headers = res.headers().clone();
-        headers.remove(AGE);
-        headers.remove(&label);
-        let initial_age = policy::initial_age(&headers, SystemTime::now());
-        let status = res.status();
-        let store = Arc::clone(&self.store);
-        let done = Box::new(move |body: bytes::Bytes| {
-            // Waiters wake once the entry is in (the guard goes with this closure).
-            let _fill = fill;
-            let entry = Arc::new(Entry {
-                status,
-                headers,
-                body,
-                stored: tokio::time::Instant::now(),
-                initial_age,
-                freshness,
-            });
-            if vary.is_empty() {
-                store.insert(key, Item::Response(entry));
-            } else {
-                let variant = Cache::variant_key(&key, &vary, &request);
-                store.insert(key, Item::Vary(vary.into()));
-                store.insert(variant, Item::Response(entry));
-            }
-        });
-        let body = std::mem::replace(res.body_mut(), Body::Empty);
-        *res.body_mut() = Recording::wrap(body, self.spec.max_object_size as usize, done);
-        Ok(())
+    let too_large = res
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|len| len > spec.max_object_size);
+    if too_large {
+        return;
     }
+    let vary: Vec<HeaderName> = res
+        .headers()
+        .get_all(VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    let mut headers = res.headers().clone();
+    headers.remove(AGE);
+    headers.remove(&spec.status_header);
+    let initial_age = policy::initial_age(&headers, SystemTime::now());
+    let status = res.status();
+    let store = Arc::clone(store);
+    let done = Box::new(move |body: bytes::Bytes| {
+        // Waiters wake once the entry is in (the guard goes with this closure).
+        let _fill = fill;
+        let entry = Arc::new(Entry {
+            status,
+            headers,
+            body,
+            stored: tokio::time::Instant::now(),
+            initial_age,
+            freshness,
+        });
+        if vary.is_empty() {
+            store.insert(key, Item::Response(entry));
+        } else {
+            let variant = Cache::variant_key(&key, &vary, &request);
+            store.insert(key, Item::Vary(vary.into()));
+            store.insert(variant, Item::Response(entry));
+        }
+    });
+    let body = std::mem::replace(res.body_mut(), Body::Empty);
+    *res.body_mut() = Recording::wrap(body, spec.max_object_size as usize, done);
 }

@@ -1,0 +1,65 @@
+//! Requests to a route's upstream that no client is waiting for (a cache refreshing an entry
+//! in the background). They carry the route's rewrite and `Host`, and the outcome counts for
+//! outlier ejection like any other exchange.
+
+use super::forward::upstream_path;
+use crate::body::Body;
+use crate::error::ProxyError;
+use crate::filter::Fetch;
+use crate::snapshot::Rewrite;
+use crate::upstream::{Protocol, Upstream};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::request::Parts;
+use http::{Request, Response, Uri, Version};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub struct Background {
+    upstream: Arc<Upstream>,
+    rewrite: Rewrite,
+}
+
+impl Background {
+    pub fn new(upstream: Arc<Upstream>, rewrite: Rewrite) -> Background {
+        Background { upstream, rewrite }
+    }
+}
+
+impl Fetch for Background {
+    fn fetch(
+        &self,
+        mut parts: Parts,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, ProxyError>> + Send>> {
+        let upstream = Arc::clone(&self.upstream);
+        let rewrite = self.rewrite.clone();
+        Box::pin(async move {
+            let endpoint = upstream
+                .pick()
+                .ok_or_else(|| ProxyError::NoEndpoint(upstream.name.clone()))?;
+            if upstream.spec.protocol == Protocol::Http2 {
+                return Err(ProxyError::BadRequest("background requests use HTTP/1.1"));
+            }
+            let path = upstream_path(&parts.uri, &rewrite)?;
+            // A GET without a body; the client's connection-level headers stay with it.
+            for name in [CONNECTION, TE, TRANSFER_ENCODING, UPGRADE, CONTENT_LENGTH] {
+                parts.headers.remove(name);
+            }
+            if let Some(host) = &rewrite.host {
+                parts.headers.insert(HOST, host.clone());
+            }
+            parts.uri = Uri::from(path);
+            parts.version = Version::HTTP_11;
+            parts.method = http::Method::GET;
+            let result = upstream
+                .send(&endpoint, Request::from_parts(parts, Body::Empty))
+                .await;
+            let failed = match &result {
+                Ok(response) => response.status().is_server_error(),
+                Err(error) => error.upstream_kind().is_some(),
+            };
+            upstream.record(&endpoint, failed);
+            result
+        })
+    }
+}
