@@ -141,6 +141,10 @@ async fn origin() -> Origin {
                         if let Some(vary) = p.get("vary") {
                             response = response.header("vary", vary.as_str());
                         }
+                        if p.contains_key("modified") {
+                            response =
+                                response.header("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT");
+                        }
                         if p.contains_key("cookie") {
                             response = response.header("set-cookie", "session=secret");
                         }
@@ -544,4 +548,61 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
     }
     assert!(refreshed, "the entry was never refreshed in the background");
     assert_eq!(origin.count("/w"), 2);
+}
+
+#[tokio::test]
+async fn an_open_breaker_behind_the_cache_still_gets_users_content() {
+    let origin = origin().await;
+    let yaml = format!(
+        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+         upstreams:\n  origin: {{ discovery: {{ static: [{}] }} }}\n\
+         routes:\n\
+         \x20 - name: site\n    upstream: origin\n    filters:\n\
+         \x20     - cache: {{ stale_if_error: 1h }}\n\
+         \x20     - circuit_breaker: {{ consecutive_failures: 1, open_for: 1m }}\n",
+        origin.addr
+    );
+    let gw = gateway(&yaml);
+    let mut client = Client::http1(gw.addr()).await;
+    let first = fetch(&mut client, "/b?cc=max-age:1", &[]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    origin.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    // The failure trips the breaker; the cache answers with its stale copy.
+    let stale = fetch(&mut client, "/b?cc=max-age:1", &[]).await;
+    assert_eq!((x_cache(&stale), stale.text()), ("STALE", first.text()));
+    let asked = origin.count("/b");
+    // Open breaker: 503 without calling the origin, turned into the stale copy.
+    let stale = fetch(&mut client, "/b?cc=max-age:1", &[]).await;
+    assert_eq!((stale.status.as_u16(), x_cache(&stale)), (200, "STALE"));
+    assert_eq!(origin.count("/b"), asked);
+    let upstreams = get(gw.admin(), "/upstreams").await.json();
+    assert_eq!(
+        upstreams["upstreams"][0]["circuit_breakers"][0]["state"],
+        "open"
+    );
+}
+
+#[tokio::test]
+async fn if_modified_since_is_answered_from_the_cache() {
+    let origin = origin().await;
+    let gw = gateway(&config(origin.addr, "{ ttl: 1h }"));
+    let mut client = Client::http1(gw.addr()).await;
+    // The origin's answers carry no Last-Modified: the conditional cannot be decided, 200.
+    fetch(&mut client, "/m", &[]).await;
+    let since = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let reply = fetch(&mut client, "/m", &[("if-modified-since", &since)]).await;
+    assert_eq!((reply.status.as_u16(), x_cache(&reply)), (200, "HIT"));
+    // With one, a copy not modified since the client's date is a 304.
+    fetch(&mut client, "/n?modified=1", &[]).await;
+    let reply = fetch(
+        &mut client,
+        "/n?modified=1",
+        &[("if-modified-since", &since)],
+    )
+    .await;
+    assert_eq!((reply.status.as_u16(), x_cache(&reply)), (304, "HIT"));
+    let old = "Sun, 01 Jan 2023 00:00:00 GMT";
+    let reply = fetch(&mut client, "/n?modified=1", &[("if-modified-since", old)]).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(origin.count("/n"), 1);
 }

@@ -214,12 +214,25 @@ impl Cache {
         now: tokio::time::Instant,
         label: HeaderValue,
     ) -> Response<Body> {
+        // RFC 9110 §13.2.2: If-None-Match decides when present, else If-Modified-Since.
         let not_modified = match (req.headers.get(IF_NONE_MATCH), entry.headers.get(ETAG)) {
             (Some(wanted), Some(etag)) => wanted
                 .to_str()
                 .ok()
                 .is_some_and(|w| w.trim() == "*" || w.split(',').any(|t| weak_eq(t, etag))),
-            _ => false,
+            (Some(_), None) => false,
+            (None, _) => {
+                let date = |headers: &HeaderMap, name| {
+                    httpdate::parse_http_date(headers.get(name)?.to_str().ok()?).ok()
+                };
+                match (
+                    date(&req.headers, http::header::IF_MODIFIED_SINCE),
+                    date(&entry.headers, http::header::LAST_MODIFIED),
+                ) {
+                    (Some(since), Some(modified)) => modified <= since,
+                    _ => false,
+                }
+            }
         };
         let (status, body) = if not_modified {
             (StatusCode::NOT_MODIFIED, Body::Empty)
