@@ -279,21 +279,15 @@ impl Cache {
         }
     }
 
-    /// Within the stale-while-revalidate window (the response's own, else the route's), with
-    /// a way to refresh, and not forbidden by `must-revalidate` / `proxy-revalidate`.
+    /// Within the stale-while-revalidate window, with a way to refresh.
     fn may_revalidate_later(&self, entry: &Entry, now: tokio::time::Instant) -> bool {
-        if self.fetch.is_none() {
-            return false;
-        }
-        let cc = Directives::of(&entry.headers);
-        if cc.must_revalidate || cc.proxy_revalidate {
-            return false;
-        }
-        let window = cc
-            .stale_while_revalidate
-            .map(Duration::from_secs)
-            .or(self.spec.stale_while_revalidate);
-        window.is_some_and(|window| entry.age(now) < entry.freshness + window)
+        self.fetch.is_some()
+            && within_stale_window(
+                entry,
+                now,
+                |cc| cc.stale_while_revalidate,
+                self.spec.stale_while_revalidate,
+            )
     }
 
     /// Fetches `key` again in the background, once however many requests find it stale.
@@ -331,19 +325,27 @@ impl Cache {
         });
     }
 
-    /// Within the stale-if-error window (the response's own, else the route's) and not
-    /// forbidden by `must-revalidate` / `proxy-revalidate`.
+    /// Within the stale-if-error window.
     fn may_serve_stale(&self, entry: &Entry, now: tokio::time::Instant) -> bool {
-        let cc = Directives::of(&entry.headers);
-        if cc.must_revalidate || cc.proxy_revalidate {
-            return false;
-        }
-        let window = cc
-            .stale_if_error
-            .map(Duration::from_secs)
-            .or(self.spec.stale_if_error);
-        window.is_some_and(|window| entry.age(now) < entry.freshness + window)
+        within_stale_window(entry, now, |cc| cc.stale_if_error, self.spec.stale_if_error)
     }
+}
+
+/// Whether `entry` is less than a window past its freshness, the window being the
+/// response's own directive (`own`), else the route's; never when it says
+/// `must-revalidate` / `proxy-revalidate`.
+fn within_stale_window(
+    entry: &Entry,
+    now: tokio::time::Instant,
+    own: fn(&Directives) -> Option<u64>,
+    route: Option<Duration>,
+) -> bool {
+    let cc = Directives::of(&entry.headers);
+    if cc.must_revalidate || cc.proxy_revalidate {
+        return false;
+    }
+    let window = own(&cc).map(Duration::from_secs).or(route);
+    window.is_some_and(|window| entry.age(now) < entry.freshness + window)
 }
 
 /// What `DELETE /cache` removes.
