@@ -3,7 +3,7 @@
 
 use super::filters::{compile_filter, compile_jwt_providers, compile_named_filters, FilterRefs};
 use super::lines::LineIndex;
-use super::upstreams::{compile_outlier, compile_retries};
+use super::upstreams::{compile_balance, compile_outlier, compile_retries};
 use super::values::{interpolate, parse_duration, parse_size};
 use super::{raw, ConfigIssue};
 use crate::discovery::{DiscoverySpec, StaticEndpoint};
@@ -715,13 +715,7 @@ fn compile_upstreams(map: serde_yaml::Mapping, issues: &mut Issues) -> Vec<Upstr
                 DiscoverySpec::Static(endpoints)
             }
         };
-        match raw.balance.as_deref() {
-            None | Some("round_robin") => {}
-            Some(other) => issues.add(
-                &format!("{path}.balance"),
-                format!("unknown balancer {other:?}: expected round_robin"),
-            ),
-        }
+        let balance = compile_balance(raw.balance, &format!("{path}.balance"), issues);
         let protocol = match raw.protocol.as_deref() {
             None | Some("http1") => Protocol::Http1,
             Some("http2") => Protocol::Http2,
@@ -778,6 +772,7 @@ fn compile_upstreams(map: serde_yaml::Mapping, issues: &mut Issues) -> Vec<Upstr
             protocol,
             tls,
             timeouts,
+            balance,
             max_idle_per_endpoint: raw.pool.max_idle_per_endpoint.unwrap_or(128),
             retries,
             outlier,

@@ -137,8 +137,10 @@ pub struct Limits {
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     pub discovery: Discovery,
+    /// `round_robin`, `random`, `least_request`, or `{ consistent_hash: { header: NAME } }`
+    /// (or `cookie: NAME`, `claim: NAME`, `client_ip: true`).
     #[serde(default)]
-    pub balance: Option<String>,
+    pub balance: Option<Value>,
     #[serde(default)]
     pub protocol: Option<String>,
     #[serde(default)]

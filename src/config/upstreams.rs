@@ -1,8 +1,9 @@
-//! An upstream's resilience settings in the config: `retries:` and `outlier:`.
+//! An upstream's balancing and resilience settings in the config: `balance:`, `retries:`
+//! and `outlier:`.
 
 use super::compile::{duration_field, size_field, Issues};
 use super::raw;
-use crate::upstream::{OutlierSpec, RetryOn, RetryPolicy};
+use crate::upstream::{HashOn, OutlierSpec, RetryOn, RetryPolicy, Strategy};
 use http::Method;
 use std::time::Duration;
 
@@ -142,4 +143,53 @@ pub(super) fn compile_outlier(
         eject_for,
         max_ejected_percent: percent,
     })
+}
+
+pub(super) fn compile_balance(
+    raw: Option<serde_yaml::Value>,
+    path: &str,
+    issues: &mut Issues,
+) -> Strategy {
+    use serde_yaml::Value;
+    let expected = "expected round_robin, random, least_request or { consistent_hash: { header: NAME } } (or cookie: NAME, claim: NAME, client_ip: true)";
+    match raw {
+        None => Strategy::RoundRobin,
+        Some(Value::String(name)) => match name.as_str() {
+            "round_robin" => Strategy::RoundRobin,
+            "random" => Strategy::Random,
+            "least_request" => Strategy::LeastRequest,
+            other => {
+                issues.add(path, format!("unknown balancer {other:?}: {expected}"));
+                Strategy::RoundRobin
+            }
+        },
+        Some(Value::Mapping(map)) => {
+            let on = map
+                .get("consistent_hash")
+                .and_then(Value::as_mapping)
+                .filter(|_| map.len() == 1)
+                .filter(|on| on.len() == 1)
+                .and_then(|on| on.iter().next());
+            let hash_on = on.and_then(|(key, value)| match (key.as_str()?, value) {
+                ("header", Value::String(name)) => http::HeaderName::from_bytes(name.as_bytes())
+                    .ok()
+                    .map(HashOn::Header),
+                ("cookie", Value::String(name)) => Some(HashOn::Cookie(name.clone())),
+                ("claim", Value::String(name)) => Some(HashOn::Claim(name.clone())),
+                ("client_ip", Value::Bool(true)) => Some(HashOn::ClientIp),
+                _ => None,
+            });
+            match hash_on {
+                Some(on) => Strategy::ConsistentHash(on),
+                None => {
+                    issues.add(path, format!("invalid balancer: {expected}"));
+                    Strategy::RoundRobin
+                }
+            }
+        }
+        Some(_) => {
+            issues.add(path, format!("invalid balancer: {expected}"));
+            Strategy::RoundRobin
+        }
+    }
 }

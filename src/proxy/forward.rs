@@ -11,7 +11,9 @@ use crate::context::RequestCtx;
 use crate::error::ProxyError;
 use crate::snapshot::{Rewrite, Snapshot};
 use crate::telemetry::UpstreamOutcome;
-use crate::upstream::{Endpoint, Protocol, RetryOn, RetryPolicy, Upstream};
+use crate::upstream::{
+    hash_key, Endpoint, HashOn, Protocol, RetryOn, RetryPolicy, Strategy, Upstream,
+};
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -46,7 +48,11 @@ pub(super) async fn proxy(
     let upgrade = upgrade_protocol(&request);
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let host = host_value(&request);
-    let Some(endpoint) = upstream.pick() else {
+    let key = match &upstream.spec.balance {
+        Strategy::ConsistentHash(on) => balance_key(on, request.headers(), ctx),
+        _ => None,
+    };
+    let Some(endpoint) = upstream.pick_for(key) else {
         let error = ProxyError::NoEndpoint(upstream.name.clone());
         ctx.upstream = Some(UpstreamOutcome {
             upstream: Arc::clone(&upstream.name),
@@ -157,6 +163,30 @@ pub(super) async fn proxy(
         remove_hop_by_hop(response.headers_mut());
     }
     Ok(response)
+}
+
+/// The consistent-hashing key of a request; `None` when it lacks the part (round robin).
+fn balance_key(on: &HashOn, headers: &HeaderMap, ctx: &RequestCtx) -> Option<u64> {
+    match on {
+        HashOn::Header(name) => Some(hash_key(headers.get(name)?.as_bytes())),
+        HashOn::Cookie(name) => headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| hash_key(v.as_bytes())),
+        HashOn::ClientIp => Some(match ctx.client_ip {
+            IpAddr::V4(ip) => hash_key(&ip.octets()),
+            IpAddr::V6(ip) => hash_key(&ip.octets()),
+        }),
+        HashOn::Claim(name) => match ctx.claims.as_ref()?.get(name)? {
+            serde_json::Value::String(s) => Some(hash_key(s.as_bytes())),
+            serde_json::Value::Null => None,
+            other => Some(hash_key(other.to_string().as_bytes())),
+        },
+    }
 }
 
 /// For outlier ejection: errors on the way to the upstream, or a 5xx from it.

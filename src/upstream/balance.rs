@@ -1,6 +1,13 @@
-//! Picking an endpoint. Weighted round robin over a schedule computed once per endpoint-set
-//! change with the smooth weighted algorithm (nginx's), so a pick is one atomic increment and
-//! one index, and heavy endpoints are spread out rather than picked in bursts.
+//! Picking an endpoint. Everything is computed once per endpoint-set change, so a pick is a
+//! few loads:
+//! - `round_robin`: a schedule from the smooth weighted algorithm (nginx's): one atomic
+//!   increment and one index; heavy endpoints are spread out rather than picked in bursts.
+//! - `random`: a random slot of the same schedule (so weights hold).
+//! - `least_request`: power of two choices: two weighted random candidates, the one with
+//!   fewer requests in flight per unit of weight wins.
+//! - `consistent_hash`: a ring of points per endpoint (in proportion to weight); a key goes
+//!   to the first point at or after its hash, so removing one of N endpoints moves about 1/N
+//!   of the keys. Requests without a key fall back to round robin.
 
 use super::Endpoint;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,19 +16,51 @@ use std::sync::Arc;
 /// Longest schedule kept; larger weight sums are scaled down to fit.
 const MAX_SCHEDULE: u64 = 4096;
 
-pub struct RoundRobin {
-    endpoints: Vec<Arc<Endpoint>>,
-    schedule: Box<[u32]>,
-    next: AtomicUsize,
+/// Which endpoint a request goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Strategy {
+    RoundRobin,
+    Random,
+    LeastRequest,
+    ConsistentHash(HashOn),
 }
 
-impl RoundRobin {
-    pub fn new(endpoints: Vec<Arc<Endpoint>>) -> RoundRobin {
+/// What a consistent-hash balancer hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    Header(http::HeaderName),
+    Cookie(String),
+    ClientIp,
+    Claim(String),
+}
+
+/// Ring points per unit of weight.
+const POINTS_PER_WEIGHT: u32 = 160;
+/// Most points per endpoint, whatever its weight.
+const MAX_POINTS: u32 = 16_000;
+
+pub struct Balancer {
+    endpoints: Vec<Arc<Endpoint>>,
+    strategy: Strategy,
+    schedule: Box<[u32]>,
+    next: AtomicUsize,
+    /// (point, endpoint index), sorted by point; consistent hashing only.
+    ring: Box<[(u64, u32)]>,
+}
+
+impl Balancer {
+    pub fn new(endpoints: Vec<Arc<Endpoint>>, strategy: Strategy) -> Balancer {
         let schedule = smooth_schedule(&endpoints.iter().map(|e| e.weight).collect::<Vec<_>>());
-        RoundRobin {
+        let ring = match strategy {
+            Strategy::ConsistentHash(_) => ring(&endpoints),
+            _ => Box::new([]),
+        };
+        Balancer {
             endpoints,
+            strategy,
             schedule,
             next: AtomicUsize::new(0),
+            ring,
         }
     }
 
@@ -29,14 +68,70 @@ impl RoundRobin {
         &self.endpoints
     }
 
-    pub fn pick(&self) -> Option<&Arc<Endpoint>> {
+    pub fn strategy(&self) -> &Strategy {
+        &self.strategy
+    }
+
+    /// `key`: the request's hash for consistent hashing (ignored by the others).
+    pub fn pick(&self, key: Option<u64>) -> Option<&Arc<Endpoint>> {
         if self.schedule.is_empty() {
             return None;
         }
+        match (&self.strategy, key) {
+            (Strategy::RoundRobin, _) | (Strategy::ConsistentHash(_), None) => self.next_in_turn(),
+            (Strategy::Random, _) => self.random(),
+            (Strategy::LeastRequest, _) => {
+                let (a, b) = (self.random()?, self.random()?);
+                // Fewer in flight per unit of weight wins: a/wa <= b/wb.
+                let load = |e: &Endpoint| e.in_flight.load(Ordering::Relaxed) as u64;
+                if load(a) * u64::from(b.weight) <= load(b) * u64::from(a.weight) {
+                    Some(a)
+                } else {
+                    Some(b)
+                }
+            }
+            (Strategy::ConsistentHash(_), Some(key)) => {
+                let at = self.ring.partition_point(|(point, _)| *point < key);
+                let (_, index) = self.ring.get(at).or_else(|| self.ring.first())?;
+                self.endpoints.get(*index as usize)
+            }
+        }
+    }
+
+    fn next_in_turn(&self) -> Option<&Arc<Endpoint>> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let index = self.schedule[n % self.schedule.len()];
         self.endpoints.get(index as usize)
     }
+
+    fn random(&self) -> Option<&Arc<Endpoint>> {
+        let index = self.schedule[fastrand::usize(..self.schedule.len())];
+        self.endpoints.get(index as usize)
+    }
+}
+
+/// The hash of a consistent-hashing key; fixed, so every worker and replica agrees.
+pub fn hash_key(bytes: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x9e37_79b9_7f4a_7c15).hash_one(bytes)
+}
+
+fn ring(endpoints: &[Arc<Endpoint>]) -> Box<[(u64, u32)]> {
+    let mut ring = Vec::new();
+    for (index, endpoint) in endpoints.iter().enumerate() {
+        let points = endpoint
+            .weight
+            .max(1)
+            .saturating_mul(POINTS_PER_WEIGHT)
+            .min(MAX_POINTS);
+        let address = endpoint.address.to_string();
+        for point in 0..points {
+            let label = format!("{address}#{point}");
+            ring.push((hash_key(label.as_bytes()), index as u32));
+        }
+    }
+    ring.sort_unstable();
+    ring.into_boxed_slice()
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -84,6 +179,96 @@ fn smooth_schedule(weights: &[u32]) -> Box<[u32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn endpoints(weights: &[u32]) -> Vec<Arc<Endpoint>> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let address = format!("10.0.0.{}:80", i + 1).parse().unwrap();
+                Arc::new(Endpoint::new(address, *w, 1, 1))
+            })
+            .collect()
+    }
+
+    fn shares(balancer: &Balancer, picks: usize, key: impl Fn(usize) -> Option<u64>) -> Vec<f64> {
+        let mut counts = vec![0usize; balancer.endpoints().len()];
+        for i in 0..picks {
+            let picked = balancer.pick(key(i)).unwrap();
+            let index = balancer
+                .endpoints()
+                .iter()
+                .position(|e| Arc::ptr_eq(e, picked))
+                .unwrap();
+            counts[index] += 1;
+        }
+        counts.iter().map(|c| *c as f64 / picks as f64).collect()
+    }
+
+    #[test]
+    fn weights_hold_within_five_percent_for_every_strategy() {
+        let weights = [5, 3, 1, 1];
+        // A fixed seed: the random strategies are checked on one known sequence.
+        fastrand::seed(7);
+        for strategy in [
+            Strategy::RoundRobin,
+            Strategy::Random,
+            Strategy::LeastRequest,
+        ] {
+            let balancer = Balancer::new(endpoints(&weights), strategy.clone());
+            let got = shares(&balancer, 10_000, |_| None);
+            for (share, weight) in got.iter().zip(weights) {
+                let want = f64::from(weight) / 10.0;
+                assert!(
+                    (share - want).abs() <= 0.05 * want.max(0.1),
+                    "{strategy:?}: {got:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn least_request_prefers_the_less_busy() {
+        fastrand::seed(11);
+        let balancer = Balancer::new(endpoints(&[1, 1]), Strategy::LeastRequest);
+        balancer.endpoints()[0]
+            .in_flight
+            .store(10, Ordering::Relaxed);
+        let got = shares(&balancer, 10_000, |_| None);
+        // The busy one wins only when both candidates are it: a quarter of the time.
+        assert!(got[0] < 0.30, "{got:?}");
+    }
+
+    #[test]
+    fn consistent_hashing_moves_only_the_removed_endpoints_keys() {
+        let all = endpoints(&[1; 10]);
+        let strategy = Strategy::ConsistentHash(HashOn::ClientIp);
+        let before = Balancer::new(all.clone(), strategy.clone());
+        let after = Balancer::new(all[1..].to_vec(), strategy);
+        let keys: Vec<u64> = (0..10_000u32).map(|k| hash_key(&k.to_be_bytes())).collect();
+        let mut moved = 0;
+        for key in &keys {
+            let was = before.pick(Some(*key)).unwrap();
+            let now = after.pick(Some(*key)).unwrap();
+            if Arc::ptr_eq(was, &all[0]) {
+                moved += 1;
+            } else {
+                assert!(Arc::ptr_eq(was, now), "a key of a remaining endpoint moved");
+            }
+        }
+        // About 1/N of the keys were on the removed endpoint, and only those moved.
+        let share = moved as f64 / keys.len() as f64;
+        assert!((0.05..=0.15).contains(&share), "{share}");
+        // The same key always lands on the same endpoint; weights shape the ring.
+        let weighted = Balancer::new(
+            endpoints(&[3, 1]),
+            Strategy::ConsistentHash(HashOn::ClientIp),
+        );
+        let got = shares(&weighted, 10_000, |i| {
+            Some(hash_key(&(i as u32).to_be_bytes()))
+        });
+        assert!((got[0] - 0.75).abs() < 0.06, "{got:?}");
+    }
 
     #[test]
     fn schedule_respects_weights_and_interleaves() {

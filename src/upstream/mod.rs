@@ -7,7 +7,7 @@ mod outlier;
 mod pool;
 mod retry;
 
-pub use balance::RoundRobin;
+pub use balance::{hash_key, Balancer, HashOn, Strategy};
 pub use outlier::OutlierSpec;
 pub use pool::{BodyIdleTimeout, UpstreamBody};
 pub use retry::{RetryBudget, RetryOn, RetryPolicy};
@@ -54,6 +54,7 @@ pub struct UpstreamSpec {
     /// TLS to the endpoints; `None` for plaintext.
     pub tls: Option<crate::tls::UpstreamTls>,
     pub timeouts: Timeouts,
+    pub balance: Strategy,
     pub max_idle_per_endpoint: usize,
     pub retries: Option<RetryPolicy>,
     pub outlier: Option<OutlierSpec>,
@@ -66,9 +67,24 @@ pub struct Endpoint {
     pub authority: Authority,
     pool: Pool,
     outlier: outlier::OutlierState,
+    /// Requests sent and not yet answered (counted for `least_request` only).
+    pub in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl Endpoint {
+    /// A fresh endpoint: empty pools (one per worker), no failures, nothing in flight.
+    pub fn new(address: SocketAddr, weight: u32, workers: usize, max_idle: usize) -> Endpoint {
+        Endpoint {
+            address,
+            weight,
+            authority: Authority::try_from(address.to_string().as_str())
+                .unwrap_or_else(|_| Authority::from_static("upstream")),
+            pool: Pool::new(workers, max_idle),
+            outlier: outlier::OutlierState::default(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
     pub fn idle_connections(&self) -> usize {
         self.pool.idle_count()
     }
@@ -77,7 +93,7 @@ impl Endpoint {
 pub struct Upstream {
     pub name: Arc<str>,
     pub spec: UpstreamSpec,
-    balancer: ArcSwap<RoundRobin>,
+    balancer: ArcSwap<Balancer>,
     workers: usize,
     pub retry_budget: RetryBudget,
     /// The clock of outlier ejections.
@@ -97,7 +113,7 @@ impl Upstream {
         let (stop_tx, stop_rx) = oneshot::channel();
         let upstream = Arc::new(Upstream {
             name: spec.name.as_str().into(),
-            balancer: ArcSwap::from_pointee(RoundRobin::new(Vec::new())),
+            balancer: ArcSwap::from_pointee(Balancer::new(Vec::new(), spec.balance.clone())),
             spec,
             workers,
             retry_budget: RetryBudget::default(),
@@ -116,10 +132,15 @@ impl Upstream {
         self.balancer.load().endpoints().to_vec()
     }
 
-    /// The next endpoint by weight, skipping ejected ones (all ejected: any).
+    /// The next endpoint by the upstream's strategy (`key`: the request's hash for consistent
+    /// hashing), skipping ejected ones (all ejected: any).
     pub fn pick(&self) -> Option<Arc<Endpoint>> {
+        self.pick_for(None)
+    }
+
+    pub fn pick_for(&self, key: Option<u64>) -> Option<Arc<Endpoint>> {
         let balancer = self.balancer.load();
-        let first = balancer.pick()?;
+        let first = balancer.pick(key)?;
         if self.spec.outlier.is_none() {
             return Some(Arc::clone(first));
         }
@@ -128,7 +149,7 @@ impl Upstream {
             return Some(Arc::clone(first));
         }
         (1..balancer.endpoints().len())
-            .filter_map(|_| balancer.pick())
+            .filter_map(|_| balancer.pick(None))
             .find(|e| !e.outlier.is_ejected(now))
             .or(Some(first))
             .cloned()
@@ -198,17 +219,18 @@ impl Upstream {
             .iter()
             .map(|d| match known.get(&d.address) {
                 Some(e) if e.weight == d.weight => Arc::clone(e),
-                _ => Arc::new(Endpoint {
-                    address: d.address,
-                    weight: d.weight,
-                    authority: Authority::try_from(d.address.to_string().as_str())
-                        .unwrap_or_else(|_| Authority::from_static("upstream")),
-                    pool: Pool::new(self.workers, self.spec.max_idle_per_endpoint),
-                    outlier: outlier::OutlierState::default(),
-                }),
+                _ => Arc::new(Endpoint::new(
+                    d.address,
+                    d.weight,
+                    self.workers,
+                    self.spec.max_idle_per_endpoint,
+                )),
             })
             .collect();
-        self.balancer.store(Arc::new(RoundRobin::new(endpoints)));
+        self.balancer.store(Arc::new(Balancer::new(
+            endpoints,
+            self.spec.balance.clone(),
+        )));
         tracing::debug!(upstream = %self.name, endpoints = set.len(), "endpoint set applied");
     }
 
@@ -219,6 +241,8 @@ impl Upstream {
         endpoint: &Arc<Endpoint>,
         mut request: Request<Body>,
     ) -> Result<Response<Body>, ProxyError> {
+        let _in_flight =
+            (self.spec.balance == Strategy::LeastRequest).then(|| InFlight::new(endpoint));
         let timeouts = self.spec.timeouts;
         let mut pooled = endpoint.pool.take();
         loop {
@@ -364,5 +388,25 @@ async fn follow(
             Some(upstream) => upstream.apply(&set),
             None => return,
         }
+    }
+}
+
+/// Counts a request against its endpoint until the response head is in (or it failed).
+struct InFlight<'a>(&'a Endpoint);
+
+impl<'a> InFlight<'a> {
+    fn new(endpoint: &'a Endpoint) -> InFlight<'a> {
+        endpoint
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(endpoint)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
