@@ -6,7 +6,7 @@ use super::lines::LineIndex;
 use super::upstreams::{compile_balance, compile_outlier, compile_retries};
 use super::values::{interpolate, parse_duration, parse_size};
 use super::{raw, ConfigIssue};
-use crate::discovery::{DiscoverySpec, StaticEndpoint};
+use crate::discovery::{DiscoverySpec, FileSpec, StaticEndpoint};
 use crate::filter::cache::store::CacheStore;
 use crate::filter::cache::{Cache, CacheSpec};
 use crate::filter::circuit_breaker::{Breaker, BreakerSpec, CircuitBreaker};
@@ -688,12 +688,35 @@ fn compile_upstreams(map: serde_yaml::Mapping, issues: &mut Issues) -> Vec<Upstr
         let Some(raw) = issues.item::<raw::Upstream>(value, &path) else {
             continue;
         };
-        let discovery = match raw.discovery.static_list {
-            None => {
-                issues.add(&format!("{path}.discovery"), "needs a backend: static");
+        let discovery = match (raw.discovery.static_list, raw.discovery.file) {
+            (Some(_), Some(_)) | (None, None) => {
+                issues.add(
+                    &format!("{path}.discovery"),
+                    "needs exactly one backend: static or file",
+                );
                 continue;
             }
-            Some(items) => {
+            (None, Some(file)) => {
+                let fpath = format!("{path}.discovery.file");
+                let file_path = issues.file(&file.path);
+                if let Err(error) = std::fs::metadata(&file_path) {
+                    issues.add(
+                        &format!("{fpath}.path"),
+                        format!("cannot read {}: {error}", file_path.display()),
+                    );
+                }
+                let interval = duration_field(
+                    file.interval,
+                    Duration::from_secs(1),
+                    &format!("{fpath}.interval"),
+                    issues,
+                );
+                DiscoverySpec::File(FileSpec {
+                    path: file_path,
+                    interval,
+                })
+            }
+            (Some(items), None) => {
                 let dpath = format!("{path}.discovery.static");
                 if items.is_empty() {
                     issues.add(&dpath, "needs at least one endpoint");

@@ -187,6 +187,15 @@ pub struct Outlier {
 pub struct Discovery {
     #[serde(rename = "static")]
     pub static_list: Option<Vec<StaticEndpoint>>,
+    pub file: Option<FileDiscovery>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDiscovery {
+    pub path: String,
+    /// How often the file is read again (default 1s).
+    pub interval: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,8 +2,10 @@
 //! through a `watch` channel; the upstream (`upstream/`) follows the channel and rebuilds its
 //! balancer on each change. Backends know nothing of proxying.
 
+mod file;
 mod static_list;
 
+pub use file::{FileList, FileSpec};
 pub use static_list::{StaticEndpoint, StaticList};
 
 use std::net::SocketAddr;
@@ -24,12 +26,14 @@ pub type EndpointSet = Arc<[DiscoveredEndpoint]>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DiscoverySpec {
     Static(Vec<StaticEndpoint>),
+    File(FileSpec),
 }
 
 impl DiscoverySpec {
     pub fn backend(&self) -> Box<dyn Discovery> {
         match self {
             DiscoverySpec::Static(list) => Box::new(StaticList::new(list.clone())),
+            DiscoverySpec::File(spec) => Box::new(FileList::new(spec.clone())),
         }
     }
 
@@ -40,6 +44,12 @@ impl DiscoverySpec {
             DiscoverySpec::Static(list) => {
                 list.iter().filter_map(StaticEndpoint::literal).collect()
             }
+            // The file as it is now, if it lists addresses (names wait for the backend).
+            DiscoverySpec::File(spec) => std::fs::read_to_string(&spec.path)
+                .ok()
+                .and_then(|text| file::parse(&text).ok())
+                .map(|list| list.iter().filter_map(StaticEndpoint::literal).collect())
+                .unwrap_or_else(|| EndpointSet::from(Vec::new())),
         }
     }
 }

@@ -60,7 +60,8 @@ impl StaticList {
         StaticList { endpoints }
     }
 
-    async fn resolve(&self) -> (Vec<DiscoveredEndpoint>, usize) {
+    /// The endpoints with names resolved, and how many names did not resolve.
+    pub(super) async fn resolve(&self) -> (Vec<DiscoveredEndpoint>, usize) {
         let mut found = Vec::new();
         let mut failed = 0;
         for endpoint in &self.endpoints {

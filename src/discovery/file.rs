@@ -1,0 +1,126 @@
+//! `discovery: { file: { path, interval } }`: endpoints listed in a YAML or JSON file that
+//! another tool writes, e.g. `["10.0.0.5:8080", { address: "10.0.0.6:8080", weight: 3 }]`.
+//!
+//! The file is read again every `interval` and compared by content, which also sees atomic
+//! renames and the symlink swaps Kubernetes uses for ConfigMaps. A file that cannot be read
+//! or parsed keeps the last good set (the error is logged once per change of error); a file
+//! that lists no endpoints means none.
+
+use super::static_list::{StaticEndpoint, StaticList};
+use super::{Discovery, EndpointSet};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSpec {
+    pub path: PathBuf,
+    pub interval: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Entry {
+    Address(String),
+    Weighted {
+        address: String,
+        #[serde(default)]
+        weight: Option<u32>,
+    },
+}
+
+/// The endpoints a file's text lists.
+pub fn parse(text: &str) -> Result<Vec<StaticEndpoint>, String> {
+    let entries: Vec<Entry> = if text.trim().is_empty() {
+        Vec::new()
+    } else {
+        serde_yaml::from_str(text).map_err(|e| format!("not a list of endpoints: {e}"))?
+    };
+    entries
+        .into_iter()
+        .map(|entry| match entry {
+            Entry::Address(address) => StaticEndpoint::parse(&address, 1),
+            Entry::Weighted { address, weight } => {
+                StaticEndpoint::parse(&address, weight.unwrap_or(1).max(1))
+            }
+        })
+        .collect()
+}
+
+pub struct FileList {
+    spec: FileSpec,
+}
+
+impl FileList {
+    pub fn new(spec: FileSpec) -> FileList {
+        FileList { spec }
+    }
+}
+
+#[async_trait::async_trait]
+impl Discovery for FileList {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    async fn run(&self, tx: watch::Sender<EndpointSet>) {
+        let path = &self.spec.path;
+        let mut last_text = None;
+        let mut last_error = None;
+        loop {
+            let read = tokio::fs::read_to_string(path)
+                .await
+                .map_err(|e| format!("cannot read: {e}"));
+            let outcome = match read {
+                Ok(text) if Some(&text) == last_text.as_ref() => Ok(None),
+                Ok(text) => parse(&text).map(|endpoints| Some((text, endpoints))),
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(Some((text, endpoints))) => {
+                    let (found, failed) = StaticList::new(endpoints).resolve().await;
+                    if failed == 0 {
+                        let set: EndpointSet = found.into();
+                        tracing::info!(file = %path.display(), endpoints = set.len(), "endpoint file applied");
+                        tx.send_if_modified(|current| {
+                            let changed = *current != set;
+                            *current = set;
+                            changed
+                        });
+                        last_text = Some(text);
+                        last_error = None;
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    if last_error.as_ref() != Some(&error) {
+                        tracing::warn!(file = %path.display(), %error, "endpoint file unusable; keeping the last endpoints");
+                        last_error = Some(error);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.spec.interval) => {}
+                _ = tx.closed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_yaml_and_json_lists() {
+        let yaml = parse("- 10.0.0.5:8080\n- { address: 10.0.0.6:8080, weight: 3 }\n").unwrap();
+        assert_eq!(yaml.len(), 2);
+        assert_eq!(yaml[1].weight, 3);
+        let json = parse(r#"["10.0.0.5:8080", {"address": "[::1]:80"}]"#).unwrap();
+        assert_eq!(json[1].host, "::1");
+        assert!(parse("").unwrap().is_empty());
+        assert!(parse("{ not: a list }").is_err());
+        assert!(parse("[\"no-port\"]").is_err());
+    }
+}
