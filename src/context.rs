@@ -24,6 +24,16 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// A verified claim as text, for keys (rate limits, caches, balancing): strings as they
+    /// are, other values in JSON; `None` when there is no token, no such claim, or `null`.
+    pub fn claim(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        match self.claims.as_ref()?.get(name)? {
+            serde_json::Value::String(s) => Some(std::borrow::Cow::Borrowed(s)),
+            serde_json::Value::Null => None,
+            other => Some(std::borrow::Cow::Owned(other.to_string())),
+        }
+    }
+
     /// A request that has just arrived: its id and client are known, nothing else yet.
     pub fn new(request_id: HeaderValue, client_ip: IpAddr) -> RequestCtx {
         RequestCtx {
@@ -38,4 +48,16 @@ impl RequestCtx {
             extensions: http::Extensions::new(),
         }
     }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }

@@ -342,10 +342,9 @@ impl RateLimit {
                     Some(value) => sink(value.as_bytes()),
                     None => return false,
                 },
-                KeyPart::Claim(name) => match ctx.claims.as_ref().and_then(|c| c.get(name)) {
-                    Some(serde_json::Value::String(s)) => sink(s.as_bytes()),
-                    None | Some(serde_json::Value::Null) => return false,
-                    Some(other) => sink(other.to_string().as_bytes()),
+                KeyPart::Claim(name) => match ctx.claim(name) {
+                    Some(value) => sink(value.as_bytes()),
+                    None => return false,
                 },
                 KeyPart::Route => sink(ctx.route.as_deref().unwrap_or("").as_bytes()),
             }

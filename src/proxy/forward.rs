@@ -7,7 +7,7 @@
 
 use super::handler::{host_value, ConnInfo, X_REQUEST_ID};
 use crate::body::Body;
-use crate::context::RequestCtx;
+use crate::context::{cookie, RequestCtx};
 use crate::error::ProxyError;
 use crate::snapshot::{Rewrite, Snapshot};
 use crate::telemetry::UpstreamOutcome;
@@ -169,23 +169,12 @@ pub(super) async fn proxy(
 fn balance_key(on: &HashOn, headers: &HeaderMap, ctx: &RequestCtx) -> Option<u64> {
     match on {
         HashOn::Header(name) => Some(hash_key(headers.get(name)?.as_bytes())),
-        HashOn::Cookie(name) => headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| hash_key(v.as_bytes())),
+        HashOn::Cookie(name) => Some(hash_key(cookie(headers, name)?.as_bytes())),
         HashOn::ClientIp => Some(match ctx.client_ip {
             IpAddr::V4(ip) => hash_key(&ip.octets()),
             IpAddr::V6(ip) => hash_key(&ip.octets()),
         }),
-        HashOn::Claim(name) => match ctx.claims.as_ref()?.get(name)? {
-            serde_json::Value::String(s) => Some(hash_key(s.as_bytes())),
-            serde_json::Value::Null => None,
-            other => Some(hash_key(other.to_string().as_bytes())),
-        },
+        HashOn::Claim(name) => Some(hash_key(ctx.claim(name)?.as_bytes())),
     }
 }
 

@@ -163,13 +163,7 @@ impl Cache {
                     let value = req.headers.get(name).map_or(&b""[..], |v| v.as_bytes());
                     key.push_str(&String::from_utf8_lossy(value));
                 }
-                KeyPart::Claim(name) => {
-                    let claim = ctx.claims.as_ref().and_then(|c| c.get(name))?;
-                    match claim {
-                        serde_json::Value::String(s) => key.push_str(s),
-                        other => key.push_str(&other.to_string()),
-                    }
-                }
+                KeyPart::Claim(name) => key.push_str(&ctx.claim(name)?),
                 KeyPart::ClientIp => key.push_str(&ctx.client_ip.to_string()),
                 KeyPart::Route => key.push_str(ctx.route.as_deref().unwrap_or("")),
             }
@@ -222,12 +216,9 @@ impl Cache {
                 .is_some_and(|w| w.trim() == "*" || w.split(',').any(|t| weak_eq(t, etag))),
             (Some(_), None) => false,
             (None, _) => {
-                let date = |headers: &HeaderMap, name| {
-                    httpdate::parse_http_date(headers.get(name)?.to_str().ok()?).ok()
-                };
                 match (
-                    date(&req.headers, http::header::IF_MODIFIED_SINCE),
-                    date(&entry.headers, http::header::LAST_MODIFIED),
+                    policy::date(&req.headers, http::header::IF_MODIFIED_SINCE),
+                    policy::date(&entry.headers, http::header::LAST_MODIFIED),
                 ) {
                     (Some(since), Some(modified)) => modified <= since,
                     _ => false,

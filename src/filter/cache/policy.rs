@@ -62,7 +62,8 @@ pub fn heuristically_cacheable(status: StatusCode) -> bool {
     )
 }
 
-fn date(headers: &HeaderMap, name: http::HeaderName) -> Option<SystemTime> {
+/// An HTTP date header, if present and valid.
+pub fn date(headers: &HeaderMap, name: http::HeaderName) -> Option<SystemTime> {
     httpdate::parse_http_date(headers.get(name)?.to_str().ok()?).ok()
 }
 

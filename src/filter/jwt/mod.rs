@@ -20,7 +20,7 @@ use crate::body::Body;
 use crate::context::RequestCtx;
 use crate::error::{error_response, ProxyError};
 use base64::Engine as _;
-use http::header::{AUTHORIZATION, COOKIE, WWW_AUTHENTICATE};
+use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use jsonwebtoken::{Algorithm, Validation};
@@ -244,15 +244,7 @@ fn find_token<'r>(req: &'r Parts, sources: &[TokenSource]) -> Result<&'r str, Re
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::trim),
-            TokenSource::Cookie(name) => req
-                .headers
-                .get_all(COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .filter_map(|pair| pair.trim().split_once('='))
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v),
+            TokenSource::Cookie(name) => crate::context::cookie(&req.headers, name),
             TokenSource::Query(name) => req.uri.query().and_then(|q| {
                 q.split('&')
                     .filter_map(|pair| pair.split_once('='))
