@@ -10,7 +10,7 @@
 use arc_swap::{ArcSwap, ArcSwapOption};
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
@@ -74,8 +74,6 @@ struct Shared {
     /// Wakes the reconnect task after a failure.
     failed: Notify,
     script: redis::Script,
-    /// Checks that failed or timed out.
-    pub errors: AtomicU64,
 }
 
 impl RedisStore {
@@ -102,7 +100,6 @@ impl RedisStore {
             up: AtomicBool::new(false),
             failed: Notify::new(),
             script: redis::Script::new(GCRA_SCRIPT),
-            errors: AtomicU64::new(0),
         });
         handle.spawn(reconnect_loop(Arc::clone(&shared), stop_rx));
         Some(Arc::new(RedisStore {
@@ -110,14 +107,6 @@ impl RedisStore {
             shared,
             _stop: stop_tx,
         }))
-    }
-
-    pub fn is_up(&self) -> bool {
-        self.shared.up.load(Ordering::Acquire)
-    }
-
-    pub fn errors(&self) -> u64 {
-        self.shared.errors.load(Ordering::Relaxed)
     }
 
     /// One GCRA step for `key` (the emission interval and the burst tolerance, both at least
@@ -165,7 +154,6 @@ impl RedisStore {
             Ok(Err(error)) => StoreError::Redis(error),
             Err(_) => StoreError::Timeout,
         };
-        shared.errors.fetch_add(1, Ordering::Relaxed);
         if shared.up.swap(false, Ordering::AcqRel) {
             for slot in shared.local.iter() {
                 slot.store(None);

@@ -68,10 +68,6 @@ impl Balancer {
         &self.endpoints
     }
 
-    pub fn strategy(&self) -> &Strategy {
-        &self.strategy
-    }
-
     /// `key`: the request's hash for consistent hashing (ignored by the others).
     pub fn pick(&self, key: Option<u64>) -> Option<&Arc<Endpoint>> {
         if self.schedule.is_empty() {

@@ -273,10 +273,6 @@ impl Provider {
         }
     }
 
-    pub fn name(&self) -> &str {
-        &self.spec.name
-    }
-
     pub fn remote_keys(&self) -> Option<&Arc<RemoteKeys>> {
         match &self.keys {
             Keys::Remote(remote) => Some(remote),
