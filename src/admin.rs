@@ -116,8 +116,23 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body
                     let endpoints: Vec<Value> = upstream
                         .endpoints()
                         .iter()
-                        .map(|e| json!({"address": e.address.to_string(), "weight": e.weight, "idle_connections": e.idle_connections(), "ejected": upstream.is_ejected(e)}))
+                        .map(|e| {
+                            let mut entry = json!({"address": e.address.to_string(), "weight": e.weight, "idle_connections": e.idle_connections(), "ejected": upstream.is_ejected(e)});
+                            if upstream.spec.health.is_some() {
+                                entry["health"] = json!(e.health.state().as_str());
+                            }
+                            entry
+                        })
                         .collect();
+                    let feed = &upstream.feed;
+                    let last_success = feed.status.last_success().map(|t| {
+                        t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+                    });
+                    let discovery = json!({
+                        "backend": feed.spec.kind(),
+                        "last_success_unix": last_success,
+                        "errors": feed.status.errors(),
+                    });
                     let breakers: Vec<Value> = snapshot
                         .breakers
                         .iter()
@@ -131,7 +146,7 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body
                             entry
                         })
                         .collect();
-                    json!({"name": name, "protocol": format!("{:?}", upstream.spec.protocol).to_lowercase(), "endpoints": endpoints, "circuit_breakers": breakers})
+                    json!({"name": name, "protocol": format!("{:?}", upstream.spec.protocol).to_lowercase(), "degraded": upstream.is_degraded(), "panic": upstream.is_panicking(), "discovery": discovery, "endpoints": endpoints, "circuit_breakers": breakers})
                 })
                 .collect();
             json_response(StatusCode::OK, &json!({ "upstreams": upstreams }))

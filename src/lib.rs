@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod client;
 pub mod config;
 pub mod context;
 pub mod discovery;
@@ -133,7 +134,7 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
         None => None,
     };
 
-    let metrics = Arc::new(Metrics::new(workers));
+    let metrics = Arc::new(Metrics::new(workers, control.clone()));
     let snapshot = config::build_snapshot(&config, None, 1, workers, &control, &metrics.filters);
     let gateway = Arc::new(Gateway::new(snapshot, Arc::clone(&metrics)));
     let connections = Arc::new(ConnCounter::default());

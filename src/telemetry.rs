@@ -286,7 +286,7 @@ pub struct Metrics {
     pub config_reloads: Family<Labels, Counter>,
     pub config_generation: Gauge,
     pub connections_active: Family<Labels, Gauge>,
-    pub filters: FilterMetrics,
+    pub filters: ConfigMetrics,
 }
 
 /// What a response cache reports.
@@ -303,41 +303,137 @@ pub trait CacheStatsSource: Send + Sync {
     fn cache_stats(&self) -> CacheStats;
 }
 
-/// The caches of the running config, read at scrape time. A store carried over a reload is
-/// listed once; stores of removed filters drop out when they are freed.
-#[derive(Clone, Default)]
-pub struct CacheRegistry(Arc<Mutex<Vec<NamedCache>>>);
+/// Named parts of the running config (caches, upstreams), read at scrape time and not kept
+/// alive by the registry: parts of an old config drop out when they are freed.
+pub struct Registered<T: ?Sized>(Arc<Mutex<Vec<Named<T>>>>);
 
-/// A cache filter's name and its store, not kept alive by the registry.
-type NamedCache = (String, std::sync::Weak<dyn CacheStatsSource>);
+/// A registered part's name and a reference that does not keep it alive.
+type Named<T> = (String, std::sync::Weak<T>);
 
-impl CacheRegistry {
-    pub fn register(&self, filter: &str, store: &Arc<dyn CacheStatsSource>) {
+impl<T: ?Sized> Clone for Registered<T> {
+    fn clone(&self) -> Self {
+        Registered(Arc::clone(&self.0))
+    }
+}
+
+impl<T: ?Sized> Default for Registered<T> {
+    fn default() -> Self {
+        Registered(Arc::default())
+    }
+}
+
+impl<T: ?Sized> std::fmt::Debug for Registered<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Registered")
+    }
+}
+
+impl<T: ?Sized> Registered<T> {
+    /// Adds `item` under `name`; an item already listed (carried over a reload) is not added
+    /// twice.
+    pub fn register(&self, name: &str, item: &Arc<T>) {
         let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
         list.retain(|(_, weak)| weak.strong_count() > 0);
         let known = list
             .iter()
-            .any(|(_, weak)| std::ptr::addr_eq(weak.as_ptr(), Arc::as_ptr(store)));
+            .any(|(_, weak)| std::ptr::addr_eq(weak.as_ptr(), Arc::as_ptr(item)));
         if !known {
-            list.push((filter.to_string(), Arc::downgrade(store)));
+            list.push((name.to_string(), Arc::downgrade(item)));
         }
+    }
+
+    /// The live items; of several under one name, the latest registered (the one a reload
+    /// replaced may live on while its last requests finish).
+    fn live(&self) -> Vec<(String, Arc<T>)> {
+        let list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<(String, Arc<T>)> = Vec::with_capacity(list.len());
+        for (name, weak) in list.iter() {
+            let Some(item) = weak.upgrade() else {
+                continue;
+            };
+            match out.iter_mut().find(|(known, _)| known == name) {
+                Some(slot) => slot.1 = item,
+                None => out.push((name.clone(), item)),
+            }
+        }
+        out
     }
 }
 
-impl std::fmt::Debug for CacheRegistry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CacheRegistry")
+/// The caches of the running config, by filter.
+pub type CacheRegistry = Registered<dyn CacheStatsSource>;
+
+/// What an upstream reports: its discovery's progress and its endpoints' health.
+pub struct UpstreamState {
+    /// Unix seconds of the last successful registry read.
+    pub discovery_last_success: Option<f64>,
+    pub discovery_errors: u64,
+    /// Endpoint address and whether it passes health checks (health-checked upstreams only).
+    pub endpoint_health: Vec<(String, bool)>,
+}
+
+pub trait UpstreamStateSource: Send + Sync {
+    fn upstream_state(&self) -> UpstreamState;
+}
+
+/// The upstreams of the running config, by name.
+pub type UpstreamRegistry = Registered<dyn UpstreamStateSource>;
+
+impl Collector for UpstreamRegistry {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats: Vec<(String, UpstreamState)> = self
+            .live()
+            .into_iter()
+            .map(|(name, upstream)| (name, upstream.upstream_state()))
+            .collect();
+        let mut metric = encoder.encode_descriptor(
+            "discovery_last_success_timestamp",
+            "Unix time of the last successful read of each upstream's registry",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (upstream, s) in &stats {
+            if let Some(time) = s.discovery_last_success {
+                prometheus_client::metrics::gauge::ConstGauge::new(time)
+                    .encode(metric.encode_family(&[("upstream", upstream.clone())])?)?;
+            }
+        }
+        let mut metric = encoder.encode_descriptor(
+            "discovery_errors",
+            "Failed reads of each upstream's registry (the last endpoints were kept)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (upstream, s) in &stats {
+            ConstCounter::new(s.discovery_errors)
+                .encode(metric.encode_family(&[("upstream", upstream.clone())])?)?;
+        }
+        let mut metric = encoder.encode_descriptor(
+            "upstream_endpoint_healthy",
+            "1 when an endpoint passes its active health checks, by upstream and endpoint",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (upstream, s) in &stats {
+            for (endpoint, healthy) in &s.endpoint_health {
+                let labels = [
+                    ("upstream", upstream.clone()),
+                    ("endpoint", endpoint.clone()),
+                ];
+                prometheus_client::metrics::gauge::ConstGauge::new(i64::from(*healthy))
+                    .encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
 
 impl Collector for CacheRegistry {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stats: Vec<(String, CacheStats)> = self
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter_map(|(name, weak)| Some((name.clone(), weak.upgrade()?.cache_stats())))
+            .live()
+            .into_iter()
+            .map(|(name, store)| (name, store.cache_stats()))
             .collect();
         type Field = fn(&CacheStats) -> u64;
         let gauges: [(&str, &str, Field); 2] = [
@@ -377,10 +473,29 @@ impl Collector for CacheRegistry {
     }
 }
 
-/// Metrics that filters keep; each filter resolves its series once, when it is built.
+/// Reads the control runtime's task count at scrape time.
+#[derive(Debug)]
+struct BackgroundTasks(tokio::runtime::Handle);
+
+impl Collector for BackgroundTasks {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let tasks = self.0.metrics().num_alive_tasks();
+        let metric = encoder.encode_descriptor(
+            "background_tasks",
+            "Tasks alive on the control thread (discovery, health checks, key refresh, admin)",
+            None,
+            MetricType::Gauge,
+        )?;
+        prometheus_client::metrics::gauge::ConstGauge::new(tasks as i64).encode(metric)
+    }
+}
+
+/// Metrics of the running config's parts: filters resolve their series once, when they are
+/// built; caches and upstreams are read at scrape time.
 #[derive(Clone, Default)]
-pub struct FilterMetrics {
+pub struct ConfigMetrics {
     pub caches: CacheRegistry,
+    pub upstreams: UpstreamRegistry,
     /// Checks a shared store could not answer, by filter owner and the mode applied.
     pub rate_limit_store_failures: Family<Labels, Counter>,
     /// 0 closed, 1 open, 2 half-open, by route and upstream.
@@ -390,9 +505,11 @@ pub struct FilterMetrics {
 }
 
 impl Metrics {
-    /// `workers`: how many shards the request statistics keep.
-    pub fn new(workers: usize) -> Metrics {
+    /// `workers`: how many shards the request statistics keep; `control`: the runtime of
+    /// background tasks, whose task count is reported (a leak shows as growth).
+    pub fn new(workers: usize, control: tokio::runtime::Handle) -> Metrics {
         let mut registry = Registry::default();
+        registry.register_collector(Box::new(BackgroundTasks(control)));
         let requests = Arc::new(RequestStats::new(workers));
         registry.register_collector(Box::new(Arc::clone(&requests)));
         let config_reloads = Family::<Labels, Counter>::default();
@@ -413,8 +530,9 @@ impl Metrics {
             "Open client connections by listener",
             connections_active.clone(),
         );
-        let filters = FilterMetrics::default();
+        let filters = ConfigMetrics::default();
         registry.register_collector(Box::new(filters.caches.clone()));
+        registry.register_collector(Box::new(filters.upstreams.clone()));
         registry.register(
             "rate_limit_store_failures",
             "Rate-limit checks the shared store could not answer, by filter and on_store_error mode",

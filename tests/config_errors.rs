@@ -47,7 +47,7 @@ fn unknown_keys_are_errors() {
         issues(&format!(
             "{HEAD}upstreams:\n  u:\n    discovery: {{ static: [127.0.0.1:1] }}\n    retry: 3\nroutes: [{{ name: a, upstream: u }}]\n"
         )),
-        ["upstreams.u.retry: unknown field `retry`, expected one of `discovery`, `balance`, `protocol`, `timeouts`, `pool`, `tls`, `retries`, `outlier` (line 5)"]
+        ["upstreams.u.retry: unknown field `retry`, expected one of `discovery`, `balance`, `protocol`, `timeouts`, `pool`, `tls`, `retries`, `outlier`, `health_check` (line 5)"]
     );
 }
 

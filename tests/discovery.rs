@@ -1,9 +1,77 @@
-//! Endpoint discovery from a file that another tool rewrites.
+//! Endpoint discovery: a file another tool rewrites, a real etcd, a real DNS server.
 
 mod support;
 
+use serde_json::Value;
 use std::time::{Duration, Instant};
 use support::*;
+
+/// Sends `count` requests and returns how many each upstream served; every answer must be 200.
+async fn spread(client: &mut Client, upstreams: &[&Upstream], count: usize) -> Vec<usize> {
+    let before: Vec<usize> = upstreams.iter().map(|u| u.requests()).collect();
+    for _ in 0..count {
+        assert_eq!(client.get("/").await.status, 200, "a request failed");
+    }
+    upstreams
+        .iter()
+        .zip(before)
+        .map(|(u, b)| u.requests() - b)
+        .collect()
+}
+
+/// Polls with requests until `upstream` serves one; returns how long that took.
+async fn until_served(client: &mut Client, upstream: &Upstream, within: Duration) -> Duration {
+    let start = Instant::now();
+    let before = upstream.requests();
+    while upstream.requests() == before {
+        assert!(
+            start.elapsed() < within,
+            "{} got no traffic within {within:?}",
+            upstream.addr
+        );
+        client.get("/").await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
+
+/// Polls until 20 requests in a row avoid `upstream`.
+async fn until_avoided(client: &mut Client, upstream: &Upstream, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let before = upstream.requests();
+        for _ in 0..20 {
+            assert_eq!(client.get("/").await.status, 200, "a request failed");
+        }
+        if upstream.requests() == before {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{} still got traffic after {within:?}",
+            upstream.addr
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn upstream_status(gw: &TestGateway, name: &str) -> Value {
+    let answer = get(gw.admin(), "/upstreams").await.json();
+    answer["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == name)
+        .cloned()
+        .unwrap()
+}
+
+/// The value of one series in `/metrics`, e.g. `discovery_errors_total{upstream="api"}`.
+async fn metric(gw: &TestGateway, series: &str) -> Option<f64> {
+    let text = get(gw.admin(), "/metrics").await.text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
 
 /// Writes `text` the way editors and Kubernetes do: a new file renamed over the old one.
 fn write_atomically(path: &std::path::Path, text: &str) {
@@ -71,4 +139,252 @@ fn a_missing_endpoint_file_is_a_config_error() {
         "{:?}",
         error.issues()
     );
+}
+
+fn etcd_config(etcd: &EtcdServer, extra: &str) -> String {
+    format!(
+        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+         upstreams:\n  api:\n    discovery: {{ etcd: {{ endpoints: [{}], prefix: /services/api/ }}{extra} }}\n\
+         routes:\n  - name: all\n    upstream: api\n",
+        etcd.url()
+    )
+}
+
+#[tokio::test]
+async fn etcd_registrations_route_within_a_second_and_survive_an_etcd_outage() {
+    let Some(mut etcd) = EtcdServer::start() else {
+        return;
+    };
+    let (a, b, c) = (
+        upstream().run().await,
+        upstream().run().await,
+        upstream().run().await,
+    );
+    etcd.put(
+        "/services/api/a",
+        &format!(
+            r#"{{"address": "{}", "weight": 1, "metadata": {{"zone": "x"}}}}"#,
+            a.addr
+        ),
+    );
+    etcd.put("/services/apix", &format!("{}", c.addr)); // outside the prefix
+    let gw = gateway(&etcd_config(&etcd, ", max_stale: 1s"));
+    let mut client = Client::http1(gw.addr()).await;
+    until_served(&mut client, &a, Duration::from_secs(5)).await;
+    assert_eq!(spread(&mut client, &[&a, &c], 10).await, [10, 0]);
+
+    // Added and removed registrations reach routing within a second.
+    etcd.put("/services/api/b", &format!("{}", b.addr));
+    let added = until_served(&mut client, &b, Duration::from_secs(1)).await;
+    etcd.delete("/services/api/a");
+    let removed = until_avoided(&mut client, &a, Duration::from_secs(1)).await;
+    eprintln!("etcd put seen after {added:?}, delete after {removed:?}");
+
+    // Compacting history under a live watch changes nothing.
+    etcd.compact();
+    etcd.put("/services/api/a", &format!("{}", a.addr));
+    until_served(&mut client, &a, Duration::from_secs(1)).await;
+
+    // etcd goes away: the last known endpoints keep serving, the outage shows.
+    etcd.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let served = spread(&mut client, &[&a, &b], 20).await;
+    assert_eq!(served.iter().sum::<usize>(), 20);
+    assert!(served.iter().all(|n| *n > 0), "{served:?}");
+    let status = upstream_status(&gw, "api").await;
+    assert_eq!(status["degraded"], true, "{status}");
+    assert_eq!(status["discovery"]["backend"], "etcd");
+    assert!(
+        status["discovery"]["errors"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+    let errors = metric(&gw, "discovery_errors_total{upstream=\"api\"}").await;
+    assert!(errors.unwrap_or(0.0) > 0.0, "{errors:?}");
+
+    // etcd is back: updates flow again and the upstream is no longer degraded.
+    etcd.restart();
+    etcd.delete("/services/api/a");
+    etcd.put(
+        "/services/api/c",
+        &format!(r#"{{"address": "{}"}}"#, c.addr),
+    );
+    until_served(&mut client, &c, Duration::from_secs(10)).await;
+    until_avoided(&mut client, &a, Duration::from_secs(2)).await;
+    assert_eq!(upstream_status(&gw, "api").await["degraded"], false);
+    let last_success = metric(&gw, "discovery_last_success_timestamp{upstream=\"api\"}").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(now - last_success.unwrap() < 5.0, "{last_success:?}");
+}
+
+#[tokio::test]
+async fn an_upstream_without_registrations_answers_503_on_its_own_routes() {
+    let Some(etcd) = EtcdServer::start() else {
+        return;
+    };
+    let other = upstream().run().await;
+    let yaml = format!(
+        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+         upstreams:\n  api:\n    discovery: {{ etcd: {{ endpoints: [{}], prefix: /services/none/ }} }}\n  \
+         other:\n    discovery: {{ static: [{}] }}\n\
+         routes:\n  - name: api\n    match: {{ path_prefix: /api }}\n    upstream: api\n  \
+         - name: rest\n    upstream: other\n",
+        etcd.url(),
+        other.addr
+    );
+    let gw = gateway(&yaml);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reply = get(gw.addr(), "/api/x").await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(reply.json()["error"], "no upstream endpoint available");
+    assert_eq!(other.requests(), 0, "fell through to another route");
+}
+
+/// Two test servers on the same port of 127.0.0.1 and 127.0.0.2, for A records.
+async fn twin_upstreams() -> (Upstream, Upstream) {
+    loop {
+        let first = upstream().run().await;
+        let twin = format!("127.0.0.2:{}", first.addr.port()).parse().unwrap();
+        if std::net::TcpListener::bind(twin).is_ok() {
+            let second = upstream().at(twin).run().await;
+            return (first, second);
+        }
+    }
+}
+
+#[tokio::test]
+async fn dns_a_records_are_followed_at_their_ttl() {
+    let (first, second) = twin_upstreams().await;
+    let Some(mut dns) = DnsServer::start("127.0.0.1 api.test\n", &[]) else {
+        return;
+    };
+    let yaml = format!(
+        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+         upstreams:\n  api:\n    discovery:\n      max_stale: 1s\n      dns: {{ name: api.test, port: {}, nameservers: [{}], refresh: 60s, min_ttl: 1s }}\n\
+         routes:\n  - name: all\n    upstream: api\n",
+        first.addr.port(),
+        dns.address()
+    );
+    let gw = gateway(&yaml);
+    let mut client = Client::http1(gw.addr()).await;
+    until_served(&mut client, &first, Duration::from_secs(5)).await;
+
+    // The record changes: seen after its 1 s TTL, long before the 60 s refresh.
+    dns.set_hosts("127.0.0.2 api.test\n");
+    until_served(&mut client, &second, Duration::from_secs(5)).await;
+    until_avoided(&mut client, &first, Duration::from_secs(2)).await;
+
+    // min_ttl holds lookups to one a second.
+    let before = dns.queries("api.test");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let asked = dns.queries("api.test") - before;
+    assert!((1..=5).contains(&asked), "{asked} lookups in 3s");
+
+    // The server goes away: the last answer keeps serving.
+    dns.stop();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = upstream_status(&gw, "api").await;
+        if status["discovery"]["errors"].as_u64().unwrap() > 0 {
+            assert_eq!(status["degraded"], true, "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no lookup failed: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut client = Client::http1(gw.addr()).await;
+    assert_eq!(spread(&mut client, &[&first, &second], 10).await, [0, 10]);
+}
+
+#[tokio::test]
+async fn dns_srv_records_use_the_best_priority_by_weight() {
+    let (a, b, backup) = (
+        upstream().run().await,
+        upstream().run().await,
+        upstream().run().await,
+    );
+    let srv = [
+        format!("_http._tcp.api.test,a.api.test,{},10,3", a.addr.port()),
+        format!("_http._tcp.api.test,b.api.test,{},10,1", b.addr.port()),
+        format!("_http._tcp.api.test,c.api.test,{},20,5", backup.addr.port()),
+    ];
+    let hosts = "127.0.0.1 a.api.test\n127.0.0.1 b.api.test\n127.0.0.1 c.api.test\n";
+    let Some(dns) = DnsServer::start(hosts, &srv) else {
+        return;
+    };
+    let yaml = format!(
+        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+         upstreams:\n  api:\n    discovery: {{ dns: {{ name: _http._tcp.api.test, type: SRV, nameservers: [{}] }} }}\n\
+         routes:\n  - name: all\n    upstream: api\n",
+        dns.address()
+    );
+    let gw = gateway(&yaml);
+    let mut client = Client::http1(gw.addr()).await;
+    until_served(&mut client, &a, Duration::from_secs(5)).await;
+    let served = spread(&mut client, &[&a, &b, &backup], 400).await;
+    assert_eq!(served[2], 0, "the lower priority got traffic: {served:?}");
+    assert!((285..=315).contains(&served[0]), "weights 3:1 → {served:?}");
+    let endpoints = upstream_status(&gw, "api").await["endpoints"].clone();
+    assert_eq!(endpoints.as_array().unwrap().len(), 2, "{endpoints}");
+}
+
+#[test]
+fn discovery_config_errors_name_the_key() {
+    let cases = [
+        (
+            "{ dns: { name: api.test } }",
+            "upstreams.up.discovery.dns.port: A and AAAA lookups need a port",
+        ),
+        (
+            "{ dns: { name: _x._tcp.test, type: SRV, port: 80 } }",
+            "upstreams.up.discovery.dns.port: SRV records carry their own port",
+        ),
+        (
+            "{ dns: { name: api.test, port: 80, type: MX } }",
+            "upstreams.up.discovery.dns.type: expected A, AAAA or SRV",
+        ),
+        (
+            "{ dns: { name: api.test, port: 80, nameservers: [dns.example] } }",
+            "upstreams.up.discovery.dns.nameservers[0]: invalid nameserver",
+        ),
+        (
+            "{ dns: { name: api.test, port: 80, min_ttl: 1m, refresh: 10s } }",
+            "upstreams.up.discovery.dns.min_ttl: must not be longer than refresh",
+        ),
+        (
+            "{ etcd: { endpoints: [], prefix: /a/ } }",
+            "upstreams.up.discovery.etcd.endpoints: needs at least one",
+        ),
+        (
+            "{ etcd: { endpoints: [\"127.0.0.1:2379\"], prefix: /a/ } }",
+            "upstreams.up.discovery.etcd.endpoints[0]: invalid URL",
+        ),
+        (
+            "{ etcd: { endpoints: [\"http://127.0.0.1:2379\"], prefix: /a/, password: x } }",
+            "upstreams.up.discovery.etcd.password: needs a username",
+        ),
+        (
+            "{ static: [127.0.0.1:1], dns: { name: a.test, port: 1 } }",
+            "upstreams.up.discovery: needs exactly one backend",
+        ),
+        (
+            "{ static: [127.0.0.1:1], max_stale: soon }",
+            "upstreams.up.discovery.max_stale:",
+        ),
+    ];
+    for (discovery, expected) in cases {
+        let yaml = format!(
+            "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+             upstreams:\n  up:\n    discovery: {discovery}\n\
+             routes:\n  - name: all\n    upstream: up\n"
+        );
+        let error = portcullis::config::parse(&yaml, "t", &|_| None).unwrap_err();
+        assert!(
+            error.issues().iter().any(|i| i.starts_with(expected)),
+            "{discovery}: {:?}",
+            error.issues()
+        );
+    }
 }

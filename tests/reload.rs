@@ -208,3 +208,58 @@ async fn a_watched_file_reloads_when_it_changes() {
     assert_eq!(get(gw.addr(), "/b-only").await.text(), "b");
     std::fs::remove_file(&path).ok();
 }
+
+/// The value of a gauge in `/metrics`.
+async fn gauge(gw: &TestGateway, name: &str) -> f64 {
+    let text = get(gw.admin(), "/metrics").await.text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[tokio::test]
+async fn a_hundred_reloads_leave_tasks_and_connections_flat() {
+    let (a, b) = (upstream().run().await, upstream().run().await);
+    let yaml = |i: usize| {
+        // Every reload restarts the upstream (its timeouts change); every third one also
+        // changes its discovery, which starts a new discovery task.
+        let weight = 1 + (i / 3) % 2;
+        format!(
+            "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+             upstreams:\n  up:\n    discovery: {{ static: [{}, {{ address: \"{}\", weight: {weight} }}] }}\n    \
+             timeouts: {{ response: {}ms }}\n    health_check: {{ path: /health, interval: 50ms, timeout: 50ms }}\n\
+             routes:\n  - name: all\n    upstream: up\n",
+            a.addr,
+            b.addr,
+            2000 + i % 2
+        )
+    };
+    let gw = gateway(&yaml(0));
+    let mut client = Client::http1(gw.addr()).await;
+    for i in 1..=5 {
+        gw.reload(&yaml(i)).unwrap();
+        assert_eq!(client.get("/").await.status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let tasks_before = gauge(&gw, "background_tasks").await;
+    for i in 6..=105 {
+        gw.reload(&yaml(i)).unwrap();
+        assert_eq!(client.get("/").await.status, 200);
+    }
+    // Replaced upstreams stop their tasks and close their connections by themselves.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tasks_after = gauge(&gw, "background_tasks").await;
+    assert!(
+        tasks_after <= tasks_before + 2.0,
+        "background tasks grew from {tasks_before} to {tasks_after}"
+    );
+    let open = a.open_connections() + b.open_connections();
+    assert!(
+        open <= 6,
+        "{open} upstream connections still open after 100 reloads"
+    );
+    eprintln!(
+        "tasks {tasks_before} → {tasks_after}; open upstream connections {open}; accepted {}",
+        a.connections() + b.connections()
+    );
+}

@@ -1,12 +1,12 @@
 //! Validation and building: raw YAML values → [`Config`]. Every problem is collected with its
 //! key path and line; nothing here runs after load.
 
+use super::discovery::compile_discovery;
 use super::filters::{compile_filter, compile_jwt_providers, compile_named_filters, FilterRefs};
 use super::lines::LineIndex;
-use super::upstreams::{compile_balance, compile_outlier, compile_retries};
+use super::upstreams::{compile_balance, compile_health, compile_outlier, compile_retries};
 use super::values::{interpolate, parse_duration, parse_size};
 use super::{raw, ConfigIssue};
-use crate::discovery::{DiscoverySpec, FileSpec, StaticEndpoint};
 use crate::filter::cache::store::CacheStore;
 use crate::filter::cache::{Cache, CacheSpec};
 use crate::filter::circuit_breaker::{Breaker, BreakerSpec, CircuitBreaker};
@@ -17,7 +17,7 @@ use crate::filter::{jwt, Cors, CorsSpec, Filter, FilterStates, Headers, Jwt};
 use crate::router::{HeaderMatcher, HostMatch, MethodSet, PathMatch, RouteMatch};
 use crate::snapshot::{Limits, RedirectTarget, Respond, Rewrite};
 use crate::store::{RedisSpec, RedisStore};
-use crate::telemetry::FilterMetrics;
+use crate::telemetry::ConfigMetrics;
 use crate::upstream::{Protocol, Timeouts, UpstreamSpec};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -91,7 +91,7 @@ pub enum FilterSpec {
 pub struct BuildCtx<'a> {
     pub providers: &'a HashMap<String, Arc<jwt::Provider>>,
     pub redis: Option<&'a Arc<RedisStore>>,
-    pub metrics: &'a FilterMetrics,
+    pub metrics: &'a ConfigMetrics,
     /// The upstream of the route being built, if it proxies.
     pub upstream: Option<&'a str>,
     /// Requests to that upstream outside client requests.
@@ -688,55 +688,10 @@ fn compile_upstreams(map: serde_yaml::Mapping, issues: &mut Issues) -> Vec<Upstr
         let Some(raw) = issues.item::<raw::Upstream>(value, &path) else {
             continue;
         };
-        let discovery = match (raw.discovery.static_list, raw.discovery.file) {
-            (Some(_), Some(_)) | (None, None) => {
-                issues.add(
-                    &format!("{path}.discovery"),
-                    "needs exactly one backend: static or file",
-                );
-                continue;
-            }
-            (None, Some(file)) => {
-                let fpath = format!("{path}.discovery.file");
-                let file_path = issues.file(&file.path);
-                if let Err(error) = std::fs::metadata(&file_path) {
-                    issues.add(
-                        &format!("{fpath}.path"),
-                        format!("cannot read {}: {error}", file_path.display()),
-                    );
-                }
-                let interval = duration_field(
-                    file.interval,
-                    Duration::from_secs(1),
-                    &format!("{fpath}.interval"),
-                    issues,
-                );
-                DiscoverySpec::File(FileSpec {
-                    path: file_path,
-                    interval,
-                })
-            }
-            (Some(items), None) => {
-                let dpath = format!("{path}.discovery.static");
-                if items.is_empty() {
-                    issues.add(&dpath, "needs at least one endpoint");
-                }
-                let mut endpoints = Vec::new();
-                for (i, item) in items.into_iter().enumerate() {
-                    let (address, weight) = match item {
-                        raw::StaticEndpoint::Address(a) => (a, None),
-                        raw::StaticEndpoint::Weighted(w) => (w.address, w.weight),
-                    };
-                    if weight == Some(0) {
-                        issues.add(&format!("{dpath}[{i}].weight"), "must be at least 1");
-                    }
-                    match StaticEndpoint::parse(&address, weight.unwrap_or(1)) {
-                        Ok(endpoint) => endpoints.push(endpoint),
-                        Err(message) => issues.add(&format!("{dpath}[{i}]"), message),
-                    }
-                }
-                DiscoverySpec::Static(endpoints)
-            }
+        let Some((discovery, max_stale)) =
+            compile_discovery(raw.discovery, &format!("{path}.discovery"), issues)
+        else {
+            continue;
         };
         let balance = compile_balance(raw.balance, &format!("{path}.balance"), issues);
         let protocol = match raw.protocol.as_deref() {
@@ -789,9 +744,13 @@ fn compile_upstreams(map: serde_yaml::Mapping, issues: &mut Issues) -> Vec<Upstr
         let outlier = raw
             .outlier
             .and_then(|o| compile_outlier(o, &format!("{path}.outlier"), issues));
+        let health = raw
+            .health_check
+            .and_then(|h| compile_health(h, &format!("{path}.health_check"), issues));
         out.push(UpstreamSpec {
             name,
             discovery,
+            max_stale,
             protocol,
             tls,
             timeouts,
@@ -799,6 +758,7 @@ fn compile_upstreams(map: serde_yaml::Mapping, issues: &mut Issues) -> Vec<Upstr
             max_idle_per_endpoint: raw.pool.max_idle_per_endpoint.unwrap_or(128),
             retries,
             outlier,
+            health,
         });
     }
     out

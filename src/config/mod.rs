@@ -7,6 +7,7 @@
 //! user fixes a file in one pass. The runtime snapshot is built from a `Config` in `snapshot.rs`.
 
 mod compile;
+mod discovery;
 mod filters;
 mod lines;
 pub mod raw;
@@ -16,12 +17,13 @@ mod values;
 pub use compile::{Action, BuildCtx, Config, FilterRef, FilterSpec, ListenerConfig, RouteConfig};
 pub use values::{parse_duration, parse_size};
 
+use crate::discovery::Feed;
 use crate::filter::jwt::{KeySpec, Keys, Provider, RemoteKeys};
 use crate::filter::{Filter, FilterStates};
 use crate::router::{HostMatch, PathMatch, Router};
 use crate::snapshot::{Route, RouteAction, Snapshot};
 use crate::store::RedisStore;
-use crate::telemetry::FilterMetrics;
+use crate::telemetry::{ConfigMetrics, UpstreamStateSource};
 use crate::upstream::Upstream;
 use std::collections::HashMap;
 use std::fmt;
@@ -186,21 +188,28 @@ pub fn build_snapshot(
     generation: u64,
     workers: usize,
     handle: &tokio::runtime::Handle,
-    metrics: &FilterMetrics,
+    metrics: &ConfigMetrics,
 ) -> Snapshot {
     let mut upstreams = HashMap::new();
     for spec in &config.upstreams {
-        let reused = prev
-            .and_then(|p| p.upstreams.get(&spec.name))
-            .filter(|u| u.spec == *spec)
-            .cloned();
-        let upstream = match reused {
-            Some(upstream) => upstream,
-            None => {
+        let previous = prev.and_then(|p| p.upstreams.get(&spec.name));
+        let upstream = match previous {
+            Some(upstream) if upstream.spec == *spec => Arc::clone(upstream),
+            _ => {
+                // Unchanged discovery keeps its running feed (and last known set).
+                let feed = previous
+                    .map(|u| &u.feed)
+                    .filter(|feed| feed.spec == spec.discovery)
+                    .cloned()
+                    .unwrap_or_else(|| Feed::start(spec.discovery.clone(), handle));
                 if prev.is_some() {
-                    tracing::info!(upstream = %spec.name, "upstream (re)started with fresh state");
+                    tracing::info!(upstream = %spec.name, "upstream (re)started with fresh connections");
                 }
-                Upstream::start(spec.clone(), workers, handle)
+                let upstream =
+                    Upstream::start(spec.clone(), feed, previous.map(|u| &**u), workers, handle);
+                let stats: Arc<dyn UpstreamStateSource> = upstream.clone();
+                metrics.upstreams.register(&spec.name, &stats);
+                upstream
             }
         };
         upstreams.insert(spec.name.clone(), upstream);

@@ -150,6 +150,25 @@ pub struct Upstream {
     pub tls: Option<UpstreamTls>,
     pub retries: Option<Retries>,
     pub outlier: Option<Outlier>,
+    pub health_check: Option<HealthCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub path: String,
+    /// The Host header of checks (default: the endpoint's address).
+    pub host: Option<String>,
+    /// Passing statuses: `200`, `2xx` or `200-399` (default `200-399`).
+    pub statuses: Option<Vec<Scalar>>,
+    pub interval: Option<Scalar>,
+    pub timeout: Option<Scalar>,
+    /// Up to this much is added to each interval at random (default a tenth of it).
+    pub jitter: Option<Scalar>,
+    pub healthy_after: Option<u32>,
+    pub unhealthy_after: Option<u32>,
+    /// Percent of endpoints that must be healthy for unhealthy ones to be left out (default 50).
+    pub panic_threshold: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +207,40 @@ pub struct Discovery {
     #[serde(rename = "static")]
     pub static_list: Option<Vec<StaticEndpoint>>,
     pub file: Option<FileDiscovery>,
+    pub dns: Option<DnsDiscovery>,
+    pub etcd: Option<EtcdDiscovery>,
+    /// With no successful read of the registry for this long, the upstream is reported
+    /// degraded (it keeps its last endpoints).
+    pub max_stale: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsDiscovery {
+    pub name: String,
+    /// Required for A and AAAA; SRV records carry the port.
+    pub port: Option<u16>,
+    /// `A` (default), `AAAA` or `SRV`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// The longest time between two lookups (default 30s).
+    pub refresh: Option<Scalar>,
+    /// The shortest time between two lookups, whatever the TTL (default 1s).
+    pub min_ttl: Option<Scalar>,
+    /// `IP` or `IP:PORT` (default port 53); default: the system's resolvers.
+    pub nameservers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdDiscovery {
+    /// Client URLs, e.g. `http://10.0.0.1:2379`.
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// CA bundle for `https` endpoints (default: the system's roots).
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

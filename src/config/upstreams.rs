@@ -1,9 +1,10 @@
-//! An upstream's balancing and resilience settings in the config: `balance:`, `retries:`
-//! and `outlier:`.
+//! An upstream's balancing and resilience settings in the config: `balance:`, `retries:`,
+//! `outlier:` and `health_check:`.
 
 use super::compile::{duration_field, size_field, Issues};
 use super::raw;
-use crate::upstream::{HashOn, OutlierSpec, RetryOn, RetryPolicy, Strategy};
+use super::values::parse_duration;
+use crate::upstream::{HashOn, HealthSpec, OutlierSpec, RetryOn, RetryPolicy, Strategy};
 use http::Method;
 use std::time::Duration;
 
@@ -143,6 +144,103 @@ pub(super) fn compile_outlier(
         eject_for,
         max_ejected_percent: percent,
     })
+}
+
+pub(super) fn compile_health(
+    raw: raw::HealthCheck,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<HealthSpec> {
+    let before = issues.list.len();
+    let check_path = match raw.path.parse::<http::uri::PathAndQuery>() {
+        Ok(p) if raw.path.starts_with('/') => p,
+        _ => {
+            issues.add(&format!("{path}.path"), "must be a path starting with /");
+            http::uri::PathAndQuery::from_static("/")
+        }
+    };
+    let host = raw.host.as_deref().and_then(|h| {
+        http::HeaderValue::from_str(h)
+            .map_err(|_| issues.add(&format!("{path}.host"), "not a valid Host value"))
+            .ok()
+    });
+    let texts: Vec<String> = match raw.statuses {
+        Some(items) => items.into_iter().map(|raw::Scalar(text)| text).collect(),
+        None => vec!["200-399".to_string()],
+    };
+    let mut statuses = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        match parse_status_range(text) {
+            Some(range) => statuses.push(range),
+            None => issues.add(
+                &format!("{path}.statuses[{i}]"),
+                format!("invalid status {text:?}: expected e.g. 200, 2xx or 200-399"),
+            ),
+        }
+    }
+    let interval = duration_field(
+        raw.interval,
+        Duration::from_secs(10),
+        &format!("{path}.interval"),
+        issues,
+    );
+    let timeout = duration_field(
+        raw.timeout,
+        Duration::from_secs(2),
+        &format!("{path}.timeout"),
+        issues,
+    );
+    if timeout > interval {
+        issues.add(
+            &format!("{path}.timeout"),
+            "must not be longer than interval",
+        );
+    }
+    let jitter = match raw.jitter {
+        Some(raw::Scalar(text)) if parse_duration(&text) == Ok(Duration::ZERO) => Duration::ZERO,
+        value => duration_field(value, interval / 10, &format!("{path}.jitter"), issues),
+    };
+    for (key, value) in [
+        ("healthy_after", raw.healthy_after),
+        ("unhealthy_after", raw.unhealthy_after),
+    ] {
+        if value == Some(0) {
+            issues.add(&format!("{path}.{key}"), "must be at least 1");
+        }
+    }
+    let panic_threshold = raw.panic_threshold.unwrap_or(50);
+    if panic_threshold > 100 {
+        issues.add(
+            &format!("{path}.panic_threshold"),
+            "must be at most 100 (percent)",
+        );
+    }
+    (issues.list.len() == before).then(|| HealthSpec {
+        path: check_path,
+        host,
+        statuses,
+        interval,
+        timeout,
+        jitter,
+        healthy_after: raw.healthy_after.unwrap_or(2),
+        unhealthy_after: raw.unhealthy_after.unwrap_or(3),
+        panic_threshold,
+    })
+}
+
+/// `200`, `2xx` or `200-399`, as an inclusive range.
+fn parse_status_range(text: &str) -> Option<(u16, u16)> {
+    let valid = |code: u16| (100..=599).contains(&code).then_some(code);
+    if let Some(class) = text.strip_suffix("xx") {
+        let class: u16 = class.parse().ok()?;
+        return Some((valid(class * 100)?, class * 100 + 99));
+    }
+    let (low, high) = text.split_once('-').unwrap_or((text, text));
+    let (low, high) = (
+        valid(low.trim().parse().ok()?)?,
+        valid(high.trim().parse().ok()?)?,
+    );
+    (low <= high).then_some((low, high))
 }
 
 pub(super) fn compile_balance(

@@ -7,7 +7,7 @@
 //! that lists no endpoints means none.
 
 use super::static_list::{StaticEndpoint, StaticList};
-use super::{Discovery, EndpointSet};
+use super::{publish, Discovery, EndpointSet, Status};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -60,11 +60,7 @@ impl FileList {
 
 #[async_trait::async_trait]
 impl Discovery for FileList {
-    fn kind(&self) -> &'static str {
-        "file"
-    }
-
-    async fn run(&self, tx: watch::Sender<EndpointSet>) {
+    async fn run(&self, tx: &watch::Sender<EndpointSet>, status: &Status) {
         let path = &self.spec.path;
         let mut last_text = None;
         let mut last_error = None;
@@ -81,29 +77,26 @@ impl Discovery for FileList {
                 Ok(Some((text, endpoints))) => {
                     let (found, failed) = StaticList::new(endpoints).resolve().await;
                     if failed == 0 {
+                        status.succeeded();
                         let set: EndpointSet = found.into();
                         tracing::info!(file = %path.display(), endpoints = set.len(), "endpoint file applied");
-                        tx.send_if_modified(|current| {
-                            let changed = *current != set;
-                            *current = set;
-                            changed
-                        });
+                        publish(tx, set);
                         last_text = Some(text);
                         last_error = None;
+                    } else {
+                        status.failed();
                     }
                 }
-                Ok(None) => {}
+                Ok(None) => status.succeeded(),
                 Err(error) => {
+                    status.failed();
                     if last_error.as_ref() != Some(&error) {
                         tracing::warn!(file = %path.display(), %error, "endpoint file unusable; keeping the last endpoints");
                         last_error = Some(error);
                     }
                 }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(self.spec.interval) => {}
-                _ = tx.closed() => return,
-            }
+            tokio::time::sleep(self.spec.interval).await;
         }
     }
 }

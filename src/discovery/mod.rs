@@ -1,15 +1,24 @@
 //! Where an upstream's endpoints come from. Each backend publishes COMPLETE endpoint sets
 //! through a `watch` channel; the upstream (`upstream/`) follows the channel and rebuilds its
 //! balancer on each change. Backends know nothing of proxying.
+//!
+//! A running backend is a [`Feed`]: it lives as long as some upstream holds it, so a reload that
+//! leaves an upstream's `discovery` block alone keeps the same task and its last known set.
 
+mod dns;
+mod etcd;
 mod file;
 mod static_list;
 
+pub use dns::{DnsSpec, RecordKind};
+pub use etcd::EtcdSpec;
 pub use file::{FileList, FileSpec};
 pub use static_list::{StaticEndpoint, StaticList};
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// One endpoint as discovered: where it is and its share of the traffic.
@@ -23,10 +32,12 @@ pub struct DiscoveredEndpoint {
 pub type EndpointSet = Arc<[DiscoveredEndpoint]>;
 
 /// Validated discovery settings of one upstream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum DiscoverySpec {
     Static(Vec<StaticEndpoint>),
     File(FileSpec),
+    Dns(DnsSpec),
+    Etcd(EtcdSpec),
 }
 
 impl DiscoverySpec {
@@ -34,6 +45,18 @@ impl DiscoverySpec {
         match self {
             DiscoverySpec::Static(list) => Box::new(StaticList::new(list.clone())),
             DiscoverySpec::File(spec) => Box::new(FileList::new(spec.clone())),
+            DiscoverySpec::Dns(spec) => Box::new(dns::DnsList::new(spec.clone())),
+            DiscoverySpec::Etcd(spec) => Box::new(etcd::EtcdList::new(spec.clone())),
+        }
+    }
+
+    /// The backend's name in the config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DiscoverySpec::Static(_) => "static",
+            DiscoverySpec::File(_) => "file",
+            DiscoverySpec::Dns(_) => "dns",
+            DiscoverySpec::Etcd(_) => "etcd",
         }
     }
 
@@ -50,16 +73,114 @@ impl DiscoverySpec {
                 .and_then(|text| file::parse(&text).ok())
                 .map(|list| list.iter().filter_map(StaticEndpoint::literal).collect())
                 .unwrap_or_else(|| EndpointSet::from(Vec::new())),
+            DiscoverySpec::Dns(_) | DiscoverySpec::Etcd(_) => EndpointSet::from(Vec::new()),
         }
     }
 }
 
+/// How a backend's reads of its registry are going, for `/upstreams` and the metrics.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// Unix time in milliseconds of the latest successful read; 0 before the first.
+    last_success_ms: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Status {
+    /// The registry answered (whether or not the set changed).
+    pub fn succeeded(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_success_ms.store(now.max(1), Ordering::Relaxed);
+    }
+
+    /// The registry could not be read; the last set stays.
+    pub fn failed(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn last_success(&self) -> Option<SystemTime> {
+        match self.last_success_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// No successful read for longer than `max_stale` (counted from `since` before the first).
+    pub fn is_stale(&self, max_stale: Duration, since: SystemTime) -> bool {
+        let last = self.last_success().unwrap_or(since);
+        SystemTime::now()
+            .duration_since(last)
+            .is_ok_and(|age| age > max_stale)
+    }
+}
+
+/// A running discovery backend and the latest set it published. The backend's task ends by
+/// itself once the feed and every subscriber are gone.
+pub struct Feed {
+    pub spec: DiscoverySpec,
+    pub status: Arc<Status>,
+    pub started: SystemTime,
+    latest: watch::Receiver<EndpointSet>,
+}
+
+impl Feed {
+    pub fn start(spec: DiscoverySpec, handle: &tokio::runtime::Handle) -> Arc<Feed> {
+        let (tx, latest) = watch::channel(spec.initial());
+        let status = Arc::new(Status::default());
+        let backend = spec.backend();
+        let task_status = Arc::clone(&status);
+        handle.spawn(async move {
+            tokio::select! {
+                _ = backend.run(&tx, &task_status) => {}
+                _ = tx.closed() => {}
+            }
+        });
+        Arc::new(Feed {
+            spec,
+            status,
+            started: SystemTime::now(),
+            latest,
+        })
+    }
+
+    /// The latest set and every later one.
+    pub fn subscribe(&self) -> watch::Receiver<EndpointSet> {
+        self.latest.clone()
+    }
+
+    pub fn current(&self) -> EndpointSet {
+        self.latest.borrow().clone()
+    }
+}
+
+/// Publishes `set` when it differs from the current one.
+fn publish(tx: &watch::Sender<EndpointSet>, set: EndpointSet) -> bool {
+    tx.send_if_modified(|current| {
+        let changed = *current != set;
+        *current = set;
+        changed
+    })
+}
+
+/// Waits before the next try after `failures` failures in a row: 1 s doubling up to `cap`,
+/// with jitter so that replicas do not retry in step.
+fn backoff(failures: u32, cap: Duration) -> Duration {
+    let base = Duration::from_secs(1)
+        .saturating_mul(1 << failures.saturating_sub(1).min(10))
+        .min(cap);
+    base.mul_f64(0.75 + fastrand::f64() * 0.5)
+}
+
 #[async_trait::async_trait]
 pub trait Discovery: Send + Sync + 'static {
-    fn kind(&self) -> &'static str;
-
-    /// Publishes complete endpoint sets until every receiver is gone. On a transient error it
-    /// keeps the last set, logs and retries with backoff: it never publishes an empty set
-    /// because a registry is unreachable.
-    async fn run(&self, tx: watch::Sender<EndpointSet>);
+    /// Publishes complete endpoint sets (it is stopped once nobody listens). On a transient
+    /// error it keeps the last set, counts the error in `status`, logs and retries with
+    /// backoff: it never publishes an empty set because a registry is unreachable.
+    async fn run(&self, tx: &watch::Sender<EndpointSet>, status: &Status);
 }

@@ -2,7 +2,7 @@
 //! host names are resolved once through the system resolver (retried with backoff until they
 //! resolve). For names that change, use DNS discovery.
 
-use super::{DiscoveredEndpoint, Discovery, EndpointSet};
+use super::{backoff, publish, DiscoveredEndpoint, Discovery, EndpointSet, Status};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -86,32 +86,22 @@ impl StaticList {
 
 #[async_trait::async_trait]
 impl Discovery for StaticList {
-    fn kind(&self) -> &'static str {
-        "static"
-    }
-
-    async fn run(&self, tx: watch::Sender<EndpointSet>) {
-        let mut backoff = Duration::from_millis(500);
+    /// Resolves names until all have resolved once, then has nothing more to say.
+    async fn run(&self, tx: &watch::Sender<EndpointSet>, status: &Status) {
+        let mut failures = 0;
         loop {
             let (found, failed) = self.resolve().await;
             if !found.is_empty() {
-                let set: EndpointSet = found.into();
-                tx.send_if_modified(|current| {
-                    let changed = *current != set;
-                    *current = set;
-                    changed
-                });
+                publish(tx, found.into());
             }
             if failed == 0 {
-                break;
+                status.succeeded();
+                return;
             }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = tx.closed() => return,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+            status.failed();
+            failures += 1;
+            tokio::time::sleep(backoff(failures, Duration::from_secs(30))).await;
         }
-        tx.closed().await;
     }
 }
 
@@ -133,23 +123,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn publishes_a_resolved_set_and_stops_with_its_receivers() {
+    async fn a_feed_publishes_the_resolved_set() {
         let spec = vec![
             StaticEndpoint::parse("127.0.0.1:1", 1).unwrap(),
             StaticEndpoint::parse("localhost:2", 3).unwrap(),
         ];
-        let (tx, mut rx) = watch::channel(EndpointSet::from(Vec::new()));
-        let task = tokio::spawn(async move { StaticList::new(spec).run(tx).await });
-        rx.changed().await.unwrap();
+        let feed = super::super::Feed::start(
+            super::super::DiscoverySpec::Static(spec),
+            &tokio::runtime::Handle::current(),
+        );
+        // The literal is known before any lookup; the name follows.
+        assert_eq!(feed.current().len(), 1);
+        let mut rx = feed.subscribe();
+        tokio::time::timeout(Duration::from_secs(5), rx.changed())
+            .await
+            .unwrap()
+            .unwrap();
         let set = rx.borrow().clone();
         assert!(set
             .iter()
             .any(|e| e.address == "127.0.0.1:1".parse().unwrap()));
         assert!(set.iter().any(|e| e.address.port() == 2 && e.weight == 3));
-        drop(rx);
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .unwrap()
-            .unwrap();
+        assert!(feed.status.last_success().is_some());
+        assert_eq!(feed.status.errors(), 0);
     }
 }

@@ -99,7 +99,7 @@ impl Breaker {
         route: &str,
         upstream: &str,
         spec: BreakerSpec,
-        metrics: &crate::telemetry::FilterMetrics,
+        metrics: &crate::telemetry::ConfigMetrics,
     ) -> Breaker {
         let labels = vec![
             ("route", route.to_string()),
@@ -386,7 +386,7 @@ mod tests {
     }
 
     fn breaker(spec: BreakerSpec) -> Breaker {
-        Breaker::new("r", "u", spec, &crate::telemetry::FilterMetrics::default())
+        Breaker::new("r", "u", spec, &crate::telemetry::ConfigMetrics::default())
     }
 
     fn request(b: &Breaker, failed: bool) -> bool {

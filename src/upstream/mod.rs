@@ -3,31 +3,34 @@
 //! every failure onto the error policy.
 
 mod balance;
+mod health;
 mod outlier;
 mod pool;
 mod retry;
 
 pub use balance::{hash_key, Balancer, HashOn, Strategy};
+pub use health::{HealthSpec, HealthState};
 pub use outlier::OutlierSpec;
 pub use pool::{BodyIdleTimeout, UpstreamBody};
 pub use retry::{RetryBudget, RetryOn, RetryPolicy};
 
 use crate::body::Body;
-use crate::discovery::{DiscoverySpec, EndpointSet};
+use crate::discovery::{DiscoverySpec, EndpointSet, Feed};
 use crate::error::ProxyError;
 use arc_swap::ArcSwap;
 use http::uri::Authority;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use pool::{Pool, Sender};
 use rustls_pki_types::ServerName;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{watch, Notify};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -50,6 +53,8 @@ pub struct Timeouts {
 pub struct UpstreamSpec {
     pub name: String,
     pub discovery: DiscoverySpec,
+    /// Report the upstream degraded after this long without a successful registry read.
+    pub max_stale: Option<Duration>,
     pub protocol: Protocol,
     /// TLS to the endpoints; `None` for plaintext.
     pub tls: Option<crate::tls::UpstreamTls>,
@@ -58,6 +63,7 @@ pub struct UpstreamSpec {
     pub max_idle_per_endpoint: usize,
     pub retries: Option<RetryPolicy>,
     pub outlier: Option<OutlierSpec>,
+    pub health: Option<HealthSpec>,
 }
 
 pub struct Endpoint {
@@ -67,6 +73,7 @@ pub struct Endpoint {
     pub authority: Authority,
     pool: Pool,
     outlier: outlier::OutlierState,
+    pub health: health::Health,
     /// Requests sent and not yet answered (counted for `least_request` only).
     pub in_flight: std::sync::atomic::AtomicUsize,
 }
@@ -81,6 +88,7 @@ impl Endpoint {
                 .unwrap_or_else(|_| Authority::from_static("upstream")),
             pool: Pool::new(workers, max_idle),
             outlier: outlier::OutlierState::default(),
+            health: health::Health::default(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
         }
     }
@@ -93,43 +101,90 @@ impl Endpoint {
 pub struct Upstream {
     pub name: Arc<str>,
     pub spec: UpstreamSpec,
+    /// Every endpoint discovery lists, healthy or not.
+    members: ArcSwap<Vec<Arc<Endpoint>>>,
+    /// Balances over the endpoints that take traffic (see [`Upstream::routable`]).
     balancer: ArcSwap<Balancer>,
+    /// Serialises rebuilding the two above (discovery updates and health changes).
+    membership: Mutex<()>,
+    /// Too few endpoints are healthy: balancing over all of them.
+    panicking: AtomicBool,
+    pub feed: Arc<Feed>,
     workers: usize,
     pub retry_budget: RetryBudget,
     /// The clock of outlier ejections.
     epoch: std::time::Instant,
-    /// Dropped with the upstream; ends the task that follows discovery.
-    _stop: oneshot::Sender<()>,
+    /// Wakes the health checker: new endpoints to check.
+    joined: Arc<Notify>,
+    /// Dropped with the upstream; ends its background tasks.
+    _stop: watch::Sender<()>,
 }
 
 impl Upstream {
-    /// Builds the upstream and starts its discovery on the runtime behind `handle`.
+    /// Builds the upstream over `feed` and starts its tasks on the runtime behind `handle`.
+    /// `prev`, an earlier upstream of the same name, lends its endpoints' health records.
     pub fn start(
         spec: UpstreamSpec,
+        feed: Arc<Feed>,
+        prev: Option<&Upstream>,
         workers: usize,
         handle: &tokio::runtime::Handle,
     ) -> Arc<Upstream> {
-        let initial = spec.discovery.initial();
-        let (stop_tx, stop_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = watch::channel(());
         let upstream = Arc::new(Upstream {
             name: spec.name.as_str().into(),
+            members: ArcSwap::from_pointee(Vec::new()),
             balancer: ArcSwap::from_pointee(Balancer::new(Vec::new(), spec.balance.clone())),
+            membership: Mutex::new(()),
+            panicking: AtomicBool::new(false),
             spec,
+            feed,
             workers,
             retry_budget: RetryBudget::default(),
             epoch: std::time::Instant::now(),
+            joined: Arc::new(Notify::new()),
             _stop: stop_tx,
         });
-        upstream.apply(&initial);
-        let (tx, rx) = watch::channel(initial);
-        let backend = upstream.spec.discovery.backend();
-        handle.spawn(async move { backend.run(tx).await });
-        handle.spawn(follow(Arc::downgrade(&upstream), rx, stop_rx));
+        let known = prev
+            .filter(|p| p.spec.health.is_some() && p.spec.health == upstream.spec.health)
+            .map(|p| p.members.load_full());
+        let unknown = upstream.apply(
+            &upstream.feed.current(),
+            known.as_deref().map(Vec::as_slice),
+        );
+        let rx = upstream.feed.subscribe();
+        handle.spawn(follow(Arc::downgrade(&upstream), rx, stop_rx.clone()));
+        if let Some(spec) = upstream.spec.health.clone() {
+            let joined = Arc::clone(&upstream.joined);
+            // Endpoints whose health is known from the replaced upstream wait for the next
+            // round; a reload does not cause a burst of checks.
+            let first_round_now = unknown;
+            handle.spawn(check_health(
+                Arc::downgrade(&upstream),
+                spec,
+                joined,
+                first_round_now,
+                stop_rx,
+            ));
+        }
         upstream
     }
 
+    /// Every endpoint, whether it takes traffic or not.
     pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
-        self.balancer.load().endpoints().to_vec()
+        self.members.load().to_vec()
+    }
+
+    /// Whether discovery has not heard from its registry for longer than `max_stale`.
+    pub fn is_degraded(&self) -> bool {
+        self.spec
+            .max_stale
+            .is_some_and(|max_stale| self.feed.status.is_stale(max_stale, self.feed.started))
+    }
+
+    /// Whether too few endpoints are healthy and traffic goes to all of them.
+    pub fn is_panicking(&self) -> bool {
+        self.panicking.load(Ordering::Relaxed)
     }
 
     /// The next endpoint by the upstream's strategy (`key`: the request's hash for consistent
@@ -210,28 +265,107 @@ impl Upstream {
         endpoint.outlier.is_ejected(self.now())
     }
 
-    /// Swaps in a balancer over `set`, keeping the state (pools) of endpoints still present.
-    fn apply(&self, set: &EndpointSet) {
-        let current = self.balancer.load();
-        let known: HashMap<SocketAddr, &Arc<Endpoint>> =
-            current.endpoints().iter().map(|e| (e.address, e)).collect();
-        let endpoints = set
+    /// Takes `set` as the upstream's endpoints. Endpoints still present keep their state
+    /// (pools, outlier record); health records follow the address, also from `lent` (the
+    /// endpoints of the upstream this one replaces). Returns whether any endpoint is new.
+    fn apply(&self, set: &EndpointSet, lent: Option<&[Arc<Endpoint>]>) -> bool {
+        let _guard = self.membership.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.members.load();
+        let known: HashMap<SocketAddr, &Arc<Endpoint>> = lent
+            .into_iter()
+            .flatten()
+            .chain(current.iter())
+            .map(|e| (e.address, e))
+            .collect();
+        let mut joined = false;
+        let members: Vec<Arc<Endpoint>> = set
             .iter()
             .map(|d| match known.get(&d.address) {
-                Some(e) if e.weight == d.weight => Arc::clone(e),
-                _ => Arc::new(Endpoint::new(
-                    d.address,
-                    d.weight,
-                    self.workers,
-                    self.spec.max_idle_per_endpoint,
-                )),
+                Some(e) if e.weight == d.weight && lent.is_none() => Arc::clone(e),
+                previous => {
+                    let endpoint = Endpoint::new(
+                        d.address,
+                        d.weight,
+                        self.workers,
+                        self.spec.max_idle_per_endpoint,
+                    );
+                    match previous {
+                        Some(e) => endpoint.health.copy_from(&e.health),
+                        None => joined = true,
+                    }
+                    Arc::new(endpoint)
+                }
             })
             .collect();
-        self.balancer.store(Arc::new(Balancer::new(
-            endpoints,
-            self.spec.balance.clone(),
-        )));
+        self.members.store(Arc::new(members));
+        self.rebalance();
         tracing::debug!(upstream = %self.name, endpoints = set.len(), "endpoint set applied");
+        joined
+    }
+
+    /// Swaps in a balancer over the endpoints that take traffic: the healthy ones, or all of
+    /// them when fewer than `panic_threshold` percent are healthy (better to spread the load
+    /// than to crush the few). Callers hold `membership`.
+    fn rebalance(&self) {
+        let members = self.members.load();
+        let (routable, panicking) = match &self.spec.health {
+            None => (members.to_vec(), false),
+            Some(spec) => {
+                let healthy: Vec<Arc<Endpoint>> = members
+                    .iter()
+                    .filter(|e| e.health.state() == HealthState::Healthy)
+                    .cloned()
+                    .collect();
+                let threshold = members.len() * spec.panic_threshold as usize;
+                if healthy.len() * 100 < threshold {
+                    (members.to_vec(), true)
+                } else {
+                    (healthy, false)
+                }
+            }
+        };
+        if self.panicking.swap(panicking, Ordering::Relaxed) != panicking {
+            if panicking {
+                tracing::warn!(upstream = %self.name, endpoints = members.len(), "too few healthy endpoints; balancing over all of them");
+            } else {
+                tracing::info!(upstream = %self.name, "enough endpoints healthy again");
+            }
+        }
+        self.balancer
+            .store(Arc::new(Balancer::new(routable, self.spec.balance.clone())));
+    }
+
+    /// One health check of `endpoint`: a fresh connection, `GET path`, the status.
+    async fn probe(&self, endpoint: &Endpoint, spec: &HealthSpec) -> Result<StatusCode, String> {
+        let host = spec.host.clone().unwrap_or_else(|| {
+            HeaderValue::from_str(endpoint.authority.as_str())
+                .unwrap_or_else(|_| HeaderValue::from_static("upstream"))
+        });
+        let check = async {
+            let sender = self
+                .connect(endpoint, false)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut request = Request::get(spec.path.as_str())
+                .header(http::header::USER_AGENT, "portcullis-health-check")
+                .body(Body::Empty)
+                .map_err(|e| e.to_string())?;
+            let response = match sender {
+                Sender::H1(mut s) => {
+                    request.headers_mut().insert(http::header::HOST, host);
+                    s.send_request(request).await
+                }
+                Sender::H2(mut s) => {
+                    let uri = format!("http://{}{}", endpoint.authority, spec.path);
+                    *request.uri_mut() = uri.parse().map_err(|_| "invalid check URI")?;
+                    s.send_request(request).await
+                }
+            };
+            response.map(|r| r.status()).map_err(|e| e.to_string())
+        };
+        tokio::time::timeout(spec.timeout, check)
+            .await
+            .map_err(|_| "timed out".to_string())?
     }
 
     /// One exchange with `endpoint`. A pooled connection that turns out to be closed before
@@ -251,7 +385,7 @@ impl Upstream {
                 Some(sender) => sender,
                 // Boxed: the handshake future is large and rare; inline it would be moved
                 // with every request's future.
-                None => Box::pin(self.connect(endpoint)).await?,
+                None => Box::pin(self.connect(endpoint, true)).await?,
             };
             let attempt = async {
                 match sender {
@@ -301,7 +435,8 @@ impl Upstream {
         }
     }
 
-    async fn connect(&self, endpoint: &Endpoint) -> Result<Sender, ProxyError> {
+    /// A new connection to `endpoint`; an HTTP/2 one also joins the pool when `share`.
+    async fn connect(&self, endpoint: &Endpoint, share: bool) -> Result<Sender, ProxyError> {
         let timeouts = self.spec.timeouts;
         let stream = match tokio::time::timeout(
             timeouts.connect,
@@ -315,7 +450,7 @@ impl Upstream {
         };
         let _ = stream.set_nodelay(true);
         let Some(tls) = &self.spec.tls else {
-            return self.handshake(endpoint, TokioIo::new(stream)).await;
+            return self.handshake(endpoint, TokioIo::new(stream), share).await;
         };
         // Verified against `server_name`, or else the endpoint's IP address.
         let name = tls
@@ -329,13 +464,18 @@ impl Upstream {
                 tracing::debug!(address = %endpoint.address, %error, "upstream TLS handshake failed");
                 Err(ProxyError::Connect(error))
             }
-            Ok(Ok(stream)) => self.handshake(endpoint, TokioIo::new(stream)).await,
+            Ok(Ok(stream)) => self.handshake(endpoint, TokioIo::new(stream), share).await,
         }
     }
 
     /// The HTTP handshake on a connected (and maybe TLS) stream; the connection's own task
     /// runs on this worker.
-    async fn handshake<I>(&self, endpoint: &Endpoint, io: TokioIo<I>) -> Result<Sender, ProxyError>
+    async fn handshake<I>(
+        &self,
+        endpoint: &Endpoint,
+        io: TokioIo<I>,
+        share: bool,
+    ) -> Result<Sender, ProxyError>
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -364,10 +504,39 @@ impl Upstream {
                         tracing::debug!(%address, %error, "upstream connection ended");
                     }
                 });
-                let shared = sender.clone();
-                endpoint.pool.put(Sender::H2(shared));
+                if share {
+                    endpoint.pool.put(Sender::H2(sender.clone()));
+                }
                 Ok(Sender::H2(sender))
             }
+        }
+    }
+}
+
+impl crate::telemetry::UpstreamStateSource for Upstream {
+    fn upstream_state(&self) -> crate::telemetry::UpstreamState {
+        let status = &self.feed.status;
+        let endpoint_health = match self.spec.health {
+            None => Vec::new(),
+            Some(_) => self
+                .members
+                .load()
+                .iter()
+                .map(|e| {
+                    (
+                        e.address.to_string(),
+                        e.health.state() == HealthState::Healthy,
+                    )
+                })
+                .collect(),
+        };
+        crate::telemetry::UpstreamState {
+            discovery_last_success: status.last_success().map(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64())
+            }),
+            discovery_errors: status.errors(),
+            endpoint_health,
         }
     }
 }
@@ -376,17 +545,68 @@ impl Upstream {
 async fn follow(
     upstream: Weak<Upstream>,
     mut rx: watch::Receiver<EndpointSet>,
-    mut stop: oneshot::Receiver<()>,
+    mut stop: watch::Receiver<()>,
 ) {
     loop {
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },
-            _ = &mut stop => return,
+            _ = stop.changed() => return,
         }
         let set = rx.borrow_and_update().clone();
-        match upstream.upgrade() {
-            Some(upstream) => upstream.apply(&set),
-            None => return,
+        let Some(upstream) = upstream.upgrade() else {
+            return;
+        };
+        if upstream.apply(&set, None) && upstream.spec.health.is_some() {
+            upstream.joined.notify_one();
+        }
+    }
+}
+
+/// Checks every endpoint each round, and new ones as soon as they join, until the upstream
+/// is dropped.
+async fn check_health(
+    upstream: Weak<Upstream>,
+    spec: HealthSpec,
+    joined: Arc<Notify>,
+    first_round_now: bool,
+    mut stop: watch::Receiver<()>,
+) {
+    let mut round_now = first_round_now;
+    loop {
+        if !round_now {
+            tokio::select! {
+                _ = tokio::time::sleep(spec.next_round()) => {}
+                _ = joined.notified() => {}
+                _ = stop.changed() => return,
+            }
+        }
+        round_now = false;
+        let Some(live) = upstream.upgrade() else {
+            return;
+        };
+        let mut checks = tokio::task::JoinSet::new();
+        for endpoint in live.endpoints() {
+            let (live, spec) = (Arc::clone(&live), spec.clone());
+            checks.spawn(async move {
+                let outcome = live.probe(&endpoint, &spec).await;
+                (endpoint, outcome)
+            });
+        }
+        let mut changed = false;
+        while let Some(Ok((endpoint, outcome))) = checks.join_next().await {
+            let passed = matches!(outcome, Ok(status) if spec.passes(status));
+            if let Some(state) = endpoint.health.record(&spec, passed) {
+                changed = true;
+                let reason = match &outcome {
+                    Ok(status) => status.as_str().to_string(),
+                    Err(error) => error.clone(),
+                };
+                tracing::info!(upstream = %live.name, endpoint = %endpoint.address, state = state.as_str(), %reason, "endpoint health changed");
+            }
+        }
+        if changed {
+            let _guard = live.membership.lock().unwrap_or_else(|e| e.into_inner());
+            live.rebalance();
         }
     }
 }

@@ -4,7 +4,8 @@
 //!   `/status/{code}`, `/delay/{ms}`, `/bytes/{n}`, `/stream/{chunks}` (one chunk per 50 ms),
 //!   `/hold` (first chunk, then waits for `release()`), `/die-mid-body`, `/upgrade` (echo after
 //!   101), `/trailers` (a body, then gRPC-style trailers); anything else echoes the request as JSON (`method`, `path`, `headers`, `body_len`).
-//!   It counts requests and connections and records what it saw.
+//!   It counts requests and connections and records what it saw. `/health` answers the status
+//!   set with `set_health` (200 at first) and is counted apart, as `health_checks`.
 //! - [`gateway()`] starts Portcullis in-process from YAML on `127.0.0.1:0`.
 //! - [`Client`] keeps one HTTP/1.1 or h2c connection; [`raw`] speaks bytes over a socket.
 
@@ -39,9 +40,13 @@ pub struct Seen {
 struct State {
     requests: AtomicUsize,
     connections: AtomicUsize,
+    open_connections: AtomicUsize,
     body_bytes_seen: AtomicUsize,
     seen: Mutex<Vec<Seen>>,
     release: tokio::sync::watch::Sender<bool>,
+    /// The status `/health` answers; 0 means 200.
+    health_status: AtomicUsize,
+    health_checks: AtomicUsize,
 }
 
 pub struct Upstream {
@@ -54,8 +59,13 @@ impl Upstream {
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
     }
+    /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
+    }
+    /// Connections accepted and not yet closed.
+    pub fn open_connections(&self) -> usize {
+        self.state.open_connections.load(Ordering::SeqCst)
     }
     /// Request body bytes received so far, across requests (counted as they arrive).
     pub fn body_bytes_seen(&self) -> usize {
@@ -69,6 +79,15 @@ impl Upstream {
             .last()
             .cloned()
             .expect("the upstream saw no request")
+    }
+    /// What `/health` answers from now on.
+    pub fn set_health(&self, status: u16) {
+        self.state
+            .health_status
+            .store(status as usize, Ordering::SeqCst);
+    }
+    pub fn health_checks(&self) -> usize {
+        self.state.health_checks.load(Ordering::SeqCst)
     }
     /// Lets `/hold` responses finish.
     pub fn release(&self) {
@@ -85,12 +104,14 @@ impl Drop for Upstream {
 pub struct UpstreamBuilder {
     http2: bool,
     tls: Option<Arc<rustls::ServerConfig>>,
+    at: Option<SocketAddr>,
 }
 
 pub fn upstream() -> UpstreamBuilder {
     UpstreamBuilder {
         http2: false,
         tls: None,
+        at: None,
     }
 }
 
@@ -107,8 +128,15 @@ impl UpstreamBuilder {
         self
     }
 
+    /// Listen on this address (e.g. `127.0.0.2:PORT`) instead of `127.0.0.1:0`.
+    pub fn at(mut self, addr: SocketAddr) -> Self {
+        self.at = Some(addr);
+        self
+    }
+
     pub async fn run(self) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = self.at.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap());
+        let listener = TcpListener::bind(at).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
         let shared = Arc::clone(&state);
@@ -120,9 +148,11 @@ impl UpstreamBuilder {
                     return;
                 };
                 shared.connections.fetch_add(1, Ordering::SeqCst);
+                shared.open_connections.fetch_add(1, Ordering::SeqCst);
                 let state = Arc::clone(&shared);
                 let tls = tls.clone();
                 tokio::spawn(async move {
+                    let _open = OpenConnection(Arc::clone(&state));
                     let service = service_fn(move |req| {
                         let state = Arc::clone(&state);
                         async move { Ok::<_, Infallible>(scripted(req, state).await) }
@@ -141,6 +171,15 @@ impl UpstreamBuilder {
             }
         });
         Upstream { addr, state, task }
+    }
+}
+
+/// Counts a connection as open until its task ends.
+struct OpenConnection(Arc<State>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -206,6 +245,17 @@ where
 }
 
 async fn scripted(req: Request<Incoming>, state: Arc<State>) -> Response<BoxBody> {
+    if req.uri().path() == "/health" {
+        state.health_checks.fetch_add(1, Ordering::SeqCst);
+        let status = match state.health_status.load(Ordering::SeqCst) {
+            0 => 200,
+            code => code as u16,
+        };
+        return Response::builder()
+            .status(status)
+            .body(full("health"))
+            .unwrap();
+    }
     state.requests.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -630,6 +680,59 @@ pub async fn read_all(stream: &mut TcpStream, wait: Duration) -> RawReply {
 /// A real `redis-server` on an ephemeral loopback port, started by the test and stopped (by
 /// its PID) when dropped. Without the binary the test is skipped, except under `CI`, where
 /// that is a failure.
+/// A free TCP port on loopback (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// Whether `program` can run; when not, panics under CI and otherwise says the test is
+/// skipped.
+fn installed(program: &str, package: &str) -> bool {
+    let found = std::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("{program} is not installed (scripts/test.sh installs {package})");
+        }
+        eprintln!("skipped: {program} is not installed (scripts/test.sh installs {package})");
+    }
+    found
+}
+
+/// Spawns a server process and waits until it accepts TCP connections on `port`.
+fn spawn_listening(command: &mut std::process::Command, port: u16) -> std::process::Child {
+    let child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("server process");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?} did not start",
+            command.get_program()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Kills a server process of ours and waits for it to exit.
+fn kill(child: &mut Option<std::process::Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 pub struct RedisServer {
     pub port: u16,
     child: Option<std::process::Child>,
@@ -637,22 +740,13 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Option<RedisServer> {
-        let found = std::process::Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_ok();
-        if !found {
-            if std::env::var_os("CI").is_some() {
-                panic!("redis-server is not installed (scripts/test.sh installs it)");
-            }
-            eprintln!("skipped: redis-server is not installed (scripts/test.sh installs it)");
+        if !installed("redis-server", "redis-server") {
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap();
-        let mut server = RedisServer { port, child: None };
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+        };
         server.restart();
         Some(server)
     }
@@ -663,34 +757,232 @@ impl RedisServer {
 
     /// Starts the server (again) on the same port and waits until it accepts connections.
     pub fn restart(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server");
+        let child = spawn_listening(
+            std::process::Command::new("redis-server")
+                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"]),
+            self.port,
+        );
         self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// Kills the server (it is ours, by PID) and waits for it to exit.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill(&mut self.child);
     }
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A single-member etcd on loopback ports with its data in a temp folder; writes go through
+/// its v3 JSON API, as any client's would.
+pub struct EtcdServer {
+    pub port: u16,
+    peer_port: u16,
+    data: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl EtcdServer {
+    pub fn start() -> Option<EtcdServer> {
+        if !installed("etcd", "etcd-server") {
+            return None;
+        }
+        let mut server = EtcdServer {
+            port: free_port(),
+            peer_port: free_port(),
+            data: temp_path("etcd"),
+            child: None,
+        };
+        server.restart();
+        Some(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts etcd (again) on the same ports and data, and waits until it serves reads.
+    pub fn restart(&mut self) {
+        let client = self.url();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = spawn_listening(
+            std::process::Command::new("etcd")
+                .args(["--name", "test", "--data-dir"])
+                .arg(&self.data)
+                .args([
+                    "--listen-client-urls",
+                    &client,
+                    "--advertise-client-urls",
+                    &client,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer,
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                ])
+                .args(["--initial-cluster", &format!("test={peer}")]),
+            self.port,
+        );
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while self.call("/v3/kv/range", json!({"key": "eA=="})).is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "etcd never served reads"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        kill(&mut self.child);
+    }
+
+    pub fn put(&self, key: &str, value: &str) {
+        let body = json!({"key": b64(key), "value": b64(value)});
+        self.call("/v3/kv/put", body).expect("etcd put");
+    }
+
+    pub fn delete(&self, key: &str) {
+        self.call("/v3/kv/deleterange", json!({"key": b64(key)}))
+            .expect("etcd delete");
+    }
+
+    /// Compacts the history up to the current revision, so older watches are cancelled.
+    pub fn compact(&self) {
+        let range = self
+            .call("/v3/kv/range", json!({"key": "eA=="}))
+            .expect("etcd range");
+        let revision = range["header"]["revision"].clone();
+        self.call(
+            "/v3/kv/compaction",
+            json!({"revision": revision, "physical": true}),
+        )
+        .expect("etcd compaction");
+    }
+
+    /// One JSON request over a plain blocking socket (tests stay independent of the
+    /// gateway's own client).
+    fn call(&self, path: &str, body: Value) -> Option<Value> {
+        use std::io::{Read, Write};
+        let body = body.to_string();
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        let (head, body) = answer.split_once("\r\n\r\n")?;
+        if !head.starts_with("HTTP/1.1 200") {
+            return None;
+        }
+        // The JSON gateway may answer in chunks: take the object between the outer braces.
+        let json = &body[body.find('{')?..=body.rfind('}')?];
+        serde_json::from_str(json).ok()
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+fn b64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// dnsmasq serving names from a hosts file (re-read on `reload`) and SRV records, on a
+/// loopback port, with a 1 s TTL on every answer and each query logged to a file.
+pub struct DnsServer {
+    pub port: u16,
+    hosts: std::path::PathBuf,
+    log: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl DnsServer {
+    /// `hosts`: lines of `IP NAME`; `srv`: `_service._tcp.name,target,port,priority,weight`.
+    pub fn start(hosts: &str, srv: &[String]) -> Option<DnsServer> {
+        if !installed("dnsmasq", "dnsmasq-base") {
+            return None;
+        }
+        let mut server = DnsServer {
+            port: free_port(),
+            hosts: temp_path("dns-hosts"),
+            log: temp_path("dns-log"),
+            child: None,
+        };
+        std::fs::write(&server.hosts, hosts).unwrap();
+        let mut command = std::process::Command::new("dnsmasq");
+        command
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+            ])
+            .args([
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--pid-file=",
+            ])
+            .args(["--user=root", "--local-ttl=1", "--log-queries"])
+            .arg(format!("--port={}", server.port))
+            .arg(format!("--addn-hosts={}", server.hosts.display()))
+            .arg(format!("--log-facility={}", server.log.display()));
+        for record in srv {
+            command.arg(format!("--srv-host={record}"));
+        }
+        // dnsmasq also listens on TCP: wait for that.
+        server.child = Some(spawn_listening(&mut command, server.port));
+        Some(server)
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Replaces the hosts file and makes dnsmasq read it again (SIGHUP to our own child).
+    pub fn set_hosts(&self, hosts: &str) {
+        std::fs::write(&self.hosts, hosts).unwrap();
+        let pid = self.child.as_ref().expect("dnsmasq runs").id();
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Queries for `name` answered so far.
+    pub fn queries(&self, name: &str) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains("query[") && line.contains(&format!(" {name} from")))
+            .count()
+    }
+
+    pub fn stop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_file(&self.hosts);
+        let _ = std::fs::remove_file(&self.log);
     }
 }

@@ -8,16 +8,12 @@ use super::keys::KeyRing;
 use crate::tls::UpstreamTls;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, HOST};
+use http::header::CACHE_CONTROL;
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch, Notify};
 
 /// Larger answers are refused: a key set is a few KiB.
@@ -189,33 +185,11 @@ async fn refresh_loop(shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
 /// GET the key set: the body and the answer's `max-age`.
 async fn get(spec: &JwksSpec) -> Result<(Bytes, Option<Duration>), String> {
     let url = &spec.url;
-    let host = url.host().ok_or("URL without host")?;
-    let https = url.scheme_str() == Some("https");
-    let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let bare_host = host.trim_start_matches('[').trim_end_matches(']');
-    let stream = TcpStream::connect((bare_host, port))
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let authority = url.authority().map_or(host, |a| a.as_str());
     let request = Request::get(url.path_and_query().map_or("/", |p| p.as_str()))
-        .header(HOST, authority)
         .header(http::header::ACCEPT, "application/json")
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let response = match &spec.tls {
-        None => exchange(TokioIo::new(stream), request).await?,
-        Some(tls) => {
-            let name = ServerName::try_from(bare_host.to_string())
-                .map_err(|_| format!("invalid server name {bare_host:?}"))?;
-            let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
-            let stream = connector
-                .connect(name, stream)
-                .await
-                .map_err(|e| format!("TLS: {e}"))?;
-            exchange(TokioIo::new(stream), request).await?
-        }
-    };
+    let response = crate::client::send(url, spec.tls.as_ref(), request).await?;
     if response.status() != StatusCode::OK {
         return Err(format!("status {}", response.status()));
     }
@@ -233,23 +207,4 @@ async fn get(spec: &JwksSpec) -> Result<(Bytes, Option<Duration>), String> {
         .map_err(|e| format!("body: {e}"))?
         .to_bytes();
     Ok((body, max_age))
-}
-
-async fn exchange<I>(
-    io: TokioIo<I>,
-    request: Request<Empty<Bytes>>,
-) -> Result<http::Response<hyper::body::Incoming>, String>
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = http1::handshake(io)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("request: {e}"))
 }

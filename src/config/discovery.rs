@@ -1,0 +1,222 @@
+//! An upstream's `discovery:` block: exactly one backend, plus `max_stale`.
+
+use super::compile::{count_set, duration_field, Issues};
+use super::raw;
+use crate::discovery::{DiscoverySpec, DnsSpec, EtcdSpec, FileSpec, RecordKind, StaticEndpoint};
+use http::Uri;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// The backend and `max_stale`, or `None` (with the problems recorded) when unusable.
+pub(super) fn compile_discovery(
+    raw: raw::Discovery,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<(DiscoverySpec, Option<Duration>)> {
+    let max_stale = raw.max_stale.map(|value| {
+        duration_field(
+            Some(value),
+            Duration::ZERO,
+            &format!("{path}.max_stale"),
+            issues,
+        )
+    });
+    let backends = [
+        raw.static_list.is_some(),
+        raw.file.is_some(),
+        raw.dns.is_some(),
+        raw.etcd.is_some(),
+    ];
+    if count_set(&backends) != 1 {
+        issues.add(path, "needs exactly one backend: static, file, dns or etcd");
+        return None;
+    }
+    let spec = if let Some(items) = raw.static_list {
+        compile_static(items, &format!("{path}.static"), issues)
+    } else if let Some(file) = raw.file {
+        compile_file(file, &format!("{path}.file"), issues)
+    } else if let Some(dns) = raw.dns {
+        compile_dns(dns, &format!("{path}.dns"), issues)?
+    } else {
+        compile_etcd(raw.etcd?, &format!("{path}.etcd"), issues)?
+    };
+    Some((spec, max_stale))
+}
+
+fn compile_static(
+    items: Vec<raw::StaticEndpoint>,
+    path: &str,
+    issues: &mut Issues,
+) -> DiscoverySpec {
+    if items.is_empty() {
+        issues.add(path, "needs at least one endpoint");
+    }
+    let mut endpoints = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let (address, weight) = match item {
+            raw::StaticEndpoint::Address(a) => (a, None),
+            raw::StaticEndpoint::Weighted(w) => (w.address, w.weight),
+        };
+        if weight == Some(0) {
+            issues.add(&format!("{path}[{i}].weight"), "must be at least 1");
+        }
+        match StaticEndpoint::parse(&address, weight.unwrap_or(1)) {
+            Ok(endpoint) => endpoints.push(endpoint),
+            Err(message) => issues.add(&format!("{path}[{i}]"), message),
+        }
+    }
+    DiscoverySpec::Static(endpoints)
+}
+
+fn compile_file(file: raw::FileDiscovery, path: &str, issues: &mut Issues) -> DiscoverySpec {
+    let file_path = issues.file(&file.path);
+    if let Err(error) = std::fs::metadata(&file_path) {
+        issues.add(
+            &format!("{path}.path"),
+            format!("cannot read {}: {error}", file_path.display()),
+        );
+    }
+    let interval = duration_field(
+        file.interval,
+        Duration::from_secs(1),
+        &format!("{path}.interval"),
+        issues,
+    );
+    DiscoverySpec::File(FileSpec {
+        path: file_path,
+        interval,
+    })
+}
+
+fn compile_dns(dns: raw::DnsDiscovery, path: &str, issues: &mut Issues) -> Option<DiscoverySpec> {
+    let kind = match dns.kind.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("A") => RecordKind::A,
+        Some("AAAA") => RecordKind::Aaaa,
+        Some("SRV") => RecordKind::Srv,
+        Some(_) => {
+            issues.add(&format!("{path}.type"), "expected A, AAAA or SRV");
+            return None;
+        }
+    };
+    let port = match (kind, dns.port) {
+        (RecordKind::Srv, Some(_)) => {
+            issues.add(
+                &format!("{path}.port"),
+                "SRV records carry their own port; remove it",
+            );
+            0
+        }
+        (RecordKind::Srv, None) => 0,
+        (_, Some(port)) if port > 0 => port,
+        (_, _) => {
+            issues.add(
+                &format!("{path}.port"),
+                "A and AAAA lookups need a port (1-65535)",
+            );
+            0
+        }
+    };
+    let valid_name = !dns.name.is_empty()
+        && dns
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if !valid_name {
+        issues.add(
+            &format!("{path}.name"),
+            format!("invalid DNS name {:?}", dns.name),
+        );
+    }
+    let refresh = duration_field(
+        dns.refresh,
+        Duration::from_secs(30),
+        &format!("{path}.refresh"),
+        issues,
+    );
+    let min_ttl = duration_field(
+        dns.min_ttl,
+        Duration::from_secs(1),
+        &format!("{path}.min_ttl"),
+        issues,
+    );
+    if min_ttl > refresh {
+        issues.add(
+            &format!("{path}.min_ttl"),
+            "must not be longer than refresh",
+        );
+    }
+    let mut nameservers = Vec::new();
+    for (i, text) in dns.nameservers.iter().flatten().enumerate() {
+        let parsed = text
+            .parse::<SocketAddr>()
+            .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
+        match parsed {
+            Ok(address) => nameservers.push(address),
+            Err(_) => issues.add(
+                &format!("{path}.nameservers[{i}]"),
+                format!("invalid nameserver {text:?}: expected IP or IP:PORT"),
+            ),
+        }
+    }
+    Some(DiscoverySpec::Dns(DnsSpec {
+        name: dns.name,
+        port,
+        kind,
+        refresh,
+        min_ttl,
+        nameservers,
+    }))
+}
+
+fn compile_etcd(
+    etcd: raw::EtcdDiscovery,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<DiscoverySpec> {
+    if etcd.endpoints.is_empty() {
+        issues.add(&format!("{path}.endpoints"), "needs at least one etcd URL");
+    }
+    let mut endpoints = Vec::new();
+    let mut https = false;
+    for (i, text) in etcd.endpoints.iter().enumerate() {
+        match text.parse::<Uri>() {
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() =>
+            {
+                https |= uri.scheme_str() == Some("https");
+                endpoints.push(uri);
+            }
+            _ => issues.add(
+                &format!("{path}.endpoints[{i}]"),
+                format!("invalid URL {text:?}: expected e.g. http://127.0.0.1:2379"),
+            ),
+        }
+    }
+    if etcd.prefix.is_empty() {
+        issues.add(
+            &format!("{path}.prefix"),
+            "must not be empty, e.g. /services/api/",
+        );
+    }
+    if etcd.password.is_some() && etcd.username.is_none() {
+        issues.add(&format!("{path}.password"), "needs a username");
+    }
+    let tls = if https {
+        let ca = etcd.ca_file.as_deref().map(|f| issues.file(f));
+        crate::tls::UpstreamTls::new(ca, None, false)
+            .map_err(|message| issues.add(&format!("{path}.ca_file"), message))
+            .ok()
+    } else {
+        if etcd.ca_file.is_some() {
+            issues.add(&format!("{path}.ca_file"), "only used with https endpoints");
+        }
+        None
+    };
+    Some(DiscoverySpec::Etcd(EtcdSpec {
+        endpoints,
+        prefix: etcd.prefix,
+        username: etcd.username,
+        password: etcd.password,
+        tls,
+    }))
+}
