@@ -37,6 +37,11 @@ LIMIT = os.environ.get("LIMIT", "")
 # CACHE=1: also measure PORTCULLIS+HIT (a cache filter answering every request) and
 # PORTCULLIS+MISS (a cache filter whose responses are never storable: the miss path).
 CACHE = os.environ.get("CACHE", "") not in ("", "0")
+# ENDPOINTS=4: both proxies balance over that many upstream processes (DIRECT still talks to
+# the first), with BALANCE=round_robin (default), random or least_request (nginx: its default
+# round robin, random, least_conn).
+ENDPOINTS = int(os.environ.get("ENDPOINTS", "1"))
+BALANCE = os.environ.get("BALANCE", "round_robin")
 PORTS = {"upstream": 19080, "portcullis": 19081, "nginx": 19082, "redis": 19083}
 TICK = os.sysconf("SC_CLK_TCK")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -133,9 +138,14 @@ def main():
         return p
 
     try:
-        start(["taskset", "-c", "1", f"{ROOT}/target/release/examples/bench_upstream",
-               f"127.0.0.1:{PORTS['upstream']}", str(BODY)])
-        wait_port(PORTS["upstream"])
+        upstream_ports = [PORTS["upstream"]] + [19090 + i for i in range(1, ENDPOINTS)]
+        for port in upstream_ports:
+            start(["taskset", "-c", "1", f"{ROOT}/target/release/examples/bench_upstream",
+                   f"127.0.0.1:{port}", str(BODY)])
+            wait_port(port)
+        endpoints = ", ".join(f"127.0.0.1:{port}" for port in upstream_ports)
+        nginx_servers = " ".join(f"server 127.0.0.1:{port};" for port in upstream_ports)
+        nginx_balance = {"round_robin": "", "random": "random;", "least_request": "least_conn;"}[BALANCE]
 
         cert, key = f"{tmp}/cert.pem", f"{tmp}/key.pem"
         if TLS:
@@ -205,7 +215,7 @@ end
 admin: {{ address: 127.0.0.1:0 }}
 access_log: false
 upstreams:
-  bench: {{ discovery: {{ static: [127.0.0.1:{PORTS['upstream']}] }} }}
+  bench: {{ discovery: {{ static: [{endpoints}] }}, balance: {BALANCE} }}
 {jwt_yaml}{limit_yaml}routes:
 {EXTRA_YAML}{jwt_route}{limit_route}{cache_routes}  - name: all
     upstream: bench
@@ -224,7 +234,7 @@ error_log {tmp}/nginx/logs/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
-    upstream bench {{ server 127.0.0.1:{PORTS['upstream']}; keepalive 128; }}
+    upstream bench {{ {nginx_balance} {nginx_servers} keepalive 128; }}
     server {{
         listen 127.0.0.1:{PORTS['nginx']}{' ssl' if TLS else ''};
         {f'ssl_certificate {cert}; ssl_certificate_key {key};' if TLS else ''}
@@ -259,6 +269,7 @@ http {{
         results = {name: [] for name in targets}
         print(f"body {BODY} B, {CONNECTIONS} connections, {DURATION} s x {ROUNDS} rounds"
               f"{', proxies over TLS' if TLS else ''}"
+              f"{f', {ENDPOINTS} upstream endpoints ({BALANCE})' if ENDPOINTS > 1 else ''}"
               f"{f', JWT {JWT} over {JWT_TOKENS} token(s)' if JWT else ''}"
               f"{f', rate limit + breaker ({LIMIT} store)' if LIMIT else ''}", flush=True)
         for round_ in range(ROUNDS):

@@ -242,6 +242,35 @@ async fn an_upstream_without_registrations_answers_503_on_its_own_routes() {
     assert_eq!(other.requests(), 0, "fell through to another route");
 }
 
+#[tokio::test]
+async fn etcd_with_authentication_logs_in() {
+    let Some(mut etcd) = EtcdServer::start() else {
+        return;
+    };
+    etcd.enable_auth("s3cret");
+    let a = upstream().run().await;
+    etcd.put("/services/api/a", &a.addr.to_string());
+    let gw = gateway(&etcd_config(&etcd, "").replace(
+        "prefix: /services/api/ }",
+        "prefix: /services/api/, username: root, password: s3cret }",
+    ));
+    let mut client = Client::http1(gw.addr()).await;
+    until_served(&mut client, &a, Duration::from_secs(5)).await;
+
+    // A wrong password never yields endpoints; it shows as discovery errors.
+    let wrong = gateway(&etcd_config(&etcd, "").replace(
+        "prefix: /services/api/ }",
+        "prefix: /services/api/, username: root, password: wrong }",
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(get(wrong.addr(), "/").await.status, 503);
+    let status = upstream_status(&wrong, "api").await;
+    assert!(
+        status["discovery"]["errors"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+}
+
 /// Two test servers on the same port of 127.0.0.1 and 127.0.0.2, for A records.
 async fn twin_upstreams() -> (Upstream, Upstream) {
     loop {

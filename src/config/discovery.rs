@@ -2,7 +2,9 @@
 
 use super::compile::{count_set, duration_field, Issues};
 use super::raw;
-use crate::discovery::{DiscoverySpec, DnsSpec, EtcdSpec, FileSpec, RecordKind, StaticEndpoint};
+use crate::discovery::{
+    DiscoverySpec, DnsSpec, EtcdSpec, FileFormat, FileSpec, RecordKind, StaticEndpoint,
+};
 use http::Uri;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -82,8 +84,20 @@ fn compile_file(file: raw::FileDiscovery, path: &str, issues: &mut Issues) -> Di
         &format!("{path}.interval"),
         issues,
     );
+    let format = match file.format.as_deref() {
+        None | Some("yaml") => FileFormat::Yaml,
+        Some("json") => FileFormat::Json,
+        Some(other) => {
+            issues.add(
+                &format!("{path}.format"),
+                format!("unknown format {other:?}: expected yaml or json"),
+            );
+            FileFormat::Yaml
+        }
+    };
     DiscoverySpec::File(FileSpec {
         path: file_path,
+        format,
         interval,
     })
 }

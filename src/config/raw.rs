@@ -247,6 +247,8 @@ pub struct EtcdDiscovery {
 #[serde(deny_unknown_fields)]
 pub struct FileDiscovery {
     pub path: String,
+    /// `yaml` (default, also reads JSON) or `json`.
+    pub format: Option<String>,
     /// How often the file is read again (default 1s).
     pub interval: Option<Scalar>,
 }

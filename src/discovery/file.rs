@@ -1,5 +1,6 @@
-//! `discovery: { file: { path, interval } }`: endpoints listed in a YAML or JSON file that
-//! another tool writes, e.g. `["10.0.0.5:8080", { address: "10.0.0.6:8080", weight: 3 }]`.
+//! `discovery: { file: { path, format, interval } }`: endpoints listed in a YAML or JSON file
+//! that another tool writes, e.g. `["10.0.0.5:8080", { address: "10.0.0.6:8080", weight: 3 }]`.
+//! YAML (the default) also reads JSON; `format: json` holds the file to strict JSON.
 //!
 //! The file is read again every `interval` and compared by content, which also sees atomic
 //! renames and the symlink swaps Kubernetes uses for ConfigMaps. A file that cannot be read
@@ -16,7 +17,14 @@ use tokio::sync::watch;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSpec {
     pub path: PathBuf,
+    pub format: FileFormat,
     pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Yaml,
+    Json,
 }
 
 #[derive(Deserialize)]
@@ -31,11 +39,12 @@ enum Entry {
 }
 
 /// The endpoints a file's text lists.
-pub fn parse(text: &str) -> Result<Vec<StaticEndpoint>, String> {
-    let entries: Vec<Entry> = if text.trim().is_empty() {
-        Vec::new()
-    } else {
-        serde_yaml::from_str(text).map_err(|e| format!("not a list of endpoints: {e}"))?
+pub fn parse(text: &str, format: FileFormat) -> Result<Vec<StaticEndpoint>, String> {
+    let invalid = |e: &dyn std::fmt::Display| format!("not a list of endpoints: {e}");
+    let entries: Vec<Entry> = match format {
+        _ if text.trim().is_empty() => Vec::new(),
+        FileFormat::Yaml => serde_yaml::from_str(text).map_err(|e| invalid(&e))?,
+        FileFormat::Json => serde_json::from_str(text).map_err(|e| invalid(&e))?,
     };
     entries
         .into_iter()
@@ -70,7 +79,7 @@ impl Discovery for FileList {
                 .map_err(|e| format!("cannot read: {e}"));
             let outcome = match read {
                 Ok(text) if Some(&text) == last_text.as_ref() => Ok(None),
-                Ok(text) => parse(&text).map(|endpoints| Some((text, endpoints))),
+                Ok(text) => parse(&text, self.spec.format).map(|endpoints| Some((text, endpoints))),
                 Err(error) => Err(error),
             };
             match outcome {
@@ -107,13 +116,23 @@ mod tests {
 
     #[test]
     fn parses_yaml_and_json_lists() {
-        let yaml = parse("- 10.0.0.5:8080\n- { address: 10.0.0.6:8080, weight: 3 }\n").unwrap();
+        use FileFormat::{Json, Yaml};
+        let yaml = parse(
+            "- 10.0.0.5:8080\n- { address: 10.0.0.6:8080, weight: 3 }\n",
+            Yaml,
+        )
+        .unwrap();
         assert_eq!(yaml.len(), 2);
         assert_eq!(yaml[1].weight, 3);
-        let json = parse(r#"["10.0.0.5:8080", {"address": "[::1]:80"}]"#).unwrap();
-        assert_eq!(json[1].host, "::1");
-        assert!(parse("").unwrap().is_empty());
-        assert!(parse("{ not: a list }").is_err());
-        assert!(parse("[\"no-port\"]").is_err());
+        let text = r#"["10.0.0.5:8080", {"address": "[::1]:80"}]"#;
+        assert_eq!(parse(text, Yaml).unwrap()[1].host, "::1");
+        assert_eq!(parse(text, Json).unwrap()[1].host, "::1");
+        assert!(
+            parse("- 10.0.0.5:8080\n", Json).is_err(),
+            "YAML in a JSON file"
+        );
+        assert!(parse("", Json).unwrap().is_empty());
+        assert!(parse("{ not: a list }", Yaml).is_err());
+        assert!(parse("[\"no-port\"]", Yaml).is_err());
     }
 }

@@ -12,7 +12,7 @@ mod static_list;
 
 pub use dns::{DnsSpec, RecordKind};
 pub use etcd::EtcdSpec;
-pub use file::{FileList, FileSpec};
+pub use file::{FileFormat, FileList, FileSpec};
 pub use static_list::{StaticEndpoint, StaticList};
 
 use std::net::SocketAddr;
@@ -70,7 +70,7 @@ impl DiscoverySpec {
             // The file as it is now, if it lists addresses (names wait for the backend).
             DiscoverySpec::File(spec) => std::fs::read_to_string(&spec.path)
                 .ok()
-                .and_then(|text| file::parse(&text).ok())
+                .and_then(|text| file::parse(&text, spec.format).ok())
                 .map(|list| list.iter().filter_map(StaticEndpoint::literal).collect())
                 .unwrap_or_else(|| EndpointSet::from(Vec::new())),
             DiscoverySpec::Dns(_) | DiscoverySpec::Etcd(_) => EndpointSet::from(Vec::new()),

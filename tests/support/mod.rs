@@ -785,6 +785,8 @@ pub struct EtcdServer {
     peer_port: u16,
     data: std::path::PathBuf,
     child: Option<std::process::Child>,
+    /// Sent with every request once authentication is on.
+    token: Option<String>,
 }
 
 impl EtcdServer {
@@ -797,6 +799,7 @@ impl EtcdServer {
             peer_port: free_port(),
             data: temp_path("etcd"),
             child: None,
+            token: None,
         };
         server.restart();
         Some(server)
@@ -844,6 +847,29 @@ impl EtcdServer {
         kill(&mut self.child);
     }
 
+    /// Turns authentication on with a `root` user; later calls log in as it.
+    pub fn enable_auth(&mut self, password: &str) {
+        self.call(
+            "/v3/auth/user/add",
+            json!({"name": "root", "password": password}),
+        )
+        .expect("etcd user add");
+        self.call(
+            "/v3/auth/user/grant",
+            json!({"user": "root", "role": "root"}),
+        )
+        .expect("etcd role grant");
+        self.call("/v3/auth/enable", json!({}))
+            .expect("etcd auth enable");
+        let login = self
+            .call(
+                "/v3/auth/authenticate",
+                json!({"name": "root", "password": password}),
+            )
+            .expect("etcd login");
+        self.token = login["token"].as_str().map(str::to_string);
+    }
+
     pub fn put(&self, key: &str, value: &str) {
         let body = json!({"key": b64(key), "value": b64(value)});
         self.call("/v3/kv/put", body).expect("etcd put");
@@ -874,8 +900,13 @@ impl EtcdServer {
         let body = body.to_string();
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let token = self
+            .token
+            .as_ref()
+            .map(|t| format!("Authorization: {t}\r\n"))
+            .unwrap_or_default();
         let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{token}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
         stream.write_all(request.as_bytes()).ok()?;
