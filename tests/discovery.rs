@@ -402,6 +402,10 @@ fn discovery_config_errors_name_the_key() {
             "{ static: [127.0.0.1:1], max_stale: soon }",
             "upstreams.up.discovery.max_stale:",
         ),
+        (
+            "{ file: { path: /dev/null, format: toml } }",
+            "upstreams.up.discovery.file.format: unknown format",
+        ),
     ];
     for (discovery, expected) in cases {
         let yaml = format!(

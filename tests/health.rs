@@ -183,6 +183,22 @@ async fn health_survives_a_reload_that_restarts_the_upstream() {
     );
 }
 
+#[tokio::test]
+async fn checks_speak_http2_to_http2_upstreams() {
+    let (a, b) = (
+        upstream().http2().run().await,
+        upstream().http2().run().await,
+    );
+    let yaml = config(&[&a, &b], FAST, TIMEOUTS)
+        .replace("    timeouts:", "    protocol: http2\n    timeouts:");
+    let gw = gateway(&yaml);
+    until_states(&gw, &["healthy", "healthy"]).await;
+    a.set_health(503);
+    until_states(&gw, &["unhealthy", "healthy"]).await;
+    let mut client = Client::http1(gw.addr()).await;
+    assert_eq!(served(&mut client, &[&a, &b], 10).await, [0, 10]);
+}
+
 #[test]
 fn health_check_config_errors_name_the_key() {
     let cases = [

@@ -16,7 +16,7 @@ use crate::upstream::{
 };
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -87,23 +87,9 @@ pub(super) async fn proxy(
 
     let path = upstream_path(&parts.uri, rewrite)?;
     let protocol = upstream.spec.protocol;
-    parts.uri = match protocol {
-        Protocol::Http1 => Uri::from(path),
-        Protocol::Http2 => {
-            let authority = upstream_host
-                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
-                .unwrap_or_else(|| endpoint.authority.clone());
-            let mut uri = http::uri::Parts::default();
-            uri.scheme = Some(if upstream.spec.tls.is_some() {
-                Scheme::HTTPS
-            } else {
-                Scheme::HTTP
-            });
-            uri.authority = Some(authority);
-            uri.path_and_query = Some(path);
-            Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("invalid request target"))?
-        }
-    };
+    parts.uri = upstream
+        .target(&endpoint, upstream_host.as_ref(), path)
+        .ok_or(ProxyError::BadRequest("invalid request target"))?;
     parts.version = match protocol {
         Protocol::Http1 => Version::HTTP_11,
         Protocol::Http2 => Version::HTTP_2,

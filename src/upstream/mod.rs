@@ -18,8 +18,8 @@ use crate::body::Body;
 use crate::discovery::{DiscoverySpec, EndpointSet, Feed};
 use crate::error::ProxyError;
 use arc_swap::ArcSwap;
-use http::uri::Authority;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use pool::{Pool, Sender};
@@ -335,6 +335,31 @@ impl Upstream {
             .store(Arc::new(Balancer::new(routable, self.spec.balance.clone())));
     }
 
+    /// The request target for `path` on `endpoint`: the path alone for HTTP/1.1, an absolute
+    /// URI for HTTP/2, whose authority is `host` (default: the endpoint's address).
+    pub fn target(
+        &self,
+        endpoint: &Endpoint,
+        host: Option<&HeaderValue>,
+        path: PathAndQuery,
+    ) -> Option<Uri> {
+        if self.spec.protocol == Protocol::Http1 {
+            return Some(Uri::from(path));
+        }
+        let authority = host
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+            .unwrap_or_else(|| endpoint.authority.clone());
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(if self.spec.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
+        uri.authority = Some(authority);
+        uri.path_and_query = Some(path);
+        Uri::from_parts(uri).ok()
+    }
+
     /// One health check of `endpoint`: a fresh connection, `GET path`, the status.
     async fn probe(&self, endpoint: &Endpoint, spec: &HealthSpec) -> Result<StatusCode, String> {
         let host = spec.host.clone().unwrap_or_else(|| {
@@ -342,13 +367,16 @@ impl Upstream {
                 .unwrap_or_else(|_| HeaderValue::from_static("upstream"))
         });
         let check = async {
+            let target = self
+                .target(endpoint, Some(&host), spec.path.clone())
+                .ok_or("invalid check target")?;
+            let mut request = Request::get(target)
+                .header(http::header::USER_AGENT, "portcullis-health-check")
+                .body(Body::Empty)
+                .map_err(|e| e.to_string())?;
             let sender = self
                 .connect(endpoint, false)
                 .await
-                .map_err(|e| e.to_string())?;
-            let mut request = Request::get(spec.path.as_str())
-                .header(http::header::USER_AGENT, "portcullis-health-check")
-                .body(Body::Empty)
                 .map_err(|e| e.to_string())?;
             let response = match sender {
                 Sender::H1(mut s) => {
@@ -356,8 +384,7 @@ impl Upstream {
                     s.send_request(request).await
                 }
                 Sender::H2(mut s) => {
-                    let uri = format!("http://{}{}", endpoint.authority, spec.path);
-                    *request.uri_mut() = uri.parse().map_err(|_| "invalid check URI")?;
+                    *request.version_mut() = http::Version::HTTP_2;
                     s.send_request(request).await
                 }
             };
