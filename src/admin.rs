@@ -80,6 +80,11 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body
                     StatusCode::SERVICE_UNAVAILABLE,
                     "waiting for JWT key sets\n",
                 )
+            } else if !state.gateway.snapshot.load().discovery_ready() {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "waiting for service discovery\n",
+                )
             } else {
                 text(StatusCode::OK, "ready\n")
             }

@@ -10,6 +10,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// Sends `request` (its URI holds only the path) to the host of `base` over a new connection,
@@ -31,6 +32,12 @@ where
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
+    // Registry watches stay open for hours: notice a peer that vanished without a word.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     if !request.headers().contains_key(HOST) {
         let authority = base.authority().map_or(host, |a| a.as_str());
         let value = HeaderValue::from_str(authority).map_err(|e| e.to_string())?;

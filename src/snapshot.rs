@@ -159,6 +159,11 @@ impl Snapshot {
             .all(|remote| remote.ready())
     }
 
+    /// Whether every upstream's discovery has answered once (or given up waiting).
+    pub fn discovery_ready(&self) -> bool {
+        self.upstreams.values().all(|u| u.feed.settled())
+    }
+
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }

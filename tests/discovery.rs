@@ -240,6 +240,16 @@ async fn an_upstream_without_registrations_answers_503_on_its_own_routes() {
     assert_eq!(reply.status, 503, "{}", reply.text());
     assert_eq!(reply.json()["error"], "no upstream endpoint available");
     assert_eq!(other.requests(), 0, "fell through to another route");
+    // The registry answered (with nothing): ready.
+    assert_eq!(get(gw.admin(), "/ready").await.status, 200);
+
+    // A registry that never answered keeps the replica out of service (for a while).
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let unreached = gateway(&yaml.replace(&etcd.url(), &dead));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = get(unreached.admin(), "/ready").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.text(), "waiting for service discovery\n");
 }
 
 #[tokio::test]

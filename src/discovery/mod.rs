@@ -78,6 +78,9 @@ impl DiscoverySpec {
     }
 }
 
+/// How long readiness waits for a registry's first answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How a backend's reads of its registry are going, for `/upstreams` and the metrics.
 #[derive(Debug, Default)]
 pub struct Status {
@@ -156,6 +159,16 @@ impl Feed {
 
     pub fn current(&self) -> EndpointSet {
         self.latest.borrow().clone()
+    }
+
+    /// The registry has answered once, or `READY_TIMEOUT` has passed since the start (one
+    /// unreachable registry must not keep a replica out of service for good).
+    pub fn settled(&self) -> bool {
+        self.status.last_success().is_some()
+            || self
+                .started
+                .elapsed()
+                .is_ok_and(|waited| waited >= READY_TIMEOUT)
     }
 }
 
