@@ -281,6 +281,54 @@ async fn etcd_with_authentication_logs_in() {
     );
 }
 
+#[tokio::test]
+async fn etcd_over_tls_is_verified_against_ca_file() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (ca_file, cert_file, key_file) = (
+        temp_path("ca.pem"),
+        temp_path("etcd.pem"),
+        temp_path("etcd.key"),
+    );
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let Some(etcd) = EtcdServer::start_tls(&cert_file, &key_file) else {
+        return;
+    };
+    let a = upstream().run().await;
+    etcd.put("/services/api/a", &a.addr.to_string());
+    let yaml = etcd_config(&etcd, "").replace(&etcd.url(), &etcd.tls_url());
+    let trusted = gateway(&yaml.replace(
+        "prefix: /services/api/ }",
+        &format!("prefix: /services/api/, ca_file: {} }}", ca_file.display()),
+    ));
+    let mut client = Client::http1(trusted.addr()).await;
+    until_served(&mut client, &a, Duration::from_secs(5)).await;
+
+    // Without the CA, the system roots do not vouch for this server: no endpoints.
+    let untrusted = gateway(&yaml);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(get(untrusted.addr(), "/").await.status, 503);
+    let status = upstream_status(&untrusted, "api").await;
+    assert!(
+        status["discovery"]["errors"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+    for file in [ca_file, cert_file, key_file] {
+        let _ = std::fs::remove_file(file);
+    }
+}
+
 /// Two test servers on the same port of 127.0.0.1 and 127.0.0.2, for A records.
 async fn twin_upstreams() -> (Upstream, Upstream) {
     loop {

@@ -787,10 +787,27 @@ pub struct EtcdServer {
     child: Option<std::process::Child>,
     /// Sent with every request once authentication is on.
     token: Option<String>,
+    /// A second, TLS client port with its certificate and key files.
+    tls: Option<(u16, std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl EtcdServer {
     pub fn start() -> Option<EtcdServer> {
+        Self::start_with(None)
+    }
+
+    /// Also serves clients over TLS with this certificate (see `tls_url`).
+    pub fn start_tls(
+        cert_file: &std::path::Path,
+        key_file: &std::path::Path,
+    ) -> Option<EtcdServer> {
+        let files = (cert_file.to_path_buf(), key_file.to_path_buf());
+        Self::start_with(Some((free_port(), files.0, files.1)))
+    }
+
+    fn start_with(
+        tls: Option<(u16, std::path::PathBuf, std::path::PathBuf)>,
+    ) -> Option<EtcdServer> {
         if !installed("etcd", "etcd-server") {
             return None;
         }
@@ -800,9 +817,15 @@ impl EtcdServer {
             data: temp_path("etcd"),
             child: None,
             token: None,
+            tls,
         };
         server.restart();
         Some(server)
+    }
+
+    pub fn tls_url(&self) -> String {
+        let (port, ..) = self.tls.as_ref().expect("started with TLS");
+        format!("https://127.0.0.1:{port}")
     }
 
     pub fn url(&self) -> String {
@@ -811,10 +834,19 @@ impl EtcdServer {
 
     /// Starts etcd (again) on the same ports and data, and waits until it serves reads.
     pub fn restart(&mut self) {
-        let client = self.url();
+        let mut client = self.url();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut command = std::process::Command::new("etcd");
+        if let Some((_, cert, key)) = &self.tls {
+            client = format!("{client},{}", self.tls_url());
+            command
+                .arg("--cert-file")
+                .arg(cert)
+                .arg("--key-file")
+                .arg(key);
+        }
         let child = spawn_listening(
-            std::process::Command::new("etcd")
+            command
                 .args(["--name", "test", "--data-dir"])
                 .arg(&self.data)
                 .args([
