@@ -10,8 +10,8 @@
 //! again, trying the next etcd endpoint with backoff while none answers; all that time the
 //! last known set keeps serving.
 
-use super::static_list::{StaticEndpoint, StaticList};
-use super::{backoff, publish, Discovery, EndpointSet, Status};
+use super::static_list::StaticEndpoint;
+use super::{backoff, publish, DiscoveredEndpoint, Discovery, EndpointSet, Status};
 use crate::tls::UpstreamTls;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -21,7 +21,7 @@ use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -45,6 +45,9 @@ pub struct EtcdSpec {
 
 pub struct EtcdList {
     spec: EtcdSpec,
+    /// The last good resolution of each registered host name, used while it fails to
+    /// resolve (a resolver blink must not drop registered endpoints).
+    resolved: std::sync::Mutex<HashMap<(String, u16), Vec<DiscoveredEndpoint>>>,
 }
 
 /// Why a sync ended.
@@ -57,7 +60,10 @@ enum Ended {
 
 impl EtcdList {
     pub fn new(spec: EtcdSpec) -> EtcdList {
-        EtcdList { spec }
+        EtcdList {
+            spec,
+            resolved: std::sync::Mutex::default(),
+        }
     }
 
     /// One session with one etcd endpoint: login, read the prefix, then follow the watch.
@@ -95,7 +101,7 @@ impl EtcdList {
                 entries.insert(key, endpoint);
             }
         }
-        self.apply(&entries, tx).await;
+        self.apply(&entries, tx, status).await;
         status.succeeded();
         *failures = 0;
         tracing::debug!(%base, prefix = %self.spec.prefix, revision, endpoints = entries.len(), "etcd prefix read");
@@ -188,7 +194,7 @@ impl EtcdList {
             let consumed = messages.byte_offset();
             buffer.drain(..consumed);
             if changed {
-                self.apply(entries, tx).await;
+                self.apply(entries, tx, status).await;
             }
         }
     }
@@ -198,9 +204,41 @@ impl EtcdList {
         &self,
         entries: &BTreeMap<String, Option<StaticEndpoint>>,
         tx: &watch::Sender<EndpointSet>,
+        status: &Status,
     ) {
-        let listed: Vec<StaticEndpoint> = entries.values().flatten().cloned().collect();
-        let (found, _) = StaticList::new(listed).resolve().await;
+        let mut found = Vec::new();
+        for endpoint in entries.values().flatten() {
+            let name = (endpoint.host.clone(), endpoint.port);
+            match endpoint.resolve().await {
+                Ok(addresses) => {
+                    if endpoint.literal().is_none() {
+                        let mut resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+                        resolved.insert(name, addresses.clone());
+                    }
+                    found.extend(addresses);
+                }
+                Err(error) => {
+                    status.failed();
+                    tracing::warn!(host = %endpoint.host, %error, "registered host does not resolve; keeping its last addresses");
+                    let resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+                    let last = resolved.get(&name).into_iter().flatten();
+                    found.extend(last.map(|d| DiscoveredEndpoint {
+                        weight: endpoint.weight,
+                        ..*d
+                    }));
+                }
+            }
+        }
+        // Forget names no longer registered.
+        self.resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(host, port), _| {
+                entries
+                    .values()
+                    .flatten()
+                    .any(|e| e.host == *host && e.port == *port)
+            });
         let count = found.len();
         if publish(tx, found.into()) {
             tracing::info!(prefix = %self.spec.prefix, endpoints = count, "etcd endpoints changed");

@@ -42,6 +42,20 @@ impl StaticEndpoint {
         })
     }
 
+    /// The addresses the endpoint's host resolves to now (through the system resolver).
+    pub(super) async fn resolve(&self) -> std::io::Result<Vec<DiscoveredEndpoint>> {
+        if let Some(known) = self.literal() {
+            return Ok(vec![known]);
+        }
+        let addresses = tokio::net::lookup_host((self.host.as_str(), self.port)).await?;
+        Ok(addresses
+            .map(|address| DiscoveredEndpoint {
+                address,
+                weight: self.weight,
+            })
+            .collect())
+    }
+
     pub(super) fn literal(&self) -> Option<DiscoveredEndpoint> {
         let ip: IpAddr = self.host.parse().ok()?;
         Some(DiscoveredEndpoint {
@@ -65,15 +79,8 @@ impl StaticList {
         let mut found = Vec::new();
         let mut failed = 0;
         for endpoint in &self.endpoints {
-            if let Some(known) = endpoint.literal() {
-                found.push(known);
-                continue;
-            }
-            match tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port)).await {
-                Ok(addresses) => found.extend(addresses.map(|address| DiscoveredEndpoint {
-                    address,
-                    weight: endpoint.weight,
-                })),
+            match endpoint.resolve().await {
+                Ok(addresses) => found.extend(addresses),
                 Err(error) => {
                     failed += 1;
                     tracing::warn!(host = %endpoint.host, %error, "static endpoint does not resolve");
