@@ -1,6 +1,6 @@
-//! An upstream: a named set of endpoints fed by a discovery backend, a balancer over them, and
-//! pooled client connections to each. `send` performs one exchange with one endpoint and maps
-//! every failure onto the error policy.
+//! An upstream: a named set of endpoints fed by a discovery backend, a balancer over those that
+//! take traffic (healthy, see `health.rs`), and pooled client connections to each. `send`
+//! performs one exchange with one endpoint and maps every failure onto the error policy.
 
 mod balance;
 mod health;
