@@ -105,15 +105,18 @@ impl EtcdList {
         status.succeeded();
         *failures = 0;
         tracing::debug!(%base, prefix = %self.spec.prefix, revision, endpoints = entries.len(), "etcd prefix read");
-        self.follow(
-            base,
-            token.as_deref(),
-            revision + 1,
-            &mut entries,
-            tx,
-            status,
-        )
-        .await
+        let ended = self
+            .follow(
+                base,
+                token.as_deref(),
+                revision + 1,
+                &mut entries,
+                tx,
+                status,
+            )
+            .await;
+        status.set_up_to_date(false);
+        ended
     }
 
     /// Applies watch events from `start` on until the watch ends.
@@ -177,6 +180,10 @@ impl EtcdList {
                 }
                 if result["canceled"].as_bool() == Some(true) {
                     return Ended::Relist(format!("watch canceled: {}", result["cancel_reason"]));
+                }
+                if result["created"].as_bool() == Some(true) {
+                    // Until it ends, the watch keeps the set current, changes or not.
+                    status.set_up_to_date(true);
                 }
                 for event in result["events"].as_array().into_iter().flatten() {
                     let kv = &event["kv"];

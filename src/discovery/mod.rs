@@ -16,7 +16,7 @@ pub use file::{FileFormat, FileList, FileSpec};
 pub use static_list::{StaticEndpoint, StaticList};
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -87,6 +87,9 @@ pub struct Status {
     /// Unix time in milliseconds of the latest successful read; 0 before the first.
     last_success_ms: AtomicU64,
     errors: AtomicU64,
+    /// The set is known to be current without reading again: an open etcd watch, or a
+    /// static list with every name resolved. Counts as a success at every moment.
+    up_to_date: AtomicBool,
 }
 
 impl Status {
@@ -103,7 +106,19 @@ impl Status {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// See `up_to_date`; cleared when the watch ends.
+    pub fn set_up_to_date(&self, yes: bool) {
+        if !yes && self.up_to_date.load(Ordering::Relaxed) {
+            self.succeeded();
+        }
+        self.up_to_date.store(yes, Ordering::Relaxed);
+    }
+
+    /// When the set was last known to be current.
     pub fn last_success(&self) -> Option<SystemTime> {
+        if self.up_to_date.load(Ordering::Relaxed) {
+            return Some(SystemTime::now());
+        }
         match self.last_success_ms.load(Ordering::Relaxed) {
             0 => None,
             ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),

@@ -102,7 +102,7 @@ impl Discovery for StaticList {
                 publish(tx, found.into());
             }
             if failed == 0 {
-                status.succeeded();
+                status.set_up_to_date(true);
                 return;
             }
             status.failed();

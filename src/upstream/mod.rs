@@ -103,7 +103,7 @@ pub struct Upstream {
     pub spec: UpstreamSpec,
     /// Every endpoint discovery lists, healthy or not.
     members: ArcSwap<Vec<Arc<Endpoint>>>,
-    /// Balances over the endpoints that take traffic (see [`Upstream::routable`]).
+    /// Balances over the endpoints that take traffic (see [`Upstream::rebalance`]).
     balancer: ArcSwap<Balancer>,
     /// Serialises rebuilding the two above (discovery updates and health changes).
     membership: Mutex<()>,
