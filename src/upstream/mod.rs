@@ -26,7 +26,7 @@ use pool::{Pool, Sender};
 use rustls_pki_types::ServerName;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -107,8 +107,9 @@ pub struct Upstream {
     balancer: ArcSwap<Balancer>,
     /// Serialises rebuilding the two above (discovery updates and health changes).
     membership: Mutex<()>,
-    /// Too few endpoints are healthy: balancing over all of them.
-    panicking: AtomicBool,
+    /// Too few endpoints are healthy, so all of them take traffic: 0 no, 1 because they are
+    /// not checked yet, 2 because checks failed.
+    panic: AtomicU8,
     pub feed: Arc<Feed>,
     workers: usize,
     pub retry_budget: RetryBudget,
@@ -136,7 +137,7 @@ impl Upstream {
             members: ArcSwap::from_pointee(Vec::new()),
             balancer: ArcSwap::from_pointee(Balancer::new(Vec::new(), spec.balance.clone())),
             membership: Mutex::new(()),
-            panicking: AtomicBool::new(false),
+            panic: AtomicU8::new(0),
             spec,
             feed,
             workers,
@@ -184,7 +185,7 @@ impl Upstream {
 
     /// Whether too few endpoints are healthy and traffic goes to all of them.
     pub fn is_panicking(&self) -> bool {
-        self.panicking.load(Ordering::Relaxed)
+        self.panic.load(Ordering::Relaxed) != 0
     }
 
     /// The next endpoint by the upstream's strategy (`key`: the request's hash for consistent
@@ -324,12 +325,18 @@ impl Upstream {
                 }
             }
         };
-        if self.panicking.swap(panicking, Ordering::Relaxed) != panicking {
-            if panicking {
-                tracing::warn!(upstream = %self.name, endpoints = members.len(), "too few healthy endpoints; balancing over all of them");
-            } else {
-                tracing::info!(upstream = %self.name, "enough endpoints healthy again");
+        // Not yet checked (start-up) is no cause for alarm; failed checks are.
+        let alarming = panicking
+            && members
+                .iter()
+                .any(|e| e.health.state() == HealthState::Unhealthy);
+        let state = u8::from(panicking) + u8::from(alarming);
+        match (self.panic.swap(state, Ordering::Relaxed), state) {
+            (0 | 1, 2) => {
+                tracing::warn!(upstream = %self.name, endpoints = members.len(), "too few healthy endpoints; balancing over all of them")
             }
+            (2, 0) => tracing::info!(upstream = %self.name, "enough endpoints healthy again"),
+            _ => {}
         }
         self.balancer
             .store(Arc::new(Balancer::new(routable, self.spec.balance.clone())));
