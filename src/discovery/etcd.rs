@@ -66,6 +66,12 @@ impl EtcdList {
         }
     }
 
+    /// Every key under the prefix, as etcd's JSON API spells a range.
+    fn key_range(&self) -> Value {
+        let prefix = self.spec.prefix.as_bytes();
+        json!({"key": BASE64.encode(prefix), "range_end": BASE64.encode(prefix_end(prefix))})
+    }
+
     /// One session with one etcd endpoint: login, read the prefix, then follow the watch.
     async fn sync(
         &self,
@@ -84,7 +90,7 @@ impl EtcdList {
             }
             _ => None,
         };
-        let range = json!({"key": BASE64.encode(&self.spec.prefix), "range_end": BASE64.encode(prefix_end(self.spec.prefix.as_bytes()))});
+        let range = self.key_range();
         let answer = match self
             .call(base, token.as_deref(), "/v3/kv/range", range)
             .await
@@ -129,11 +135,9 @@ impl EtcdList {
         tx: &watch::Sender<EndpointSet>,
         status: &Status,
     ) -> Ended {
-        let create = json!({"create_request": {
-            "key": BASE64.encode(&self.spec.prefix),
-            "range_end": BASE64.encode(prefix_end(self.spec.prefix.as_bytes())),
-            "start_revision": start,
-        }});
+        let mut range = self.key_range();
+        range["start_revision"] = json!(start);
+        let create = json!({ "create_request": range });
         let response = match tokio::time::timeout(
             REQUEST_TIMEOUT,
             self.post(base, token, "/v3/watch", create),
