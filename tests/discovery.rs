@@ -483,3 +483,45 @@ fn discovery_config_errors_name_the_key() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_removed_endpoint_finishes_its_requests_then_its_connections_close() {
+    let (old, new) = (upstream().run().await, upstream().run().await);
+    let path = temp_path("endpoints.yaml");
+    write_atomically(&path, &format!("- {}\n", old.addr));
+    let gw = gateway(&config(&path));
+    let mut streaming = Client::http1(gw.addr()).await;
+    let response = streaming
+        .send(req("GET", "/hold").body(empty()).unwrap())
+        .await
+        .unwrap();
+    let mut idle = Client::http1(gw.addr()).await;
+    assert_eq!(idle.get("/").await.status, 200);
+    assert_eq!(old.open_connections(), 2, "one streaming, one pooled");
+
+    write_atomically(&path, &format!("- {}\n", new.addr));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while new.requests() == 0 {
+        assert!(Instant::now() < deadline, "the new endpoint got no traffic");
+        assert_eq!(idle.get("/").await.status, 200);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The request that was in flight on the removed endpoint completes whole.
+    old.release();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body, "first;last");
+    // Then nothing keeps the removed endpoint's connections open.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while old.open_connections() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} connections to the removed endpoint stay open",
+            old.open_connections()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = std::fs::remove_file(&path);
+}
