@@ -12,8 +12,8 @@ mod static_list;
 
 pub use dns::{DnsSpec, RecordKind};
 pub use etcd::EtcdSpec;
-pub use file::{FileFormat, FileList, FileSpec};
-pub use static_list::{StaticEndpoint, StaticList};
+pub use file::{FileFormat, FileSpec};
+pub use static_list::StaticEndpoint;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,10 +41,10 @@ pub enum DiscoverySpec {
 }
 
 impl DiscoverySpec {
-    pub fn backend(&self) -> Box<dyn Discovery> {
+    fn backend(&self) -> Box<dyn Discovery> {
         match self {
-            DiscoverySpec::Static(list) => Box::new(StaticList::new(list.clone())),
-            DiscoverySpec::File(spec) => Box::new(FileList::new(spec.clone())),
+            DiscoverySpec::Static(list) => Box::new(static_list::StaticList::new(list.clone())),
+            DiscoverySpec::File(spec) => Box::new(file::FileList::new(spec.clone())),
             DiscoverySpec::Dns(spec) => Box::new(dns::DnsList::new(spec.clone())),
             DiscoverySpec::Etcd(spec) => Box::new(etcd::EtcdList::new(spec.clone())),
         }
