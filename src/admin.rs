@@ -1,5 +1,7 @@
 //! The admin listener (default `127.0.0.1:9901`, loopback only unless configured otherwise):
 //! health, readiness, the effective config, the routing table, upstreams, metrics, reload.
+//! With `admin.token` set, every request other than GET/HEAD must present it as a bearer
+//! token; the token is read from the current config, so a reload rotates it.
 //! It runs on the control thread, away from the workers that serve traffic.
 
 use crate::body::Body;
@@ -70,6 +72,21 @@ pub async fn serve(
 
 async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body> {
     let method = request.method().clone();
+    if method != Method::GET && method != Method::HEAD {
+        if let Some(token) = &state.reloader.config().admin_token {
+            if !presents(&request, token) {
+                let mut response = json_response(
+                    StatusCode::UNAUTHORIZED,
+                    &json!({"error": "admin token required"}),
+                );
+                response.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
+                );
+                return response;
+            }
+        }
+    }
     match (method, request.uri().path()) {
         (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (Method::GET, "/ready") => {
@@ -227,6 +244,26 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body
             StatusCode::NOT_FOUND,
             &json!({"error": "no such admin endpoint"}),
         ),
+    }
+}
+
+/// Whether the request carries `Authorization: Bearer <token>` (one such header, compared in
+/// constant time so the answer's timing tells nothing about the token).
+fn presents(request: &Request<Incoming>, token: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    let mut values = request
+        .headers()
+        .get_all(http::header::AUTHORIZATION)
+        .iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let value = value.as_bytes();
+    match value.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => {
+            value[7..].ct_eq(token.as_bytes()).into()
+        }
+        _ => false,
     }
 }
 

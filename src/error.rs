@@ -35,6 +35,61 @@ pub enum ProxyError {
     BadGatewayProtocol(&'static str),
 }
 
+/// How an exchange with an upstream failed: what retries, outlier ejection and metrics decide
+/// on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    NoEndpoint,
+    /// The connection could not be made: the request never left.
+    ConnectError,
+    ConnectTimeout,
+    /// No response head in time.
+    Timeout,
+    /// The connection broke before a whole response head arrived: reset (ECONNRESET), a
+    /// broken pipe while sending, or the peer closing first. The request got no answer.
+    Reset,
+    /// The upstream answered with something that is not valid HTTP.
+    Protocol,
+    Other,
+}
+
+impl UpstreamFailure {
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamFailure::NoEndpoint => "no_endpoint",
+            UpstreamFailure::ConnectError => "connect_error",
+            UpstreamFailure::ConnectTimeout => "connect_timeout",
+            UpstreamFailure::Timeout => "timeout",
+            UpstreamFailure::Reset => "reset",
+            UpstreamFailure::Protocol => "protocol",
+            UpstreamFailure::Other => "error",
+        }
+    }
+
+    fn of_hyper(error: &hyper::Error) -> UpstreamFailure {
+        if error.is_parse() || error.is_parse_status() {
+            return UpstreamFailure::Protocol;
+        }
+        if error.is_incomplete_message() || error.is_canceled() || error.is_closed() {
+            return UpstreamFailure::Reset;
+        }
+        let mut source = error.source();
+        while let Some(cause) = source {
+            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind::*;
+                if matches!(
+                    io.kind(),
+                    ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+                ) {
+                    return UpstreamFailure::Reset;
+                }
+            }
+            source = cause.source();
+        }
+        UpstreamFailure::Other
+    }
+}
+
 impl ProxyError {
     /// Classifies a failure of the upstream exchange: our own body limit, the client's body,
     /// or the upstream.
@@ -110,21 +165,22 @@ impl ProxyError {
         )
     }
 
-    /// The `kind` label of `upstream_errors_total`; `None` when the upstream is not to blame.
-    pub fn upstream_kind(&self) -> Option<&'static str> {
+    /// How the upstream failed; `None` when the upstream is not to blame.
+    pub fn upstream_failure(&self) -> Option<UpstreamFailure> {
         match self {
-            ProxyError::NoEndpoint(_) => Some("no_endpoint"),
-            ProxyError::Connect(_) => Some("connect_error"),
-            ProxyError::ConnectTimeout => Some("connect_timeout"),
-            ProxyError::ResponseTimeout => Some("timeout"),
-            ProxyError::BadGatewayProtocol(_) => Some("protocol"),
-            ProxyError::Upstream(e) if e.is_parse() => Some("protocol"),
-            ProxyError::Upstream(e) if e.is_incomplete_message() || e.is_canceled() => {
-                Some("reset")
-            }
-            ProxyError::Upstream(_) => Some("error"),
+            ProxyError::NoEndpoint(_) => Some(UpstreamFailure::NoEndpoint),
+            ProxyError::Connect(_) => Some(UpstreamFailure::ConnectError),
+            ProxyError::ConnectTimeout => Some(UpstreamFailure::ConnectTimeout),
+            ProxyError::ResponseTimeout => Some(UpstreamFailure::Timeout),
+            ProxyError::BadGatewayProtocol(_) => Some(UpstreamFailure::Protocol),
+            ProxyError::Upstream(e) => Some(UpstreamFailure::of_hyper(e)),
             _ => None,
         }
+    }
+
+    /// The `kind` label of `upstream_errors_total`; `None` when the upstream is not to blame.
+    pub fn upstream_kind(&self) -> Option<&'static str> {
+        self.upstream_failure().map(UpstreamFailure::label)
     }
 
     /// Where it came from, for logs and metrics.

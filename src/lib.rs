@@ -25,8 +25,9 @@ pub mod upstream;
 pub mod worker;
 
 use config::Config;
+use proxy::ConnCounter;
 use reload::Reloader;
-use server::{ConnCounter, Shutdown};
+use server::Shutdown;
 use snapshot::Gateway;
 use std::net::SocketAddr;
 use std::sync::Arc;

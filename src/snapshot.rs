@@ -36,6 +36,21 @@ pub struct Limits {
     pub h2_max_pending_reset_streams: usize,
     /// HTTP/2: streams the server had to reset for protocol errors before GOAWAY.
     pub h2_max_local_reset_streams: usize,
+    pub headers_with_underscores: UnderscoreHeaders,
+}
+
+/// What happens to request header fields whose names contain `_`. Many servers (CGI-style
+/// environments, several frameworks) fold `_` into `-`, so `X_User_Id` or `Transfer_Encoding`
+/// would reach them as a header the gateway never checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnderscoreHeaders {
+    /// 400, connection closed.
+    Reject,
+    /// Removed before routing (nginx's default).
+    #[default]
+    Drop,
+    /// Passed on; for upstreams known not to fold names.
+    Allow,
 }
 
 impl Default for Limits {
@@ -51,6 +66,7 @@ impl Default for Limits {
             h2_max_concurrent_streams: 256,
             h2_max_pending_reset_streams: 20,
             h2_max_local_reset_streams: 1024,
+            headers_with_underscores: UnderscoreHeaders::default(),
         }
     }
 }
@@ -98,6 +114,17 @@ impl Rewrite {
         // Only on a segment boundary: "/users" strips "/users/1", not "/usersx".
         if !(rest.is_empty() || rest.starts_with('/') || prefix == "/") {
             return None;
+        }
+        // The matched prefix alone becomes the replacement exactly as written.
+        if rest.is_empty() {
+            return Some(
+                if replacement.is_empty() {
+                    "/"
+                } else {
+                    replacement
+                }
+                .to_string(),
+            );
         }
         let mut out = String::with_capacity(replacement.len() + rest.len() + 1);
         out.push_str(replacement.trim_end_matches('/'));
@@ -202,11 +229,13 @@ mod tests {
             ..Rewrite::default()
         };
         assert_eq!(replace.path("/v1/items").as_deref(), Some("/api/v2/items"));
-        assert_eq!(replace.path("/v1").as_deref(), Some("/api/v2/"));
+        assert_eq!(replace.path("/v1").as_deref(), Some("/api/v2"));
+        assert_eq!(replace.path("/v1/").as_deref(), Some("/api/v2/"));
         let root = Rewrite {
             replace_prefix: Some(("/".into(), "/app".into())),
             ..Rewrite::default()
         };
         assert_eq!(root.path("/x").as_deref(), Some("/app/x"));
+        assert_eq!(root.path("/").as_deref(), Some("/app"));
     }
 }

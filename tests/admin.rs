@@ -171,3 +171,112 @@ async fn request_and_upstream_metrics() {
         assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
     }
 }
+
+async fn admin_call(admin: std::net::SocketAddr, method: &str, path: &str, auth: &[&str]) -> Reply {
+    let mut client = Client::http1(admin).await;
+    let mut request = req(method, path);
+    for value in auth {
+        request = request.header("authorization", *value);
+    }
+    client.request(request.body(empty()).unwrap()).await
+}
+
+#[tokio::test]
+async fn an_admin_token_guards_every_change_and_rotates_on_reload() {
+    std::env::set_var("PORTCULLIS_ADMIN_TEST_TOKEN", "first-token-0123456789");
+    let up = upstream().run().await;
+    let path = temp_path("admin-token.yaml");
+    let yaml = |token_var: &str| {
+        file_config(up.addr, "t", "PORTCULLIS_ADMIN_TEST_TOKEN").replace(
+            "admin: { address: 127.0.0.1:0 }",
+            &format!("admin: {{ address: 127.0.0.1:0, token: \"${{{token_var}}}\" }}"),
+        )
+    };
+    std::fs::write(&path, yaml("PORTCULLIS_ADMIN_TEST_TOKEN")).unwrap();
+    let gw = gateway_file(&path);
+    let admin = gw.admin();
+
+    // Reads stay open, for probes and scrapers.
+    for read in ["/healthz", "/ready", "/metrics", "/upstreams", "/config"] {
+        assert_eq!(
+            admin_call(admin, "GET", read, &[]).await.status,
+            200,
+            "{read}"
+        );
+    }
+    // Every change needs the token.
+    let refused: [&[&str]; 6] = [
+        &[],
+        &["Bearer wrong-token-0123456789"],
+        &["Bearer first-token-012345678"],
+        &["Basic Zmlyc3QtdG9rZW4tMDEyMzQ1Njc4OQ=="],
+        &["first-token-0123456789"],
+        &[
+            "Bearer first-token-0123456789",
+            "Bearer first-token-0123456789",
+        ],
+    ];
+    for auth in refused {
+        for (method, target) in [("POST", "/reload"), ("DELETE", "/cache?prefix=/")] {
+            let reply = admin_call(admin, method, target, auth).await;
+            assert_eq!(reply.status, 401, "{method} {target} with {auth:?}");
+            assert_eq!(
+                reply.header("www-authenticate"),
+                Some("Bearer realm=\"portcullis-admin\"")
+            );
+        }
+    }
+    let routes = get(admin, "/routes").await.json();
+    assert_eq!(routes["generation"], 1, "a refused reload ran");
+    let good = ["Bearer first-token-0123456789"];
+    assert_eq!(
+        admin_call(admin, "DELETE", "/cache?prefix=/", &good)
+            .await
+            .status,
+        200
+    );
+
+    // A reload with a new token: the new one works, the old one no longer does.
+    std::env::set_var("PORTCULLIS_ADMIN_TEST_TOKEN_2", "second-token-0123456789");
+    std::fs::write(&path, yaml("PORTCULLIS_ADMIN_TEST_TOKEN_2")).unwrap();
+    assert_eq!(
+        admin_call(admin, "POST", "/reload", &good).await.status,
+        200
+    );
+    assert_eq!(
+        admin_call(admin, "POST", "/reload", &good).await.status,
+        401
+    );
+    let second = ["bearer second-token-0123456789"];
+    assert_eq!(
+        admin_call(admin, "POST", "/reload", &second).await.status,
+        200
+    );
+    std::fs::remove_file(&path).ok();
+}
+
+#[test]
+fn an_admin_address_other_hosts_reach_needs_a_token() {
+    let base = "listeners: [{ name: http, address: 127.0.0.1:0 }]\nroutes: [{ name: a, respond: { body: a } }]\n";
+    let parse =
+        |admin: &str| portcullis::config::parse(&format!("{base}admin: {admin}\n"), "t", &|_| None);
+    let error = parse("{ address: 0.0.0.0:9901 }").unwrap_err();
+    assert!(
+        error.issues()[0].starts_with(
+            "admin.address: 0.0.0.0:9901 is reachable from other hosts: set admin.token"
+        ),
+        "{:?}",
+        error.issues()
+    );
+    assert!(parse("{ address: \"[::]:9901\" }").is_err());
+    assert!(parse("{ address: 0.0.0.0:9901, token: a-long-enough-admin-token }").is_ok());
+    assert!(parse("{ address: 0.0.0.0:9901, insecure: true }").is_ok());
+    assert!(parse("{ address: 127.0.0.1:9901 }").is_ok());
+    assert!(parse("{ address: \"[::1]:9901\" }").is_ok());
+    let short = parse("{ token: short }").unwrap_err();
+    assert!(
+        short.issues()[0].starts_with("admin.token: must be at least 16 characters"),
+        "{:?}",
+        short.issues()
+    );
+}

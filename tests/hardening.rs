@@ -338,3 +338,104 @@ async fn a_slow_request_in_flight_is_not_cut_by_the_idle_timeout() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text(), "late");
 }
+
+#[tokio::test]
+async fn underscore_spellings_of_framing_headers_never_reach_the_upstream() {
+    // Whatever the setting: 400, connection closed, nothing forwarded.
+    for mode in ["reject", "drop", "allow"] {
+        for name in [
+            "Transfer_Encoding",
+            "Content_Length",
+            "transfer_encoding",
+            "CONTENT_length",
+        ] {
+            let up = upstream().run().await;
+            let gw = gateway(&simple_yaml(
+                up.addr,
+                &format!("limits: {{ headers_with_underscores: {mode} }}\n"),
+            ));
+            let value = if name.to_ascii_lowercase().starts_with("transfer") {
+                "chunked"
+            } else {
+                "0"
+            };
+            let payload = format!(
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n{name}: {value}\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+            );
+            let reply = raw(gw.addr(), payload.as_bytes(), WAIT).await;
+            assert_eq!(reply.status(), 400, "{mode} {name}: {}", reply.text);
+            assert!(reply.closed, "{mode} {name}: connection left open");
+            assert_eq!(up.requests(), 0, "{mode} {name}: forwarded");
+        }
+    }
+}
+
+#[tokio::test]
+async fn underscore_header_names_follow_the_configured_mode() {
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\nX_User_Id: admin\r\nX-Real: 1\r\n\r\n";
+    // Default: dropped, the request goes on.
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(up.addr, ""));
+    let reply = raw(gw.addr(), request, WAIT).await;
+    assert_eq!(reply.status(), 200, "{}", reply.text);
+    let seen = up.last().headers;
+    assert!(
+        seen.get("x_user_id").is_none(),
+        "an underscore header was forwarded"
+    );
+    assert_eq!(seen["x-real"], "1");
+    // reject: 400 and closed.
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(
+        up.addr,
+        "limits: { headers_with_underscores: reject }\n",
+    ));
+    let reply = raw(gw.addr(), request, WAIT).await;
+    assert_eq!(reply.status(), 400, "{}", reply.text);
+    assert!(reply.closed);
+    assert_eq!(up.requests(), 0);
+    // allow: passed on as it is.
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(
+        up.addr,
+        "limits: { headers_with_underscores: allow }\n",
+    ));
+    let reply = raw(gw.addr(), request, WAIT).await;
+    assert_eq!(reply.status(), 200, "{}", reply.text);
+    assert_eq!(up.last().headers["x_user_id"], "admin");
+    // Over HTTP/2 too.
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(up.addr, ""));
+    let mut client = Client::http2(gw.addr()).await;
+    let reply = client
+        .request(
+            req("GET", "/")
+                .header("x_user_id", "admin")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    assert!(up.last().headers.get("x_user_id").is_none());
+    let reply = client
+        .request(
+            req("POST", "/")
+                .header("content_length", "0")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 400);
+    // An unknown mode is a config error.
+    let error = portcullis::config::parse(
+        &simple_yaml(up.addr, "limits: { headers_with_underscores: maybe }\n"),
+        "t",
+        &|_| None,
+    )
+    .unwrap_err();
+    assert!(
+        error.issues()[0].starts_with("limits.headers_with_underscores: unknown value \"maybe\""),
+        "{:?}",
+        error.issues()
+    );
+}

@@ -255,3 +255,308 @@ async fn tokens_from_a_cookie_or_a_query_parameter() {
     let reply = client.get("/q?access_token=").await;
     assert_eq!(reply.status, 401);
 }
+
+/// One signing key per algorithm family, and the provider lines that verify it.
+struct Family {
+    route: &'static str,
+    alg: Algorithm,
+    key: EncodingKey,
+    /// `secret: …` or `public_key_file: …`.
+    verify_with: String,
+}
+
+fn families() -> Vec<Family> {
+    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/keys");
+    let rsa_private = std::fs::read(format!("{keys}/rsa-bench-private.pem")).unwrap();
+    let rsa_public = format!("public_key_file: {keys}/rsa-bench-public.pem");
+    let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let public_file = |name: &str, pem: String| {
+        let path = temp_path(name);
+        std::fs::write(&path, pem).unwrap();
+        format!("public_key_file: {}", path.display())
+    };
+    vec![
+        Family {
+            route: "hs",
+            alg: Algorithm::HS256,
+            key: EncodingKey::from_secret(SECRET.as_bytes()),
+            verify_with: format!("secret: {SECRET}"),
+        },
+        Family {
+            route: "rs",
+            alg: Algorithm::RS256,
+            key: EncodingKey::from_rsa_pem(&rsa_private).unwrap(),
+            verify_with: rsa_public.clone(),
+        },
+        Family {
+            route: "ps",
+            alg: Algorithm::PS256,
+            key: EncodingKey::from_rsa_pem(&rsa_private).unwrap(),
+            verify_with: rsa_public,
+        },
+        Family {
+            route: "es",
+            alg: Algorithm::ES256,
+            key: EncodingKey::from_ec_pem(ec.serialize_pem().as_bytes()).unwrap(),
+            verify_with: public_file("ec.pem", ec.public_key_pem()),
+        },
+        Family {
+            route: "ed",
+            alg: Algorithm::EdDSA,
+            key: EncodingKey::from_ed_pem(ed.serialize_pem().as_bytes()).unwrap(),
+            verify_with: public_file("ed.pem", ed.public_key_pem()),
+        },
+    ]
+}
+
+#[tokio::test]
+async fn a_configured_issuer_or_audience_must_be_present_for_every_algorithm() {
+    let up = upstream().run().await;
+    let families = families();
+    let mut yaml = format!(
+        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+         upstreams:\n  up: {{ discovery: {{ static: [{}] }} }}\njwt_providers:\n",
+        up.addr
+    );
+    for f in &families {
+        yaml += &format!(
+            "  {}: {{ issuer: https://auth.example.com, audiences: [api], algorithms: [{:?}], {} }}\n",
+            f.route, f.alg, f.verify_with
+        );
+    }
+    yaml += "routes:\n";
+    for f in &families {
+        yaml += &format!(
+            "  - {{ name: {0}, match: {{ path: /{0} }}, upstream: up, filters: [ {{ jwt: {{ provider: {0} }} }} ] }}\n",
+            f.route
+        );
+    }
+    let gw = gateway(&yaml);
+    let mut client = Client::http1(gw.addr()).await;
+    for f in &families {
+        let sign = |claims: &Value| encode(&Header::new(f.alg), claims, &f.key).unwrap();
+        let good = claims("alice", "read");
+        let mut no_iss = good.clone();
+        no_iss.as_object_mut().unwrap().remove("iss");
+        let mut no_aud = good.clone();
+        no_aud.as_object_mut().unwrap().remove("aud");
+        let mut listed_iss = good.clone();
+        listed_iss["iss"] = json!(["https://auth.example.com", "https://evil.example.com"]);
+        let mut null_aud = good.clone();
+        null_aud["aud"] = Value::Null;
+        let cases = [
+            ("good", good, 200),
+            ("no iss", no_iss, 401),
+            ("no aud", no_aud, 401),
+            ("iss as a list", listed_iss, 401),
+            ("aud null", null_aud, 401),
+        ];
+        for (what, claims, status) in cases {
+            let reply = client
+                .request(
+                    req("GET", &format!("/{}", f.route))
+                        .header("authorization", bearer(&sign(&claims)))
+                        .body(empty())
+                        .unwrap(),
+                )
+                .await;
+            assert_eq!(reply.status, status, "{:?} {what}: {}", f.alg, reply.text());
+        }
+    }
+    assert_eq!(
+        up.requests(),
+        families.len(),
+        "only good tokens reach the upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_token_field_is_refused_and_never_forwarded() {
+    std::env::set_var("PORTCULLIS_TEST_JWT_SECRET", SECRET);
+    let up = upstream().run().await;
+    let yaml = format!(
+        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+         upstreams:\n  up: {{ discovery: {{ static: [{}] }} }}\n\
+         jwt_providers:\n\
+         \x20 bearer: {{ issuer: https://auth.example.com, algorithms: [HS256], secret: \"${{PORTCULLIS_TEST_JWT_SECRET}}\" }}\n\
+         \x20 cookie: {{ issuer: https://auth.example.com, algorithms: [HS256], secret: \"${{PORTCULLIS_TEST_JWT_SECRET}}\", from: {{ cookie: session }} }}\n\
+         \x20 query: {{ issuer: https://auth.example.com, algorithms: [HS256], secret: \"${{PORTCULLIS_TEST_JWT_SECRET}}\", from: {{ query: access_token }} }}\n\
+         \x20 header: {{ issuer: https://auth.example.com, algorithms: [HS256], secret: \"${{PORTCULLIS_TEST_JWT_SECRET}}\", from: {{ header: x-token }} }}\n\
+         routes:\n\
+         \x20 - {{ name: b, match: {{ path_prefix: /b }}, upstream: up, filters: [ {{ jwt: {{ provider: bearer }} }} ] }}\n\
+         \x20 - {{ name: c, match: {{ path_prefix: /c }}, upstream: up, filters: [ {{ jwt: {{ provider: cookie }} }} ] }}\n\
+         \x20 - {{ name: q, match: {{ path_prefix: /q }}, upstream: up, filters: [ {{ jwt: {{ provider: query }} }} ] }}\n\
+         \x20 - {{ name: h, match: {{ path_prefix: /h }}, upstream: up, filters: [ {{ jwt: {{ provider: header }} }} ] }}\n",
+        up.addr
+    );
+    let gw = gateway(&yaml);
+    let good = hs256(claims("alice", "read"));
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let forged = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        b64(
+            json!({"iss": "https://auth.example.com", "sub": "admin", "exp": now() + 600})
+                .to_string()
+                .as_bytes()
+        )
+    );
+    let attempts: Vec<(String, Vec<(&str, String)>)> = vec![
+        (
+            "/b".into(),
+            vec![
+                ("authorization", bearer(&good)),
+                ("authorization", bearer(&forged)),
+            ],
+        ),
+        // The same token twice is still two fields.
+        (
+            "/b".into(),
+            vec![
+                ("authorization", bearer(&good)),
+                ("authorization", bearer(&good)),
+            ],
+        ),
+        (
+            "/b".into(),
+            vec![
+                ("authorization", bearer(&good)),
+                ("authorization", "Basic YTpi".into()),
+            ],
+        ),
+        (
+            "/c".into(),
+            vec![("cookie", format!("session={good}; session={forged}"))],
+        ),
+        (
+            "/c".into(),
+            vec![
+                ("cookie", format!("session={good}")),
+                ("cookie", format!("session={forged}")),
+            ],
+        ),
+        (
+            format!("/q?access_token={good}&access_token={forged}"),
+            vec![],
+        ),
+        (
+            format!("/q?access_token={good}&access%5Ftoken={forged}"),
+            vec![],
+        ),
+        (
+            "/h".into(),
+            vec![("x-token", good.clone()), ("x-token", forged.clone())],
+        ),
+    ];
+    for http2 in [false, true] {
+        let mut client = if http2 {
+            Client::http2(gw.addr()).await
+        } else {
+            Client::http1(gw.addr()).await
+        };
+        for (path, headers) in &attempts {
+            let mut request = req("GET", path);
+            for (name, value) in headers {
+                request = request.header(*name, value);
+            }
+            let reply = client.request(request.body(empty()).unwrap()).await;
+            assert_eq!(reply.status, 400, "{path} {headers:?}: {}", reply.text());
+            assert_eq!(
+                reply.header("www-authenticate"),
+                Some("Bearer error=\"invalid_request\"")
+            );
+        }
+        assert_eq!(
+            up.requests(),
+            0,
+            "a request with a repeated token reached the upstream"
+        );
+    }
+    // Each place alone still works.
+    let mut client = Client::http1(gw.addr()).await;
+    for (path, header) in [
+        ("/b".to_string(), Some(("authorization", bearer(&good)))),
+        (
+            "/c".to_string(),
+            Some(("cookie", format!("theme=dark; session={good}"))),
+        ),
+        (format!("/q?access_token={good}&a=1"), None),
+        ("/h".to_string(), Some(("x-token", good.clone()))),
+    ] {
+        let mut request = req("GET", &path);
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        let reply = client.request(request.body(empty()).unwrap()).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+    }
+}
+
+#[tokio::test]
+async fn required_claims_match_whole_values_never_words() {
+    std::env::set_var("PORTCULLIS_TEST_JWT_SECRET", SECRET);
+    let up = upstream().run().await;
+    let yaml = config(up.addr, "").replace(
+        "provider: main, forward_claims: { sub: x-user-id }",
+        "provider: main, require: { claims: { role: [admin], level: [3], staff: [true] } }",
+    );
+    let gw = gateway(&yaml);
+    let mut client = Client::http1(gw.addr()).await;
+    let with = |extra: Value| {
+        let mut c = claims("alice", "read");
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        hs256(c)
+    };
+    let base = json!({"role": "admin", "level": 3, "staff": true});
+    let merge = |over: Value| {
+        let mut b = base.clone();
+        for (k, v) in over.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let cases = [
+        (base.clone(), 200),
+        (merge(json!({"role": ["user", "admin"]})), 200),
+        (merge(json!({"level": 3.0})), 200),
+        (merge(json!({"role": ["admin"]})), 200),
+        // The bypasses: words of a string, near values, other types.
+        (merge(json!({"role": "not admin"})), 403),
+        (merge(json!({"role": "admin user"})), 403),
+        (merge(json!({"role": "administrator"})), 403),
+        (merge(json!({"role": [["admin"]]})), 403),
+        (merge(json!({"role": {"admin": true}})), 403),
+        (merge(json!({"level": 30})), 403),
+        (merge(json!({"level": [4, 5]})), 403),
+        (merge(json!({"staff": false})), 403),
+        (merge(json!({"staff": "yes"})), 403),
+        (merge(json!({"staff": "true"})), 403),
+        (merge(json!({"level": "3"})), 403),
+        (merge(json!({"staff": null})), 403),
+    ];
+    for (extra, status) in cases {
+        let reply = client
+            .request(
+                req("GET", "/items")
+                    .header("authorization", bearer(&with(extra.clone())))
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(reply.status, status, "{extra}: {}", reply.text());
+    }
+    // A space-delimited scope is still split: "read admin" grants admin.
+    let reply = client
+        .request(
+            req("GET", "/admin/x")
+                .header("authorization", bearer(&hs256(claims("a", "read admin"))))
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+}

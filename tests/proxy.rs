@@ -241,6 +241,13 @@ async fn rewrite_strips_prefix_and_sets_host() {
     assert_eq!(echo["headers"]["host"][0], "users.internal");
     let echo = client.get("/v1/items").await.json();
     assert_eq!(echo["path"], "/api/v2/items");
+    // The prefix alone maps to the replacement alone: no slash appears.
+    let echo = client.get("/v1").await.json();
+    assert_eq!(echo["path"], "/api/v2");
+    let echo = client.get("/v1?x=1").await.json();
+    assert_eq!(echo["path"], "/api/v2?x=1");
+    let echo = client.get("/v1/").await.json();
+    assert_eq!(echo["path"], "/api/v2/");
 }
 
 #[tokio::test]
@@ -270,6 +277,115 @@ async fn websocket_style_upgrade_passes_through() {
         .unwrap()
         .unwrap();
     assert_eq!(&echoed, b"ping over the tunnel");
+}
+
+/// Opens a tunnel through the gateway to the upstream's `/upgrade` echo; returns the client's
+/// end once the 101 has arrived and one round trip worked.
+async fn open_tunnel(gateway: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(gateway).await.unwrap();
+    stream
+        .write_all(
+            b"GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    assert!(echoes(&mut stream).await, "the new tunnel does not echo");
+    stream
+}
+
+/// Whether a round trip over the tunnel works within a second.
+async fn echoes(stream: &mut tokio::net::TcpStream) -> bool {
+    if stream.write_all(b"ping").await.is_err() {
+        return false;
+    }
+    let mut echoed = [0u8; 4];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut echoed)).await,
+        Ok(Ok(_)) if &echoed == b"ping"
+    )
+}
+
+fn connections_active(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("connections_active{listener=\"http\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no connections_active in {metrics}"))
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_stays_counted_until_the_tunnel_closes() {
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(up.addr, "limits: { max_connections: 1 }\n"));
+    let tunnel = open_tunnel(gw.addr()).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let metrics = get(gw.admin(), "/metrics").await.text();
+    assert_eq!(connections_active(&metrics), 1, "the tunnel is not counted");
+    // The tunnel holds the only slot: another connection is refused.
+    let reply = raw(
+        gw.addr(),
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(
+        reply.closed && reply.text.is_empty(),
+        "served beyond max_connections: {}",
+        reply.text
+    );
+    // Once the tunnel closes, the slot is free again.
+    drop(tunnel);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let reply = raw(
+            gw.addr(),
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_millis(500),
+        )
+        .await;
+        if reply.text.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn shutdown_gives_a_tunnel_the_grace_period_then_closes_it() {
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(up.addr, "shutdown_grace: 1s\n"));
+    let mut tunnel = open_tunnel(gw.addr()).await;
+    let started = std::time::Instant::now();
+    let stopping = std::thread::spawn(move || gw.running.shutdown());
+    // Within the grace period the tunnel still carries data …
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        echoes(&mut tunnel).await,
+        "the tunnel was cut before shutdown_grace"
+    );
+    // … and at its end it is closed, and the gateway stops.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), tunnel.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the tunnel outlived the shutdown");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "closed after {elapsed:?}, before the grace ended"
+    );
+    tokio::task::spawn_blocking(move || stopping.join().unwrap())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -303,6 +419,23 @@ async fn respond_and_redirect_routes() {
         reply.header("location"),
         Some("https://shop.example/secure/a?b=c")
     );
+    // IPv6 literals keep their brackets, with or without a port.
+    for (host, location) in [
+        ("[::1]:8080", "https://[::1]/secure"),
+        ("[::1]", "https://[::1]/secure"),
+        ("[2001:db8::7]:80", "https://[2001:db8::7]/secure"),
+        ("shop.example", "https://shop.example/secure"),
+    ] {
+        let reply = client
+            .request(
+                req("GET", "/secure")
+                    .header("host", host)
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(reply.header("location"), Some(location), "Host: {host}");
+    }
     let reply = client.get("/nothing-here").await;
     assert_eq!(reply.status, 404);
     assert_eq!(reply.json()["error"], "no route");

@@ -274,3 +274,100 @@ async fn ejections_survive_a_reload_that_leaves_the_upstream_alone() {
         .collect();
     assert_eq!(ejected.iter().filter(|e| **e).count(), 1);
 }
+
+/// How a [`resetting`] endpoint ends each connection.
+#[derive(Clone, Copy, Debug)]
+enum Abort {
+    /// Reads the request head, then resets (RST: ECONNRESET on our side).
+    ResetAfterRequest,
+    /// Resets as soon as the connection is accepted, before reading anything.
+    ResetAtOnce,
+    /// Reads the request head, then closes cleanly without answering (EOF).
+    CloseAfterRequest,
+}
+
+/// An endpoint that accepts connections and never answers: it ends each one as `how` says.
+async fn resetting(how: Abort) -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            if !matches!(how, Abort::ResetAtOnce) {
+                let mut buf = vec![0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+            }
+            if !matches!(how, Abort::CloseAfterRequest) {
+                socket2::SockRef::from(&stream)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+            }
+            drop(stream);
+        }
+    });
+    (addr, accepted, task)
+}
+
+#[tokio::test]
+async fn a_connection_reset_before_the_response_fails_over_to_another_endpoint() {
+    for how in [
+        Abort::ResetAfterRequest,
+        Abort::ResetAtOnce,
+        Abort::CloseAfterRequest,
+    ] {
+        let (bad, accepted, task) = resetting(how).await;
+        let good = upstream().run().await;
+        let gw = gateway(&config(
+            &[bad, good.addr],
+            "    retries: { attempts: 1, on: [reset], backoff: { base: 1ms, max: 5ms } }\n",
+        ));
+        let mut client = Client::http1(gw.addr()).await;
+        for i in 0..10 {
+            let reply = send(&mut client, "GET", 0).await;
+            assert_eq!(reply.status, 200, "{how:?}, request {i}: {}", reply.text());
+        }
+        assert_eq!(good.requests(), 10, "{how:?}");
+        assert!(
+            accepted.load(Ordering::SeqCst) >= 5,
+            "{how:?}: the bad endpoint was not tried"
+        );
+        task.abort();
+    }
+}
+
+#[tokio::test]
+async fn resets_count_as_outlier_failures() {
+    let (bad, _accepted, task) = resetting(Abort::ResetAfterRequest).await;
+    let good = upstream().run().await;
+    let gw = gateway(&config(
+        &[bad, good.addr],
+        "    outlier: { consecutive_failures: 2, eject_for: 30s, max_ejected_percent: 50 }\n",
+    ));
+    let mut client = Client::http1(gw.addr()).await;
+    let mut failed = 0;
+    for _ in 0..20 {
+        if send(&mut client, "GET", 0).await.status != 200 {
+            failed += 1;
+        }
+    }
+    assert_eq!(
+        failed, 2,
+        "the resetting endpoint was not ejected after two resets"
+    );
+    // Counted as resets, not as generic errors.
+    let metrics = get(gw.admin(), "/metrics").await.text();
+    assert!(
+        metrics.contains("upstream_errors_total{upstream=\"up\",kind=\"reset\"} 2"),
+        "{metrics}"
+    );
+    task.abort();
+}

@@ -15,7 +15,7 @@ use crate::filter::rate_limit::{
 };
 use crate::filter::{jwt, Cors, CorsSpec, Filter, FilterStates, Headers, Jwt};
 use crate::router::{HeaderMatcher, HostMatch, MethodSet, PathMatch, RouteMatch};
-use crate::snapshot::{Limits, RedirectTarget, Respond, Rewrite};
+use crate::snapshot::{Limits, RedirectTarget, Respond, Rewrite, UnderscoreHeaders};
 use crate::store::{RedisSpec, RedisStore};
 use crate::telemetry::ConfigMetrics;
 use crate::upstream::{Protocol, Timeouts, UpstreamSpec};
@@ -38,6 +38,8 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// The admin listener; `None` only when `admin: { address: off }`.
     pub admin: Option<SocketAddr>,
+    /// `admin.token`: what every admin request that changes something must present.
+    pub admin_token: Option<Arc<str>>,
     pub shutdown_grace: Duration,
     pub access_log: bool,
     /// Poll the config file at this interval and reload when it changes.
@@ -110,7 +112,7 @@ pub struct JwtSpec {
     /// Names in `jwt_providers`.
     pub providers: Vec<String>,
     pub require_scopes: Vec<String>,
-    pub require_claims: Vec<(String, Vec<String>)>,
+    pub require_claims: Vec<(String, Vec<serde_json::Value>)>,
     pub forward_claims: Vec<(String, HeaderName)>,
     pub forward_token: bool,
 }
@@ -351,31 +353,7 @@ pub(super) fn compile(
         issues.add("workers", "must be at least 1");
     }
     let listeners = compile_listeners(top.listeners, &mut issues);
-    let admin = match top.admin.as_ref().map(|a| a.address.as_str()) {
-        None => Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
-        Some("off") => None,
-        Some(text) => {
-            match text.parse::<SocketAddr>() {
-                Ok(address)
-                    if address.port() != 0 && listeners.iter().any(|l| l.address == address) =>
-                {
-                    issues.add(
-                        "admin.address",
-                        format!("{address} is also a listener's address"),
-                    );
-                    None
-                }
-                Ok(address) => Some(address),
-                Err(_) => {
-                    issues.add(
-                    "admin.address",
-                    format!("invalid address {text:?}: expected IP:PORT, e.g. 127.0.0.1:9901, or off"),
-                );
-                    None
-                }
-            }
-        }
-    };
+    let (admin, admin_token) = compile_admin(top.admin, &listeners, &mut issues);
     let watch = match top.reload {
         Some(reload) if reload.watch => Some(duration_field(
             reload.interval,
@@ -429,6 +407,7 @@ pub(super) fn compile(
             workers: top.workers,
             listeners,
             admin,
+            admin_token,
             shutdown_grace,
             access_log: top.access_log.unwrap_or(true),
             watch,
@@ -611,7 +590,21 @@ fn compile_limits(raw: raw::Limits, issues: &mut Issues) -> Limits {
     if max_connections == 0 {
         issues.add("limits.max_connections", "must be at least 1");
     }
+    let headers_with_underscores = match raw.headers_with_underscores.as_deref() {
+        None => d.headers_with_underscores,
+        Some("reject") => UnderscoreHeaders::Reject,
+        Some("drop") => UnderscoreHeaders::Drop,
+        Some("allow") => UnderscoreHeaders::Allow,
+        Some(other) => {
+            issues.add(
+                "limits.headers_with_underscores",
+                format!("unknown value {other:?}: expected reject, drop or allow"),
+            );
+            d.headers_with_underscores
+        }
+    };
     Limits {
+        headers_with_underscores,
         max_header_bytes: size_field(
             raw.max_header_bytes,
             d.max_header_bytes as u64,
@@ -1063,6 +1056,69 @@ fn compile_action(
         }
     };
     Some(Action::Redirect { status, target })
+}
+
+const DEFAULT_ADMIN_PORT: u16 = 9901;
+
+/// Shortest `admin.token` accepted: long enough that guessing it over the network is hopeless.
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// `admin:`: the address (default loopback) and the token. An address other hosts can reach
+/// needs a token, unless `insecure: true` says the network itself is trusted.
+fn compile_admin(
+    raw: Option<raw::Admin>,
+    listeners: &[ListenerConfig],
+    issues: &mut Issues,
+) -> (Option<SocketAddr>, Option<Arc<str>>) {
+    let default = SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT));
+    let Some(raw) = raw else {
+        return (Some(default), None);
+    };
+    let address = match raw.address.as_deref() {
+        None => Some(default),
+        Some("off") => None,
+        Some(text) => {
+            match text.parse::<SocketAddr>() {
+                Ok(address)
+                    if address.port() != 0 && listeners.iter().any(|l| l.address == address) =>
+                {
+                    issues.add(
+                        "admin.address",
+                        format!("{address} is also a listener's address"),
+                    );
+                    None
+                }
+                Ok(address) => Some(address),
+                Err(_) => {
+                    issues.add(
+                    "admin.address",
+                    format!("invalid address {text:?}: expected IP:PORT, e.g. 127.0.0.1:9901, or off"),
+                );
+                    None
+                }
+            }
+        }
+    };
+    let token_given = raw.token.is_some();
+    let token = match raw.token {
+        Some(token) if token.len() < MIN_ADMIN_TOKEN_LEN => {
+            issues.add(
+                "admin.token",
+                format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters"),
+            );
+            None
+        }
+        token => token.map(Arc::from),
+    };
+    if let Some(address) = address {
+        if !address.ip().is_loopback() && !token_given && !raw.insecure {
+            issues.add(
+                "admin.address",
+                format!("{address} is reachable from other hosts: set admin.token (e.g. token: ${{ADMIN_TOKEN}}), or admin.insecure: true on a trusted network"),
+            );
+        }
+    }
+    (address, token)
 }
 
 fn compile_rewrite(

@@ -514,6 +514,16 @@ fn compile_jwt_filter(
         }
     }
     let require = raw.require.unwrap_or_default();
+    for (claim, values) in &require.claims {
+        for (i, value) in values.iter().enumerate() {
+            if !(value.is_string() || value.is_number() || value.is_boolean()) {
+                issues.add(
+                    &format!("{path}.require.claims.{claim}[{i}]"),
+                    "expected a string, number or boolean",
+                );
+            }
+        }
+    }
     (issues.list.len() == before).then(|| JwtSpec {
         providers: names,
         require_scopes: require.scopes,

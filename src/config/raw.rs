@@ -115,7 +115,13 @@ pub struct Reload {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
-    pub address: String,
+    pub address: Option<String>,
+    /// Required (as `Authorization: Bearer TOKEN`) by every admin request that changes
+    /// something.
+    pub token: Option<String>,
+    /// Allows a non-loopback address without a token.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,6 +137,8 @@ pub struct Limits {
     pub h2_max_concurrent_streams: Option<u32>,
     pub h2_max_pending_reset_streams: Option<usize>,
     pub h2_max_local_reset_streams: Option<usize>,
+    /// `reject`, `drop` or `allow`.
+    pub headers_with_underscores: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -445,7 +453,8 @@ pub struct JwtRequire {
     #[serde(default)]
     pub scopes: Vec<String>,
     #[serde(default)]
-    pub claims: BTreeMap<String, Vec<String>>,
+    /// claim → accepted values: strings, numbers or booleans.
+    pub claims: BTreeMap<String, Vec<serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,7 +5,8 @@
 //! set. A peer inside `trusted_proxies` has its X-Forwarded-* chain believed and extended; any
 //! other peer's X-Forwarded-* headers are replaced, so a client cannot forge its address.
 
-use super::handler::{host_value, ConnInfo, X_REQUEST_ID};
+use super::conn::ConnInfo;
+use super::handler::{host_value, X_REQUEST_ID};
 use crate::body::Body;
 use crate::context::{cookie, RequestCtx};
 use crate::error::ProxyError;
@@ -35,7 +36,7 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 pub(super) async fn proxy(
     snapshot: &Snapshot,
-    conn: &ConnInfo,
+    conn: &Arc<ConnInfo>,
     ctx: &mut RequestCtx,
     upstream: &Upstream,
     rewrite: &Rewrite,
@@ -132,7 +133,12 @@ pub(super) async fn proxy(
             ));
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
+        // The tunnel keeps the client connection's slot: it counts under max_connections and
+        // connections_active, and a shutdown waits for it up to shutdown_grace (the worker's
+        // runtime, and with it the tunnel, ends then).
+        let conn = Arc::clone(conn);
         tokio::spawn(async move {
+            let _conn = conn;
             match (client_upgrade.await, upstream_upgrade.await) {
                 (Ok(client), Ok(upstream)) => {
                     let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));

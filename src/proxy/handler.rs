@@ -1,91 +1,22 @@
 //! One request, top to bottom: load the snapshot, harden, route, answer or forward. Every
 //! failure becomes a response here (through `error.rs`), never an `Err` to hyper.
 
+use super::conn::ConnInfo;
 use super::forward;
 use crate::body::Body;
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
 use crate::filter::{Chain, Outcome};
-use crate::snapshot::{Gateway, RedirectTarget, Respond, Route, RouteAction, Snapshot};
+use crate::snapshot::{RedirectTarget, Respond, Route, RouteAction, Snapshot, UnderscoreHeaders};
 use http::header::{HOST, LOCATION, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// What a client connection knows, prepared once per connection.
-pub struct ConnInfo {
-    pub gateway: Arc<Gateway>,
-    pub peer: SocketAddr,
-    /// The peer's IP as a header value, for X-Forwarded-For.
-    pub peer_ip: HeaderValue,
-    pub scheme: &'static str,
-    pub activity: Activity,
-}
-
-/// Requests in flight on one connection and when the last one ended: what `idle_timeout`
-/// needs, kept in two atomics that only this connection's worker touches.
-pub struct Activity {
-    opened: Instant,
-    in_flight: AtomicU32,
-    last_end_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            opened: Instant::now(),
-            in_flight: AtomicU32::new(0),
-            last_end_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn begin(&self) -> InFlight<'_> {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self)
-    }
-
-    /// When the connection will have been idle for `idle`; `None` while requests are in flight.
-    pub fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        let last = Duration::from_millis(self.last_end_ms.load(Ordering::Relaxed));
-        Some(self.opened + last + idle)
-    }
-}
-
-/// Ends the request's activity however the request ends (also when the client goes away).
-struct InFlight<'a>(&'a Activity);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        let ms = self.0.opened.elapsed().as_millis() as u64;
-        self.0.last_end_ms.store(ms, Ordering::Relaxed);
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl ConnInfo {
-    pub fn new(gateway: Arc<Gateway>, peer: SocketAddr, scheme: &'static str) -> ConnInfo {
-        let peer_ip = HeaderValue::try_from(peer.ip().to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        ConnInfo {
-            gateway,
-            peer,
-            peer_ip,
-            scheme,
-            activity: Activity::new(),
-        }
-    }
-}
-
-pub async fn handle(conn: &ConnInfo, request: Request<Incoming>) -> Response<Body> {
+pub async fn handle(conn: &Arc<ConnInfo>, request: Request<Incoming>) -> Response<Body> {
     let _in_flight = conn.activity.begin();
     let snapshot = conn.gateway.snapshot.load_full();
     let client = forward::client_address(&snapshot, conn.peer.ip(), request.headers());
@@ -182,7 +113,7 @@ impl AccessEntry {
             status,
             bytes_in = self.bytes_in.unwrap_or(0),
             bytes_out = response.body().size_hint().exact(),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            duration_ms = millis(elapsed),
             route,
             endpoint = ctx.endpoint.map(|e| e.to_string()).as_deref().unwrap_or("-"),
             "request"
@@ -190,16 +121,27 @@ impl AccessEntry {
     }
 }
 
+/// A duration in milliseconds with microsecond precision: a whole number of microseconds
+/// over 1000 prints as at most three decimals (`6.369`), never as float noise.
+fn millis(elapsed: Duration) -> f64 {
+    elapsed.as_micros() as f64 / 1000.0
+}
+
 /// Routes the request and runs the route's filters around its action. Every failure is
 /// turned into its response here, before `on_response`, so filters see (and can decorate)
 /// error responses too.
 async fn serve<'a>(
     snapshot: &'a Snapshot,
-    conn: &ConnInfo,
+    conn: &Arc<ConnInfo>,
     chain: &mut Chain<'a>,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Response<Body> {
-    if let Err(error) = check_request(&request, snapshot) {
+    if let Err(error) = check_request(&request, snapshot).and_then(|()| {
+        underscore_headers(
+            request.headers_mut(),
+            snapshot.limits.headers_with_underscores,
+        )
+    }) {
         return fail(&mut chain.ctx, error);
     }
     let lookup = snapshot.router.lookup(
@@ -242,7 +184,7 @@ async fn serve<'a>(
 /// The route's action: answer, redirect or proxy.
 async fn act(
     snapshot: &Snapshot,
-    conn: &ConnInfo,
+    conn: &Arc<ConnInfo>,
     ctx: &mut RequestCtx,
     route: &Route,
     request: Request<Incoming>,
@@ -336,6 +278,35 @@ fn check_request<B>(request: &Request<B>, snapshot: &Snapshot) -> Result<(), Pro
     Ok(())
 }
 
+/// Applies `limits.headers_with_underscores`. Whatever the setting, an underscore spelling of
+/// a framing field (`Content_Length`, `Transfer_Encoding`) is refused: no client needs one,
+/// and an upstream that folds `_` into `-` would frame the request differently from us.
+fn underscore_headers(headers: &mut HeaderMap, mode: UnderscoreHeaders) -> Result<(), ProxyError> {
+    if !headers.keys().any(|name| name.as_str().contains('_')) {
+        return Ok(());
+    }
+    let mut doomed = Vec::new();
+    for name in headers.keys().filter(|name| name.as_str().contains('_')) {
+        let folded = name.as_str().replace('_', "-");
+        if folded == "content-length" || folded == "transfer-encoding" {
+            return Err(ProxyError::BadRequest(
+                "underscore in a framing header name",
+            ));
+        }
+        match mode {
+            UnderscoreHeaders::Reject => {
+                return Err(ProxyError::BadRequest("underscore in a header name"))
+            }
+            UnderscoreHeaders::Drop => doomed.push(name.clone()),
+            UnderscoreHeaders::Allow => {}
+        }
+    }
+    for name in doomed {
+        headers.remove(name);
+    }
+    Ok(())
+}
+
 /// host [ ":" port ], with reg-name or IP-literal characters only.
 fn valid_host(host: &[u8]) -> bool {
     !host.is_empty()
@@ -382,6 +353,18 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
     HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
+/// `host[:port]` → `host`; an IPv6 literal keeps its brackets (`[::1]:8080` → `[::1]`).
+fn without_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .find(']')
+            .map_or(authority, |end| &authority[..=end]);
+    }
+    authority
+        .split_once(':')
+        .map_or(authority, |(host, _)| host)
+}
+
 fn respond_with(respond: &Respond) -> Response<Body> {
     let mut response = Response::new(Body::full(respond.body.clone()));
     *response.status_mut() = respond.status;
@@ -398,11 +381,7 @@ fn redirect<B>(
         RedirectTarget::Location(location) => location.clone(),
         RedirectTarget::Scheme(scheme) => {
             // The port is dropped: it belongs to the old scheme's listener.
-            let host = request_host(request).unwrap_or("");
-            let host = match host.rsplit_once(':') {
-                Some((name, port)) if !name.ends_with(']') || port.is_empty() => name,
-                _ => host,
-            };
+            let host = without_port(request_host(request).unwrap_or(""));
             let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
             HeaderValue::try_from(format!("{scheme}://{host}{path}"))
                 .unwrap_or_else(|_| HeaderValue::from_static("/"))
@@ -439,6 +418,25 @@ mod tests {
         assert_eq!(request_id(&headers), "abc-123");
         headers.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("bad\"id"));
         assert_ne!(request_id(&headers), "bad\"id");
+    }
+
+    #[test]
+    fn log_durations_have_three_decimals_at_most() {
+        for micros in (0..200_000).chain([6_369, 123_456_789]) {
+            let text = millis(Duration::from_micros(micros)).to_string();
+            let decimals = text.split_once('.').map_or(0, |(_, d)| d.len());
+            assert!(decimals <= 3, "{micros} µs prints as {text}");
+        }
+        assert_eq!(millis(Duration::from_nanos(6_369_123)).to_string(), "6.369");
+    }
+
+    #[test]
+    fn ports_leave_hosts_whole() {
+        assert_eq!(without_port("[::1]:8080"), "[::1]");
+        assert_eq!(without_port("[::1]"), "[::1]");
+        assert_eq!(without_port("[2001:db8::7]:443"), "[2001:db8::7]");
+        assert_eq!(without_port("example.com:8080"), "example.com");
+        assert_eq!(without_port("example.com"), "example.com");
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! `forward` prepares the upstream request and relays the exchange.
 
 mod background;
+mod conn;
 mod forward;
 mod handler;
 
 pub use background::Background;
-pub use handler::{handle, ConnInfo};
+pub use conn::{ConnCounter, ConnInfo, ConnSlot};
+pub use handler::handle;

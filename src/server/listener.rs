@@ -7,7 +7,7 @@
 //! configured from `limits:`.
 
 use super::shutdown::Shutdown;
-use crate::proxy::{handle, ConnInfo};
+use crate::proxy::{handle, ConnCounter, ConnInfo, ConnSlot};
 use crate::snapshot::{Gateway, Limits};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -17,7 +17,6 @@ use socket2::{Domain, Socket, Type};
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -38,26 +37,6 @@ pub fn bind(address: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.bind(&address.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
-}
-
-/// Open client connections across all workers, for `max_connections` and draining.
-#[derive(Default)]
-pub struct ConnCounter(AtomicUsize);
-
-impl ConnCounter {
-    pub fn active(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// One open connection: counted for `max_connections` and in the listener's gauge.
-struct ConnGuard(Arc<ConnCounter>, Gauge);
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.0 .0.fetch_sub(1, Ordering::Relaxed);
-        self.1.dec();
-    }
 }
 
 /// What one listener serves: its name and, for a TLS listener, the settings it started with
@@ -97,14 +76,11 @@ pub async fn accept_loop(
             .as_ref()
             .map(|initial| Arc::clone(snapshot.listener_tls.get(&info.name).unwrap_or(initial)));
         drop(snapshot);
-        if counter.0.fetch_add(1, Ordering::Relaxed) >= limits.max_connections {
-            counter.0.fetch_sub(1, Ordering::Relaxed);
+        let Some(slot) = counter.admit(limits.max_connections, &gauge) else {
             tracing::debug!(%peer, "max_connections reached, connection refused");
             drop(stream);
             continue;
-        }
-        gauge.inc();
-        let guard = ConnGuard(Arc::clone(&counter), gauge.clone());
+        };
         let _ = stream.set_nodelay(true);
         tokio::spawn(serve_connection(
             stream,
@@ -113,7 +89,7 @@ pub async fn accept_loop(
             Arc::clone(&gateway),
             limits,
             Arc::clone(&shutdown),
-            guard,
+            slot,
         ));
     }
 }
@@ -183,7 +159,7 @@ async fn serve_connection(
     gateway: Arc<Gateway>,
     limits: Limits,
     shutdown: Arc<Shutdown>,
-    _guard: ConnGuard,
+    slot: ConnSlot,
 ) {
     let Some(tls) = tls else {
         let h2 = match tokio::time::timeout(limits.header_read_timeout, first_bytes(&stream)).await
@@ -195,7 +171,7 @@ async fn serve_connection(
                 return;
             }
         };
-        let info = Arc::new(ConnInfo::new(gateway, peer, "http"));
+        let info = Arc::new(ConnInfo::new(gateway, peer, "http", slot));
         return serve_http(TokioIo::new(stream), h2, info, limits, shutdown).await;
     };
     // The handshake counts against the header-read timeout too.
@@ -214,7 +190,7 @@ async fn serve_connection(
         }
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2);
-    let info = Arc::new(ConnInfo::new(gateway, peer, "https"));
+    let info = Arc::new(ConnInfo::new(gateway, peer, "https", slot));
     serve_http(TokioIo::new(stream), h2, info, limits, shutdown).await;
 }
 

@@ -3,5 +3,5 @@
 mod listener;
 mod shutdown;
 
-pub use listener::{accept_loop, bind, ConnCounter, ListenerInfo};
+pub use listener::{accept_loop, bind, ListenerInfo};
 pub use shutdown::Shutdown;

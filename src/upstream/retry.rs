@@ -2,7 +2,7 @@
 //! tries, and a budget so that retries cannot multiply the load on an upstream that is
 //! already struggling.
 
-use crate::error::ProxyError;
+use crate::error::{ProxyError, UpstreamFailure};
 use http::Method;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -36,11 +36,15 @@ impl RetryOn {
 
     /// What kind of failure `error` is, if it is one of the retryable kinds.
     pub fn of_error(error: &ProxyError) -> Option<RetryOn> {
-        match error.upstream_kind()? {
-            "connect_error" | "connect_timeout" => Some(RetryOn::ConnectError),
-            "reset" => Some(RetryOn::Reset),
-            "timeout" => Some(RetryOn::Timeout),
-            _ => None,
+        match error.upstream_failure()? {
+            UpstreamFailure::ConnectError | UpstreamFailure::ConnectTimeout => {
+                Some(RetryOn::ConnectError)
+            }
+            UpstreamFailure::Reset => Some(RetryOn::Reset),
+            UpstreamFailure::Timeout => Some(RetryOn::Timeout),
+            UpstreamFailure::NoEndpoint | UpstreamFailure::Protocol | UpstreamFailure::Other => {
+                None
+            }
         }
     }
 }

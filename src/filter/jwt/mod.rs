@@ -138,6 +138,50 @@ pub struct ProviderSpec {
     pub sources: Vec<TokenSource>,
 }
 
+impl ProviderSpec {
+    /// The registered claims a token must carry: `exp` unless turned off, and `iss` / `aud`
+    /// whenever the provider names an issuer / audiences (RFC 8725 §3.8, §3.9): a check that
+    /// applies only when the claim is present is no check.
+    fn required_claims(&self) -> Vec<&'static str> {
+        let mut required = Vec::with_capacity(3);
+        if self.require_exp {
+            required.push("exp");
+        }
+        if self.issuer.is_some() {
+            required.push("iss");
+        }
+        if !self.audiences.is_empty() {
+            required.push("aud");
+        }
+        required
+    }
+
+    /// `iss` must be one string equal to the issuer (RFC 7519 §4.1.1: a StringOrURI, never a
+    /// list); `aud` a string or a list naming one of the audiences.
+    fn check_issuer_and_audience(&self, claims: &Value) -> Result<(), Refusal> {
+        if let Some(issuer) = &self.issuer {
+            if claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str()) {
+                return Err(Refusal::Invalid("wrong issuer"));
+            }
+        }
+        if !self.audiences.is_empty() {
+            let ours = |aud: &Value| {
+                aud.as_str()
+                    .is_some_and(|a| self.audiences.iter().any(|x| x == a))
+            };
+            let accepted = match claims.get("aud") {
+                Some(Value::Array(items)) => items.iter().any(ours),
+                Some(aud) => ours(aud),
+                None => false,
+            };
+            if !accepted {
+                return Err(Refusal::Invalid("wrong audience"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Where a provider's keys come from: loaded at config load, or fetched from a URL.
 #[derive(Clone)]
 pub enum KeySpec {
@@ -195,8 +239,8 @@ pub struct Jwt {
     /// Every place the providers read tokens from, in order, without repeats.
     pub sources: Vec<TokenSource>,
     pub require_scopes: Vec<String>,
-    /// claim → accepted values (any one).
-    pub require_claims: Vec<(String, Vec<String>)>,
+    /// claim → accepted values (any one): strings, numbers or booleans.
+    pub require_claims: Vec<(String, Vec<Value>)>,
     /// claim → upstream header; such headers from the client are always removed.
     pub forward_claims: Vec<(String, HeaderName)>,
     pub forward_token: bool,
@@ -206,6 +250,8 @@ pub struct Jwt {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
     Missing,
+    /// The request carries its token ambiguously (a repeated field, several places).
+    Malformed(&'static str),
     Invalid(&'static str),
     /// The token names a `kid` no current key has.
     UnknownKid,
@@ -224,14 +270,15 @@ fn json_segment(segment: &str) -> Option<Value> {
     serde_json::from_slice(&b64(segment)?).ok()
 }
 
-/// The one token the request carries in the given places; two different ones are refused.
+/// The one token the request carries in the given places. A place that holds more than one
+/// value (two `Authorization` headers, two cookies or query parameters of the same name), or
+/// two places holding different tokens, is a malformed request (RFC 6750 §3.1): the gateway
+/// would verify one value while the upstream might read the other.
 fn find_token<'r>(req: &'r Parts, sources: &[TokenSource]) -> Result<&'r str, Refusal> {
     let mut found: Option<&str> = None;
     for source in sources {
         let token = match source {
-            TokenSource::Bearer => req
-                .headers
-                .get(AUTHORIZATION)
+            TokenSource::Bearer => only(req.headers.get_all(AUTHORIZATION).iter())?
                 .and_then(|v| {
                     let v = v.as_bytes();
                     let scheme = v.get(..7)?;
@@ -239,28 +286,66 @@ fn find_token<'r>(req: &'r Parts, sources: &[TokenSource]) -> Result<&'r str, Re
                 })
                 .and_then(|token| std::str::from_utf8(token).ok())
                 .map(str::trim),
-            TokenSource::Header(name) => req
-                .headers
-                .get(name)
+            TokenSource::Header(name) => only(req.headers.get_all(name).iter())?
                 .and_then(|v| v.to_str().ok())
                 .map(str::trim),
-            TokenSource::Cookie(name) => crate::context::cookie(&req.headers, name),
-            TokenSource::Query(name) => req.uri.query().and_then(|q| {
-                q.split('&')
-                    .filter_map(|pair| pair.split_once('='))
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v)
-            }),
+            TokenSource::Cookie(name) => only(crate::context::cookies(&req.headers, name))?,
+            TokenSource::Query(name) => only(query_values(req.uri.query().unwrap_or(""), name))?,
         };
         match (found, token.filter(|t| !t.is_empty())) {
             (Some(first), Some(other)) if first != other => {
-                return Err(Refusal::Invalid("different tokens in several places"))
+                return Err(Refusal::Malformed("different tokens in several places"))
             }
             (None, Some(token)) => found = Some(token),
             _ => {}
         }
     }
     found.ok_or(Refusal::Missing)
+}
+
+/// The single item of `items`, `None` when there is none; more than one is refused.
+fn only<T>(mut items: impl Iterator<Item = T>) -> Result<Option<T>, Refusal> {
+    let first = items.next();
+    match items.next() {
+        Some(_) => Err(Refusal::Malformed("token field repeated")),
+        None => Ok(first),
+    }
+}
+
+/// The values of query parameter `name`. Names are compared after percent-decoding, so
+/// `access%5Ftoken` counts as a second `access_token` (as an upstream that decodes sees it).
+fn query_values<'q, 'n>(
+    query: &'q str,
+    name: &'n str,
+) -> impl Iterator<Item = &'q str> + use<'q, 'n> {
+    query.split('&').filter_map(move |pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        percent_decoded_eq(key, name).then_some(value)
+    })
+}
+
+/// Whether `encoded`, percent-decoded (and `+` read as a space), equals `plain`.
+fn percent_decoded_eq(encoded: &str, plain: &str) -> bool {
+    let (mut bytes, mut want) = (encoded.as_bytes(), plain.as_bytes());
+    loop {
+        let (byte, rest) = match bytes {
+            [] => return want.is_empty(),
+            [b'%', h, l, rest @ ..] => match (hex(*h), hex(*l)) {
+                (Some(h), Some(l)) => (h << 4 | l, rest),
+                _ => (b'%', &bytes[1..]),
+            },
+            [b'+', rest @ ..] => (b' ', rest),
+            [b, rest @ ..] => (*b, rest),
+        };
+        match want {
+            [w, more @ ..] if *w == byte => (bytes, want) = (rest, more),
+            _ => return false,
+        }
+    }
+}
+
+fn hex(digit: u8) -> Option<u8> {
+    (digit as char).to_digit(16).map(|d| d as u8)
 }
 
 impl Provider {
@@ -357,11 +442,11 @@ impl Provider {
             if let Some(issuer) = &spec.issuer {
                 validation.set_issuer(&[issuer]);
             }
-            let required: &[&str] = if spec.require_exp { &["exp"] } else { &[] };
-            validation.set_required_spec_claims(required);
+            validation.set_required_spec_claims(&spec.required_claims());
             match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
                 Ok(data) => {
                     let claims = data.claims;
+                    spec.check_issuer_and_audience(&claims)?;
                     if let Some(max) = spec.max_lifetime {
                         let (Some(iat), Some(exp)) =
                             (claims["iat"].as_u64(), claims["exp"].as_u64())
@@ -396,10 +481,30 @@ impl Provider {
     }
 }
 
-fn has_value(claim: &Value, wanted: &str) -> bool {
+/// Whether a space-delimited scope claim (`scope`, RFC 8693 §4.2; or an array, as `scp` often
+/// is) grants `wanted`.
+fn grants_scope(claim: &Value, wanted: &str) -> bool {
     match claim {
-        Value::String(s) => s == wanted || s.split(' ').any(|part| part == wanted),
+        Value::String(s) => s.split(' ').any(|part| part == wanted),
         Value::Array(items) => items.iter().any(|i| i.as_str() == Some(wanted)),
+        _ => false,
+    }
+}
+
+/// Whether a claim holds `wanted`: strings compared whole (never split into words), numbers
+/// and booleans by value and type, arrays by element.
+fn claim_holds(claim: &Value, wanted: &Value) -> bool {
+    match claim {
+        Value::Array(items) => items.iter().any(|item| same_scalar(item, wanted)),
+        scalar => same_scalar(scalar, wanted),
+    }
+}
+
+fn same_scalar(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::String(a), Value::String(b)) => a == b,
+        (Value::Bool(a), Value::Bool(b)) => a == b,
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
         _ => false,
     }
 }
@@ -443,7 +548,8 @@ impl Jwt {
         };
         let claims = provider.verify(token).await?;
         for scope in &self.require_scopes {
-            let granted = has_value(&claims["scope"], scope) || has_value(&claims["scp"], scope);
+            let granted =
+                grants_scope(&claims["scope"], scope) || grants_scope(&claims["scp"], scope);
             if !granted {
                 return Err(Refusal::Forbidden("missing scope"));
             }
@@ -451,7 +557,7 @@ impl Jwt {
         for (name, accepted) in &self.require_claims {
             if !accepted
                 .iter()
-                .any(|a| has_value(&claims[name.as_str()], a))
+                .any(|a| claim_holds(&claims[name.as_str()], a))
             {
                 return Err(Refusal::Forbidden("missing claim value"));
             }
@@ -465,6 +571,11 @@ impl Jwt {
                 StatusCode::UNAUTHORIZED,
                 "authentication required",
                 "Bearer",
+            ),
+            Refusal::Malformed(_) => (
+                StatusCode::BAD_REQUEST,
+                "ambiguous credentials",
+                "Bearer error=\"invalid_request\"",
             ),
             Refusal::Invalid(_) | Refusal::UnknownKid => (
                 StatusCode::UNAUTHORIZED,
