@@ -606,3 +606,95 @@ async fn if_modified_since_is_answered_from_the_cache() {
     assert_eq!(reply.status, 200);
     assert_eq!(origin.count("/n"), 1);
 }
+
+#[tokio::test]
+async fn answers_to_authorized_requests_are_kept_per_credential_unless_shared() {
+    let origin = origin().await;
+    // `true` (per_credential): each credential has its own entries.
+    for mode in ["true", "per_credential"] {
+        let gw = gateway(&config(
+            origin.addr,
+            &format!("{{ ttl: 30s, cache_authorized: {mode} }}"),
+        ));
+        let mut client = Client::http1(gw.addr()).await;
+        let path = format!("/me-{mode}?cc=max-age:60");
+        let name = format!("/me-{mode}");
+        let alice = [("authorization", "Bearer alice")];
+        let bob = [("authorization", "Bearer bob")];
+        let first = fetch(&mut client, &path, &alice).await;
+        let again = fetch(&mut client, &path, &alice).await;
+        assert_eq!(
+            (x_cache(&first), x_cache(&again)),
+            ("MISS", "HIT"),
+            "{mode}"
+        );
+        assert_eq!(again.text(), first.text());
+        let for_bob = fetch(&mut client, &path, &bob).await;
+        assert_eq!(x_cache(&for_bob), "MISS", "{mode}: bob got alice's answer");
+        assert_ne!(for_bob.text(), first.text());
+        let anonymous = fetch(&mut client, &path, &[]).await;
+        assert_eq!(
+            x_cache(&anonymous),
+            "MISS",
+            "{mode}: an anonymous client got alice's answer"
+        );
+        // Two Authorization fields are not alice's credentials either.
+        let doubled = fetch(&mut client, &path, &[alice[0], bob[0]]).await;
+        assert_eq!(x_cache(&doubled), "MISS", "{mode}");
+        assert_eq!(origin.count(&name), 4, "{mode}");
+    }
+    // shared: the route declares the content the same for every caller.
+    let gw = gateway(&config(
+        origin.addr,
+        "{ ttl: 30s, cache_authorized: shared }",
+    ));
+    let mut client = Client::http1(gw.addr()).await;
+    fetch(
+        &mut client,
+        "/catalog?cc=max-age:60",
+        &[("authorization", "Bearer alice")],
+    )
+    .await;
+    let bob = fetch(
+        &mut client,
+        "/catalog?cc=max-age:60",
+        &[("authorization", "Bearer bob")],
+    )
+    .await;
+    assert_eq!(x_cache(&bob), "HIT");
+    // An unknown mode is a config error.
+    let error = portcullis::config::parse(
+        &config(origin.addr, "{ cache_authorized: maybe }"),
+        "t",
+        &|_| None,
+    )
+    .unwrap_err();
+    assert!(
+        error.issues()[0].starts_with("routes[0].filters[0].cache.cache_authorized: expected false, per_credential (or true) or shared"),
+        "{:?}",
+        error.issues()
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_key_header_is_not_confused_with_its_first_value() {
+    let origin = origin().await;
+    let gw = gateway(&config(origin.addr, "{ ttl: 30s, key: [header:x-tenant] }"));
+    let mut client = Client::http1(gw.addr()).await;
+    fetch(&mut client, "/t?cc=max-age:60", &[("x-tenant", "t1")]).await;
+    let two = fetch(
+        &mut client,
+        "/t?cc=max-age:60",
+        &[("x-tenant", "t1"), ("x-tenant", "t2")],
+    )
+    .await;
+    assert_eq!(x_cache(&two), "MISS");
+    let again = fetch(
+        &mut client,
+        "/t?cc=max-age:60",
+        &[("x-tenant", "t1"), ("x-tenant", "t2")],
+    )
+    .await;
+    assert_eq!(x_cache(&again), "HIT");
+    assert_eq!(origin.count("/t"), 2);
+}

@@ -4,7 +4,7 @@ use super::compile::{
     count_set, duration_field, size_field, FilterRef, FilterSpec, Issues, JwtSpec,
 };
 use super::raw;
-use crate::filter::cache::policy::Lifetimes;
+use crate::filter::cache::policy::{AuthorizedAnswers, Lifetimes};
 use crate::filter::cache::{CacheSpec, QueryKey};
 use crate::filter::circuit_breaker::BreakerSpec;
 use crate::filter::cors::OriginMatch;
@@ -17,6 +17,7 @@ use crate::tls::UpstreamTls;
 use http::Uri;
 use http::{HeaderName, HeaderValue, Method};
 use jsonwebtoken::Algorithm;
+use serde_yaml::Value;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -777,11 +778,24 @@ fn compile_cache(raw: raw::CacheFilter, path: &str, issues: &mut Issues) -> Opti
     let stale_if_error = lifetime(raw.stale_if_error, "stale_if_error", issues);
     let stale_while_revalidate =
         lifetime(raw.stale_while_revalidate, "stale_while_revalidate", issues);
+    let authorized = match raw.cache_authorized {
+        None | Some(Value::Bool(false)) => AuthorizedAnswers::Never,
+        Some(Value::Bool(true)) => AuthorizedAnswers::PerCredential,
+        Some(Value::String(mode)) if mode == "per_credential" => AuthorizedAnswers::PerCredential,
+        Some(Value::String(mode)) if mode == "shared" => AuthorizedAnswers::Shared,
+        Some(_) => {
+            issues.add(
+                &format!("{path}.cache_authorized"),
+                "expected false, per_credential (or true) or shared",
+            );
+            AuthorizedAnswers::Never
+        }
+    };
     (issues.list.len() == before).then(|| CacheSpec {
         lifetimes: Lifetimes {
             ttl,
             ttl_override,
-            cache_authorized: raw.cache_authorized.unwrap_or(false),
+            authorized,
         },
         max_size,
         max_object_size,

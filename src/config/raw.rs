@@ -324,7 +324,8 @@ pub struct CacheFilter {
     pub ttl_override: Option<Scalar>,
     pub max_size: Option<Scalar>,
     pub max_object_size: Option<Scalar>,
-    pub cache_authorized: Option<bool>,
+    /// `false`, `per_credential` (or `true`), or `shared`.
+    pub cache_authorized: Option<serde_yaml::Value>,
     pub query: Option<CacheQuery>,
     /// Extra key parts: `header:NAME`, `claim:NAME`.
     pub key: Option<OneOrMany>,

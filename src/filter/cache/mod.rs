@@ -14,10 +14,10 @@ use super::{Fetch, Filter, Flow};
 use crate::body::{Body, Recording};
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
-use http::header::{AGE, ETAG, HOST, IF_NONE_MATCH, VARY};
+use http::header::{AGE, AUTHORIZATION, ETAG, HOST, IF_NONE_MATCH, VARY};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
-use policy::{Directives, Lifetimes};
+use policy::{AuthorizedAnswers, Directives, Lifetimes};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -126,7 +126,8 @@ impl Cache {
         }
     }
 
-    /// The URL's key: owner, host, path, query (normalised as configured), extra parts.
+    /// The URL's key: owner, host, path, query (normalised as configured), extra parts, and
+    /// with `cache_authorized: per_credential` a digest of the request's `Authorization`.
     fn key(&self, req: &Parts, ctx: &RequestCtx) -> Option<String> {
         let host = req
             .uri
@@ -160,12 +161,32 @@ impl Cache {
             key.push('\u{1f}');
             match part {
                 KeyPart::Header(name) => {
-                    let value = req.headers.get(name).map_or(&b""[..], |v| v.as_bytes());
-                    key.push_str(&String::from_utf8_lossy(value));
+                    // Every value of a repeated header: the upstream may read any of them.
+                    for (i, value) in req.headers.get_all(name).iter().enumerate() {
+                        if i > 0 {
+                            key.push_str(", ");
+                        }
+                        key.push_str(&String::from_utf8_lossy(value.as_bytes()));
+                    }
                 }
                 KeyPart::Claim(name) => key.push_str(&ctx.claim(name)?),
                 KeyPart::ClientIp => key.push_str(&ctx.client_ip.to_string()),
                 KeyPart::Route => key.push_str(ctx.route.as_deref().unwrap_or("")),
+            }
+        }
+        if self.spec.lifetimes.authorized == AuthorizedAnswers::PerCredential {
+            let mut credentials = req.headers.get_all(AUTHORIZATION).iter().peekable();
+            if credentials.peek().is_some() {
+                let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+                for value in credentials {
+                    digest.update(value.as_bytes());
+                    digest.update(b"\n");
+                }
+                key.push_str("\u{1f}credentials:");
+                for byte in digest.finish().as_ref() {
+                    use std::fmt::Write as _;
+                    let _ = write!(key, "{byte:02x}");
+                }
             }
         }
         Some(key)

@@ -107,7 +107,22 @@ pub struct Lifetimes {
     pub ttl: Option<Duration>,
     /// Used whatever the response states.
     pub ttl_override: Option<Duration>,
-    pub cache_authorized: bool,
+    pub authorized: AuthorizedAnswers,
+}
+
+/// `cache_authorized`: what happens to answers to requests that carry `Authorization`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthorizedAnswers {
+    /// RFC 9111 §3.5: stored only when the response allows sharing (`public`, `s-maxage`,
+    /// `must-revalidate`), and then shared.
+    #[default]
+    Never,
+    /// Stored, keyed by the credentials: an answer is only ever served to a request with the
+    /// same `Authorization` value.
+    PerCredential,
+    /// Stored and shared by everyone, as if public: for content that is the same for every
+    /// caller (the route says so).
+    Shared,
 }
 
 /// Why a response was not stored (for logs and tests).
@@ -148,7 +163,7 @@ pub fn storable(
         return Err(NotStored::SetCookie);
     }
     if request.contains_key(AUTHORIZATION)
-        && !lifetimes.cache_authorized
+        && lifetimes.authorized == AuthorizedAnswers::Never
         && !(res.public || res.s_maxage.is_some() || res.must_revalidate)
     {
         return Err(NotStored::Authorized);
@@ -199,7 +214,7 @@ mod tests {
     const ROUTE: Lifetimes = Lifetimes {
         ttl: Some(Duration::from_secs(30)),
         ttl_override: None,
-        cache_authorized: false,
+        authorized: AuthorizedAnswers::Never,
     };
 
     fn decide(
@@ -304,7 +319,7 @@ mod tests {
         assert!(decide(&auth, 200, &[("cache-control", "public, max-age=60")]).is_ok());
         assert!(decide(&auth, 200, &[("cache-control", "s-maxage=60")]).is_ok());
         let route = Lifetimes {
-            cache_authorized: true,
+            authorized: AuthorizedAnswers::PerCredential,
             ..ROUTE
         };
         assert!(storable(
