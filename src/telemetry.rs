@@ -86,6 +86,9 @@ pub struct UpstreamOutcome {
     pub elapsed: Duration,
     /// `None` on success; otherwise a fixed error kind (`connect_error`, `timeout`, …).
     pub error: Option<&'static str>,
+    /// The status the upstream itself answered with, whatever later filters made of it (a
+    /// cache may have put a stale copy in its place).
+    pub status: Option<u16>,
 }
 
 #[derive(Clone, Default)]

@@ -21,6 +21,8 @@ struct Origin {
     counts: Arc<Mutex<HashMap<String, usize>>>,
     /// While set, every request gets its connection closed without an answer.
     down: Arc<std::sync::atomic::AtomicBool>,
+    /// While not 0, every request is answered with this status.
+    fail_with: Arc<std::sync::atomic::AtomicU16>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -51,10 +53,13 @@ async fn origin() -> Origin {
     let shared = Arc::clone(&counts);
     let down: Arc<std::sync::atomic::AtomicBool> = Arc::default();
     let is_down = Arc::clone(&down);
+    let fail_with: Arc<std::sync::atomic::AtomicU16> = Arc::default();
+    let failing = Arc::clone(&fail_with);
     let task = tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let counts = Arc::clone(&shared);
             let is_down = Arc::clone(&is_down);
+            let failing = Arc::clone(&failing);
             tokio::spawn(async move {
                 // Peek at the request line to serve a truncated body by hand.
                 let mut head = vec![0u8; 4096];
@@ -83,9 +88,17 @@ async fn origin() -> Origin {
                 let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let counts = Arc::clone(&counts);
                     let is_down = Arc::clone(&is_down);
+                    let failing = Arc::clone(&failing);
                     async move {
                         if is_down.load(std::sync::atomic::Ordering::SeqCst) {
                             return Err(std::io::Error::other("down"));
+                        }
+                        let status = failing.load(std::sync::atomic::Ordering::SeqCst);
+                        if status != 0 {
+                            return Ok(http::Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from_static(b"failing")))
+                                .unwrap());
                         }
                         let path = req.uri().path().to_string();
                         let p = params(req.uri().query().unwrap_or(""));
@@ -163,6 +176,7 @@ async fn origin() -> Origin {
         addr,
         counts,
         down,
+        fail_with,
         task,
     }
 }
@@ -697,4 +711,107 @@ async fn a_repeated_key_header_is_not_confused_with_its_first_value() {
     .await;
     assert_eq!(x_cache(&again), "HIT");
     assert_eq!(origin.count("/t"), 2);
+}
+
+#[tokio::test]
+async fn a_named_cache_is_one_store_for_all_its_routes() {
+    let origin = origin().await;
+    let yaml = format!(
+        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+         upstreams:\n  origin: {{ discovery: {{ static: [{}] }} }}\n\
+         filters:\n  pages: {{ cache: {{ ttl: 1h }} }}\n\
+         routes:\n\
+         \x20 - {{ name: a, match: {{ path_prefix: /a }}, upstream: origin, filters: [ {{ use: pages }} ] }}\n\
+         \x20 - {{ name: b, match: {{ path_prefix: /b }}, upstream: origin, filters: [ {{ use: pages }} ] }}\n",
+        origin.addr
+    );
+    let gw = gateway(&yaml);
+    let mut client = Client::http1(gw.addr()).await;
+    for path in ["/a/1", "/b/2"] {
+        fetch(&mut client, path, &[]).await;
+        assert_eq!(
+            x_cache(&fetch(&mut client, path, &[]).await),
+            "HIT",
+            "{path}"
+        );
+    }
+    // One store, under the filter's name: its metrics count both routes' entries …
+    let metrics = get(gw.admin(), "/metrics").await.text();
+    assert!(
+        metrics.contains("cache_entries{filter=\"pages\"} 2"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("cache_"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // … and purging it by that name empties it for both.
+    assert_eq!(purge(&gw, "route=pages").await.json()["purged"], 2);
+    assert_eq!(x_cache(&fetch(&mut client, "/a/1", &[]).await), "MISS");
+    assert_eq!(x_cache(&fetch(&mut client, "/b/2", &[]).await), "MISS");
+}
+
+#[test]
+fn named_caches_and_breakers_need_a_route_with_an_upstream() {
+    let yaml = "listeners: [{ name: http, address: 127.0.0.1:0 }]\n\
+        filters:\n  pages: { cache: { ttl: 1h } }\n  guard: { circuit_breaker: { failure_ratio: 0.5 } }\n\
+        routes:\n\
+        \x20 - { name: ping, match: { path: /ping }, respond: { body: pong }, filters: [ { use: pages } ] }\n\
+        \x20 - { name: old, redirect: { location: /new }, filters: [ { use: guard } ] }\n";
+    let error = portcullis::config::parse(yaml, "t", &|_| None).unwrap_err();
+    let issues = error.issues();
+    assert!(
+        issues[0].starts_with(
+            "routes[0].filters[0]: cache filter \"pages\" needs a route with an upstream"
+        ),
+        "{issues:?}"
+    );
+    assert!(
+        issues[1].starts_with(
+            "routes[1].filters[0]: circuit_breaker filter \"guard\" needs a route with an upstream"
+        ),
+        "{issues:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_breaker_behind_the_cache_judges_the_upstream_not_the_stale_copy() {
+    let origin = origin().await;
+    let yaml = format!(
+        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+         upstreams:\n  origin: {{ discovery: {{ static: [{}] }} }}\n\
+         routes:\n\
+         \x20 - name: site\n    upstream: origin\n    filters:\n\
+         \x20     - cache: {{ stale_if_error: 1h }}\n\
+         \x20     - circuit_breaker: {{ consecutive_failures: 3, open_for: 1m }}\n",
+        origin.addr
+    );
+    let gw = gateway(&yaml);
+    let mut client = Client::http1(gw.addr()).await;
+    let first = fetch(&mut client, "/s?cc=max-age:1", &[]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // The origin answers 503: every client still gets the stale copy, but the breaker counts
+    // the upstream's own failures and opens after three.
+    origin
+        .fail_with
+        .store(503, std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..3 {
+        let stale = fetch(&mut client, "/s?cc=max-age:1", &[]).await;
+        assert_eq!((stale.status.as_u16(), x_cache(&stale)), (200, "STALE"));
+        assert_eq!(stale.text(), first.text());
+    }
+    let upstreams = get(gw.admin(), "/upstreams").await.json();
+    assert_eq!(
+        upstreams["upstreams"][0]["circuit_breakers"][0]["state"], "open",
+        "the breaker took stale copies for upstream successes"
+    );
+    let asked = origin.count("/s");
+    let stale = fetch(&mut client, "/s?cc=max-age:1", &[]).await;
+    assert_eq!(x_cache(&stale), "STALE");
+    assert_eq!(
+        origin.count("/s"),
+        asked,
+        "the open breaker let a request through"
+    );
 }

@@ -395,9 +395,8 @@ pub(super) fn compile(
         redis: redis.is_some(),
     };
     let filters = compile_named_filters(top.filters, &refs, &mut issues);
-    let filter_names: Vec<&str> = filters.iter().map(|(n, _)| n.as_str()).collect();
     let refs = FilterRefs {
-        named: &filter_names,
+        named: &filters,
         ..refs
     };
     let routes = compile_routes(top.routes, &known, &refs, &mut issues);
@@ -790,12 +789,26 @@ fn compile_routes(
             .filter_map(|(i, entry)| {
                 let path = format!("{path}.filters[{i}]");
                 let filter = compile_filter(entry, &path, refs, issues)?;
-                if let (FilterRef::Inline(spec), false) = (&filter, proxies) {
+                let spec = match &filter {
+                    FilterRef::Inline(spec) => Some(spec),
+                    FilterRef::Named(name) => refs
+                        .named
+                        .iter()
+                        .find(|(known, _)| known == name)
+                        .map(|(_, spec)| spec),
+                };
+                if let (Some(spec), false) = (spec, proxies) {
                     if spec.per_route() {
-                        issues.add(
-                            &path,
-                            format!("{} needs a route with an upstream", spec.kind()),
-                        );
+                        let message = match &filter {
+                            FilterRef::Named(name) => format!(
+                                "{} filter {name:?} needs a route with an upstream",
+                                spec.kind()
+                            ),
+                            FilterRef::Inline(_) => {
+                                format!("{} needs a route with an upstream", spec.kind())
+                            }
+                        };
+                        issues.add(&path, message);
                     }
                 }
                 Some(filter)

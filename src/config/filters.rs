@@ -24,7 +24,8 @@ use std::time::Duration;
 
 /// What filter entries may refer to: named filters (for `use`), JWT providers, stores.
 pub(super) struct FilterRefs<'a> {
-    pub named: &'a [&'a str],
+    /// Named filters defined so far, for `use`.
+    pub named: &'a [(String, FilterSpec)],
     pub providers: &'a [ProviderSpec],
     pub redis: bool,
 }
@@ -84,11 +85,12 @@ pub(super) fn compile_filter(
         return None;
     }
     if let Some(name) = entry.use_name {
-        if !known.contains(&name.as_str()) {
+        if !known.iter().any(|(known, _)| *known == name) {
             let list = if known.is_empty() {
                 "none defined".to_string()
             } else {
-                known.join(", ")
+                let names: Vec<&str> = known.iter().map(|(n, _)| n.as_str()).collect();
+                names.join(", ")
             };
             issues.add(
                 &format!("{path}.use"),

@@ -273,18 +273,18 @@ pub fn build_snapshot(
         };
         let mut filters = Vec::with_capacity(route.filters.len());
         for (position, filter) in route.filters.iter().enumerate() {
-            let (spec, shared) = match filter {
+            let built = match filter {
                 FilterRef::Named(name) => match named.get(name.as_str()) {
-                    Some((spec, shared)) => (*spec, shared.clone()),
+                    Some((_, Some(shared))) => Arc::clone(shared),
+                    // A named cache is one store, kept under the filter's name, shared by
+                    // its routes; a named breaker is each route's own.
+                    Some((spec @ FilterSpec::Cache(_), None)) => spec.build(&mut build, name, 0),
+                    Some((spec, None)) => spec.build(&mut build, &route.name, position),
                     None => continue,
                 },
-                FilterRef::Inline(spec) => (spec, None),
+                FilterRef::Inline(spec) => spec.build(&mut build, &route.name, position),
             };
-            // Breakers and caches work for an upstream: without one they have nothing to do.
-            if spec.per_route() && build.upstream.is_none() {
-                continue;
-            }
-            filters.push(shared.unwrap_or_else(|| spec.build(&mut build, &route.name, position)));
+            filters.push(built);
         }
         let compiled = Route {
             name: route.name.as_str().into(),

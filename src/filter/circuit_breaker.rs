@@ -356,11 +356,13 @@ impl Filter for CircuitBreaker {
         }
     }
 
-    fn on_complete(&self, ctx: &RequestCtx, outcome: &Outcome) {
+    /// Judges the upstream's own answer, not what the client got: a cache in front of the
+    /// breaker may have replaced a 5xx with a stale copy.
+    fn on_complete(&self, ctx: &RequestCtx, _outcome: &Outcome) {
         let probe = ctx.extensions.get::<Probe>().is_some();
         let failed = ctx.upstream.as_ref().map(|upstream| {
             upstream.error.is_some()
-                || outcome
+                || upstream
                     .status
                     .is_some_and(|s| self.breaker.spec.failure_statuses.contains(&s))
         });

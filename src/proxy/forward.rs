@@ -59,6 +59,7 @@ pub(super) async fn proxy(
             upstream: Arc::clone(&upstream.name),
             elapsed: Duration::ZERO,
             error: error.upstream_kind(),
+            status: None,
         });
         return Err(error);
     };
@@ -124,6 +125,7 @@ pub(super) async fn proxy(
         upstream: Arc::clone(&upstream.name),
         elapsed: sent.elapsed(),
         error: result.as_ref().err().and_then(ProxyError::upstream_kind),
+        status: result.as_ref().ok().map(|r| r.status().as_u16()),
     });
     let mut response = result?;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
