@@ -401,3 +401,61 @@ async fn tls_to_upstreams_over_http1_and_http2() {
     let gw = gateway(&untrusted);
     assert_eq!(get(gw.addr(), "/").await.status, 502);
 }
+
+#[tokio::test]
+async fn relative_paths_resolve_against_the_config_folder() {
+    // A folder holding the config and every file it names, by relative path.
+    let root = temp_path("relative");
+    let sub = root.join("sub");
+    std::fs::create_dir_all(sub.join("certs")).unwrap();
+    let pki = Pki::new();
+    let site = pki.issue(&["localhost"]);
+    std::fs::copy(&site.cert_file, sub.join("certs/site.pem")).unwrap();
+    std::fs::copy(&site.key_file, sub.join("certs/site.key")).unwrap();
+    std::fs::copy(&pki.ca_file, sub.join("certs/ca.pem")).unwrap();
+    let up = upstream().run().await;
+    std::fs::write(sub.join("eps.yaml"), format!("[\"{}\"]", up.addr)).unwrap();
+    let ec = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(sub.join("jwt.pem"), ec.public_key_pem()).unwrap();
+    std::fs::write(
+        sub.join("gw.yaml"),
+        "listeners:\n  - name: http\n    address: 127.0.0.1:0\n    tls:\n      certificates: [{ cert_file: certs/site.pem, key_file: certs/site.key }]\n      client_ca_file: certs/ca.pem\n      client_auth: optional\n\
+         admin: { address: 127.0.0.1:0 }\n\
+         upstreams:\n  up: { discovery: { file: { path: eps.yaml } } }\n  secure: { discovery: { static: [127.0.0.1:1] }, tls: { ca_file: ./certs/ca.pem } }\n\
+         jwt_providers:\n  main: { algorithms: [ES256], public_key_file: jwt.pem }\n\
+         routes:\n  - { name: all, upstream: up }\n",
+    )
+    .unwrap();
+    // `check` from the parent folder and from an unrelated one.
+    for cwd in [root.clone(), std::path::PathBuf::from("/")] {
+        let config = sub.join("gw.yaml");
+        let relative = config.strip_prefix(&root).unwrap();
+        let arg = if cwd == root {
+            relative.to_path_buf()
+        } else {
+            config.clone()
+        };
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["check", "-c"])
+            .arg(&arg)
+            .current_dir(&cwd)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "check -c {} from {}: {}",
+            arg.display(),
+            cwd.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A gateway started from this test's folder finds its files too: the TLS listener
+    // serves, and the endpoint comes from the discovery file.
+    let gw = gateway_file(&sub.join("gw.yaml"));
+    let client = pki.client(&[b"http/1.1"], rustls::ALL_VERSIONS, None);
+    let stream = connect(gw.addr(), "localhost", client).await.unwrap();
+    let (status, _) = tls_get(stream, "localhost", "/").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(up.requests(), 1);
+    std::fs::remove_dir_all(&root).ok();
+}

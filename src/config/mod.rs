@@ -137,15 +137,22 @@ impl RouteConfig {
     }
 }
 
-/// Reads and validates a config file.
+/// Reads and validates a config file. Relative paths in it (certificates, CA files, key
+/// files, discovery files) are relative to the file's own folder, whatever the working
+/// directory.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
-    parse(&text, &path.display().to_string(), &|name| {
-        std::env::var(name).ok()
-    })
+    let folder = path.parent().unwrap_or(Path::new(""));
+    let base = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
+    parse_in(
+        &text,
+        &path.display().to_string(),
+        &|name| std::env::var(name).ok(),
+        &base,
+    )
 }
 
 /// Validates config text; `origin` names it in messages, `env` resolves `${NAME}`.
