@@ -160,3 +160,42 @@ fn check_command_prints_the_routing_table_or_the_errors() {
     assert_eq!(code, 0);
     assert!(stdout.starts_with("portcullis "));
 }
+
+#[test]
+fn one_error_never_hides_the_next() {
+    // An unknown top-level key, a type error at the top, two errors in one route, two in one
+    // listener, a bad list item followed by another: all reported in one run, in order.
+    let yaml = "\
+listeners:
+  - { name: http, address: 127.0.0.1:0, tls: 5, extra: 1 }
+limitz: {}
+access_log: maybe
+upstreams:
+  u:
+    discovery: { static: [127.0.0.1:1] }
+    timeouts: { connect: [1], idle: {} }
+routes:
+  - name: a
+    match: { paht: /x, methods: GET }
+    upstream: 7
+  - name: b
+    match: { headers: [ { name: x, valu: 1 }, { name: y, regexp: z } ] }
+    upstream: u
+";
+    assert_eq!(
+        issues(yaml),
+        [
+            "limitz: unknown field `limitz`, expected one of `workers`, `listeners`, `admin`, `reload`, `access_log`, `shutdown_grace`, `limits`, `trusted_proxies`, `upstreams`, `jwt_providers`, `stores`, `filters`, `routes` (line 3)",
+            "access_log: invalid type: string \"maybe\", expected a boolean (line 4)",
+            "listeners[0].tls: invalid type: integer `5`, expected struct ListenerTls (line 2)",
+            "listeners[0].extra: unknown field `extra`, expected one of `name`, `address`, `tls` (line 2)",
+            "upstreams.u.timeouts.connect: expected a duration or size, found a list (line 8)",
+            "upstreams.u.timeouts.idle: expected a duration or size, found a mapping (line 8)",
+            "routes[0].match.paht: unknown field `paht`, expected one of `host`, `path`, `path_prefix`, `path_regex`, `methods`, `headers` (line 11)",
+            "routes[0].match.methods: invalid type: string \"GET\", expected a sequence (line 11)",
+            "routes[0].upstream: invalid type: integer `7`, expected a string (line 12)",
+            "routes[1].match.headers[0].valu: unknown field `valu`, expected one of `name`, `value`, `regex` (line 14)",
+            "routes[1].match.headers[1].regexp: unknown field `regexp`, expected one of `name`, `value`, `regex` (line 14)",
+        ]
+    );
+}
