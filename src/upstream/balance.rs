@@ -3,8 +3,9 @@
 //! - `round_robin`: a schedule from the smooth weighted algorithm (nginx's): one atomic
 //!   increment and one index; heavy endpoints are spread out rather than picked in bursts.
 //! - `random`: a random slot of the same schedule (so weights hold).
-//! - `least_request`: power of two choices: two weighted random candidates, the one with
-//!   fewer requests in flight per unit of weight wins.
+//! - `least_request`: power of two choices: two distinct weighted random candidates, the one
+//!   with fewer requests in flight per unit of weight wins. Distinct, so that with few
+//!   endpoints a busy one is not picked just because it was drawn twice.
 //! - `consistent_hash`: a ring of points per endpoint (in proportion to weight); a key goes
 //!   to the first point at or after its hash, so removing one of N endpoints moves about 1/N
 //!   of the keys. Requests without a key fall back to round robin.
@@ -77,7 +78,7 @@ impl Balancer {
             (Strategy::RoundRobin, _) | (Strategy::ConsistentHash(_), None) => self.next_in_turn(),
             (Strategy::Random, _) => self.random(),
             (Strategy::LeastRequest, _) => {
-                let (a, b) = (self.random()?, self.random()?);
+                let (a, b) = self.two_candidates()?;
                 // Fewer in flight per unit of weight wins: a/wa <= b/wb.
                 let load = |e: &Endpoint| e.in_flight.load(Ordering::Relaxed) as u64;
                 if load(a) * u64::from(b.weight) <= load(b) * u64::from(a.weight) {
@@ -98,6 +99,22 @@ impl Balancer {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let index = self.schedule[n % self.schedule.len()];
         self.endpoints.get(index as usize)
+    }
+
+    /// A weighted random endpoint, and another one found from a random slot of the
+    /// schedule onwards (the same one only when it is alone).
+    fn two_candidates(&self) -> Option<(&Arc<Endpoint>, &Arc<Endpoint>)> {
+        let len = self.schedule.len();
+        let first = self.schedule[fastrand::usize(..len)];
+        let start = fastrand::usize(..len);
+        let second = (0..len)
+            .map(|step| self.schedule[(start + step) % len])
+            .find(|&index| index != first)
+            .unwrap_or(first);
+        Some((
+            self.endpoints.get(first as usize)?,
+            self.endpoints.get(second as usize)?,
+        ))
     }
 
     fn random(&self) -> Option<&Arc<Endpoint>> {
@@ -231,8 +248,15 @@ mod tests {
             .in_flight
             .store(10, Ordering::Relaxed);
         let got = shares(&balancer, 10_000, |_| None);
-        // The busy one wins only when both candidates are it: a quarter of the time.
-        assert!(got[0] < 0.30, "{got:?}");
+        // The candidates are always the two endpoints: the busy one never wins.
+        assert_eq!(got[0], 0.0, "{got:?}");
+        // Among many, it is drawn as one of two candidates, and then loses.
+        let balancer = Balancer::new(endpoints(&[1; 8]), Strategy::LeastRequest);
+        balancer.endpoints()[0]
+            .in_flight
+            .store(10, Ordering::Relaxed);
+        let got = shares(&balancer, 10_000, |_| None);
+        assert_eq!(got[0], 0.0, "{got:?}");
     }
 
     #[test]

@@ -103,6 +103,8 @@ impl Drop for Upstream {
 
 pub struct UpstreamBuilder {
     http2: bool,
+    /// Added before every answer.
+    delay: Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
     at: Option<SocketAddr>,
 }
@@ -110,6 +112,7 @@ pub struct UpstreamBuilder {
 pub fn upstream() -> UpstreamBuilder {
     UpstreamBuilder {
         http2: false,
+        delay: Duration::ZERO,
         tls: None,
         at: None,
     }
@@ -128,6 +131,12 @@ impl UpstreamBuilder {
         self
     }
 
+    /// Wait this long before every answer (a slow endpoint).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
     /// Listen on this address (e.g. `127.0.0.2:PORT`) instead of `127.0.0.1:0`.
     pub fn at(mut self, addr: SocketAddr) -> Self {
         self.at = Some(addr);
@@ -141,6 +150,7 @@ impl UpstreamBuilder {
         let state = Arc::new(State::default());
         let shared = Arc::clone(&state);
         let http2 = self.http2;
+        let delay = self.delay;
         let tls = self.tls.map(tokio_rustls::TlsAcceptor::from);
         let task = tokio::spawn(async move {
             loop {
@@ -155,7 +165,10 @@ impl UpstreamBuilder {
                     let _open = OpenConnection(Arc::clone(&state));
                     let service = service_fn(move |req| {
                         let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(scripted(req, state).await) }
+                        async move {
+                            tokio::time::sleep(delay).await;
+                            Ok::<_, Infallible>(scripted(req, state).await)
+                        }
                     });
                     match tls {
                         Some(acceptor) => {
