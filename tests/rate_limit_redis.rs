@@ -192,3 +192,102 @@ fn store_config_errors() {
         error.issues()
     );
 }
+
+/// How long each of `n` requests to `path` took, and their statuses.
+async fn timed(client: &mut Client, path: &str, n: usize) -> (Vec<Duration>, Vec<u16>) {
+    let mut took = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        out.push(client.get(path).await.status.as_u16());
+        took.push(started.elapsed());
+    }
+    (took, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_accepts_and_never_answers_costs_one_timeout_then_nothing() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let up = upstream().run().await;
+    // timeout: 50ms (see config).
+    let timeout = Duration::from_millis(50);
+    let gw = gateway(&config(up.addr, &redis.url()));
+    until_admitted_once(&gw, "/closed").await;
+    let mut client = Client::http1(gw.addr()).await;
+    // Baseline with Redis answering.
+    let (_, warm) = timed(&mut client, "/open", 3).await;
+    assert!(warm.iter().all(|s| *s == 200 || *s == 429), "{warm:?}");
+
+    redis.freeze();
+    // The first check waits for the timeout, no longer; then fail_open admits.
+    let (took, statuses) = timed(&mut client, "/open", 1).await;
+    assert_eq!(statuses, [200]);
+    assert!(
+        took[0] >= timeout,
+        "the first check did not wait for Redis: {:?}",
+        took[0]
+    );
+    assert!(
+        took[0] < timeout + Duration::from_millis(400),
+        "the first check waited {:?}",
+        took[0]
+    );
+    // From then on no request waits on Redis: fail_open admits at once, fail_closed refuses
+    // at once. Waiting for the timeout each time would take 40 × 50 ms = 2 s.
+    let (open_took, open) = timed(&mut client, "/open", 20).await;
+    let (closed_took, closed) = timed(&mut client, "/closed", 20).await;
+    assert_eq!(count(&open, 200), 20, "{open:?}");
+    assert_eq!(count(&closed, 503), 20, "{closed:?}");
+    let total: Duration = open_took.iter().chain(&closed_took).sum();
+    assert!(
+        total < Duration::from_millis(600),
+        "40 checks against a silent Redis took {total:?}: requests are waiting on it"
+    );
+
+    // Answering again: limits resume without a restart.
+    redis.thaw();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while client.get("/closed").await.status == 503 {
+        assert!(
+            Instant::now() < deadline,
+            "limits never resumed after redis answered again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(client.get("/closed").await.status, 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_listener_in_place_of_redis_never_delays_requests() {
+    // Accepts connections and reads whatever comes, never answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(tokio::spawn(async move {
+                let mut stream = stream;
+                let mut buf = [0u8; 1024];
+                while tokio::io::AsyncReadExt::read(&mut stream, &mut buf)
+                    .await
+                    .is_ok_and(|n| n > 0)
+                {}
+            }));
+        }
+    });
+    let up = upstream().run().await;
+    let gw = gateway(&config(up.addr, &format!("redis://{addr}")));
+    let mut client = Client::http1(gw.addr()).await;
+    let (open_took, open) = timed(&mut client, "/open", 20).await;
+    let (closed_took, closed) = timed(&mut client, "/closed", 20).await;
+    assert_eq!(count(&open, 200), 20, "{open:?}");
+    assert_eq!(count(&closed, 503), 20, "{closed:?}");
+    let total: Duration = open_took.iter().chain(&closed_took).sum();
+    assert!(
+        total < Duration::from_millis(600),
+        "40 checks took {total:?}"
+    );
+    silent.abort();
+}

@@ -783,6 +783,26 @@ impl RedisServer {
     pub fn stop(&mut self) {
         kill(&mut self.child);
     }
+
+    /// Freezes the server (SIGSTOP, by PID): the kernel still accepts connections and takes
+    /// commands, but nothing is answered, as with a wedged or overloaded Redis.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis is not running").id();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
 }
 
 impl Drop for RedisServer {
