@@ -567,16 +567,10 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
 #[tokio::test]
 async fn an_open_breaker_behind_the_cache_still_gets_users_content() {
     let origin = origin().await;
-    let yaml = format!(
-        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
-         upstreams:\n  origin: {{ discovery: {{ static: [{}] }} }}\n\
-         routes:\n\
-         \x20 - name: site\n    upstream: origin\n    filters:\n\
-         \x20     - cache: {{ stale_if_error: 1h }}\n\
-         \x20     - circuit_breaker: {{ consecutive_failures: 1, open_for: 1m }}\n",
-        origin.addr
-    );
-    let gw = gateway(&yaml);
+    let gw = gateway(&config(
+        origin.addr,
+        "{ stale_if_error: 1h }\n      - circuit_breaker: { consecutive_failures: 1, open_for: 1m }",
+    ));
     let mut client = Client::http1(gw.addr()).await;
     let first = fetch(&mut client, "/b?cc=max-age:1", &[]).await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
@@ -778,16 +772,10 @@ fn named_caches_and_breakers_need_a_route_with_an_upstream() {
 #[tokio::test]
 async fn a_breaker_behind_the_cache_judges_the_upstream_not_the_stale_copy() {
     let origin = origin().await;
-    let yaml = format!(
-        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
-         upstreams:\n  origin: {{ discovery: {{ static: [{}] }} }}\n\
-         routes:\n\
-         \x20 - name: site\n    upstream: origin\n    filters:\n\
-         \x20     - cache: {{ stale_if_error: 1h }}\n\
-         \x20     - circuit_breaker: {{ consecutive_failures: 3, open_for: 1m }}\n",
-        origin.addr
-    );
-    let gw = gateway(&yaml);
+    let gw = gateway(&config(
+        origin.addr,
+        "{ stale_if_error: 1h }\n      - circuit_breaker: { consecutive_failures: 3, open_for: 1m }",
+    ));
     let mut client = Client::http1(gw.addr()).await;
     let first = fetch(&mut client, "/s?cc=max-age:1", &[]).await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;

@@ -209,21 +209,42 @@ fn provider_config_errors() {
     );
 }
 
+/// A gateway config with one HS256 provider per token place and a route `/{letter}` for each:
+/// `b` bearer, `c` cookie `session`, `q` query `access_token`, `h` header `x-token`.
+fn by_place(upstream: std::net::SocketAddr, letters: &str) -> String {
+    let places = [
+        ('b', "bearer", ""),
+        ('c', "cookie", ", from: { cookie: session }"),
+        ('q', "query", ", from: { query: access_token }"),
+        ('h', "header", ", from: { header: x-token }"),
+    ];
+    let chosen: Vec<_> = places
+        .iter()
+        .filter(|(l, _, _)| letters.contains(*l))
+        .collect();
+    let mut yaml = format!(
+        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+         upstreams:\n  up: {{ discovery: {{ static: [{upstream}] }} }}\njwt_providers:\n"
+    );
+    for (_, name, from) in &chosen {
+        yaml += &format!(
+            "  {name}: {{ issuer: https://auth.example.com, algorithms: [HS256], secret: \"${{PORTCULLIS_TEST_JWT_SECRET}}\"{from} }}\n"
+        );
+    }
+    yaml += "routes:\n";
+    for (letter, name, _) in &chosen {
+        yaml += &format!(
+            "  - {{ name: {letter}, match: {{ path_prefix: /{letter} }}, upstream: up, filters: [ {{ jwt: {{ provider: {name}, forward_claims: {{ sub: x-user-id }} }} }} ] }}\n"
+        );
+    }
+    yaml
+}
+
 #[tokio::test]
 async fn tokens_from_a_cookie_or_a_query_parameter() {
     std::env::set_var("PORTCULLIS_TEST_JWT_SECRET", SECRET);
     let up = upstream().run().await;
-    let yaml = format!(
-        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
-         upstreams:\n  up: {{ discovery: {{ static: [{}] }} }}\n\
-         jwt_providers:\n\
-         \x20 cookie: {{ issuer: https://auth.example.com, algorithms: [HS256], secret: \"${{PORTCULLIS_TEST_JWT_SECRET}}\", from: {{ cookie: session }} }}\n\
-         \x20 query: {{ issuer: https://auth.example.com, algorithms: [HS256], secret: \"${{PORTCULLIS_TEST_JWT_SECRET}}\", from: {{ query: access_token }} }}\n\
-         routes:\n\
-         \x20 - {{ name: c, match: {{ path_prefix: /c }}, upstream: up, filters: [ {{ jwt: {{ provider: cookie, forward_claims: {{ sub: x-user-id }} }} }} ] }}\n\
-         \x20 - {{ name: q, match: {{ path_prefix: /q }}, upstream: up, filters: [ {{ jwt: {{ provider: query, forward_claims: {{ sub: x-user-id }} }} }} ] }}\n",
-        up.addr
-    );
+    let yaml = by_place(up.addr, "cq");
     let gw = gateway(&yaml);
     let mut client = Client::http1(gw.addr()).await;
     let token = hs256(claims("carol", "read"));
@@ -375,21 +396,7 @@ async fn a_configured_issuer_or_audience_must_be_present_for_every_algorithm() {
 async fn a_repeated_token_field_is_refused_and_never_forwarded() {
     std::env::set_var("PORTCULLIS_TEST_JWT_SECRET", SECRET);
     let up = upstream().run().await;
-    let yaml = format!(
-        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
-         upstreams:\n  up: {{ discovery: {{ static: [{}] }} }}\n\
-         jwt_providers:\n\
-         \x20 bearer: {{ issuer: https://auth.example.com, algorithms: [HS256], secret: \"${{PORTCULLIS_TEST_JWT_SECRET}}\" }}\n\
-         \x20 cookie: {{ issuer: https://auth.example.com, algorithms: [HS256], secret: \"${{PORTCULLIS_TEST_JWT_SECRET}}\", from: {{ cookie: session }} }}\n\
-         \x20 query: {{ issuer: https://auth.example.com, algorithms: [HS256], secret: \"${{PORTCULLIS_TEST_JWT_SECRET}}\", from: {{ query: access_token }} }}\n\
-         \x20 header: {{ issuer: https://auth.example.com, algorithms: [HS256], secret: \"${{PORTCULLIS_TEST_JWT_SECRET}}\", from: {{ header: x-token }} }}\n\
-         routes:\n\
-         \x20 - {{ name: b, match: {{ path_prefix: /b }}, upstream: up, filters: [ {{ jwt: {{ provider: bearer }} }} ] }}\n\
-         \x20 - {{ name: c, match: {{ path_prefix: /c }}, upstream: up, filters: [ {{ jwt: {{ provider: cookie }} }} ] }}\n\
-         \x20 - {{ name: q, match: {{ path_prefix: /q }}, upstream: up, filters: [ {{ jwt: {{ provider: query }} }} ] }}\n\
-         \x20 - {{ name: h, match: {{ path_prefix: /h }}, upstream: up, filters: [ {{ jwt: {{ provider: header }} }} ] }}\n",
-        up.addr
-    );
+    let yaml = by_place(up.addr, "bcqh");
     let gw = gateway(&yaml);
     let good = hs256(claims("alice", "read"));
     use base64::Engine as _;

@@ -250,11 +250,15 @@ async fn rewrite_strips_prefix_and_sets_host() {
     assert_eq!(echo["path"], "/api/v2/");
 }
 
-#[tokio::test]
-async fn websocket_style_upgrade_passes_through() {
-    let up = upstream().run().await;
-    let gw = gateway(&simple_yaml(up.addr, ""));
-    let mut stream = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+/// Opens a tunnel through the gateway to the upstream's `/upgrade` echo; returns the client's
+/// end once the 101 has arrived and one round trip worked.
+async fn open_tunnel(gateway: std::net::SocketAddr) -> tokio::net::TcpStream {
+    open_tunnel_with_head(gateway).await.0
+}
+
+/// [`open_tunnel`], with the response head the client got.
+async fn open_tunnel_with_head(gateway: std::net::SocketAddr) -> (tokio::net::TcpStream, String) {
+    let mut stream = tokio::net::TcpStream::connect(gateway).await.unwrap();
     stream
         .write_all(
             b"GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
@@ -269,35 +273,19 @@ async fn websocket_style_upgrade_passes_through() {
     }
     let head = String::from_utf8(head).unwrap();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("upgrade: echo"));
-    stream.write_all(b"ping over the tunnel").await.unwrap();
-    let mut echoed = [0u8; 20];
-    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&echoed, b"ping over the tunnel");
+    assert!(echoes(&mut stream).await, "the new tunnel does not echo");
+    (stream, head)
 }
 
-/// Opens a tunnel through the gateway to the upstream's `/upgrade` echo; returns the client's
-/// end once the 101 has arrived and one round trip worked.
-async fn open_tunnel(gateway: std::net::SocketAddr) -> tokio::net::TcpStream {
-    let mut stream = tokio::net::TcpStream::connect(gateway).await.unwrap();
-    stream
-        .write_all(
-            b"GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    assert!(echoes(&mut stream).await, "the new tunnel does not echo");
-    stream
+#[tokio::test]
+async fn websocket_style_upgrade_passes_through() {
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(up.addr, ""));
+    let (_tunnel, head) = open_tunnel_with_head(gw.addr()).await;
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: echo"),
+        "{head}"
+    );
 }
 
 /// Whether a round trip over the tunnel works within a second.

@@ -205,6 +205,20 @@ async fn timed(client: &mut Client, path: &str, n: usize) -> (Vec<Duration>, Vec
     (took, out)
 }
 
+/// fail_open admits at once and fail_closed refuses at once: 40 checks that each waited for
+/// the 50 ms timeout would take 2 s.
+async fn failure_modes_apply_at_once(client: &mut Client) {
+    let (open_took, open) = timed(client, "/open", 20).await;
+    let (closed_took, closed) = timed(client, "/closed", 20).await;
+    assert_eq!(count(&open, 200), 20, "{open:?}");
+    assert_eq!(count(&closed, 503), 20, "{closed:?}");
+    let total: Duration = open_took.iter().chain(&closed_took).sum();
+    assert!(
+        total < Duration::from_millis(600),
+        "40 checks against a silent Redis took {total:?}: requests are waiting on it"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_accepts_and_never_answers_costs_one_timeout_then_nothing() {
     let Some(redis) = RedisServer::start() else {
@@ -234,17 +248,8 @@ async fn a_redis_that_accepts_and_never_answers_costs_one_timeout_then_nothing()
         "the first check waited {:?}",
         took[0]
     );
-    // From then on no request waits on Redis: fail_open admits at once, fail_closed refuses
-    // at once. Waiting for the timeout each time would take 40 × 50 ms = 2 s.
-    let (open_took, open) = timed(&mut client, "/open", 20).await;
-    let (closed_took, closed) = timed(&mut client, "/closed", 20).await;
-    assert_eq!(count(&open, 200), 20, "{open:?}");
-    assert_eq!(count(&closed, 503), 20, "{closed:?}");
-    let total: Duration = open_took.iter().chain(&closed_took).sum();
-    assert!(
-        total < Duration::from_millis(600),
-        "40 checks against a silent Redis took {total:?}: requests are waiting on it"
-    );
+    // From then on no request waits on Redis.
+    failure_modes_apply_at_once(&mut client).await;
 
     // Answering again: limits resume without a restart.
     redis.thaw();
@@ -280,14 +285,6 @@ async fn a_silent_listener_in_place_of_redis_never_delays_requests() {
     let up = upstream().run().await;
     let gw = gateway(&config(up.addr, &format!("redis://{addr}")));
     let mut client = Client::http1(gw.addr()).await;
-    let (open_took, open) = timed(&mut client, "/open", 20).await;
-    let (closed_took, closed) = timed(&mut client, "/closed", 20).await;
-    assert_eq!(count(&open, 200), 20, "{open:?}");
-    assert_eq!(count(&closed, 503), 20, "{closed:?}");
-    let total: Duration = open_took.iter().chain(&closed_took).sum();
-    assert!(
-        total < Duration::from_millis(600),
-        "40 checks took {total:?}"
-    );
+    failure_modes_apply_at_once(&mut client).await;
     silent.abort();
 }
