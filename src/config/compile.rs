@@ -3,6 +3,7 @@
 
 use super::discovery::compile_discovery;
 use super::filters::{compile_filter, compile_jwt_providers, compile_named_filters, FilterRefs};
+use super::issues::Issues;
 use super::lines::LineIndex;
 use super::upstreams::{compile_balance, compile_health, compile_outlier, compile_retries};
 use super::values::{interpolate, parse_duration, parse_size};
@@ -23,11 +24,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use ipnet::IpNet;
 use regex::Regex;
-use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -243,180 +243,6 @@ pub enum Action {
     },
 }
 
-/// Collects issues, resolving each path's line once.
-pub(super) struct Issues<'a> {
-    pub(super) list: Vec<ConfigIssue>,
-    lines: &'a LineIndex,
-    from_env: Vec<String>,
-    /// Relative file paths are taken from here: the config file's folder.
-    base: &'a Path,
-}
-
-impl Issues<'_> {
-    pub(super) fn file(&self, path: &str) -> PathBuf {
-        self.base.join(path)
-    }
-}
-
-impl Issues<'_> {
-    pub(super) fn add(&mut self, path: &str, message: impl Into<String>) {
-        self.list.push(ConfigIssue {
-            path: path.to_string(),
-            line: self.lines.line(path),
-            message: message.into(),
-        });
-    }
-
-    /// Deserialises one item, reporting every failure at its exact nested key; `None` when
-    /// there was any.
-    pub(super) fn item<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
-        let (item, clean) = self.item_repaired(value, path);
-        item.filter(|_| clean)
-    }
-
-    /// Deserialises one item, reporting every independent failure: after each error the
-    /// offending node is taken out and the rest is tried again, so one mistake does not hide
-    /// the next. Returns what could be read without the bad parts (`None` if nothing could),
-    /// and whether there was no error at all.
-    pub(super) fn item_repaired<T: DeserializeOwned>(
-        &mut self,
-        mut value: Value,
-        path: &str,
-    ) -> (Option<T>, bool) {
-        // Paths taken out so far, with list indexes as the user wrote them.
-        let mut removed: Vec<Vec<Segment>> = Vec::new();
-        for _ in 0..MAX_ERRORS_PER_ITEM {
-            let error = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-                Ok(item) => return (Some(item), removed.is_empty()),
-                Err(error) => error,
-            };
-            let current = segments(error.path());
-            let original = original_path(&current, &removed);
-            let message = clean_serde_message(&error.into_inner().to_string());
-            // A required field we took out ourselves is not another mistake.
-            let ours = missing_field(&message).is_some_and(|field| {
-                let mut child = original.clone();
-                child.push(Segment::Key(field.to_string()));
-                removed.contains(&child)
-            });
-            if !ours {
-                self.add(&join_path(path, &original), message);
-            }
-            if current.is_empty() || !remove_node(&mut value, &current) {
-                break;
-            }
-            removed.push(original);
-        }
-        (None, false)
-    }
-}
-
-/// Errors reported for one item at most: enough for any real file, and a bound on the retries.
-const MAX_ERRORS_PER_ITEM: usize = 32;
-
-/// One step of a key path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
-    Key(String),
-    Index(usize),
-}
-
-fn segments(path: &serde_path_to_error::Path) -> Vec<Segment> {
-    use serde_path_to_error::Segment as S;
-    path.iter()
-        .filter_map(|segment| match segment {
-            S::Seq { index } => Some(Segment::Index(*index)),
-            S::Map { key } => Some(Segment::Key(key.clone())),
-            S::Enum { variant } => Some(Segment::Key(variant.clone())),
-            S::Unknown => None,
-        })
-        .collect()
-}
-
-/// `current` with each list index shifted back over the list items removed before it.
-fn original_path(current: &[Segment], removed: &[Vec<Segment>]) -> Vec<Segment> {
-    let mut out: Vec<Segment> = Vec::with_capacity(current.len());
-    for segment in current {
-        let Segment::Index(index) = segment else {
-            out.push(segment.clone());
-            continue;
-        };
-        let mut gone: Vec<usize> = removed
-            .iter()
-            .filter(|r| r.len() == out.len() + 1 && r[..out.len()] == out[..])
-            .filter_map(|r| match r.last() {
-                Some(Segment::Index(i)) => Some(*i),
-                _ => None,
-            })
-            .collect();
-        gone.sort_unstable();
-        let mut index = *index;
-        for i in gone {
-            if i <= index {
-                index += 1;
-            }
-        }
-        out.push(Segment::Index(index));
-    }
-    out
-}
-
-/// `outer.inner` as error messages write key paths (`routes[2].match.path`).
-fn join_path(outer: &str, inner: &[Segment]) -> String {
-    let mut out = outer.to_string();
-    for segment in inner {
-        match segment {
-            Segment::Key(key) if out.is_empty() => out.push_str(key),
-            Segment::Key(key) => {
-                out.push('.');
-                out.push_str(key);
-            }
-            Segment::Index(index) => out.push_str(&format!("[{index}]")),
-        }
-    }
-    out
-}
-
-/// Takes the node at `path` out of `value`; whether there was one.
-fn remove_node(value: &mut Value, path: &[Segment]) -> bool {
-    let Some((last, parents)) = path.split_last() else {
-        return false;
-    };
-    let mut node = value;
-    for segment in parents {
-        let next = match (segment, node) {
-            (Segment::Key(key), Value::Mapping(map)) => map.get_mut(key.as_str()),
-            (Segment::Index(index), Value::Sequence(items)) => items.get_mut(*index),
-            _ => None,
-        };
-        match next {
-            Some(next) => node = next,
-            None => return false,
-        }
-    }
-    match (last, node) {
-        (Segment::Key(key), Value::Mapping(map)) => map.remove(key.as_str()).is_some(),
-        (Segment::Index(index), Value::Sequence(items)) if *index < items.len() => {
-            items.remove(*index);
-            true
-        }
-        _ => false,
-    }
-}
-
-/// The field a "missing field `x`" message names.
-fn missing_field(message: &str) -> Option<&str> {
-    message.strip_prefix("missing field `")?.split('`').next()
-}
-
-/// serde_yaml appends its own position (relative to a detached value, so wrong here).
-fn clean_serde_message(message: &str) -> String {
-    match message.find(" at line ") {
-        Some(cut) => message[..cut].to_string(),
-        None => message.to_string(),
-    }
-}
-
 fn interpolate_tree(
     value: &mut Value,
     path: &str,
@@ -459,12 +285,7 @@ pub(super) fn compile(
     env: &dyn Fn(&str) -> Option<String>,
     base: &Path,
 ) -> Result<Config, Vec<ConfigIssue>> {
-    let mut issues = Issues {
-        list: Vec::new(),
-        lines,
-        from_env: Vec::new(),
-        base,
-    };
+    let mut issues = Issues::new(lines, base);
     interpolate_tree(&mut value, "", env, &mut issues);
     let source = value.clone();
     // Whatever of the top level could be read is compiled too, so its errors come as well.

@@ -1,8 +1,7 @@
 //! Filters in the config: route `filters:` entries, named filters, and JWT providers.
 
-use super::compile::{
-    count_set, duration_field, size_field, FilterRef, FilterSpec, Issues, JwtSpec,
-};
+use super::compile::{count_set, duration_field, size_field, FilterRef, FilterSpec, JwtSpec};
+use super::issues::Issues;
 use super::raw;
 use crate::filter::cache::policy::{AuthorizedAnswers, Lifetimes};
 use crate::filter::cache::{CacheSpec, QueryKey};

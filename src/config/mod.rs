@@ -9,6 +9,7 @@
 mod compile;
 mod discovery;
 mod filters;
+mod issues;
 mod lines;
 pub mod raw;
 mod upstreams;

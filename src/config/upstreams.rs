@@ -1,7 +1,8 @@
 //! An upstream's balancing and resilience settings in the config: `balance:`, `retries:`,
 //! `outlier:` and `health_check:`.
 
-use super::compile::{duration_field, size_field, Issues};
+use super::compile::{duration_field, size_field};
+use super::issues::Issues;
 use super::raw;
 use super::values::parse_duration;
 use crate::upstream::{HashOn, HealthSpec, OutlierSpec, RetryOn, RetryPolicy, Strategy};

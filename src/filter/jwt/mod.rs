@@ -9,11 +9,16 @@
 //! and `aud` when configured, and `max_lifetime`. jsonwebtoken skips `nbf` unless told to and
 //! does not look at `crit`: both are done here.
 
+mod cache;
 mod jwks;
 mod keys;
+mod token;
 
+pub use cache::VerifyCache;
 pub use jwks::{JwksSpec, RemoteKeys};
 pub use keys::{Key, KeyRing};
+use token::find_token;
+pub use token::TokenSource;
 
 use super::{Filter, Flow};
 use crate::body::Body;
@@ -32,94 +37,6 @@ use std::time::Duration;
 /// worker index in use; more shards than workers only cost a little memory).
 const CACHE_ENTRIES: usize = 65_536;
 const CACHE_SHARDS: usize = 16;
-
-/// Where a provider's tokens are read from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
-    /// `Authorization: Bearer <token>`.
-    Bearer,
-    Header(HeaderName),
-    Cookie(String),
-    Query(String),
-}
-
-/// Recently verified tokens, so a repeated token costs a lookup instead of a signature check
-/// (an RS256 verification costs more than a whole proxied request). One shard per worker, so
-/// no lock is shared across cores; bounded, oldest first out; an entry is served only while
-/// its `exp` is in the future and under the key set it was verified with. Keyed by a hash of
-/// the whole token, and the token is compared in full on a hit, so a hash collision can never
-/// let a different token through.
-pub struct VerifyCache {
-    shards: Box<[std::sync::Mutex<CacheShard>]>,
-    per_shard: usize,
-    hasher: foldhash::fast::RandomState,
-    pub hits: std::sync::atomic::AtomicU64,
-}
-
-struct CacheEntry {
-    token: Box<str>,
-    claims: Arc<Value>,
-    exp: u64,
-    key_version: u64,
-}
-
-#[derive(Default)]
-struct CacheShard {
-    entries: std::collections::HashMap<u64, CacheEntry>,
-    order: std::collections::VecDeque<u64>,
-}
-
-impl VerifyCache {
-    pub fn new(capacity: usize, shards: usize) -> VerifyCache {
-        let shards = shards.max(1);
-        VerifyCache {
-            shards: (0..shards)
-                .map(|_| std::sync::Mutex::new(CacheShard::default()))
-                .collect(),
-            per_shard: (capacity / shards).max(1),
-            hasher: foldhash::fast::RandomState::default(),
-            hits: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    fn shard(&self) -> std::sync::MutexGuard<'_, CacheShard> {
-        let index = crate::worker::index() % self.shards.len();
-        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn get(&self, token: &str, now: u64, key_version: u64) -> Option<Arc<Value>> {
-        use std::hash::BuildHasher;
-        let key = self.hasher.hash_one(token);
-        let shard = self.shard();
-        let entry = shard.entries.get(&key)?;
-        if &*entry.token != token || entry.exp <= now || entry.key_version != key_version {
-            return None;
-        }
-        self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Some(Arc::clone(&entry.claims))
-    }
-
-    fn put(&self, token: &str, claims: Arc<Value>, exp: u64, key_version: u64) {
-        use std::hash::BuildHasher;
-        let key = self.hasher.hash_one(token);
-        let entry = CacheEntry {
-            token: token.into(),
-            claims,
-            exp,
-            key_version,
-        };
-        let mut shard = self.shard();
-        if shard.entries.insert(key, entry).is_none() {
-            shard.order.push_back(key);
-        }
-        while shard.entries.len() > self.per_shard {
-            let Some(oldest) = shard.order.pop_front() else {
-                break;
-            };
-            shard.entries.remove(&oldest);
-        }
-    }
-}
 
 /// A validated `jwt_providers:` entry. Equal specs share one provider across a reload, so
 /// its cache of verified tokens survives.
@@ -268,84 +185,6 @@ fn b64(segment: &str) -> Option<Vec<u8>> {
 
 fn json_segment(segment: &str) -> Option<Value> {
     serde_json::from_slice(&b64(segment)?).ok()
-}
-
-/// The one token the request carries in the given places. A place that holds more than one
-/// value (two `Authorization` headers, two cookies or query parameters of the same name), or
-/// two places holding different tokens, is a malformed request (RFC 6750 §3.1): the gateway
-/// would verify one value while the upstream might read the other.
-fn find_token<'r>(req: &'r Parts, sources: &[TokenSource]) -> Result<&'r str, Refusal> {
-    let mut found: Option<&str> = None;
-    for source in sources {
-        let token = match source {
-            TokenSource::Bearer => only(req.headers.get_all(AUTHORIZATION).iter())?
-                .and_then(|v| {
-                    let v = v.as_bytes();
-                    let scheme = v.get(..7)?;
-                    scheme.eq_ignore_ascii_case(b"bearer ").then_some(&v[7..])
-                })
-                .and_then(|token| std::str::from_utf8(token).ok())
-                .map(str::trim),
-            TokenSource::Header(name) => only(req.headers.get_all(name).iter())?
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim),
-            TokenSource::Cookie(name) => only(crate::context::cookies(&req.headers, name))?,
-            TokenSource::Query(name) => only(query_values(req.uri.query().unwrap_or(""), name))?,
-        };
-        match (found, token.filter(|t| !t.is_empty())) {
-            (Some(first), Some(other)) if first != other => {
-                return Err(Refusal::Malformed("different tokens in several places"))
-            }
-            (None, Some(token)) => found = Some(token),
-            _ => {}
-        }
-    }
-    found.ok_or(Refusal::Missing)
-}
-
-/// The single item of `items`, `None` when there is none; more than one is refused.
-fn only<T>(mut items: impl Iterator<Item = T>) -> Result<Option<T>, Refusal> {
-    let first = items.next();
-    match items.next() {
-        Some(_) => Err(Refusal::Malformed("token field repeated")),
-        None => Ok(first),
-    }
-}
-
-/// The values of query parameter `name`. Names are compared after percent-decoding, so
-/// `access%5Ftoken` counts as a second `access_token` (as an upstream that decodes sees it).
-fn query_values<'q, 'n>(
-    query: &'q str,
-    name: &'n str,
-) -> impl Iterator<Item = &'q str> + use<'q, 'n> {
-    query.split('&').filter_map(move |pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        percent_decoded_eq(key, name).then_some(value)
-    })
-}
-
-/// Whether `encoded`, percent-decoded (and `+` read as a space), equals `plain`.
-fn percent_decoded_eq(encoded: &str, plain: &str) -> bool {
-    let (mut bytes, mut want) = (encoded.as_bytes(), plain.as_bytes());
-    loop {
-        let (byte, rest) = match bytes {
-            [] => return want.is_empty(),
-            [b'%', h, l, rest @ ..] => match (hex(*h), hex(*l)) {
-                (Some(h), Some(l)) => (h << 4 | l, rest),
-                _ => (b'%', &bytes[1..]),
-            },
-            [b'+', rest @ ..] => (b' ', rest),
-            [b, rest @ ..] => (*b, rest),
-        };
-        match want {
-            [w, more @ ..] if *w == byte => (bytes, want) = (rest, more),
-            _ => return false,
-        }
-    }
-}
-
-fn hex(digit: u8) -> Option<u8> {
-    (digit as char).to_digit(16).map(|d| d as u8)
 }
 
 impl Provider {
@@ -722,7 +561,7 @@ mod tests {
             c["sub"] = json!(format!("u{i}"));
             p.verify_now(&sign(c)).unwrap();
         }
-        assert!(p.cache.shard().entries.len() <= 100);
+        assert!(p.cache.shard_len() <= 100);
     }
 
     #[test]
