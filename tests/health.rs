@@ -121,7 +121,12 @@ async fn below_the_panic_threshold_traffic_goes_to_every_endpoint() {
     // One of four is 25%: all four share the load rather than crush the last one.
     ups[2].set_health(500);
     until_states(&gw, &["unhealthy", "unhealthy", "unhealthy", "healthy"]).await;
-    assert!(endpoint_states(&gw).await.1, "not reported as panicking");
+    // The balancer is rebuilt just after the states change: wait for it too.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !endpoint_states(&gw).await.1 {
+        assert!(Instant::now() < deadline, "not reported as panicking");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(served(&mut client, &refs, 40).await, [10, 10, 10, 10]);
 }
 

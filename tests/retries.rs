@@ -326,9 +326,17 @@ async fn a_connection_reset_before_the_response_fails_over_to_another_endpoint()
     ] {
         let (bad, accepted, task) = resetting(how).await;
         let good = upstream().run().await;
+        // A reset that lands before the connection is ready for us is a connect error (the
+        // request never left); one after the request went out is a reset.
+        let on = match how {
+            Abort::ResetAtOnce => "[connect_error, reset]",
+            Abort::ResetAfterRequest | Abort::CloseAfterRequest => "[reset]",
+        };
         let gw = gateway(&config(
             &[bad, good.addr],
-            "    retries: { attempts: 1, on: [reset], backoff: { base: 1ms, max: 5ms } }\n",
+            &format!(
+                "    retries: {{ attempts: 1, on: {on}, backoff: {{ base: 1ms, max: 5ms }} }}\n"
+            ),
         ));
         let mut client = Client::http1(gw.addr()).await;
         for i in 0..10 {

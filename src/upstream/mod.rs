@@ -626,21 +626,19 @@ async fn check_health(
                 (endpoint, outcome)
             });
         }
-        let mut changed = false;
+        // Each change is applied as soon as it is known, not after the round's slowest check
+        // (which may take up to `timeout`).
         while let Some(Ok((endpoint, outcome))) = checks.join_next().await {
             let passed = matches!(outcome, Ok(status) if spec.passes(status));
             if let Some(state) = endpoint.health.record(&spec, passed) {
-                changed = true;
                 let reason = match &outcome {
                     Ok(status) => status.as_str().to_string(),
                     Err(error) => error.clone(),
                 };
                 tracing::info!(upstream = %live.name, endpoint = %endpoint.address, state = state.as_str(), %reason, "endpoint health changed");
+                let _guard = live.membership.lock().unwrap_or_else(|e| e.into_inner());
+                live.rebalance();
             }
-        }
-        if changed {
-            let _guard = live.membership.lock().unwrap_or_else(|e| e.into_inner());
-            live.rebalance();
         }
     }
 }
