@@ -2,206 +2,10 @@
 
 mod support;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use support::origin::*;
 use support::*;
-use tokio::io::AsyncWriteExt;
-
-/// An origin whose answer is set by the query: `cc` (Cache-Control, `:` for `=`), `etag`,
-/// `vary`, `cookie`, `size` (body bytes), `status`, `truncate` (promise `size` bytes, send 10
-/// and hang up). The body names the path and how many times it was asked for, and echoes the
-/// request's Accept-Encoding.
-struct Origin {
-    addr: SocketAddr,
-    counts: Arc<Mutex<HashMap<String, usize>>>,
-    /// While set, every request gets its connection closed without an answer.
-    down: Arc<std::sync::atomic::AtomicBool>,
-    /// While not 0, every request is answered with this status.
-    fail_with: Arc<std::sync::atomic::AtomicU16>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Origin {
-    fn count(&self, path: &str) -> usize {
-        self.counts.lock().unwrap().get(path).copied().unwrap_or(0)
-    }
-}
-
-fn params(query: &str) -> HashMap<String, String> {
-    query
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.replace(':', "=").replace("%20", " ")))
-        .collect()
-}
-
-async fn origin() -> Origin {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-    let shared = Arc::clone(&counts);
-    let down: Arc<std::sync::atomic::AtomicBool> = Arc::default();
-    let is_down = Arc::clone(&down);
-    let fail_with: Arc<std::sync::atomic::AtomicU16> = Arc::default();
-    let failing = Arc::clone(&fail_with);
-    let task = tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let counts = Arc::clone(&shared);
-            let is_down = Arc::clone(&is_down);
-            let failing = Arc::clone(&failing);
-            tokio::spawn(async move {
-                // Peek at the request line to serve a truncated body by hand.
-                let mut head = vec![0u8; 4096];
-                let n = match stream.peek(&mut head).await {
-                    Ok(n) => n,
-                    Err(_) => return,
-                };
-                let text = String::from_utf8_lossy(&head[..n]).to_string();
-                if text.contains("truncate=1") {
-                    let path = text
-                        .split(' ')
-                        .nth(1)
-                        .unwrap_or("/")
-                        .split('?')
-                        .next()
-                        .unwrap_or("/")
-                        .to_string();
-                    *counts.lock().unwrap().entry(path).or_default() += 1;
-                    let mut buf = vec![0u8; n];
-                    let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
-                    let _ = stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: 1000\r\n\r\n0123456789")
-                        .await;
-                    return;
-                }
-                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let counts = Arc::clone(&counts);
-                    let is_down = Arc::clone(&is_down);
-                    let failing = Arc::clone(&failing);
-                    async move {
-                        if is_down.load(std::sync::atomic::Ordering::SeqCst) {
-                            return Err(std::io::Error::other("down"));
-                        }
-                        let status = failing.load(std::sync::atomic::Ordering::SeqCst);
-                        if status != 0 {
-                            return Ok(http::Response::builder()
-                                .status(status)
-                                .body(Full::new(Bytes::from_static(b"failing")))
-                                .unwrap());
-                        }
-                        let path = req.uri().path().to_string();
-                        let p = params(req.uri().query().unwrap_or(""));
-                        let n = {
-                            let mut counts = counts.lock().unwrap();
-                            let n = counts.entry(path.clone()).or_default();
-                            *n += 1;
-                            *n
-                        };
-                        let encoding = req
-                            .headers()
-                            .get("accept-encoding")
-                            .map(|v| v.to_str().unwrap_or("").to_string())
-                            .unwrap_or_default();
-                        let mut body = format!("{path} #{n} enc={encoding}");
-                        let etag = p.get("etag").map(|e| format!("\"{e}\""));
-                        let validated = req
-                            .headers()
-                            .get("if-none-match")
-                            .is_some_and(|v| Some(v.to_str().unwrap_or("")) == etag.as_deref());
-                        if validated {
-                            *counts
-                                .lock()
-                                .unwrap()
-                                .entry(format!("{path} 304"))
-                                .or_default() += 1;
-                            let mut response = http::Response::builder().status(304);
-                            if let Some(cc) = p.get("cc") {
-                                response = response.header("cache-control", cc.as_str());
-                            }
-                            if let Some(etag) = &etag {
-                                response = response.header("etag", etag.as_str());
-                            }
-                            return Ok(response.body(Full::new(Bytes::new())).unwrap());
-                        }
-                        if let Some(ms) = p.get("delay").and_then(|s| s.parse::<u64>().ok()) {
-                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-                        }
-                        if let Some(size) = p.get("size").and_then(|s| s.parse::<usize>().ok()) {
-                            body = "x".repeat(size);
-                        }
-                        let mut response = http::Response::builder().status(
-                            p.get("status")
-                                .and_then(|s| s.parse::<u16>().ok())
-                                .unwrap_or(200),
-                        );
-                        if let Some(cc) = p.get("cc") {
-                            response = response.header("cache-control", cc.as_str());
-                        }
-                        if let Some(etag) = p.get("etag") {
-                            response = response.header("etag", format!("\"{etag}\""));
-                        }
-                        if let Some(vary) = p.get("vary") {
-                            response = response.header("vary", vary.as_str());
-                        }
-                        if p.contains_key("modified") {
-                            response =
-                                response.header("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT");
-                        }
-                        if p.contains_key("cookie") {
-                            response = response.header("set-cookie", "session=secret");
-                        }
-                        Ok::<_, std::io::Error>(
-                            response.body(Full::new(Bytes::from(body))).unwrap(),
-                        )
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Origin {
-        addr,
-        counts,
-        down,
-        fail_with,
-        task,
-    }
-}
-
-fn config(origin: SocketAddr, cache: &str) -> String {
-    format!(
-        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
-         upstreams:\n  origin: {{ discovery: {{ static: [{origin}] }} }}\n\
-         routes:\n\
-         \x20 - name: site\n    upstream: origin\n    filters:\n\
-         \x20     - cache: {cache}\n"
-    )
-}
-
-async fn fetch(client: &mut Client, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut request = req("GET", path);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    client.request(request.body(empty()).unwrap()).await
-}
-
-fn x_cache(reply: &Reply) -> &str {
-    reply.header("x-cache").unwrap_or("-")
-}
 
 #[tokio::test]
 async fn fresh_responses_are_served_from_the_cache_with_their_age() {
@@ -460,11 +264,12 @@ async fn stale_copies_stand_in_when_the_upstream_fails() {
             .status,
         502
     );
+    // A copy that must be revalidated and cannot be: 504 (RFC 9111 §5.2.2.2).
     assert_eq!(
         fetch(&mut client, "/strict?cc=max-age:1,must-revalidate", &[])
             .await
             .status,
-        502
+        504
     );
     // The upstream is back: fresh answers again.
     origin

@@ -11,6 +11,8 @@
 
 #![allow(dead_code)]
 
+pub mod origin;
+
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};

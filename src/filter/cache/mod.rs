@@ -281,9 +281,12 @@ impl Cache {
         let freshness =
             policy::storable(false, request, entry.status, &headers, &self.spec.lifetimes)
                 .unwrap_or(Duration::ZERO);
+        // The 304 is the origin's newer word: the entry is as old as it says (an invalid
+        // `Age` makes it stale at once).
+        let initial_age = policy::initial_age(not_modified, SystemTime::now()).unwrap_or(freshness);
         Entry {
             status: entry.status,
-            initial_age: policy::initial_age(not_modified, SystemTime::now()),
+            initial_age,
             headers,
             body: entry.body.clone(),
             stored: tokio::time::Instant::now(),
@@ -344,8 +347,9 @@ impl Cache {
 }
 
 /// Whether `entry` is less than a window past its freshness, the window being the
-/// response's own directive (`own`), else the route's; never when it says
-/// `must-revalidate` / `proxy-revalidate`.
+/// response's own directive (`own`), else the route's. Never when the response forbids a
+/// shared cache to use it stale: `must-revalidate`, `proxy-revalidate`, `s-maxage` (RFC 9111
+/// §5.2.2.10) or `no-cache` (it must be revalidated before every use).
 fn within_stale_window(
     entry: &Entry,
     now: tokio::time::Instant,
@@ -353,7 +357,7 @@ fn within_stale_window(
     route: Option<Duration>,
 ) -> bool {
     let cc = Directives::of(&entry.headers);
-    if cc.must_revalidate || cc.proxy_revalidate {
+    if forbids_stale(&cc) {
         return false;
     }
     let window = own(&cc).map(Duration::from_secs).or(route);
@@ -392,6 +396,11 @@ impl Purge<'_> {
             None => true,
         }
     }
+}
+
+/// Whether a stored response must never be used stale by a shared cache.
+fn forbids_stale(cc: &Directives) -> bool {
+    cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some() || cc.no_cache
 }
 
 /// Weak comparison of entity tags (RFC 9110 §8.8.3.2), for `If-None-Match`.
@@ -501,6 +510,16 @@ impl Filter for Cache {
                 *res = self.serve(entry, &parts, ctx.started, STALE);
                 return Ok(());
             }
+            // A copy that must be revalidated could not be: the client gets an error, never
+            // the stale copy (RFC 9111 §4.2.4, §5.2.2.2 suggest 504).
+            if ctx.error.is_some() && forbids_stale(&Directives::of(&entry.headers)) {
+                *res = crate::error::error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "stored response could not be revalidated",
+                    &ctx.request_id,
+                    false,
+                );
+            }
         }
         if let (true, Some(entry), StatusCode::NOT_MODIFIED) = (revalidating, &stale, res.status())
         {
@@ -560,10 +579,17 @@ fn store_response(
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
+    // The age it arrived with counts: a response already past its freshness is not stored.
+    let initial_age = match policy::initial_age(res.headers(), SystemTime::now()) {
+        Some(age) if age < freshness => age,
+        _ => {
+            tracing::trace!(key = %key, reason = ?policy::NotStored::StaleOnArrival, "not stored");
+            return;
+        }
+    };
     let mut headers = res.headers().clone();
     headers.remove(AGE);
     headers.remove(&spec.status_header);
-    let initial_age = policy::initial_age(&headers, SystemTime::now());
     let status = res.status();
     let store = Arc::clone(store);
     let done = Box::new(move |body: bytes::Bytes| {

@@ -85,19 +85,53 @@ pub fn explicit_freshness(headers: &HeaderMap, cc: &Directives) -> Option<Durati
     Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
 }
 
+/// The `Age` a cache uses when the received value overflows (RFC 9111 §1.2.2).
+const AGE_OVERFLOW: Duration = Duration::from_secs(1 << 31);
+
+/// A response's own `Age` field (RFC 9111 §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceivedAge {
+    Absent,
+    Valid(Duration),
+    /// Anything but one field line of digits (a word, a sign, a fraction, a list,
+    /// parameters, two lines): the response counts as stale rather than new.
+    Invalid,
+}
+
+/// The received `Age`; values too large to count are capped as RFC 9111 §1.2.2 says.
+pub fn received_age(headers: &HeaderMap) -> ReceivedAge {
+    let mut lines = headers.get_all(AGE).iter();
+    let (Some(value), None) = (lines.next(), lines.next()) else {
+        return if headers.contains_key(AGE) {
+            ReceivedAge::Invalid
+        } else {
+            ReceivedAge::Absent
+        };
+    };
+    let digits = value.as_bytes();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return ReceivedAge::Invalid;
+    }
+    let seconds = std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| d.parse::<u64>().ok())
+        .map_or(AGE_OVERFLOW, Duration::from_secs);
+    ReceivedAge::Valid(seconds.min(AGE_OVERFLOW))
+}
+
 /// How old the response already was when it arrived: the larger of its `Age` and the time
-/// since its `Date` (RFC 9111 §4.2.3, without the request delay).
-pub fn initial_age(headers: &HeaderMap, arrived: SystemTime) -> Duration {
-    let age = headers
-        .get(AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
-        .unwrap_or_default();
+/// since its `Date` (RFC 9111 §4.2.3, without the request delay). `None` when its `Age` is
+/// invalid: such a response counts as stale.
+pub fn initial_age(headers: &HeaderMap, arrived: SystemTime) -> Option<Duration> {
+    let age = match received_age(headers) {
+        ReceivedAge::Absent => Duration::ZERO,
+        ReceivedAge::Valid(age) => age,
+        ReceivedAge::Invalid => return None,
+    };
     let apparent = date(headers, DATE)
         .and_then(|date| arrived.duration_since(date).ok())
         .unwrap_or_default();
-    age.max(apparent)
+    Some(age.max(apparent))
 }
 
 /// The route's say in freshness.
@@ -137,6 +171,8 @@ pub enum NotStored {
     VaryStar,
     NoFreshness,
     MustRevalidateNow,
+    /// Its age on arrival already exceeds its freshness, or its `Age` is invalid.
+    StaleOnArrival,
 }
 
 /// Whether a response to a request with `request` headers may be stored, and for how long it
@@ -357,12 +393,40 @@ mod tests {
         let date = httpdate::fmt_http_date(arrived - Duration::from_secs(20));
         assert_eq!(
             initial_age(&headers(&[("date", &date), ("age", "5")]), arrived),
-            Duration::from_secs(20)
+            Some(Duration::from_secs(20))
         );
         assert_eq!(
             initial_age(&headers(&[("date", &date), ("age", "50")]), arrived),
-            Duration::from_secs(50)
+            Some(Duration::from_secs(50))
         );
-        assert_eq!(initial_age(&HeaderMap::new(), arrived), Duration::ZERO);
+        assert_eq!(
+            initial_age(&HeaderMap::new(), arrived),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(initial_age(&headers(&[("age", "x")]), arrived), None);
+    }
+
+    #[test]
+    fn only_a_single_run_of_digits_is_a_valid_age() {
+        assert_eq!(received_age(&HeaderMap::new()), ReceivedAge::Absent);
+        assert_eq!(
+            received_age(&headers(&[("age", "0")])),
+            ReceivedAge::Valid(Duration::ZERO)
+        );
+        assert_eq!(
+            received_age(&headers(&[("age", "99999999999999999999999")])),
+            ReceivedAge::Valid(AGE_OVERFLOW)
+        );
+        for bad in ["", "x", "-1", "1.0", "1,2", "1;a=b", "+1", " 1x"] {
+            assert_eq!(
+                received_age(&headers(&[("age", bad)])),
+                ReceivedAge::Invalid,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            received_age(&headers(&[("age", "1"), ("age", "1")])),
+            ReceivedAge::Invalid
+        );
     }
 }

@@ -1,0 +1,195 @@
+//! RFC 9111 conformance of the `cache` filter, a module per section, each test named by the
+//! rule it checks. The origin's answers are scripted by the query (see `support::origin`):
+//! `cc` is Cache-Control (`:` for `=`), `etag`, and `h.NAME=VALUE` any header line.
+
+mod support;
+
+use std::time::{Duration, SystemTime};
+use support::origin::*;
+use support::*;
+
+/// Percent-encodes a header value for an `h.NAME=` query parameter.
+fn enc(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+fn age_of(reply: &Reply) -> u64 {
+    reply
+        .header("age")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no Age on {:?}", reply.headers))
+}
+
+/// §4.2.3 and §5.1: the age a response arrives with counts toward its freshness.
+mod age_on_arrival {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_received_age_past_the_freshness_lifetime_is_never_served_as_fresh() {
+        let origin = origin().await;
+        let gw = gateway(&config(origin.addr, "{ ttl: 30s }"));
+        let mut client = Client::http1(gw.addr()).await;
+        let now = httpdate::fmt_http_date(SystemTime::now());
+        let in_a_minute = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(60));
+        let cases = [
+            // (path, query, stored and served from the cache)
+            ("/young", "cc=max-age:60&h.age=10".to_string(), true),
+            ("/old", "cc=max-age:60&h.age=100".to_string(), false),
+            ("/old-s", "cc=s-maxage:60&h.age=61".to_string(), false),
+            (
+                "/expires-young",
+                format!(
+                    "h.date={}&h.expires={}&h.age=10",
+                    enc(&now),
+                    enc(&in_a_minute)
+                ),
+                true,
+            ),
+            (
+                "/expires-old",
+                format!(
+                    "h.date={}&h.expires={}&h.age=100",
+                    enc(&now),
+                    enc(&in_a_minute)
+                ),
+                false,
+            ),
+            // The route's ttl (heuristic freshness) is no exception.
+            ("/ttl-old", "h.age=31".to_string(), false),
+        ];
+        for (path, query, stored) in &cases {
+            let target = format!("{path}?{query}");
+            fetch(&mut client, &target, &[]).await;
+            let second = fetch(&mut client, &target, &[]).await;
+            let expected = if *stored { "HIT" } else { "MISS" };
+            assert_eq!(x_cache(&second), expected, "{target}");
+            assert_eq!(origin.count(path), if *stored { 1 } else { 2 }, "{target}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_invalid_age_makes_the_response_stale_never_new() {
+        let origin = origin().await;
+        let gw = gateway(&config(origin.addr, "{ ttl: 30s }"));
+        let mut client = Client::http1(gw.addr()).await;
+        let invalid = [
+            "abc", "-5", "1.5", "10, 20", "10;x=1", "+10", "0x10", "1e3", "10 s",
+        ];
+        for (i, age) in invalid.iter().enumerate() {
+            let target = format!("/invalid-{i}?cc=max-age:600&h.age={}", enc(age));
+            fetch(&mut client, &target, &[]).await;
+            let second = fetch(&mut client, &target, &[]).await;
+            assert_eq!(x_cache(&second), "MISS", "Age: {age:?}");
+        }
+        // Two field lines, each valid alone.
+        let target = "/two-lines?cc=max-age:600&h.age=10&h.age=10";
+        fetch(&mut client, target, &[]).await;
+        assert_eq!(x_cache(&fetch(&mut client, target, &[]).await), "MISS");
+        // A huge value is stale, not an overflow to zero.
+        let target = "/huge?cc=max-age:600&h.age=99999999999999999999999";
+        fetch(&mut client, target, &[]).await;
+        assert_eq!(x_cache(&fetch(&mut client, target, &[]).await), "MISS");
+    }
+}
+
+/// §4.2.3 and §5.1: the `Age` sent with a stored response includes the age it arrived with.
+mod age_on_the_way_out {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hit_carries_the_age_the_response_arrived_with() {
+        let origin = origin().await;
+        let gw = gateway(&config(origin.addr, "{ ttl: 30s }"));
+        let mut client = Client::http1(gw.addr()).await;
+        fetch(&mut client, "/a?cc=max-age:600&h.age=42", &[]).await;
+        let hit = fetch(&mut client, "/a?cc=max-age:600&h.age=42", &[]).await;
+        assert_eq!(x_cache(&hit), "HIT");
+        let age = age_of(&hit);
+        assert!((42..45).contains(&age), "Age {age}");
+        assert_eq!(hit.headers.get_all("age").iter().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn after_a_304_the_age_is_the_304s() {
+        let origin = origin().await;
+        // `h.age` is left out of the key, so one URL gets answers of different ages.
+        let gw = gateway(&config(origin.addr, "{ query: { ignore: [h.age] } }"));
+        let mut client = Client::http1(gw.addr()).await;
+        // Stored one second before it goes stale.
+        fetch(&mut client, "/r?cc=max-age:60&etag=v1&h.age=59", &[]).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // Revalidated: the origin's 304 says the response is 7 seconds old.
+        let revalidated = fetch(&mut client, "/r?cc=max-age:60&etag=v1&h.age=7", &[]).await;
+        assert_eq!(x_cache(&revalidated), "REVALIDATED");
+        assert_eq!(origin.count("/r 304"), 1);
+        let age = age_of(&revalidated);
+        assert!((7..10).contains(&age), "Age {age} after a 304 with Age 7");
+        let hit = fetch(&mut client, "/r?cc=max-age:60&etag=v1&h.age=7", &[]).await;
+        assert_eq!(x_cache(&hit), "HIT");
+        assert!((7..10).contains(&age_of(&hit)));
+    }
+}
+
+/// §4.2.4, §5.2.2.2, §5.2.2.8, §5.2.2.10: a shared cache never serves these stale, whatever
+/// the route allows; when revalidation fails the client gets an error.
+mod no_stale_without_permission {
+    use super::*;
+
+    #[tokio::test]
+    async fn must_revalidate_proxy_revalidate_and_s_maxage_get_504_when_the_origin_is_down() {
+        let origin = origin().await;
+        // The route would allow an hour of stale copies on errors.
+        let gw = gateway(&config(
+            origin.addr,
+            "{ stale_if_error: 1h, stale_while_revalidate: 1h }",
+        ));
+        let mut client = Client::http1(gw.addr()).await;
+        let cases = [
+            ("/must", "cc=max-age:1,must-revalidate", 504),
+            ("/proxy", "cc=max-age:1,proxy-revalidate", 504),
+            ("/shared", "cc=s-maxage:1", 504),
+            // Without such a directive the route's windows apply.
+            ("/plain", "cc=max-age:1", 200),
+        ];
+        for (path, query, _) in &cases {
+            let first = fetch(&mut client, &format!("{path}?{query}"), &[]).await;
+            assert_eq!(x_cache(&first), "MISS");
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        origin.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for (path, query, status) in &cases {
+            let mut client = Client::http1(gw.addr()).await;
+            let reply = fetch(&mut client, &format!("{path}?{query}"), &[]).await;
+            assert_eq!(reply.status, *status, "{path}: {}", reply.text());
+            if *status == 504 {
+                assert_ne!(x_cache(&reply), "STALE", "{path}");
+                assert_eq!(
+                    reply.json()["error"],
+                    "stored response could not be revalidated"
+                );
+            } else {
+                assert_eq!(x_cache(&reply), "STALE", "{path}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn must_revalidate_is_revalidated_not_served_stale_while_revalidating() {
+        let origin = origin().await;
+        let gw = gateway(&config(origin.addr, "{ stale_while_revalidate: 1h }"));
+        let mut client = Client::http1(gw.addr()).await;
+        for cc in ["max-age:1,must-revalidate", "s-maxage:1"] {
+            let path = format!("/swr-{}?cc={cc}&etag=e", cc.len());
+            fetch(&mut client, &path, &[]).await;
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            let reply = fetch(&mut client, &path, &[]).await;
+            assert_eq!(x_cache(&reply), "REVALIDATED", "{cc}");
+        }
+    }
+}
