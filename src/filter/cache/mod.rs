@@ -67,6 +67,12 @@ enum Pending {
     /// Answered from the cache; the response is complete as it is.
     Hit,
     Bypass,
+    /// An unsafe method: a non-error answer invalidates these URL keys, and those of its
+    /// `Location` / `Content-Location` on the same host.
+    Invalidate {
+        url: String,
+        host: String,
+    },
     Miss {
         key: String,
         request: HeaderMap,
@@ -86,6 +92,24 @@ const MISS: HeaderValue = HeaderValue::from_static("MISS");
 const BYPASS: HeaderValue = HeaderValue::from_static("BYPASS");
 const STALE: HeaderValue = HeaderValue::from_static("STALE");
 const REVALIDATED: HeaderValue = HeaderValue::from_static("REVALIDATED");
+
+/// The authority the request addressed: its target's, else its `Host`.
+fn request_host(req: &Parts) -> &str {
+    req.uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers.get(HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("")
+}
+
+/// Methods a cache knows to be safe (RFC 9110 §9.2.1); any other method's success
+/// invalidates what is stored for its target (RFC 9111 §4.4).
+fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
 
 /// Adds the stored copy's `ETag` / `Last-Modified` as `If-None-Match` / `If-Modified-Since`
 /// unless the client sent conditionals of its own; whether any were added.
@@ -126,21 +150,15 @@ impl Cache {
         }
     }
 
-    /// The URL's key: owner, host, path, query (normalised as configured), extra parts, and
-    /// with `cache_authorized: per_credential` a digest of the request's `Authorization`.
-    fn key(&self, req: &Parts, ctx: &RequestCtx) -> Option<String> {
-        let host = req
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| req.headers.get(HOST).and_then(|h| h.to_str().ok()))
-            .unwrap_or("");
+    /// The key of a URL alone: owner, host, path and query (normalised as configured). Every
+    /// key stored for the URL starts with it.
+    fn url_key(&self, host: &str, path: &str, query: Option<&str>) -> String {
         let mut key = String::with_capacity(64);
         key.push_str(&self.owner);
         key.push('\u{1f}');
         key.push_str(&host.to_ascii_lowercase());
-        key.push_str(req.uri.path());
-        if let Some(query) = req.uri.query() {
+        key.push_str(path);
+        if let Some(query) = query {
             let mut params: Vec<&str> = query
                 .split('&')
                 .filter(|p| !p.is_empty())
@@ -157,6 +175,13 @@ impl Cache {
                 key.push_str(&params.join("&"));
             }
         }
+        key
+    }
+
+    /// The URL's key: owner, host, path, query (normalised as configured), extra parts, and
+    /// with `cache_authorized: per_credential` a digest of the request's `Authorization`.
+    fn key(&self, req: &Parts, ctx: &RequestCtx) -> Option<String> {
+        let mut key = self.url_key(request_host(req), req.uri.path(), req.uri.query());
         for part in &self.spec.key {
             key.push('\u{1f}');
             match part {
@@ -340,6 +365,29 @@ impl Cache {
         });
     }
 
+    /// Removes every response stored for `url` (all variants and key parts), and for the
+    /// `Location` and `Content-Location` of `response` when they are on the same `host`.
+    fn invalidate(&self, url: String, host: &str, response: &HeaderMap) {
+        let mut urls = vec![url];
+        for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
+            let Some(target) = response
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<http::Uri>().ok())
+            else {
+                continue;
+            };
+            let same_host = target
+                .authority()
+                .is_none_or(|a| a.as_str().eq_ignore_ascii_case(host));
+            if same_host && target.path().starts_with('/') {
+                urls.push(self.url_key(host, target.path(), target.query()));
+            }
+        }
+        let removed: usize = urls.iter().map(|url| self.store.invalidate_url(url)).sum();
+        tracing::debug!(removed, "cache entries invalidated by an unsafe request");
+    }
+
     /// Within the stale-if-error window.
     fn may_serve_stale(&self, entry: &Entry, now: tokio::time::Instant) -> bool {
         within_stale_window(entry, now, |cc| cc.stale_if_error, self.spec.stale_if_error)
@@ -417,6 +465,12 @@ impl Filter for Cache {
 
     async fn on_request(&self, req: &mut Parts, ctx: &mut RequestCtx) -> Result<Flow, ProxyError> {
         let head = req.method == Method::HEAD;
+        if !is_safe(&req.method) {
+            let host = request_host(req).to_string();
+            let url = self.url_key(&host, req.uri.path(), req.uri.query());
+            ctx.extensions.insert(Pending::Invalidate { url, host });
+            return Ok(Flow::Continue);
+        }
         let cc = Directives::of(&req.headers);
         if !(req.method == Method::GET || head) || cc.no_store {
             ctx.extensions.insert(Pending::Bypass);
@@ -495,6 +549,14 @@ impl Filter for Cache {
                     stale,
                     revalidating,
                 }) => (key, request, head, fill, stale, revalidating),
+                Some(Pending::Invalidate { url, host }) => {
+                    let succeeded = res.status().is_success() || res.status().is_redirection();
+                    if succeeded && ctx.error.is_none() {
+                        self.invalidate(url, &host, res.headers());
+                    }
+                    res.headers_mut().insert(label, BYPASS);
+                    return Ok(());
+                }
                 Some(Pending::Bypass) | None => {
                     res.headers_mut().insert(label, BYPASS);
                     return Ok(());

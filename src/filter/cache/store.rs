@@ -61,15 +61,44 @@ impl quick_cache::Weighter<String, Item> for Weigher {
     }
 }
 
-/// Counts evictions for `/metrics`.
+/// Every key stored for a URL, under the URL's own key (owner, host, path and query), so
+/// that invalidating a URL finds its variants and key parts without scanning the store.
+type UrlIndex = Arc<Mutex<HashMap<String, Vec<String>>>>;
+
+/// The URL part of a key: up to the first key part (`\u{1f}`) or variant (`\u{1e}`) after the
+/// owner.
+fn url_of(key: &str) -> &str {
+    let owner_end = key.find('\u{1f}').map_or(key.len(), |at| at + 1);
+    let end = key[owner_end..]
+        .find(['\u{1f}', '\u{1e}'])
+        .map_or(key.len(), |at| owner_end + at);
+    &key[..end]
+}
+
+fn unindex(index: &UrlIndex, key: &str) {
+    let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
+    let url = url_of(key);
+    if let Some(keys) = index.get_mut(url) {
+        keys.retain(|k| k != key);
+        if keys.is_empty() {
+            index.remove(url);
+        }
+    }
+}
+
+/// Counts evictions for `/metrics` and keeps the URL index in step.
 #[derive(Clone, Default)]
-struct Evictions(Arc<AtomicU64>);
+struct Evictions {
+    count: Arc<AtomicU64>,
+    index: UrlIndex,
+}
 
 impl quick_cache::Lifecycle<String, Item> for Evictions {
     type RequestState = ();
 
-    fn on_evict(&self, _state: &mut Self::RequestState, _key: String, _item: Item) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+    fn on_evict(&self, _state: &mut Self::RequestState, key: String, _item: Item) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        unindex(&self.index, &key);
     }
 }
 
@@ -141,12 +170,40 @@ impl CacheStore {
         self.items.get(key)
     }
 
+    /// Stores `item`. The index is updated after the store, never while holding its lock,
+    /// so its lock and the store's are never taken in opposite orders.
     pub fn insert(&self, key: String, item: Item) {
-        self.items.insert(key, item);
+        let url = url_of(&key).to_string();
+        self.items.insert(key.clone(), item);
+        let mut index = self
+            .evictions
+            .index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let keys = index.entry(url).or_default();
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
     }
 
     pub fn remove(&self, key: &str) -> bool {
+        unindex(&self.evictions.index, key);
         self.items.remove(key).is_some()
+    }
+
+    /// Removes everything stored for the URL key `url`; how many entries.
+    pub fn invalidate_url(&self, url: &str) -> usize {
+        let keys = {
+            let mut index = self
+                .evictions
+                .index
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            index.remove(url).unwrap_or_default()
+        };
+        keys.iter()
+            .filter(|key| self.items.remove(*key).is_some())
+            .count()
     }
 
     /// Removes every entry whose key satisfies `purge`; how many.
@@ -169,7 +226,7 @@ impl CacheStore {
     }
 
     pub fn evictions(&self) -> u64 {
-        self.evictions.0.load(Ordering::Relaxed)
+        self.evictions.count.load(Ordering::Relaxed)
     }
 }
 
