@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
 
-/// An origin whose answer is set by the query: `cc` (Cache-Control, `:` for `=`), `etag`,
+/// An origin whose answer is set by the query: `cc` (Cache-Control, `:` for `=`), `etag`
+/// (a matching `If-None-Match` gets a 304, whose own tag `etag304` may change),
 /// `vary`, `cookie`, `size` (body bytes), `status`, `truncate` (promise `size` bytes, send 10
 /// and hang up). The body names the path and how many times it was asked for, and echoes the
 /// request's Accept-Encoding.
@@ -157,8 +158,15 @@ pub async fn origin() -> Origin {
                             if let Some(cc) = p.get("cc") {
                                 response = response.header("cache-control", cc.as_str());
                             }
-                            if let Some(etag) = &etag {
-                                response = response.header("etag", etag.as_str());
+                            // `etag304`: the 304 names another entity tag.
+                            match (p.get("etag304"), &etag) {
+                                (Some(other), _) => {
+                                    response = response.header("etag", format!("\"{other}\""));
+                                }
+                                (None, Some(etag)) => {
+                                    response = response.header("etag", etag.as_str());
+                                }
+                                (None, None) => {}
                             }
                             for (name, value) in extra_headers(req.uri().query().unwrap_or("")) {
                                 response = response.header(name, value);

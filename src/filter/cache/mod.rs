@@ -130,6 +130,17 @@ fn add_validators(headers: &mut HeaderMap, entry: &Entry) -> bool {
     added
 }
 
+/// Fields a 304 never changes in the stored response (RFC 9111 §3.2): those that describe the
+/// stored body as it is (its length, coding and range, its framing), and `Set-Cookie`, which
+/// belongs to the one client that got the 304.
+const KEPT_ON_304: [HeaderName; 5] = [
+    http::header::CONTENT_LENGTH,
+    http::header::CONTENT_ENCODING,
+    http::header::CONTENT_RANGE,
+    http::header::TRANSFER_ENCODING,
+    http::header::SET_COOKIE,
+];
+
 /// A refreshed copy is stored again only when it is fresh for a while.
 fn refreshed_entry(entry: Entry) -> Option<Arc<Entry>> {
     (!entry.freshness.is_zero()).then(|| Arc::new(entry))
@@ -294,7 +305,11 @@ impl Cache {
     fn refresh(&self, entry: &Entry, not_modified: &HeaderMap, request: &HeaderMap) -> Entry {
         let mut headers = entry.headers.clone();
         for name in not_modified.keys() {
-            if name == http::header::CONTENT_LENGTH || name == self.spec.status_header {
+            if KEPT_ON_304.contains(name) || name == self.spec.status_header {
+                continue;
+            }
+            // A different entity tag does not describe the stored body: keep the stored one.
+            if name == ETAG && entry.headers.contains_key(ETAG) {
                 continue;
             }
             headers.remove(name);
@@ -588,7 +603,17 @@ impl Filter for Cache {
             let refreshed = self.refresh(entry, res.headers(), &request);
             let mut parts = http::Request::new(()).into_parts().0;
             parts.headers = request;
+            let cookies: Vec<HeaderValue> = res
+                .headers()
+                .get_all(http::header::SET_COOKIE)
+                .iter()
+                .cloned()
+                .collect();
             *res = self.serve(&refreshed, &parts, ctx.started, REVALIDATED);
+            // Cookies the 304 sets are this client's alone: sent on, never stored.
+            for cookie in cookies {
+                res.headers_mut().append(http::header::SET_COOKIE, cookie);
+            }
             if let Some(refreshed) = refreshed_entry(refreshed) {
                 self.store.insert(key, Item::Response(refreshed));
             }

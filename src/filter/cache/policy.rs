@@ -18,6 +18,7 @@ pub struct Directives {
     pub proxy_revalidate: bool,
     pub stale_while_revalidate: Option<u64>,
     pub stale_if_error: Option<u64>,
+    pub must_understand: bool,
 }
 
 impl Directives {
@@ -45,6 +46,7 @@ impl Directives {
                     "proxy-revalidate" => d.proxy_revalidate = true,
                     "stale-while-revalidate" => d.stale_while_revalidate = seconds(),
                     "stale-if-error" => d.stale_if_error = seconds(),
+                    "must-understand" => d.must_understand = true,
                     _ => {}
                 }
             }
@@ -60,6 +62,12 @@ pub fn heuristically_cacheable(status: StatusCode) -> bool {
         status.as_u16(),
         200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
     )
+}
+
+/// Statuses whose caching semantics this cache implements (for `must-understand`): the
+/// heuristically cacheable ones and the temporary redirects.
+fn understood(status: StatusCode) -> bool {
+    heuristically_cacheable(status) || matches!(status.as_u16(), 302 | 303 | 307)
 }
 
 /// An HTTP date header, if present and valid.
@@ -214,6 +222,10 @@ pub fn storable(
         return Err(NotStored::VaryStar);
     }
     if status == StatusCode::PARTIAL_CONTENT || status.is_informational() {
+        return Err(NotStored::Status);
+    }
+    // RFC 9111 §5.2.2.3: a status whose caching rules the cache does not know is not stored.
+    if res.must_understand && !understood(status) {
         return Err(NotStored::Status);
     }
     if let Some(forced) = lifetimes.ttl_override {
