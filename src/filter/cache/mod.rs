@@ -84,6 +84,9 @@ enum Pending {
         /// The upstream request carries the stale copy's validators (added here, not by the
         /// client): a 304 refreshes the copy and the client gets it whole.
         revalidating: bool,
+        /// A stale copy may stand in for an upstream failure (not when the client asked for
+        /// a validated answer).
+        fallback: bool,
     },
 }
 
@@ -461,6 +464,25 @@ impl Purge<'_> {
     }
 }
 
+/// Whether `entry` may answer a request with these directives without asking the upstream
+/// (RFC 9111 §4.2, §5.2.1): fresh, or stale within the client's `max-stale` unless the
+/// response forbids stale use; no older than its `max-age`; fresh for its `min-fresh`.
+fn acceptable(entry: &Entry, cc: &Directives, now: tokio::time::Instant) -> bool {
+    let age = entry.age(now);
+    let fresh = entry.is_fresh(now);
+    let stale_ok = || {
+        cc.max_stale.is_some_and(|max| {
+            !forbids_stale(&Directives::of(&entry.headers))
+                && age.saturating_sub(entry.freshness) <= Duration::from_secs(max)
+        })
+    };
+    (fresh || stale_ok())
+        && cc.max_age.is_none_or(|max| age <= Duration::from_secs(max))
+        && cc
+            .min_fresh
+            .is_none_or(|min| entry.freshness.saturating_sub(age) >= Duration::from_secs(min))
+}
+
 /// Whether a stored response must never be used stale by a shared cache.
 fn forbids_stale(cc: &Directives) -> bool {
     cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some() || cc.no_cache
@@ -495,28 +517,39 @@ impl Filter for Cache {
             ctx.extensions.insert(Pending::Bypass);
             return Ok(Flow::Continue);
         };
-        // A client asking for a fresh answer (no-cache, max-age=0) goes upstream.
-        let wants_fresh = cc.no_cache || cc.max_age == Some(0);
+        // A client asking for a validated answer (no-cache, max-age=0): the stored copy is
+        // revalidated before use, never served as it is (RFC 9111 §5.2.1.4).
+        let wants_validated = cc.no_cache || cc.max_age == Some(0);
         let now = ctx.started;
-        let usable = |entry: &Entry| {
-            entry.is_fresh(now)
-                && cc
-                    .max_age
-                    .is_none_or(|max| entry.age(now) <= Duration::from_secs(max))
-        };
+        let usable = |entry: &Entry| !wants_validated && acceptable(entry, &cc, now);
         let mut stale = None;
-        if !wants_fresh {
-            if let Some(entry) = self.lookup(&key, &req.headers) {
-                if usable(&entry) {
-                    return Ok(self.hit(&entry, req, ctx));
-                }
-                if self.may_revalidate_later(&entry, now) {
-                    self.refresh_in_background(&key, req);
-                    ctx.extensions.insert(Pending::Hit);
-                    return Ok(Flow::Respond(self.serve(&entry, req, now, STALE)));
-                }
-                stale = Some(entry);
+        if let Some(entry) = self.lookup(&key, &req.headers) {
+            if usable(&entry) {
+                let label = if entry.is_fresh(now) { HIT } else { STALE };
+                self.store.hits.fetch_add(1, Ordering::Relaxed);
+                ctx.extensions.insert(Pending::Hit);
+                return Ok(Flow::Respond(self.serve(&entry, req, now, label)));
             }
+            if !wants_validated && self.may_revalidate_later(&entry, now) {
+                self.refresh_in_background(&key, req);
+                ctx.extensions.insert(Pending::Hit);
+                return Ok(Flow::Respond(self.serve(&entry, req, now, STALE)));
+            }
+            stale = Some(entry);
+        }
+        // only-if-cached: nothing stored is acceptable, and the upstream is not asked.
+        if cc.only_if_cached {
+            ctx.extensions.insert(Pending::Hit);
+            let mut response = crate::error::error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                "not in cache",
+                &ctx.request_id,
+                false,
+            );
+            response
+                .headers_mut()
+                .insert(self.spec.status_header.clone(), MISS);
+            return Ok(Flow::Respond(response));
         }
         // Coalescing: one miss per key goes upstream; the others wait for its entry.
         let fill = match self.store.begin_fill(&key) {
@@ -543,6 +576,7 @@ impl Filter for Cache {
             fill,
             stale,
             revalidating,
+            fallback: !wants_validated,
         });
         Ok(Flow::Continue)
     }
@@ -553,7 +587,7 @@ impl Filter for Cache {
         ctx: &mut RequestCtx,
     ) -> Result<(), ProxyError> {
         let label = self.spec.status_header.clone();
-        let (key, request, head, fill, stale, revalidating) =
+        let (key, request, head, fill, stale, revalidating, fallback) =
             match ctx.extensions.remove::<Pending>() {
                 Some(Pending::Hit) => return Ok(()),
                 Some(Pending::Miss {
@@ -563,7 +597,8 @@ impl Filter for Cache {
                     fill,
                     stale,
                     revalidating,
-                }) => (key, request, head, fill, stale, revalidating),
+                    fallback,
+                }) => (key, request, head, fill, stale, revalidating, fallback),
                 Some(Pending::Invalidate { url, host }) => {
                     let succeeded = res.status().is_success() || res.status().is_redirection();
                     if succeeded && ctx.error.is_none() {
@@ -581,7 +616,7 @@ impl Filter for Cache {
         // stale-if-error window is better than an error.
         let failed = ctx.error.is_some() || res.status().is_server_error();
         if let (true, Some(entry)) = (failed, &stale) {
-            if self.may_serve_stale(entry, ctx.started) {
+            if fallback && self.may_serve_stale(entry, ctx.started) {
                 let mut parts = http::Request::new(()).into_parts().0;
                 parts.headers = request;
                 *res = self.serve(entry, &parts, ctx.started, STALE);

@@ -19,6 +19,13 @@ pub struct Directives {
     pub stale_while_revalidate: Option<u64>,
     pub stale_if_error: Option<u64>,
     pub must_understand: bool,
+    /// Request: stale answers are acceptable up to this many seconds past their freshness
+    /// (`u64::MAX` when no number is given).
+    pub max_stale: Option<u64>,
+    /// Request: the answer must stay fresh for at least this many more seconds.
+    pub min_fresh: Option<u64>,
+    /// Request: answer from the cache or not at all (504).
+    pub only_if_cached: bool,
 }
 
 impl Directives {
@@ -47,6 +54,14 @@ impl Directives {
                     "stale-while-revalidate" => d.stale_while_revalidate = seconds(),
                     "stale-if-error" => d.stale_if_error = seconds(),
                     "must-understand" => d.must_understand = true,
+                    "max-stale" => {
+                        d.max_stale = match arg {
+                            None => Some(u64::MAX),
+                            Some(_) => seconds().or(d.max_stale),
+                        }
+                    }
+                    "min-fresh" => d.min_fresh = seconds().or(d.min_fresh),
+                    "only-if-cached" => d.only_if_cached = true,
                     _ => {}
                 }
             }
