@@ -10,6 +10,8 @@ pub struct RequestCtx {
     pub request_id: HeaderValue,
     /// The client as far as trusted proxies let us see (see `trusted_proxies`).
     pub client_ip: IpAddr,
+    /// The scheme the client used to reach the gateway (`http` or `https`).
+    pub scheme: &'static str,
     pub route: Option<Arc<str>>,
     pub started: Instant,
     /// The endpoint the request was sent to, if it was proxied.
@@ -39,6 +41,7 @@ impl RequestCtx {
         RequestCtx {
             request_id,
             client_ip,
+            scheme: "http",
             route: None,
             started: Instant::now(),
             endpoint: None,

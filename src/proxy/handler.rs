@@ -20,7 +20,8 @@ pub async fn handle(conn: &Arc<ConnInfo>, request: Request<Incoming>) -> Respons
     let _in_flight = conn.activity.begin();
     let snapshot = conn.gateway.snapshot.load_full();
     let client = forward::client_address(&snapshot, conn.peer.ip(), request.headers());
-    let ctx = RequestCtx::new(request_id(request.headers()), client);
+    let mut ctx = RequestCtx::new(request_id(request.headers()), client);
+    ctx.scheme = conn.scheme;
     let head = request.method() == Method::HEAD;
     let method = method_label(request.method());
     let access = snapshot.access_log.then(|| AccessEntry::new(&request));

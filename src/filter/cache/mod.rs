@@ -71,6 +71,7 @@ enum Pending {
     /// `Location` / `Content-Location` on the same host.
     Invalidate {
         url: String,
+        scheme: &'static str,
         host: String,
     },
     Miss {
@@ -164,12 +165,15 @@ impl Cache {
         }
     }
 
-    /// The key of a URL alone: owner, host, path and query (normalised as configured). Every
-    /// key stored for the URL starts with it.
-    fn url_key(&self, host: &str, path: &str, query: Option<&str>) -> String {
+    /// The key of a URL alone: owner, scheme, authority (with its port), path and query
+    /// (normalised as configured). Every key stored for the URL starts with it, and an answer
+    /// fetched for one scheme is never served on the other.
+    fn url_key(&self, scheme: &str, host: &str, path: &str, query: Option<&str>) -> String {
         let mut key = String::with_capacity(64);
         key.push_str(&self.owner);
         key.push('\u{1f}');
+        key.push_str(scheme);
+        key.push_str("://");
         key.push_str(&host.to_ascii_lowercase());
         key.push_str(path);
         if let Some(query) = query {
@@ -195,7 +199,12 @@ impl Cache {
     /// The URL's key: owner, host, path, query (normalised as configured), extra parts, and
     /// with `cache_authorized: per_credential` a digest of the request's `Authorization`.
     fn key(&self, req: &Parts, ctx: &RequestCtx) -> Option<String> {
-        let mut key = self.url_key(request_host(req), req.uri.path(), req.uri.query());
+        let mut key = self.url_key(
+            ctx.scheme,
+            request_host(req),
+            req.uri.path(),
+            req.uri.query(),
+        );
         for part in &self.spec.key {
             key.push('\u{1f}');
             match part {
@@ -385,7 +394,7 @@ impl Cache {
 
     /// Removes every response stored for `url` (all variants and key parts), and for the
     /// `Location` and `Content-Location` of `response` when they are on the same `host`.
-    fn invalidate(&self, url: String, host: &str, response: &HeaderMap) {
+    fn invalidate(&self, url: String, scheme: &str, host: &str, response: &HeaderMap) {
         let mut urls = vec![url];
         for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
             let Some(target) = response
@@ -399,7 +408,8 @@ impl Cache {
                 .authority()
                 .is_none_or(|a| a.as_str().eq_ignore_ascii_case(host));
             if same_host && target.path().starts_with('/') {
-                urls.push(self.url_key(host, target.path(), target.query()));
+                let scheme = target.scheme_str().unwrap_or(scheme);
+                urls.push(self.url_key(scheme, host, target.path(), target.query()));
             }
         }
         let removed: usize = urls.iter().map(|url| self.store.invalidate_url(url)).sum();
@@ -451,6 +461,8 @@ impl Purge<'_> {
             return false;
         }
         let url = rest.split(['\u{1e}', '\u{1f}']).next().unwrap_or("");
+        // Purges name URLs without their scheme: both schemes' entries go.
+        let url = url.split_once("://").map_or(url, |(_, rest)| rest);
         if let Some(wanted) = self.url {
             return url == wanted.to_ascii_lowercase();
         }
@@ -504,8 +516,12 @@ impl Filter for Cache {
         let head = req.method == Method::HEAD;
         if !is_safe(&req.method) {
             let host = request_host(req).to_string();
-            let url = self.url_key(&host, req.uri.path(), req.uri.query());
-            ctx.extensions.insert(Pending::Invalidate { url, host });
+            let url = self.url_key(ctx.scheme, &host, req.uri.path(), req.uri.query());
+            ctx.extensions.insert(Pending::Invalidate {
+                url,
+                scheme: ctx.scheme,
+                host,
+            });
             return Ok(Flow::Continue);
         }
         let cc = Directives::of(&req.headers);
@@ -599,10 +615,10 @@ impl Filter for Cache {
                     revalidating,
                     fallback,
                 }) => (key, request, head, fill, stale, revalidating, fallback),
-                Some(Pending::Invalidate { url, host }) => {
+                Some(Pending::Invalidate { url, scheme, host }) => {
                     let succeeded = res.status().is_success() || res.status().is_redirection();
                     if succeeded && ctx.error.is_none() {
-                        self.invalidate(url, &host, res.headers());
+                        self.invalidate(url, scheme, &host, res.headers());
                     }
                     res.headers_mut().insert(label, BYPASS);
                     return Ok(());
