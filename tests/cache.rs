@@ -400,11 +400,17 @@ async fn if_modified_since_is_answered_from_the_cache() {
     let origin = origin().await;
     let gw = gateway(&config(origin.addr, "{ ttl: 1h }"));
     let mut client = Client::http1(gw.addr()).await;
-    // The origin's answers carry no Last-Modified: the conditional cannot be decided, 200.
+    // Without a Last-Modified, the stored response's Date stands in for it (RFC 9111
+    // §4.3.2): not modified since a later date, modified since an earlier one.
     fetch(&mut client, "/m", &[]).await;
-    let since = httpdate::fmt_http_date(std::time::SystemTime::now());
-    let reply = fetch(&mut client, "/m", &[("if-modified-since", &since)]).await;
+    let later =
+        httpdate::fmt_http_date(std::time::SystemTime::now() + std::time::Duration::from_secs(60));
+    let reply = fetch(&mut client, "/m", &[("if-modified-since", &later)]).await;
+    assert_eq!((reply.status.as_u16(), x_cache(&reply)), (304, "HIT"));
+    let earlier = "Sun, 01 Jan 2023 00:00:00 GMT";
+    let reply = fetch(&mut client, "/m", &[("if-modified-since", earlier)]).await;
     assert_eq!((reply.status.as_u16(), x_cache(&reply)), (200, "HIT"));
+    let since = httpdate::fmt_http_date(std::time::SystemTime::now());
     // With one, a copy not modified since the client's date is a 304.
     fetch(&mut client, "/n?modified=1", &[]).await;
     let reply = fetch(

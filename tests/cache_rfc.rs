@@ -621,3 +621,80 @@ mod cache_key {
         );
     }
 }
+
+/// §4.1: equivalent values of a selecting header select the same stored variant.
+mod vary_normalisation {
+    use super::*;
+
+    #[tokio::test]
+    async fn whitespace_line_splits_order_and_case_do_not_split_variants() {
+        let origin = origin().await;
+        let gw = gateway(&config(origin.addr, "{ ttl: 1h }"));
+        let mut client = Client::http1(gw.addr()).await;
+        let path = "/n?cc=max-age:600&vary=accept-encoding";
+        fetch(&mut client, path, &[("accept-encoding", "gzip, br")]).await;
+        let same: [&[(&str, &str)]; 4] = [
+            &[("accept-encoding", "br,gzip")],
+            &[("accept-encoding", "BR ,  GZIP")],
+            &[("accept-encoding", "gzip"), ("accept-encoding", "br")],
+            &[("accept-encoding", "gzip,, br")],
+        ];
+        for headers in same {
+            assert_eq!(
+                x_cache(&fetch(&mut client, path, headers).await),
+                "HIT",
+                "{headers:?}"
+            );
+        }
+        assert_eq!(
+            x_cache(&fetch(&mut client, path, &[("accept-encoding", "gzip")]).await),
+            "MISS"
+        );
+        // Other headers: whitespace and line splits are folded, order still counts.
+        let path = "/f?cc=max-age:600&vary=x-flavour";
+        fetch(&mut client, path, &[("x-flavour", "a,b")]).await;
+        assert_eq!(
+            x_cache(&fetch(&mut client, path, &[("x-flavour", "a, b")]).await),
+            "HIT"
+        );
+        assert_eq!(
+            x_cache(&fetch(&mut client, path, &[("x-flavour", "a"), ("x-flavour", "b")]).await),
+            "HIT"
+        );
+        assert_eq!(
+            x_cache(&fetch(&mut client, path, &[("x-flavour", "b,a")]).await),
+            "MISS"
+        );
+    }
+}
+
+/// RFC 9110 §13.1.2: `If-None-Match` is answered from the cache with the weak comparison.
+/// (`If-Modified-Since` against the stored `Date` when there is no `Last-Modified`, RFC 9111
+/// §4.3.2, is checked in tests/cache.rs.)
+mod conditional_requests {
+    use super::*;
+
+    #[tokio::test]
+    async fn if_none_match_is_a_weak_comparison() {
+        let origin = origin().await;
+        let gw = gateway(&config(origin.addr, "{ ttl: 1h }"));
+        let mut client = Client::http1(gw.addr()).await;
+        fetch(&mut client, "/e?cc=max-age:600&etag=v1", &[]).await;
+        for (header, status) in [
+            ("\"v1\"", 304),
+            ("W/\"v1\"", 304),
+            ("\"x\", W/\"v1\"", 304),
+            ("*", 304),
+            ("\"v2\"", 200),
+            ("v1", 200),
+        ] {
+            let reply = fetch(
+                &mut client,
+                "/e?cc=max-age:600&etag=v1",
+                &[("if-none-match", header)],
+            )
+            .await;
+            assert_eq!(reply.status, status, "If-None-Match: {header}");
+        }
+    }
+}

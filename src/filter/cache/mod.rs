@@ -134,6 +134,14 @@ fn add_validators(headers: &mut HeaderMap, entry: &Entry) -> bool {
     added
 }
 
+/// Request headers whose list items are case-insensitive and unordered (each carries its own
+/// weight), so `gzip, br` and `BR,gzip` select the same variant.
+const NEGOTIATION_HEADERS: [HeaderName; 3] = [
+    http::header::ACCEPT_ENCODING,
+    http::header::ACCEPT_LANGUAGE,
+    http::header::ACCEPT_CHARSET,
+];
+
 /// Fields a 304 never changes in the stored response (RFC 9111 §3.2): those that describe the
 /// stored body as it is (its length, coding and range, its framing), and `Set-Cookie`, which
 /// belongs to the one client that got the 304.
@@ -246,10 +254,27 @@ impl Cache {
         variant.push_str(key);
         for name in names {
             variant.push('\u{1e}');
+            // Equivalent values select the same variant: field lines combined, list items
+            // trimmed, empty ones dropped; for content negotiation headers, whose items are
+            // case-insensitive and weighted by their own q values, also lowercased and sorted.
+            let mut items: Vec<String> = Vec::new();
             for value in request.get_all(name) {
-                variant.push_str(&String::from_utf8_lossy(value.as_bytes()));
-                variant.push(',');
+                let text = String::from_utf8_lossy(value.as_bytes());
+                let words = text.split(',').map(|item| item.split_whitespace());
+                items.extend(
+                    words
+                        .map(|item| item.collect::<Vec<_>>().join(" "))
+                        .filter(|item| !item.is_empty()),
+                );
             }
+            if NEGOTIATION_HEADERS.contains(name) {
+                for item in &mut items {
+                    item.make_ascii_lowercase();
+                    item.retain(|c| c != ' ');
+                }
+                items.sort_unstable();
+            }
+            variant.push_str(&items.join(","));
         }
         variant
     }
@@ -287,7 +312,9 @@ impl Cache {
             (None, _) => {
                 match (
                     policy::date(&req.headers, http::header::IF_MODIFIED_SINCE),
-                    policy::date(&entry.headers, http::header::LAST_MODIFIED),
+                    // No Last-Modified: the stored Date stands in (RFC 9111 §4.3.2).
+                    policy::date(&entry.headers, http::header::LAST_MODIFIED)
+                        .or_else(|| policy::date(&entry.headers, http::header::DATE)),
                 ) {
                     (Some(since), Some(modified)) => modified <= since,
                     _ => false,
