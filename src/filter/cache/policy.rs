@@ -1,7 +1,9 @@
 //! RFC 9111 for a shared cache: what may be stored, for how long it is fresh, and how old a
 //! stored response is. Pure functions over headers, so each rule is tested on its own.
 
-use http::header::{AGE, AUTHORIZATION, CACHE_CONTROL, DATE, EXPIRES, SET_COOKIE, VARY};
+use http::header::{
+    AGE, AUTHORIZATION, CACHE_CONTROL, DATE, EXPIRES, LAST_MODIFIED, SET_COOKIE, VARY,
+};
 use http::{HeaderMap, StatusCode};
 use std::time::{Duration, SystemTime};
 
@@ -142,6 +144,21 @@ pub fn received_age(headers: &HeaderMap) -> ReceivedAge {
     ReceivedAge::Valid(seconds.min(AGE_OVERFLOW))
 }
 
+/// Share of the time since `Last-Modified` a response is taken to stay fresh (RFC 9111
+/// §4.2.2 suggests 10%), and the most that is ever assumed.
+const HEURISTIC_FRACTION: u32 = 10;
+const HEURISTIC_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// Heuristic freshness for a response without explicit freshness: a tenth of the time since
+/// it was last modified (by its own `Date`), at most a day; `None` without a usable
+/// `Last-Modified` or when that rounds to nothing.
+fn last_modified_heuristic(response: &HeaderMap) -> Option<Duration> {
+    let modified = date(response, LAST_MODIFIED)?;
+    let now = date(response, DATE).unwrap_or_else(SystemTime::now);
+    let fresh = now.duration_since(modified).ok()? / HEURISTIC_FRACTION;
+    (!fresh.is_zero()).then(|| fresh.min(HEURISTIC_MAX))
+}
+
 /// How old the response already was when it arrived: the larger of its `Age` and the time
 /// since its `Date` (RFC 9111 §4.2.3, without the request delay). `None` when its `Age` is
 /// invalid: such a response counts as stale.
@@ -253,7 +270,10 @@ pub fn storable(
     match explicit_freshness(response, &res) {
         Some(fresh) if fresh.is_zero() => Err(NotStored::MustRevalidateNow),
         Some(fresh) => Ok(fresh),
-        None if heuristically_cacheable(status) => lifetimes.ttl.ok_or(NotStored::NoFreshness),
+        None if heuristically_cacheable(status) => lifetimes
+            .ttl
+            .or_else(|| last_modified_heuristic(response))
+            .ok_or(NotStored::NoFreshness),
         None => Err(NotStored::Status),
     }
 }
