@@ -258,13 +258,7 @@ fn presents(request: &Request<Incoming>, token: &str) -> bool {
     let (Some(value), None) = (values.next(), values.next()) else {
         return false;
     };
-    let value = value.as_bytes();
-    match value.get(..7) {
-        Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => {
-            value[7..].ct_eq(token.as_bytes()).into()
-        }
-        _ => false,
-    }
+    crate::context::bearer(value).is_some_and(|given| given.ct_eq(token.as_bytes()).into())
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

@@ -53,6 +53,13 @@ impl RequestCtx {
     }
 }
 
+/// The credentials of an `Authorization: Bearer <credentials>` value (scheme case-insensitive).
+pub fn bearer(value: &http::HeaderValue) -> Option<&[u8]> {
+    let value = value.as_bytes();
+    let scheme = value.get(..7)?;
+    scheme.eq_ignore_ascii_case(b"bearer ").then(|| &value[7..])
+}
+
 /// The value of cookie `name` in the request's `Cookie` headers (the first, if repeated).
 pub fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
     cookies(headers, name).next()

@@ -289,10 +289,16 @@ impl Cache {
         }
     }
 
+    /// Answers from `entry`: `HIT` when fresh, `STALE` when the client's `max-stale` took it.
     fn hit(&self, entry: &Entry, req: &Parts, ctx: &mut RequestCtx) -> Flow {
         self.store.hits.fetch_add(1, Ordering::Relaxed);
         ctx.extensions.insert(Pending::Hit);
-        Flow::Respond(self.serve(entry, req, ctx.started, HIT))
+        let label = if entry.is_fresh(ctx.started) {
+            HIT
+        } else {
+            STALE
+        };
+        Flow::Respond(self.serve(entry, req, ctx.started, label))
     }
 
     fn serve(
@@ -568,10 +574,7 @@ impl Filter for Cache {
         let mut stale = None;
         if let Some(entry) = self.lookup(&key, &req.headers) {
             if usable(&entry) {
-                let label = if entry.is_fresh(now) { HIT } else { STALE };
-                self.store.hits.fetch_add(1, Ordering::Relaxed);
-                ctx.extensions.insert(Pending::Hit);
-                return Ok(Flow::Respond(self.serve(&entry, req, now, label)));
+                return Ok(self.hit(&entry, req, ctx));
             }
             if !wants_validated && self.may_revalidate_later(&entry, now) {
                 self.refresh_in_background(&key, req);

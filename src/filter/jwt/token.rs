@@ -24,11 +24,7 @@ pub(super) fn find_token<'r>(req: &'r Parts, sources: &[TokenSource]) -> Result<
     for source in sources {
         let token = match source {
             TokenSource::Bearer => only(req.headers.get_all(AUTHORIZATION).iter())?
-                .and_then(|v| {
-                    let v = v.as_bytes();
-                    let scheme = v.get(..7)?;
-                    scheme.eq_ignore_ascii_case(b"bearer ").then_some(&v[7..])
-                })
+                .and_then(crate::context::bearer)
                 .and_then(|token| std::str::from_utf8(token).ok())
                 .map(str::trim),
             TokenSource::Header(name) => only(req.headers.get_all(name).iter())?
