@@ -6,18 +6,22 @@
 //! the request headers their `Vary` names: the URL's key then holds those names, and each
 //! variant lives under the URL's key plus the request's values for them.
 
+mod key;
 pub mod policy;
 pub mod store;
+
+use key::request_host;
+pub use key::Purge;
 
 use super::rate_limit::KeyPart;
 use super::{Fetch, Filter, Flow};
 use crate::body::{Body, Recording};
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
-use http::header::{AGE, AUTHORIZATION, ETAG, HOST, IF_NONE_MATCH, VARY};
+use http::header::{AGE, ETAG, IF_NONE_MATCH, VARY};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
-use policy::{AuthorizedAnswers, Directives, Lifetimes};
+use policy::{Directives, Lifetimes};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -97,15 +101,6 @@ const BYPASS: HeaderValue = HeaderValue::from_static("BYPASS");
 const STALE: HeaderValue = HeaderValue::from_static("STALE");
 const REVALIDATED: HeaderValue = HeaderValue::from_static("REVALIDATED");
 
-/// The authority the request addressed: its target's, else its `Host`.
-fn request_host(req: &Parts) -> &str {
-    req.uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers.get(HOST).and_then(|h| h.to_str().ok()))
-        .unwrap_or("")
-}
-
 /// Methods a cache knows to be safe (RFC 9110 §9.2.1); any other method's success
 /// invalidates what is stored for its target (RFC 9111 §4.4).
 fn is_safe(method: &Method) -> bool {
@@ -133,14 +128,6 @@ fn add_validators(headers: &mut HeaderMap, entry: &Entry) -> bool {
     }
     added
 }
-
-/// Request headers whose list items are case-insensitive and unordered (each carries its own
-/// weight), so `gzip, br` and `BR,gzip` select the same variant.
-const NEGOTIATION_HEADERS: [HeaderName; 3] = [
-    http::header::ACCEPT_ENCODING,
-    http::header::ACCEPT_LANGUAGE,
-    http::header::ACCEPT_CHARSET,
-];
 
 /// Fields a 304 never changes in the stored response (RFC 9111 §3.2): those that describe the
 /// stored body as it is (its length, coding and range, its framing), and `Set-Cookie`, which
@@ -171,112 +158,6 @@ impl Cache {
             fetch,
             owner: owner.to_string(),
         }
-    }
-
-    /// The key of a URL alone: owner, scheme, authority (with its port), path and query
-    /// (normalised as configured). Every key stored for the URL starts with it, and an answer
-    /// fetched for one scheme is never served on the other.
-    fn url_key(&self, scheme: &str, host: &str, path: &str, query: Option<&str>) -> String {
-        let mut key = String::with_capacity(64);
-        key.push_str(&self.owner);
-        key.push('\u{1f}');
-        key.push_str(scheme);
-        key.push_str("://");
-        key.push_str(&host.to_ascii_lowercase());
-        key.push_str(path);
-        if let Some(query) = query {
-            let mut params: Vec<&str> = query
-                .split('&')
-                .filter(|p| !p.is_empty())
-                .filter(|p| {
-                    let name = p.split_once('=').map_or(*p, |(n, _)| n);
-                    !self.spec.query.ignore.iter().any(|i| i == name)
-                })
-                .collect();
-            if self.spec.query.sort {
-                params.sort_unstable();
-            }
-            if !params.is_empty() {
-                key.push('?');
-                key.push_str(&params.join("&"));
-            }
-        }
-        key
-    }
-
-    /// The URL's key: owner, host, path, query (normalised as configured), extra parts, and
-    /// with `cache_authorized: per_credential` a digest of the request's `Authorization`.
-    fn key(&self, req: &Parts, ctx: &RequestCtx) -> Option<String> {
-        let mut key = self.url_key(
-            ctx.scheme,
-            request_host(req),
-            req.uri.path(),
-            req.uri.query(),
-        );
-        for part in &self.spec.key {
-            key.push('\u{1f}');
-            match part {
-                KeyPart::Header(name) => {
-                    // Every value of a repeated header: the upstream may read any of them.
-                    for (i, value) in req.headers.get_all(name).iter().enumerate() {
-                        if i > 0 {
-                            key.push_str(", ");
-                        }
-                        key.push_str(&String::from_utf8_lossy(value.as_bytes()));
-                    }
-                }
-                KeyPart::Claim(name) => key.push_str(&ctx.claim(name)?),
-                KeyPart::ClientIp => key.push_str(&ctx.client_ip.to_string()),
-                KeyPart::Route => key.push_str(ctx.route.as_deref().unwrap_or("")),
-            }
-        }
-        if self.spec.lifetimes.authorized == AuthorizedAnswers::PerCredential {
-            let mut credentials = req.headers.get_all(AUTHORIZATION).iter().peekable();
-            if credentials.peek().is_some() {
-                let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-                for value in credentials {
-                    digest.update(value.as_bytes());
-                    digest.update(b"\n");
-                }
-                key.push_str("\u{1f}credentials:");
-                for byte in digest.finish().as_ref() {
-                    use std::fmt::Write as _;
-                    let _ = write!(key, "{byte:02x}");
-                }
-            }
-        }
-        Some(key)
-    }
-
-    /// The variant's key: the URL's key plus the request's values of the varying headers.
-    fn variant_key(key: &str, names: &[HeaderName], request: &HeaderMap) -> String {
-        let mut variant = String::with_capacity(key.len() + 32);
-        variant.push_str(key);
-        for name in names {
-            variant.push('\u{1e}');
-            // Equivalent values select the same variant: field lines combined, list items
-            // trimmed, empty ones dropped; for content negotiation headers, whose items are
-            // case-insensitive and weighted by their own q values, also lowercased and sorted.
-            let mut items: Vec<String> = Vec::new();
-            for value in request.get_all(name) {
-                let text = String::from_utf8_lossy(value.as_bytes());
-                let words = text.split(',').map(|item| item.split_whitespace());
-                items.extend(
-                    words
-                        .map(|item| item.collect::<Vec<_>>().join(" "))
-                        .filter(|item| !item.is_empty()),
-                );
-            }
-            if NEGOTIATION_HEADERS.contains(name) {
-                for item in &mut items {
-                    item.make_ascii_lowercase();
-                    item.retain(|c| c != ' ');
-                }
-                items.sort_unstable();
-            }
-            variant.push_str(&items.join(","));
-        }
-        variant
     }
 
     fn lookup(&self, key: &str, request: &HeaderMap) -> Option<Arc<Entry>> {
@@ -471,42 +352,6 @@ fn within_stale_window(
     }
     let window = own(&cc).map(Duration::from_secs).or(route);
     window.is_some_and(|window| entry.age(now) < entry.freshness + window)
-}
-
-/// What `DELETE /cache` removes.
-pub struct Purge<'a> {
-    /// Only this cache filter's entries (its route or named filter).
-    pub owner: Option<&'a str>,
-    /// `host/path?query` exactly (every variant of it).
-    pub url: Option<&'a str>,
-    /// `host/path` prefix, or `/path` prefix on any host.
-    pub prefix: Option<&'a str>,
-}
-
-impl Purge<'_> {
-    /// Whether the stored `key` (owner, then host, path and query, then variant parts)
-    /// matches.
-    pub fn matches(&self, key: &str) -> bool {
-        let Some((owner, rest)) = key.split_once('\u{1f}') else {
-            return false;
-        };
-        if self.owner.is_some_and(|o| o != owner) {
-            return false;
-        }
-        let url = rest.split(['\u{1e}', '\u{1f}']).next().unwrap_or("");
-        // Purges name URLs without their scheme: both schemes' entries go.
-        let url = url.split_once("://").map_or(url, |(_, rest)| rest);
-        if let Some(wanted) = self.url {
-            return url == wanted.to_ascii_lowercase();
-        }
-        match self.prefix {
-            Some(prefix) if prefix.starts_with('/') => url
-                .find('/')
-                .is_some_and(|slash| url[slash..].starts_with(prefix)),
-            Some(prefix) => url.starts_with(&prefix.to_ascii_lowercase()),
-            None => true,
-        }
-    }
 }
 
 /// Whether `entry` may answer a request with these directives without asking the upstream
