@@ -199,3 +199,19 @@ routes:
         ]
     );
 }
+
+#[test]
+fn cache_targeted_fields_are_header_names_other_than_cache_control() {
+    let yaml = format!(
+        "{HEAD}upstreams:\n  u: {{ discovery: {{ static: [127.0.0.1:1] }} }}\n\
+         routes:\n  - name: a\n    upstream: u\n    filters:\n\
+         \x20     - cache: {{ targeted: [CDN-Cache-Control, Cache-Control, \"bad name\"] }}\n"
+    );
+    assert_eq!(
+        issues(&yaml),
+        [
+            "routes[0].filters[0].cache.targeted[1]: Cache-Control is what targeted fields override; it cannot be one (line 8)",
+            "routes[0].filters[0].cache.targeted[2]: invalid header name \"bad name\" (line 8)",
+        ]
+    );
+}

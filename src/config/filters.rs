@@ -4,6 +4,7 @@ use super::compile::{count_set, duration_field, size_field, FilterRef, FilterSpe
 use super::issues::Issues;
 use super::raw;
 use crate::filter::cache::policy::{AuthorizedAnswers, Lifetimes};
+use crate::filter::cache::targeted::Target;
 use crate::filter::cache::{CacheSpec, QueryKey};
 use crate::filter::circuit_breaker::BreakerSpec;
 use crate::filter::cors::OriginMatch;
@@ -792,6 +793,7 @@ fn compile_cache(raw: raw::CacheFilter, path: &str, issues: &mut Issues) -> Opti
             AuthorizedAnswers::Never
         }
     };
+    let targeted = targeted_fields(raw.targeted, &format!("{path}.targeted"), issues);
     (issues.list.len() == before).then(|| CacheSpec {
         lifetimes: Lifetimes {
             ttl,
@@ -809,5 +811,33 @@ fn compile_cache(raw: raw::CacheFilter, path: &str, issues: &mut Issues) -> Opti
         lock_timeout,
         stale_if_error,
         stale_while_revalidate,
+        targeted,
+        strip_targeted: raw.strip_targeted.unwrap_or(false),
     })
+}
+
+/// The targeted cache-control fields a cache follows when the route names none.
+const DEFAULT_TARGETED: &str = "cdn-cache-control";
+
+/// `targeted`: field names, first first; `Cache-Control` itself is not one.
+fn targeted_fields(raw: Option<raw::OneOrMany>, path: &str, issues: &mut Issues) -> Vec<Target> {
+    let names = raw.map_or_else(
+        || vec![DEFAULT_TARGETED.to_string()],
+        raw::OneOrMany::into_vec,
+    );
+    let mut targets = Vec::with_capacity(names.len());
+    for (i, text) in names.iter().enumerate() {
+        match HeaderName::from_bytes(text.as_bytes()) {
+            Ok(name) if name == http::header::CACHE_CONTROL => issues.add(
+                &format!("{path}[{i}]"),
+                "Cache-Control is what targeted fields override; it cannot be one",
+            ),
+            Ok(name) => targets.push(Target::of(name)),
+            Err(_) => issues.add(
+                &format!("{path}[{i}]"),
+                format!("invalid header name {text:?}"),
+            ),
+        }
+    }
+    targets
 }

@@ -333,6 +333,9 @@ pub struct CacheFilter {
     pub lock_timeout: Option<Scalar>,
     pub stale_if_error: Option<Scalar>,
     pub stale_while_revalidate: Option<Scalar>,
+    /// Targeted cache-control fields (RFC 9213) that override `Cache-Control`, in order.
+    pub targeted: Option<OneOrMany>,
+    pub strip_targeted: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

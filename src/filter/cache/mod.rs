@@ -9,6 +9,7 @@
 mod key;
 pub mod policy;
 pub mod store;
+pub mod targeted;
 
 use key::request_host;
 pub use key::Purge;
@@ -26,6 +27,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use store::{CacheStore, Entry, FillGuard, Item};
+use targeted::Target;
 
 /// How the query string takes part in the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +56,26 @@ pub struct CacheSpec {
     /// How long past its freshness a stored response is served while one refresh runs in the
     /// background (a response's own `stale-while-revalidate` wins).
     pub stale_while_revalidate: Option<Duration>,
+    /// Targeted fields (RFC 9213) that override `Cache-Control` for this cache, first first.
+    pub targeted: Vec<Target>,
+    /// Remove those fields from responses before they leave.
+    pub strip_targeted: bool,
+}
+
+impl CacheSpec {
+    /// The caching rules `response` gives this cache.
+    fn rules(&self, response: &HeaderMap) -> policy::Rules {
+        targeted::rules(response, &self.targeted)
+    }
+
+    /// Removes the targeted fields when the route says so.
+    fn strip_targeted(&self, headers: &mut HeaderMap) {
+        if self.strip_targeted {
+            for target in &self.targeted {
+                headers.remove(target.name());
+            }
+        }
+    }
 }
 
 pub struct Cache {
@@ -140,11 +162,6 @@ const KEPT_ON_304: [HeaderName; 5] = [
     http::header::SET_COOKIE,
 ];
 
-/// A refreshed copy is stored again only when it is fresh for a while.
-fn refreshed_entry(entry: Entry) -> Option<Arc<Entry>> {
-    (!entry.freshness.is_zero()).then(|| Arc::new(entry))
-}
-
 impl Cache {
     pub fn new(
         spec: CacheSpec,
@@ -227,8 +244,13 @@ impl Cache {
 
 impl Cache {
     /// The stored copy with the headers of a 304 that confirmed it (RFC 9111 §4.3.4), fresh
-    /// again from now.
-    fn refresh(&self, entry: &Entry, not_modified: &HeaderMap, request: &HeaderMap) -> Entry {
+    /// again from now, and whether it may stay stored (the 304 may have said `no-store`).
+    fn refresh(
+        &self,
+        entry: &Entry,
+        not_modified: &HeaderMap,
+        request: &HeaderMap,
+    ) -> (Entry, bool) {
         let mut headers = entry.headers.clone();
         for name in not_modified.keys() {
             if KEPT_ON_304.contains(name) || name == self.spec.status_header {
@@ -244,20 +266,29 @@ impl Cache {
             }
         }
         headers.remove(AGE);
-        let freshness =
-            policy::storable(false, request, entry.status, &headers, &self.spec.lifetimes)
-                .unwrap_or(Duration::ZERO);
+        let rules = self.spec.rules(&headers);
+        let stored = policy::storable(
+            false,
+            request,
+            entry.status,
+            &headers,
+            &rules,
+            &self.spec.lifetimes,
+        );
+        let freshness = stored.unwrap_or(Duration::ZERO);
         // The 304 is the origin's newer word: the entry is as old as it says (an invalid
         // `Age` makes it stale at once).
         let initial_age = policy::initial_age(not_modified, SystemTime::now()).unwrap_or(freshness);
-        Entry {
+        let refreshed = Entry {
             status: entry.status,
             initial_age,
             headers,
             body: entry.body.clone(),
             stored: tokio::time::Instant::now(),
             freshness,
-        }
+            directives: rules.directives,
+        };
+        (refreshed, stored.is_ok())
     }
 
     /// Within the stale-while-revalidate window, with a way to refresh.
@@ -346,11 +377,10 @@ fn within_stale_window(
     own: fn(&Directives) -> Option<u64>,
     route: Option<Duration>,
 ) -> bool {
-    let cc = Directives::of(&entry.headers);
-    if forbids_stale(&cc) {
+    if never_stale(entry) {
         return false;
     }
-    let window = own(&cc).map(Duration::from_secs).or(route);
+    let window = own(&entry.directives).map(Duration::from_secs).or(route);
     window.is_some_and(|window| entry.age(now) < entry.freshness + window)
 }
 
@@ -362,8 +392,7 @@ fn acceptable(entry: &Entry, cc: &Directives, now: tokio::time::Instant) -> bool
     let fresh = entry.is_fresh(now);
     let stale_ok = || {
         cc.max_stale.is_some_and(|max| {
-            !forbids_stale(&Directives::of(&entry.headers))
-                && age.saturating_sub(entry.freshness) <= Duration::from_secs(max)
+            !never_stale(entry) && age.saturating_sub(entry.freshness) <= Duration::from_secs(max)
         })
     };
     (fresh || stale_ok())
@@ -376,6 +405,12 @@ fn acceptable(entry: &Entry, cc: &Directives, now: tokio::time::Instant) -> bool
 /// Whether a stored response must never be used stale by a shared cache.
 fn forbids_stale(cc: &Directives) -> bool {
     cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some() || cc.no_cache
+}
+
+/// Whether `entry` is never used without revalidation once stale: its directives forbid it,
+/// or it was stored only for its validators.
+fn never_stale(entry: &Entry) -> bool {
+    entry.freshness.is_zero() || forbids_stale(&entry.directives)
 }
 
 /// Weak comparison of entity tags (RFC 9110 §8.8.3.2), for `If-None-Match`.
@@ -477,10 +512,20 @@ impl Filter for Cache {
         res: &mut Response<Body>,
         ctx: &mut RequestCtx,
     ) -> Result<(), ProxyError> {
+        self.answer(res, ctx);
+        self.spec.strip_targeted(res.headers_mut());
+        Ok(())
+    }
+}
+
+impl Cache {
+    /// Labels the answer, and stores, refreshes, invalidates or replaces it as on_request
+    /// planned.
+    fn answer(&self, res: &mut Response<Body>, ctx: &mut RequestCtx) {
         let label = self.spec.status_header.clone();
         let (key, request, head, fill, stale, revalidating, fallback) =
             match ctx.extensions.remove::<Pending>() {
-                Some(Pending::Hit) => return Ok(()),
+                Some(Pending::Hit) => return,
                 Some(Pending::Miss {
                     key,
                     request,
@@ -496,11 +541,11 @@ impl Filter for Cache {
                         self.invalidate(url, scheme, &host, res.headers());
                     }
                     res.headers_mut().insert(label, BYPASS);
-                    return Ok(());
+                    return;
                 }
                 Some(Pending::Bypass) | None => {
                     res.headers_mut().insert(label, BYPASS);
-                    return Ok(());
+                    return;
                 }
             };
         // The upstream failed (or an open breaker answered): a stale copy still within its
@@ -511,11 +556,11 @@ impl Filter for Cache {
                 let mut parts = http::Request::new(()).into_parts().0;
                 parts.headers = request;
                 *res = self.serve(entry, &parts, ctx.started, STALE);
-                return Ok(());
+                return;
             }
             // A copy that must be revalidated could not be: the client gets an error, never
             // the stale copy (RFC 9111 §4.2.4, §5.2.2.2 suggest 504).
-            if ctx.error.is_some() && forbids_stale(&Directives::of(&entry.headers)) {
+            if ctx.error.is_some() && forbids_stale(&entry.directives) {
                 *res = crate::error::error_response(
                     StatusCode::GATEWAY_TIMEOUT,
                     "stored response could not be revalidated",
@@ -526,7 +571,7 @@ impl Filter for Cache {
         }
         if let (true, Some(entry), StatusCode::NOT_MODIFIED) = (revalidating, &stale, res.status())
         {
-            let refreshed = self.refresh(entry, res.headers(), &request);
+            let (refreshed, keep) = self.refresh(entry, res.headers(), &request);
             let mut parts = http::Request::new(()).into_parts().0;
             parts.headers = request;
             let cookies: Vec<HeaderValue> = res
@@ -540,19 +585,21 @@ impl Filter for Cache {
             for cookie in cookies {
                 res.headers_mut().append(http::header::SET_COOKIE, cookie);
             }
-            if let Some(refreshed) = refreshed_entry(refreshed) {
-                self.store.insert(key, Item::Response(refreshed));
+            if keep {
+                insert_entry(&self.store, key, &parts.headers, Arc::new(refreshed));
+            } else {
+                self.store
+                    .remove(&entry_key(&key, &entry.headers, &parts.headers));
             }
             drop(fill);
-            return Ok(());
+            return;
         }
         res.headers_mut().insert(label.clone(), MISS);
         // Errors made by the gateway itself (502, 504 …) are not the upstream's answers.
         if ctx.error.is_some() {
-            return Ok(());
+            return;
         }
         store_response(&self.spec, &self.store, key, request, head, fill, res);
-        Ok(())
     }
 }
 
@@ -567,14 +614,22 @@ fn store_response(
     fill: Option<Arc<FillGuard>>,
     res: &mut Response<Body>,
 ) {
-    let freshness =
-        match policy::storable(head, &request, res.status(), res.headers(), &spec.lifetimes) {
-            Ok(freshness) => freshness,
-            Err(reason) => {
-                tracing::trace!(key = %key, ?reason, "not stored");
-                return;
-            }
-        };
+    let rules = spec.rules(res.headers());
+    let verdict = policy::storable(
+        head,
+        &request,
+        res.status(),
+        res.headers(),
+        &rules,
+        &spec.lifetimes,
+    );
+    let freshness = match verdict {
+        Ok(freshness) => freshness,
+        Err(reason) => {
+            tracing::trace!(key = %key, ?reason, "not stored");
+            return;
+        }
+    };
     let too_large = res
         .headers()
         .get(http::header::CONTENT_LENGTH)
@@ -584,17 +639,10 @@ fn store_response(
     if too_large {
         return;
     }
-    let vary: Vec<HeaderName> = res
-        .headers()
-        .get_all(VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    // The age it arrived with counts: a response already past its freshness is not stored.
+    // The age it arrived with counts: a response already past its freshness is not stored
+    // (one stored only for its validators has none to lose).
     let initial_age = match policy::initial_age(res.headers(), SystemTime::now()) {
-        Some(age) if age < freshness => age,
+        Some(age) if age < freshness || freshness.is_zero() => age,
         _ => {
             tracing::trace!(key = %key, reason = ?policy::NotStored::StaleOnArrival, "not stored");
             return;
@@ -615,15 +663,45 @@ fn store_response(
             stored: tokio::time::Instant::now(),
             initial_age,
             freshness,
+            directives: rules.directives,
         });
-        if vary.is_empty() {
-            store.insert(key, Item::Response(entry));
-        } else {
-            let variant = Cache::variant_key(&key, &vary, &request);
-            store.insert(key, Item::Vary(vary.into()));
-            store.insert(variant, Item::Response(entry));
-        }
+        insert_entry(&store, key, &request, entry);
     });
     let body = std::mem::replace(res.body_mut(), Body::Empty);
     *res.body_mut() = Recording::wrap(body, spec.max_object_size as usize, done);
+}
+
+/// The request headers a response's `Vary` names.
+fn vary_names(response: &HeaderMap) -> Vec<HeaderName> {
+    response
+        .get_all(VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Where a response with `headers`, answering a request with `request` headers, is stored:
+/// the URL's `key`, or its variant when the response varies.
+fn entry_key(key: &str, headers: &HeaderMap, request: &HeaderMap) -> String {
+    let vary = vary_names(headers);
+    if vary.is_empty() {
+        key.to_string()
+    } else {
+        Cache::variant_key(key, &vary, request)
+    }
+}
+
+/// Stores `entry` under the URL's `key`, or under its variant with the URL's key naming the
+/// headers that select it.
+fn insert_entry(store: &CacheStore, key: String, request: &HeaderMap, entry: Arc<Entry>) {
+    let vary = vary_names(&entry.headers);
+    if vary.is_empty() {
+        store.insert(key, Item::Response(entry));
+    } else {
+        let variant = Cache::variant_key(&key, &vary, request);
+        store.insert(key, Item::Vary(vary.into()));
+        store.insert(variant, Item::Response(entry));
+    }
 }

@@ -2,7 +2,7 @@
 //! stored response is. Pure functions over headers, so each rule is tested on its own.
 
 use http::header::{
-    AGE, AUTHORIZATION, CACHE_CONTROL, DATE, EXPIRES, LAST_MODIFIED, SET_COOKIE, VARY,
+    AGE, AUTHORIZATION, CACHE_CONTROL, DATE, ETAG, EXPIRES, LAST_MODIFIED, SET_COOKIE, VARY,
 };
 use http::{HeaderMap, StatusCode};
 use std::time::{Duration, SystemTime};
@@ -35,40 +35,72 @@ impl Directives {
     /// case-insensitive; `private="x"` and `no-cache="x"` count as the plain directive (the
     /// stricter reading); an unparsable number is ignored.
     pub fn of(headers: &HeaderMap) -> Directives {
+        Directives::parse(
+            headers
+                .get_all(CACHE_CONTROL)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        )
+    }
+
+    /// Directives from field lines in the `Cache-Control` syntax.
+    pub fn parse<'a>(lines: impl IntoIterator<Item = &'a str>) -> Directives {
         let mut d = Directives::default();
-        for value in headers.get_all(CACHE_CONTROL) {
-            let Ok(text) = value.to_str() else { continue };
+        for text in lines {
             for directive in text.split(',') {
                 let (name, arg) = match directive.trim().split_once('=') {
                     Some((name, arg)) => (name.trim(), Some(arg.trim().trim_matches('"'))),
                     None => (directive.trim(), None),
                 };
-                let seconds = || arg.and_then(|a| a.parse::<u64>().ok());
-                match name.to_ascii_lowercase().as_str() {
-                    "no-store" => d.no_store = true,
-                    "no-cache" => d.no_cache = true,
-                    "private" => d.private = true,
-                    "public" => d.public = true,
-                    "max-age" => d.max_age = seconds().or(d.max_age),
-                    "s-maxage" => d.s_maxage = seconds().or(d.s_maxage),
-                    "must-revalidate" => d.must_revalidate = true,
-                    "proxy-revalidate" => d.proxy_revalidate = true,
-                    "stale-while-revalidate" => d.stale_while_revalidate = seconds(),
-                    "stale-if-error" => d.stale_if_error = seconds(),
-                    "must-understand" => d.must_understand = true,
-                    "max-stale" => {
-                        d.max_stale = match arg {
-                            None => Some(u64::MAX),
-                            Some(_) => seconds().or(d.max_stale),
-                        }
-                    }
-                    "min-fresh" => d.min_fresh = seconds().or(d.min_fresh),
-                    "only-if-cached" => d.only_if_cached = true,
-                    _ => {}
-                }
+                d.set(&name.to_ascii_lowercase(), arg);
             }
         }
         d
+    }
+
+    /// Records one directive; `arg` is its value, if it has one.
+    pub fn set(&mut self, name: &str, arg: Option<&str>) {
+        let seconds = || arg.and_then(|a| a.parse::<u64>().ok());
+        match name {
+            "no-store" => self.no_store = true,
+            "no-cache" => self.no_cache = true,
+            "private" => self.private = true,
+            "public" => self.public = true,
+            "max-age" => self.max_age = seconds().or(self.max_age),
+            "s-maxage" => self.s_maxage = seconds().or(self.s_maxage),
+            "must-revalidate" => self.must_revalidate = true,
+            "proxy-revalidate" => self.proxy_revalidate = true,
+            "stale-while-revalidate" => self.stale_while_revalidate = seconds(),
+            "stale-if-error" => self.stale_if_error = seconds(),
+            "must-understand" => self.must_understand = true,
+            "max-stale" => {
+                self.max_stale = match arg {
+                    None => Some(u64::MAX),
+                    Some(_) => seconds().or(self.max_stale),
+                }
+            }
+            "min-fresh" => self.min_fresh = seconds().or(self.min_fresh),
+            "only-if-cached" => self.only_if_cached = true,
+            _ => {}
+        }
+    }
+}
+
+/// The caching rules a response gives this cache.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rules {
+    pub directives: Directives,
+    /// They come from a targeted field (RFC 9213): `Cache-Control` and `Expires` do not count.
+    pub targeted: bool,
+}
+
+impl Rules {
+    /// The rules of `Cache-Control` and `Expires` alone.
+    pub fn untargeted(response: &HeaderMap) -> Rules {
+        Rules {
+            directives: Directives::of(response),
+            targeted: false,
+        }
     }
 }
 
@@ -93,10 +125,14 @@ pub fn date(headers: &HeaderMap, name: http::HeaderName) -> Option<SystemTime> {
 }
 
 /// The freshness the response itself states: `s-maxage`, else `max-age`, else `Expires`
-/// minus `Date` (an invalid `Expires` means already stale).
-pub fn explicit_freshness(headers: &HeaderMap, cc: &Directives) -> Option<Duration> {
+/// minus `Date` (an invalid `Expires` means already stale; a targeted field ignores it).
+pub fn explicit_freshness(headers: &HeaderMap, rules: &Rules) -> Option<Duration> {
+    let cc = &rules.directives;
     if let Some(seconds) = cc.s_maxage.or(cc.max_age) {
         return Some(Duration::from_secs(seconds));
+    }
+    if rules.targeted {
+        return None;
     }
     let expires = headers.get(EXPIRES)?;
     let Some(expires) = expires
@@ -210,25 +246,35 @@ pub enum NotStored {
     Authorized,
     VaryStar,
     NoFreshness,
+    /// Stale from the start (`no-cache`, `max-age=0`, an `Expires` not after its `Date`) and
+    /// without a validator to revalidate it with.
     MustRevalidateNow,
     /// Its age on arrival already exceeds its freshness, or its `Age` is invalid.
     StaleOnArrival,
 }
 
+/// Whether the response has a validator a stored copy can be revalidated with.
+fn has_validator(response: &HeaderMap) -> bool {
+    response.contains_key(ETAG) || response.contains_key(LAST_MODIFIED)
+}
+
 /// Whether a response to a request with `request` headers may be stored, and for how long it
-/// is fresh.
+/// is fresh (`rules` are the response's, from [`Rules::untargeted`] or a targeted field). A
+/// response that is stale from the start is stored, with no freshness, only when it has a
+/// validator: every use revalidates it (RFC 9111 §4.3).
 pub fn storable(
     head_only: bool,
     request: &HeaderMap,
     status: StatusCode,
     response: &HeaderMap,
+    rules: &Rules,
     lifetimes: &Lifetimes,
 ) -> Result<Duration, NotStored> {
     if head_only {
         return Err(NotStored::Method);
     }
     let req = Directives::of(request);
-    let res = Directives::of(response);
+    let res = &rules.directives;
     if req.no_store || res.no_store {
         return Err(NotStored::NoStore);
     }
@@ -263,11 +309,14 @@ pub fn storable(
     if let Some(forced) = lifetimes.ttl_override {
         return Ok(forced);
     }
-    // no-cache: may be stored, but must be revalidated before every use.
-    if res.no_cache {
-        return Err(NotStored::MustRevalidateNow);
-    }
-    match explicit_freshness(response, &res) {
+    // no-cache: may be stored, but must be revalidated before every use (§5.2.2.4).
+    let stated = if res.no_cache {
+        Some(Duration::ZERO)
+    } else {
+        explicit_freshness(response, rules)
+    };
+    match stated {
+        Some(fresh) if fresh.is_zero() && has_validator(response) => Ok(Duration::ZERO),
         Some(fresh) if fresh.is_zero() => Err(NotStored::MustRevalidateNow),
         Some(fresh) => Ok(fresh),
         None if heuristically_cacheable(status) => lifetimes
@@ -305,11 +354,13 @@ mod tests {
         status: u16,
         res: &[(&str, &str)],
     ) -> Result<Duration, NotStored> {
+        let res = headers(res);
         storable(
             false,
             &headers(req),
             StatusCode::from_u16(status).unwrap(),
-            &headers(res),
+            &res,
+            &Rules::untargeted(&res),
             &ROUTE,
         )
     }
@@ -393,6 +444,33 @@ mod tests {
     }
 
     #[test]
+    fn stale_from_the_start_is_kept_only_with_a_validator() {
+        for cc in ["no-cache", "max-age=0", "no-cache, max-age=60"] {
+            assert_eq!(
+                decide(&[], 200, &[("cache-control", cc), ("etag", "\"v\"")]),
+                Ok(Duration::ZERO),
+                "{cc}"
+            );
+            assert_eq!(
+                decide(&[], 200, &[("cache-control", cc)]),
+                Err(NotStored::MustRevalidateNow),
+                "{cc}"
+            );
+        }
+        assert_eq!(
+            decide(
+                &[],
+                200,
+                &[
+                    ("expires", "0"),
+                    ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")
+                ]
+            ),
+            Ok(Duration::ZERO)
+        );
+    }
+
+    #[test]
     fn authorized_requests_need_the_response_to_allow_sharing() {
         let auth = [("authorization", "Bearer x")];
         assert_eq!(
@@ -410,6 +488,7 @@ mod tests {
             &headers(&auth),
             StatusCode::OK,
             &HeaderMap::new(),
+            &Rules::default(),
             &route
         )
         .is_ok());
@@ -423,13 +502,27 @@ mod tests {
         };
         let res = headers(&[("cache-control", "max-age=600")]);
         assert_eq!(
-            storable(false, &HeaderMap::new(), StatusCode::OK, &res, &route),
+            storable(
+                false,
+                &HeaderMap::new(),
+                StatusCode::OK,
+                &res,
+                &Rules::untargeted(&res),
+                &route
+            ),
             Ok(Duration::from_secs(7))
         );
         // Never for what must not be shared.
         let res = headers(&[("cache-control", "private")]);
         assert_eq!(
-            storable(false, &HeaderMap::new(), StatusCode::OK, &res, &route),
+            storable(
+                false,
+                &HeaderMap::new(),
+                StatusCode::OK,
+                &res,
+                &Rules::untargeted(&res),
+                &route
+            ),
             Err(NotStored::Private)
         );
     }

@@ -1,6 +1,7 @@
 //! The in-memory store: a concurrent cache bounded in bytes (quick_cache, with a weigher that
 //! counts each entry's body, headers and key). One per `cache` filter, carried over reloads.
 
+use super::policy::Directives;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, StatusCode};
 use std::collections::HashMap;
@@ -18,7 +19,10 @@ pub struct Entry {
     /// When it was stored (the cache's clock) and how old it already was then.
     pub stored: tokio::time::Instant,
     pub initial_age: Duration,
+    /// Zero for a response stored only for its validators: every use revalidates it.
     pub freshness: Duration,
+    /// Its caching directives (from `Cache-Control` or the targeted field that overrides it).
+    pub directives: Directives,
 }
 
 impl Entry {
