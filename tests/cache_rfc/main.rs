@@ -36,6 +36,7 @@ mod heuristic_freshness;
 mod invalidation;
 mod must_understand;
 mod no_stale_without_permission;
+mod ranges;
 mod request_directives;
 mod revalidate_every_use;
 mod targeted;

@@ -12,8 +12,10 @@ use tokio::io::AsyncWriteExt;
 
 /// An origin whose answer is set by the query: `cc` (Cache-Control, `:` for `=`), `etag`
 /// (a matching `If-None-Match` gets a 304, whose own tag `etag304` may change),
-/// `vary`, `cookie`, `size` (body bytes), `status`, `truncate` (promise `size` bytes, send 10
-/// and hang up). The body names the path and how many times it was asked for, and echoes the
+/// `vary`, `cookie`, `size` (body bytes), `digits` (a body of that many bytes counting
+/// `0123456789…`), `ranges` (a `Range: bytes=A-B` request gets a 206), `status`, `truncate`
+/// (promise `size` bytes, send 10 and hang up). Requests with `Range` are also counted under
+/// `PATH range`. The body names the path and how many times it was asked for, and echoes the
 /// request's Accept-Encoding.
 pub struct Origin {
     pub addr: SocketAddr,
@@ -179,11 +181,40 @@ pub async fn origin() -> Origin {
                         if let Some(size) = p.get("size").and_then(|s| s.parse::<usize>().ok()) {
                             body = "x".repeat(size);
                         }
+                        if let Some(size) = p.get("digits").and_then(|s| s.parse::<usize>().ok()) {
+                            body = (0..size)
+                                .map(|i| char::from(b'0' + (i % 10) as u8))
+                                .collect();
+                        }
+                        let range = req
+                            .headers()
+                            .get("range")
+                            .map(|r| r.to_str().unwrap().to_string());
+                        if range.is_some() {
+                            *counts
+                                .lock()
+                                .unwrap()
+                                .entry(format!("{path} range"))
+                                .or_default() += 1;
+                        }
+                        // `ranges`: a `bytes=A-B` request gets those bytes as a 206.
+                        let part = range.filter(|_| p.contains_key("ranges")).and_then(|r| {
+                            let (a, b) = r.strip_prefix("bytes=")?.split_once('-')?;
+                            Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?))
+                        });
+                        let mut content_range = None;
+                        if let Some((a, b)) = part {
+                            content_range = Some(format!("bytes {a}-{b}/{}", body.len()));
+                            body = body[a..=b].to_string();
+                        }
                         let mut response = http::Response::builder().status(
                             p.get("status")
                                 .and_then(|s| s.parse::<u16>().ok())
                                 .unwrap_or(200),
                         );
+                        if let Some(content_range) = content_range {
+                            response = response.status(206).header("content-range", content_range);
+                        }
                         if let Some(cc) = p.get("cc") {
                             response = response.header("cache-control", cc.as_str());
                         }

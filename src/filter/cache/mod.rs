@@ -8,6 +8,8 @@
 
 mod key;
 pub mod policy;
+mod range;
+mod serve;
 pub mod store;
 pub mod targeted;
 
@@ -198,48 +200,6 @@ impl Cache {
         };
         Flow::Respond(self.serve(entry, req, ctx.started, label))
     }
-
-    fn serve(
-        &self,
-        entry: &Entry,
-        req: &Parts,
-        now: tokio::time::Instant,
-        label: HeaderValue,
-    ) -> Response<Body> {
-        // RFC 9110 §13.2.2: If-None-Match decides when present, else If-Modified-Since.
-        let not_modified = match (req.headers.get(IF_NONE_MATCH), entry.headers.get(ETAG)) {
-            (Some(wanted), Some(etag)) => wanted
-                .to_str()
-                .ok()
-                .is_some_and(|w| w.trim() == "*" || w.split(',').any(|t| weak_eq(t, etag))),
-            (Some(_), None) => false,
-            (None, _) => {
-                match (
-                    policy::date(&req.headers, http::header::IF_MODIFIED_SINCE),
-                    // No Last-Modified: the stored Date stands in (RFC 9111 §4.3.2).
-                    policy::date(&entry.headers, http::header::LAST_MODIFIED)
-                        .or_else(|| policy::date(&entry.headers, http::header::DATE)),
-                ) {
-                    (Some(since), Some(modified)) => modified <= since,
-                    _ => false,
-                }
-            }
-        };
-        let (status, body) = if not_modified {
-            (StatusCode::NOT_MODIFIED, Body::Empty)
-        } else {
-            (entry.status, Body::full(entry.body.clone()))
-        };
-        let mut response = Response::new(body);
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.clone_from(&entry.headers);
-        // The length is the stored body's, set by the server from the body itself.
-        headers.remove(http::header::CONTENT_LENGTH);
-        headers.insert(AGE, HeaderValue::from(entry.age(now).as_secs()));
-        headers.insert(self.spec.status_header.clone(), label);
-        response
-    }
 }
 
 impl Cache {
@@ -413,12 +373,6 @@ fn never_stale(entry: &Entry) -> bool {
     entry.freshness.is_zero() || forbids_stale(&entry.directives)
 }
 
-/// Weak comparison of entity tags (RFC 9110 §8.8.3.2), for `If-None-Match`.
-fn weak_eq(candidate: &str, etag: &HeaderValue) -> bool {
-    let strip = |t: &str| t.trim().trim_start_matches("W/").to_string();
-    etag.to_str().is_ok_and(|e| strip(candidate) == strip(e))
-}
-
 #[async_trait::async_trait]
 impl Filter for Cache {
     fn name(&self) -> &'static str {
@@ -553,8 +507,7 @@ impl Cache {
         let failed = ctx.error.is_some() || res.status().is_server_error();
         if let (true, Some(entry)) = (failed, &stale) {
             if fallback && self.may_serve_stale(entry, ctx.started) {
-                let mut parts = http::Request::new(()).into_parts().0;
-                parts.headers = request;
+                let parts = serve::request_parts(request, head);
                 *res = self.serve(entry, &parts, ctx.started, STALE);
                 return;
             }
@@ -572,8 +525,7 @@ impl Cache {
         if let (true, Some(entry), StatusCode::NOT_MODIFIED) = (revalidating, &stale, res.status())
         {
             let (refreshed, keep) = self.refresh(entry, res.headers(), &request);
-            let mut parts = http::Request::new(()).into_parts().0;
-            parts.headers = request;
+            let parts = serve::request_parts(request, head);
             let cookies: Vec<HeaderValue> = res
                 .headers()
                 .get_all(http::header::SET_COOKIE)
