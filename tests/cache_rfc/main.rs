@@ -32,6 +32,7 @@ mod age_on_the_way_out;
 mod cache_key;
 mod conditional_requests;
 mod freshening_with_304;
+mod freshness_lifetime;
 mod heuristic_freshness;
 mod invalidation;
 mod must_understand;

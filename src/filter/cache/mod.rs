@@ -5,6 +5,10 @@
 //! What may be stored, and for how long, is decided in [`policy`]. Stored responses vary by
 //! the request headers their `Vary` names: the URL's key then holds those names, and each
 //! variant lives under the URL's key plus the request's values for them.
+//!
+//! Keys are built in `key`, answers from stored copies (conditionals, ranges) in `serve` and
+//! `range`, the store is filled and refreshed in `fill`, and RFC 9213's targeted fields are
+//! read in [`targeted`].
 
 mod fill;
 mod key;

@@ -33,7 +33,7 @@ pub struct Directives {
 impl Directives {
     /// All `Cache-Control` fields of `headers`, comma lists merged; names are
     /// case-insensitive; `private="x"` and `no-cache="x"` count as the plain directive (the
-    /// stricter reading); an unparsable number is ignored.
+    /// stricter reading).
     pub fn of(headers: &HeaderMap) -> Directives {
         Directives::parse(
             headers
@@ -43,31 +43,42 @@ impl Directives {
         )
     }
 
-    /// Directives from field lines in the `Cache-Control` syntax.
+    /// Directives from field lines in the `Cache-Control` syntax: commas inside a quoted
+    /// string do not separate directives, and quoted values are unquoted.
     pub fn parse<'a>(lines: impl IntoIterator<Item = &'a str>) -> Directives {
         let mut d = Directives::default();
         for text in lines {
-            for directive in text.split(',') {
-                let (name, arg) = match directive.trim().split_once('=') {
-                    Some((name, arg)) => (name.trim(), Some(arg.trim().trim_matches('"'))),
-                    None => (directive.trim(), None),
+            for directive in list_items(text) {
+                let (name, arg) = match directive.split_once('=') {
+                    Some((name, arg)) => (name.trim(), Some(unquote(arg.trim()))),
+                    None => (directive, None),
                 };
-                d.set(&name.to_ascii_lowercase(), arg);
+                d.set(&name.to_ascii_lowercase(), arg.as_deref());
             }
         }
         d
     }
 
-    /// Records one directive; `arg` is its value, if it has one.
+    /// Records one directive; `arg` is its value, if it has one. A freshness value that is
+    /// not a number, or that contradicts an earlier one, makes the response stale (RFC 9111
+    /// §4.2.1 lets a cache treat invalid or repeated freshness so); other unusable numbers
+    /// are ignored.
     pub fn set(&mut self, name: &str, arg: Option<&str>) {
-        let seconds = || arg.and_then(|a| a.parse::<u64>().ok());
+        let seconds = || arg.and_then(delta_seconds);
+        let freshness = |earlier: Option<u64>| {
+            let value = seconds().unwrap_or(0);
+            match earlier {
+                Some(earlier) if earlier != value => Some(0),
+                _ => Some(value),
+            }
+        };
         match name {
             "no-store" => self.no_store = true,
             "no-cache" => self.no_cache = true,
             "private" => self.private = true,
             "public" => self.public = true,
-            "max-age" => self.max_age = seconds().or(self.max_age),
-            "s-maxage" => self.s_maxage = seconds().or(self.s_maxage),
+            "max-age" => self.max_age = freshness(self.max_age),
+            "s-maxage" => self.s_maxage = freshness(self.s_maxage),
             "must-revalidate" => self.must_revalidate = true,
             "proxy-revalidate" => self.proxy_revalidate = true,
             "stale-while-revalidate" => self.stale_while_revalidate = seconds(),
@@ -83,6 +94,79 @@ impl Directives {
             "only-if-cached" => self.only_if_cached = true,
             _ => {}
         }
+    }
+}
+
+/// delta-seconds (RFC 9111 §1.2.2): digits only; a value too large to count is 2^31.
+fn delta_seconds(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(
+        text.parse::<u64>()
+            .map_or(AGE_OVERFLOW.as_secs(), |n| n.min(AGE_OVERFLOW.as_secs())),
+    )
+}
+
+/// The trimmed, non-empty items of a comma-separated list, where a comma inside a quoted
+/// string (with its backslash escapes) separates nothing.
+pub fn list_items(text: &str) -> ListItems<'_> {
+    ListItems { rest: text }
+}
+
+pub struct ListItems<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for ListItems<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        while !self.rest.is_empty() {
+            let (mut quoted, mut escaped) = (false, false);
+            let mut end = self.rest.len();
+            for (at, byte) in self.rest.bytes().enumerate() {
+                match byte {
+                    _ if escaped => escaped = false,
+                    b'\\' if quoted => escaped = true,
+                    b'"' => quoted = !quoted,
+                    b',' if !quoted => {
+                        end = at;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let item = self.rest[..end].trim();
+            self.rest = self.rest.get(end + 1..).unwrap_or("");
+            if !item.is_empty() {
+                return Some(item);
+            }
+        }
+        None
+    }
+}
+
+/// A directive's value without its quotes and escapes.
+fn unquote(value: &str) -> std::borrow::Cow<'_, str> {
+    match value
+        .strip_prefix('"')
+        .and_then(|inner| inner.strip_suffix('"'))
+    {
+        Some(inner) if inner.contains('\\') => {
+            let mut out = String::with_capacity(inner.len());
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                out.push(if c == '\\' {
+                    chars.next().unwrap_or(c)
+                } else {
+                    c
+                });
+            }
+            out.into()
+        }
+        Some(inner) => inner.into(),
+        None => value.into(),
     }
 }
 
@@ -134,7 +218,12 @@ pub fn explicit_freshness(headers: &HeaderMap, rules: &Rules) -> Option<Duration
     if rules.targeted {
         return None;
     }
-    let expires = headers.get(EXPIRES)?;
+    let mut lines = headers.get_all(EXPIRES).iter();
+    let expires = lines.next()?;
+    // Two Expires lines: no way to tell which is meant, so stale (RFC 9111 §4.2.1).
+    if lines.next().is_some() {
+        return Some(Duration::ZERO);
+    }
     let Some(expires) = expires
         .to_str()
         .ok()
@@ -379,6 +468,33 @@ mod tests {
             (cc.max_age, cc.s_maxage, cc.stale_if_error),
             (Some(60), Some(120), Some(300))
         );
+    }
+
+    #[test]
+    fn commas_in_quoted_strings_and_invalid_or_repeated_freshness() {
+        let parse = |text: &str| Directives::parse([text]);
+        let d = parse(r#"max-age=5, ext="a, max-age=600, \"b, no-store", private="x""#);
+        assert_eq!(d.max_age, Some(5));
+        assert!(!d.no_store && d.private);
+        for stale in [
+            "max-age=abc",
+            "max-age=-1",
+            "max-age=1.5",
+            "max-age",
+            "max-age=",
+            "max-age=60, max-age=10",
+        ] {
+            assert_eq!(parse(stale).max_age, Some(0), "{stale}");
+        }
+        assert_eq!(parse("max-age=60, max-age=60").max_age, Some(60));
+        assert_eq!(parse("max-age=\"60\"").max_age, Some(60));
+        assert_eq!(
+            parse("max-age=99999999999999999999999").max_age,
+            Some(AGE_OVERFLOW.as_secs())
+        );
+        assert_eq!(parse("stale-if-error=x").stale_if_error, None);
+        let items: Vec<&str> = list_items(r#" a, ,b="1,2" ,c="\",", "#).collect();
+        assert_eq!(items, ["a", r#"b="1,2""#, r#"c="\",""#]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! one class of caches directives of its own. The first field on the route's list that is
 //! present, valid and not empty replaces `Cache-Control` and `Expires` for this cache.
 
-use super::policy::{Directives, Rules};
+use super::policy::{list_items, Directives, Rules};
 use http::{HeaderMap, HeaderName};
 
 /// A field on the target list.
@@ -111,7 +111,7 @@ fn surrogate(response: &HeaderMap) -> Option<Directives> {
     let mut any = false;
     let lines = response.get_all("surrogate-control").iter();
     for text in lines.filter_map(|v| v.to_str().ok()) {
-        for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        for item in list_items(text) {
             let (directive, device) = match item.split_once(';') {
                 Some((directive, device)) => (directive.trim(), Some(device.trim())),
                 None => (item, None),
