@@ -4,6 +4,7 @@ mod support;
 
 use http_body_util::BodyExt;
 use std::collections::HashMap;
+use std::time::Duration;
 use support::origin::*;
 use support::*;
 
@@ -613,4 +614,32 @@ async fn a_breaker_behind_the_cache_judges_the_upstream_not_the_stale_copy() {
         asked,
         "the open breaker let a request through"
     );
+}
+
+/// Misses for a key whose answer could not be stored go upstream side by side for a while,
+/// instead of queueing behind each other for an answer that will not be stored; an answer
+/// that can be stored is still kept.
+#[tokio::test]
+async fn uncacheable_answers_do_not_make_misses_queue() {
+    let origin = origin().await;
+    // `cc` and `delay` script the origin without changing the key.
+    let gw = gateway(&config(
+        origin.addr,
+        "{ lock_timeout: 10s, query: { ignore: [cc, delay] } }",
+    ));
+    let addr = gw.addr();
+    assert_eq!(x_cache(&get(addr, "/u?cc=no-store").await), "MISS");
+    let slow: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(async move { get(addr, "/u?cc=no-store&delay=1500").await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Both are at the origin at once; neither waits for the other.
+    assert_eq!(origin.count("/u"), 3);
+    for reply in slow {
+        assert_eq!(x_cache(&reply.await.unwrap()), "MISS");
+    }
+    // An answer that can be stored replaces the note.
+    get(addr, "/u?cc=max-age:60").await;
+    assert_eq!(x_cache(&get(addr, "/u").await), "HIT");
+    assert_eq!(origin.count("/u"), 4);
 }

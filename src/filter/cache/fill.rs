@@ -1,6 +1,7 @@
 //! Filling the store: answers kept as they stream to the client, copies refreshed by a 304,
 //! and refetches in the background.
 
+use super::policy::NotStored;
 use super::store::{CacheStore, Entry, FillGuard, Item};
 use super::{policy, Cache, CacheSpec};
 use crate::body::{Body, Recording};
@@ -106,6 +107,42 @@ impl Cache {
     }
 }
 
+/// How long misses for a key whose answer could not be stored skip coalescing.
+const UNCACHEABLE_FOR: Duration = Duration::from_secs(30);
+
+/// Whether `res` may be stored, with its freshness and the age it arrived with.
+fn verdict(
+    spec: &CacheSpec,
+    request: &HeaderMap,
+    head: bool,
+    res: &Response<Body>,
+    rules: &policy::Rules,
+) -> Result<(Duration, Duration), NotStored> {
+    let freshness = policy::storable(
+        head,
+        request,
+        res.status(),
+        res.headers(),
+        rules,
+        &spec.lifetimes,
+    )?;
+    let too_large = res
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|len| len > spec.max_object_size);
+    if too_large {
+        return Err(NotStored::TooLarge);
+    }
+    // The age it arrived with counts: a response already past its freshness is not stored
+    // (one stored only for its validators has none to lose).
+    match policy::initial_age(res.headers(), SystemTime::now()) {
+        Some(age) if age < freshness || freshness.is_zero() => Ok((freshness, age)),
+        _ => Err(NotStored::StaleOnArrival),
+    }
+}
+
 /// Keeps `res` (as it streams on) when RFC 9111 allows: its body is recorded and, once whole,
 /// stored under `key` (or its variant). `fill` is released when the entry is in or given up.
 pub(super) fn store_response(
@@ -118,36 +155,17 @@ pub(super) fn store_response(
     res: &mut Response<Body>,
 ) {
     let rules = spec.rules(res.headers());
-    let verdict = policy::storable(
-        head,
-        &request,
-        res.status(),
-        res.headers(),
-        &rules,
-        &spec.lifetimes,
-    );
-    let freshness = match verdict {
-        Ok(freshness) => freshness,
+    let (freshness, initial_age) = match verdict(spec, &request, head, res, &rules) {
+        Ok(verdict) => verdict,
         Err(reason) => {
             tracing::trace!(key = %key, ?reason, "not stored");
-            return;
-        }
-    };
-    let too_large = res
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|len| len > spec.max_object_size);
-    if too_large {
-        return;
-    }
-    // The age it arrived with counts: a response already past its freshness is not stored
-    // (one stored only for its validators has none to lose).
-    let initial_age = match policy::initial_age(res.headers(), SystemTime::now()) {
-        Some(age) if age < freshness || freshness.is_zero() => age,
-        _ => {
-            tracing::trace!(key = %key, reason = ?policy::NotStored::StaleOnArrival, "not stored");
+            // The request that filled the key says so for a while, so that the next misses
+            // do not queue behind each other for an answer that will not be stored.
+            let holds_answers = matches!(store.get(&key), Some(Item::Response(_) | Item::Vary(_)));
+            if fill.is_some() && reason.is_the_responses() && !holds_answers {
+                let until = tokio::time::Instant::now() + UNCACHEABLE_FOR;
+                store.insert(key, Item::Uncacheable(until));
+            }
             return;
         }
     };

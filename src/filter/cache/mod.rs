@@ -125,6 +125,14 @@ enum Pending {
     },
 }
 
+/// What the store holds for a request.
+enum Found {
+    Entry(Arc<Entry>),
+    /// The key's last answer could not be stored: go upstream without coalescing.
+    Uncacheable,
+    Nothing,
+}
+
 const HIT: HeaderValue = HeaderValue::from_static("HIT");
 const MISS: HeaderValue = HeaderValue::from_static("MISS");
 const BYPASS: HeaderValue = HeaderValue::from_static("BYPASS");
@@ -174,13 +182,15 @@ impl Cache {
         }
     }
 
-    fn lookup(&self, key: &str, request: &HeaderMap) -> Option<Arc<Entry>> {
-        match self.store.get(key)? {
-            Item::Response(entry) => Some(entry),
-            Item::Vary(names) => match self.store.get(&Self::variant_key(key, &names, request))? {
-                Item::Response(entry) => Some(entry),
-                Item::Vary(_) => None,
-            },
+    fn lookup(&self, key: &str, request: &HeaderMap, now: tokio::time::Instant) -> Found {
+        let item = match self.store.get(key) {
+            Some(Item::Vary(names)) => self.store.get(&Self::variant_key(key, &names, request)),
+            item => item,
+        };
+        match item {
+            Some(Item::Response(entry)) => Found::Entry(entry),
+            Some(Item::Uncacheable(until)) if now < until => Found::Uncacheable,
+            _ => Found::Nothing,
         }
     }
 
@@ -318,7 +328,9 @@ impl Filter for Cache {
         let now = ctx.started;
         let usable = |entry: &Entry| !wants_validated && acceptable(entry, &cc, now);
         let mut stale = None;
-        if let Some(entry) = self.lookup(&key, &req.headers) {
+        let found = self.lookup(&key, &req.headers, now);
+        let coalesce = !matches!(found, Found::Uncacheable);
+        if let Found::Entry(entry) = found {
             if usable(&entry) {
                 return Ok(self.hit(&entry, req, ctx));
             }
@@ -343,12 +355,14 @@ impl Filter for Cache {
                 .insert(self.spec.status_header.clone(), MISS);
             return Ok(Flow::Respond(response));
         }
-        // Coalescing: one miss per key goes upstream; the others wait for its entry.
-        let fill = match self.store.begin_fill(&key) {
-            Ok(guard) => Some(Arc::new(guard)),
-            Err(mut filled) => {
+        // Coalescing: one miss per key goes upstream; the others wait for its entry (unless
+        // the key's answers lately could not be stored).
+        let fill = match coalesce.then(|| self.store.begin_fill(&key)) {
+            None => None,
+            Some(Ok(guard)) => Some(Arc::new(guard)),
+            Some(Err(mut filled)) => {
                 let _ = tokio::time::timeout(self.spec.lock_timeout, filled.changed()).await;
-                if let Some(entry) = self.lookup(&key, &req.headers) {
+                if let Found::Entry(entry) = self.lookup(&key, &req.headers, now) {
                     if usable(&entry) {
                         return Ok(self.hit(&entry, req, ctx));
                     }

@@ -340,6 +340,16 @@ pub enum NotStored {
     MustRevalidateNow,
     /// Its age on arrival already exceeds its freshness, or its `Age` is invalid.
     StaleOnArrival,
+    /// Its `Content-Length` is over the route's `max_object_size`.
+    TooLarge,
+}
+
+impl NotStored {
+    /// Whether the response itself is the reason, so that the next answer for the same key
+    /// is likely not storable either (a `HEAD` or credentials are the request's doing).
+    pub fn is_the_responses(self) -> bool {
+        !matches!(self, NotStored::Method | NotStored::Authorized)
+    }
 }
 
 /// Whether the response has a validator a stored copy can be revalidated with.
@@ -443,6 +453,15 @@ mod tests {
         status: u16,
         res: &[(&str, &str)],
     ) -> Result<Duration, NotStored> {
+        decide_on(&ROUTE, req, status, res)
+    }
+
+    fn decide_on(
+        route: &Lifetimes,
+        req: &[(&str, &str)],
+        status: u16,
+        res: &[(&str, &str)],
+    ) -> Result<Duration, NotStored> {
         let res = headers(res);
         storable(
             false,
@@ -450,7 +469,7 @@ mod tests {
             StatusCode::from_u16(status).unwrap(),
             &res,
             &Rules::untargeted(&res),
-            &ROUTE,
+            route,
         )
     }
 
@@ -599,15 +618,7 @@ mod tests {
             authorized: AuthorizedAnswers::PerCredential,
             ..ROUTE
         };
-        assert!(storable(
-            false,
-            &headers(&auth),
-            StatusCode::OK,
-            &HeaderMap::new(),
-            &Rules::default(),
-            &route
-        )
-        .is_ok());
+        assert!(decide_on(&route, &auth, 200, &[]).is_ok());
     }
 
     #[test]
@@ -616,29 +627,13 @@ mod tests {
             ttl_override: Some(Duration::from_secs(7)),
             ..ROUTE
         };
-        let res = headers(&[("cache-control", "max-age=600")]);
         assert_eq!(
-            storable(
-                false,
-                &HeaderMap::new(),
-                StatusCode::OK,
-                &res,
-                &Rules::untargeted(&res),
-                &route
-            ),
+            decide_on(&route, &[], 200, &[("cache-control", "max-age=600")]),
             Ok(Duration::from_secs(7))
         );
         // Never for what must not be shared.
-        let res = headers(&[("cache-control", "private")]);
         assert_eq!(
-            storable(
-                false,
-                &HeaderMap::new(),
-                StatusCode::OK,
-                &res,
-                &Rules::untargeted(&res),
-                &route
-            ),
+            decide_on(&route, &[], 200, &[("cache-control", "private")]),
             Err(NotStored::Private)
         );
     }

@@ -45,11 +45,16 @@ impl Entry {
 }
 
 /// What a key holds: a response, or (under the URL's key when the response varies) the
-/// names of the request headers that select among stored variants.
+/// names of the request headers that select among stored variants, or a note that its last
+/// answer could not be stored.
 #[derive(Clone)]
 pub enum Item {
     Response(Arc<Entry>),
     Vary(Arc<[HeaderName]>),
+    /// Until then, misses for the key go upstream at once instead of waiting for each other:
+    /// an answer that cannot be stored would only make them queue. An answer that can be
+    /// stored replaces it.
+    Uncacheable(tokio::time::Instant),
 }
 
 #[derive(Clone)]
@@ -60,6 +65,7 @@ impl quick_cache::Weighter<String, Item> for Weigher {
         let value = match item {
             Item::Response(entry) => entry.weight(),
             Item::Vary(names) => 64 + names.iter().map(|n| n.as_str().len()).sum::<usize>() as u64,
+            Item::Uncacheable(_) => 32,
         };
         value + key.len() as u64
     }
