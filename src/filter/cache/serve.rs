@@ -78,14 +78,11 @@ fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
             .ok()
             .is_some_and(|w| w.trim() == "*" || w.split(',').any(|t| weak_eq(t, etag))),
         (Some(_), None) => false,
-        (None, _) => match (
-            policy::date(request, IF_MODIFIED_SINCE),
+        (None, _) => policy::date(request, IF_MODIFIED_SINCE).is_some_and(|since| {
             policy::date(stored, http::header::LAST_MODIFIED)
-                .or_else(|| policy::date(stored, http::header::DATE)),
-        ) {
-            (Some(since), Some(modified)) => modified <= since,
-            _ => false,
-        },
+                .or_else(|| policy::date(stored, http::header::DATE))
+                .is_some_and(|modified| modified <= since)
+        }),
     }
 }
 
