@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Instructions per request (callgrind) on the bare, cache HIT and cache MISS routes.
+# Installs valgrind when missing, builds release binaries, then runs benches/instructions.py
+# (argument: another portcullis binary to measure instead).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v valgrind >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+fi
+cargo build --release --bin portcullis --example bench_upstream
+exec python3 benches/instructions.py "$@"
