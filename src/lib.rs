@@ -47,12 +47,24 @@ pub enum StartError {
     Runtime(std::io::Error),
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Options {
     /// Overrides `workers:` in the config; default: the number of cores.
     pub workers: Option<usize>,
     /// The file the config came from, re-read on reload.
     pub config_path: Option<std::path::PathBuf>,
+    /// Where reloads look up `${NAME}`; default: the process environment.
+    pub env: Option<config::Env>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("workers", &self.workers)
+            .field("config_path", &self.config_path)
+            .field("env", &self.env.as_ref().map(|_| "custom"))
+            .finish()
+    }
 }
 
 /// A gateway that is serving. Dropping it stops accepting and closes idle connections.
@@ -71,7 +83,7 @@ pub struct Running {
 ///             admin: { address: 127.0.0.1:0 }\n\
 ///             routes: [{ name: ping, respond: { body: pong } }]\n";
 /// let config = portcullis::config::parse(yaml, "inline", &|_| None).expect("valid config");
-/// let options = portcullis::Options { workers: Some(1), config_path: None };
+/// let options = portcullis::Options { workers: Some(1), ..Default::default() };
 /// let running = portcullis::start(config, options).expect("started");
 /// let address = running.address("http").expect("bound");
 /// assert_ne!(address.port(), 0);
@@ -156,8 +168,12 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
         })
         .collect();
     let config_arc = Arc::new(config);
+    let source = reload::Source {
+        path: options.config_path.clone(),
+        env: options.env.clone().unwrap_or_else(config::process_env),
+    };
     let reloader = Arc::new(Reloader::new(
-        options.config_path.clone(),
+        source,
         Arc::clone(&gateway),
         control.clone(),
         workers,

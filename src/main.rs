@@ -81,6 +81,7 @@ fn run(config: Config, workers: Option<usize>, path: PathBuf) -> anyhow::Result<
     let options = portcullis::Options {
         workers,
         config_path: Some(path),
+        env: None,
     };
     let running = portcullis::start(config, options)?;
     for (name, address) in running.listeners() {

@@ -40,8 +40,15 @@ pub struct Applied {
     pub needs_restart: Vec<String>,
 }
 
+/// Where reloads read the config: its file (none for a config given as text), and where
+/// `${NAME}` is looked up.
+pub struct Source {
+    pub path: Option<PathBuf>,
+    pub env: config::Env,
+}
+
 pub struct Reloader {
-    path: Option<PathBuf>,
+    source: Source,
     gateway: Arc<Gateway>,
     control: tokio::runtime::Handle,
     workers: usize,
@@ -57,7 +64,7 @@ pub struct Reloader {
 
 impl Reloader {
     pub fn new(
-        path: Option<PathBuf>,
+        source: Source,
         gateway: Arc<Gateway>,
         control: tokio::runtime::Handle,
         workers: usize,
@@ -67,7 +74,7 @@ impl Reloader {
     ) -> Reloader {
         metrics.config_generation.set(1);
         Reloader {
-            path,
+            source,
             gateway,
             control,
             workers,
@@ -90,8 +97,8 @@ impl Reloader {
 
     /// Re-reads the config file.
     pub fn reload(&self) -> Result<Applied, ReloadError> {
-        let loaded = match &self.path {
-            Some(path) => config::load(path).map_err(ReloadError::from),
+        let loaded = match &self.source.path {
+            Some(path) => config::load_with(path, &*self.source.env).map_err(ReloadError::from),
             None => Err(ReloadError::NoSource),
         };
         self.finish(loaded)
@@ -99,7 +106,7 @@ impl Reloader {
 
     /// Reloads from config text (tests, and tools that hold the config in memory).
     pub fn reload_text(&self, text: &str) -> Result<Applied, ReloadError> {
-        let parsed = config::parse(text, "config", &|name| std::env::var(name).ok());
+        let parsed = config::parse(text, "config", &*self.source.env);
         self.finish(parsed.map_err(ReloadError::from))
     }
 
@@ -156,7 +163,7 @@ impl Reloader {
         interval: std::time::Duration,
         shutdown: Arc<crate::server::Shutdown>,
     ) {
-        let Some(path) = self.path.clone() else {
+        let Some(path) = self.source.path.clone() else {
             return;
         };
         let mut rejected: Option<String> = None;

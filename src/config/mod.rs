@@ -138,22 +138,31 @@ impl RouteConfig {
     }
 }
 
-/// Reads and validates a config file. Relative paths in it (certificates, CA files, key
-/// files, discovery files) are relative to the file's own folder, whatever the working
-/// directory.
+/// Where `${NAME}` in a config is looked up: the process environment, unless the program
+/// that embeds the gateway gives another source.
+pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// The process environment as an [`Env`].
+pub fn process_env() -> Env {
+    Arc::new(|name| std::env::var(name).ok())
+}
+
+/// Reads and validates a config file, with `${NAME}` from the process environment.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with(path, &|name| std::env::var(name).ok())
+}
+
+/// Reads and validates a config file, with `${NAME}` from `env`. Relative paths in it
+/// (certificates, CA files, key files, discovery files) are relative to the file's own
+/// folder, whatever the working directory.
+pub fn load_with(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
     let folder = path.parent().unwrap_or(Path::new(""));
     let base = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
-    parse_in(
-        &text,
-        &path.display().to_string(),
-        &|name| std::env::var(name).ok(),
-        &base,
-    )
+    parse_in(&text, &path.display().to_string(), env, &base)
 }
 
 /// Validates config text; `origin` names it in messages, `env` resolves `${NAME}`.

@@ -1,12 +1,10 @@
 //! The real binary: SIGHUP reloads the file, SIGTERM drains in-flight requests and exits 0.
 
-mod support;
-
+use crate::support::*;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::*;
 
 fn config(upstream: SocketAddr, extra_route: &str) -> String {
     format!(

@@ -1,10 +1,8 @@
 //! Global rate limits on a real Redis, shared by several gateway replicas, and what each
 //! `on_store_error` mode does while Redis is away.
 
-mod support;
-
+use crate::support::*;
 use std::time::{Duration, Instant};
-use support::*;
 
 fn config(upstream: std::net::SocketAddr, redis: &str) -> String {
     format!(

@@ -1,12 +1,10 @@
 //! Forwarding through a real gateway to real upstreams.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Frame;
 use std::time::{Duration, Instant};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]

@@ -1,9 +1,7 @@
 //! The `circuit_breaker` filter against real upstreams that fail on command.
 
-mod support;
-
+use crate::support::*;
 use std::time::Duration;
-use support::*;
 
 fn config(upstream: std::net::SocketAddr, breaker: &str) -> String {
     format!(

@@ -1,10 +1,8 @@
 //! Endpoint discovery: a file another tool rewrites, a real etcd, a real DNS server.
 
-mod support;
-
+use crate::support::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use support::*;
 
 /// Sends `count` requests and returns how many each upstream served; every answer must be 200.
 async fn spread(client: &mut Client, upstreams: &[&Upstream], count: usize) -> Vec<usize> {

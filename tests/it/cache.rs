@@ -1,12 +1,10 @@
 //! The `cache` filter against an origin that sets its caching headers on command.
 
-mod support;
-
+use crate::support::origin::*;
+use crate::support::*;
 use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::time::Duration;
-use support::origin::*;
-use support::*;
 
 #[tokio::test]
 async fn fresh_responses_are_served_from_the_cache_with_their_age() {

@@ -1,8 +1,6 @@
 //! Balancing strategies through a real gateway with several endpoints.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 fn config(endpoints: &[std::net::SocketAddr], balance: &str) -> String {
     let list: Vec<String> = endpoints.iter().map(|a| a.to_string()).collect();

@@ -1,8 +1,6 @@
 //! The admin API over real HTTP.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 /// Each test names its own variable: tests run in parallel in one process.
 fn file_config(upstream: std::net::SocketAddr, route: &str, secret_var: &str) -> String {
@@ -18,7 +16,6 @@ fn file_config(upstream: std::net::SocketAddr, route: &str, secret_var: &str) ->
 
 #[tokio::test]
 async fn health_readiness_config_routes_upstreams_and_metrics() {
-    std::env::set_var("PORTCULLIS_ADMIN_TEST_SECRET_A", "hunter2");
     let up = upstream().run().await;
     let path = temp_path("admin.yaml");
     std::fs::write(
@@ -26,7 +23,7 @@ async fn health_readiness_config_routes_upstreams_and_metrics() {
         file_config(up.addr, "first", "PORTCULLIS_ADMIN_TEST_SECRET_A"),
     )
     .unwrap();
-    let gw = gateway_file(&path);
+    let gw = gateway_file_env(&path, &[("PORTCULLIS_ADMIN_TEST_SECRET_A", "hunter2")]);
     let admin = gw.admin();
     assert_ne!(admin, gw.addr());
 
@@ -73,7 +70,6 @@ async fn health_readiness_config_routes_upstreams_and_metrics() {
 
 #[tokio::test]
 async fn post_reload_applies_a_good_file_and_rejects_a_bad_one() {
-    std::env::set_var("PORTCULLIS_ADMIN_TEST_SECRET_B", "s");
     let up = upstream().run().await;
     let path = temp_path("reload.yaml");
     std::fs::write(
@@ -81,7 +77,7 @@ async fn post_reload_applies_a_good_file_and_rejects_a_bad_one() {
         file_config(up.addr, "first", "PORTCULLIS_ADMIN_TEST_SECRET_B"),
     )
     .unwrap();
-    let gw = gateway_file(&path);
+    let gw = gateway_file_env(&path, &[("PORTCULLIS_ADMIN_TEST_SECRET_B", "s")]);
     let admin = gw.admin();
     let mut client = Client::http1(admin).await;
 
@@ -183,7 +179,6 @@ async fn admin_call(admin: std::net::SocketAddr, method: &str, path: &str, auth:
 
 #[tokio::test]
 async fn an_admin_token_guards_every_change_and_rotates_on_reload() {
-    std::env::set_var("PORTCULLIS_ADMIN_TEST_TOKEN", "first-token-0123456789");
     let up = upstream().run().await;
     let path = temp_path("admin-token.yaml");
     let yaml = |token_var: &str| {
@@ -193,7 +188,14 @@ async fn an_admin_token_guards_every_change_and_rotates_on_reload() {
         )
     };
     std::fs::write(&path, yaml("PORTCULLIS_ADMIN_TEST_TOKEN")).unwrap();
-    let gw = gateway_file(&path);
+    let gw = gateway_file_env(
+        &path,
+        &[
+            ("PORTCULLIS_ADMIN_TEST_TOKEN", "first-token-0123456789"),
+            // Named by the file only after the reload below.
+            ("PORTCULLIS_ADMIN_TEST_TOKEN_2", "second-token-0123456789"),
+        ],
+    );
     let admin = gw.admin();
 
     // Reads stay open, for probes and scrapers.
@@ -237,7 +239,6 @@ async fn an_admin_token_guards_every_change_and_rotates_on_reload() {
     );
 
     // A reload with a new token: the new one works, the old one no longer does.
-    std::env::set_var("PORTCULLIS_ADMIN_TEST_TOKEN_2", "second-token-0123456789");
     std::fs::write(&path, yaml("PORTCULLIS_ADMIN_TEST_TOKEN_2")).unwrap();
     assert_eq!(
         admin_call(admin, "POST", "/reload", &good).await.status,

@@ -1,8 +1,7 @@
 //! Remote JWK sets (`jwks_url`) served by a real HTTP server: start-up, rotation, outages,
 //! unknown-kid floods and reloads.
 
-mod support;
-
+use crate::support::*;
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -14,7 +13,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::*;
 
 /// An ES256 signing key with its kid, as an identity provider holds it.
 struct SigningKey {

@@ -1,8 +1,6 @@
 //! The per-route filter chain with the `headers` and `cors` filters, through a real gateway.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 fn yaml(upstream: std::net::SocketAddr, filters: &str) -> String {
     format!(

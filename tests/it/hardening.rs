@@ -1,10 +1,8 @@
 //! Hostile and malformed requests, in raw bytes: the right 4xx, the connection closed where
 //! the framing cannot be trusted, and nothing smuggled to the upstream.
 
-mod support;
-
+use crate::support::*;
 use std::time::{Duration, Instant};
-use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 

@@ -1,12 +1,10 @@
 //! Upstream failures become quick 502/503/504 answers with a JSON body, and never harm the
 //! client's keep-alive connection.
 
-mod support;
-
+use crate::support::*;
 use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

@@ -2,11 +2,9 @@
 //! they pass; too few healthy endpoints means balancing over all of them; health survives
 //! reloads by address.
 
-mod support;
-
+use crate::support::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use support::*;
 
 fn config(endpoints: &[&Upstream], health: &str, timeouts: &str) -> String {
     let list: Vec<String> = endpoints.iter().map(|u| u.addr.to_string()).collect();

@@ -1,8 +1,6 @@
 //! The `rate_limit` filter through a real gateway (local store).
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 fn config(upstream: std::net::SocketAddr, limit: &str) -> String {
     format!(

@@ -1,7 +1,6 @@
 //! Retries and outlier ejection across real endpoints that fail on command.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
@@ -11,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::*;
 
 /// An endpoint that answers every request with `status` after `delay`, counting requests.
 struct Fixed {

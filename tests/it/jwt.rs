@@ -1,10 +1,8 @@
 //! JWT authentication through a real gateway.
 
-mod support;
-
+use crate::support::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use support::*;
 
 const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
 
@@ -40,15 +38,19 @@ fn config(upstream: std::net::SocketAddr, extra_provider: &str) -> String {
     )
 }
 
+/// A gateway whose config may name `${PORTCULLIS_TEST_JWT_SECRET}`.
+fn jwt_gateway(yaml: &str) -> TestGateway {
+    gateway_env(yaml, &[("PORTCULLIS_TEST_JWT_SECRET", SECRET)])
+}
+
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
 #[tokio::test]
 async fn valid_tokens_pass_with_their_claims_forwarded() {
-    std::env::set_var("PORTCULLIS_TEST_JWT_SECRET", SECRET);
     let up = upstream().run().await;
-    let gw = gateway(&config(up.addr, ""));
+    let gw = jwt_gateway(&config(up.addr, ""));
     let mut client = Client::http1(gw.addr()).await;
     let token = hs256(claims("alice", "read"));
     let reply = client
@@ -71,9 +73,8 @@ async fn valid_tokens_pass_with_their_claims_forwarded() {
 
 #[tokio::test]
 async fn missing_invalid_and_insufficient_tokens() {
-    std::env::set_var("PORTCULLIS_TEST_JWT_SECRET", SECRET);
     let up = upstream().run().await;
-    let gw = gateway(&config(up.addr, ""));
+    let gw = jwt_gateway(&config(up.addr, ""));
     let mut client = Client::http1(gw.addr()).await;
 
     let reply = client.get("/items").await;
@@ -138,7 +139,6 @@ async fn missing_invalid_and_insufficient_tokens() {
 
 #[tokio::test]
 async fn the_issuer_picks_the_provider_and_jwks_files_work() {
-    std::env::set_var("PORTCULLIS_TEST_JWT_SECRET", SECRET);
     // An ES256 key published in a JWKS file.
     let pair = rcgen::KeyPair::generate().unwrap();
     // Uncompressed SEC1 point: 0x04 || x || y.
@@ -158,7 +158,7 @@ async fn the_issuer_picks_the_provider_and_jwks_files_work() {
         "provider: main, forward_claims",
         "providers: [main, partner], forward_claims",
     );
-    let gw = gateway(&yaml);
+    let gw = jwt_gateway(&yaml);
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some("k1".into());
     let partner_token = encode(
@@ -242,10 +242,9 @@ fn by_place(upstream: std::net::SocketAddr, letters: &str) -> String {
 
 #[tokio::test]
 async fn tokens_from_a_cookie_or_a_query_parameter() {
-    std::env::set_var("PORTCULLIS_TEST_JWT_SECRET", SECRET);
     let up = upstream().run().await;
     let yaml = by_place(up.addr, "cq");
-    let gw = gateway(&yaml);
+    let gw = jwt_gateway(&yaml);
     let mut client = Client::http1(gw.addr()).await;
     let token = hs256(claims("carol", "read"));
 
@@ -353,7 +352,7 @@ async fn a_configured_issuer_or_audience_must_be_present_for_every_algorithm() {
             f.route
         );
     }
-    let gw = gateway(&yaml);
+    let gw = jwt_gateway(&yaml);
     let mut client = Client::http1(gw.addr()).await;
     for f in &families {
         let sign = |claims: &Value| encode(&Header::new(f.alg), claims, &f.key).unwrap();
@@ -394,10 +393,9 @@ async fn a_configured_issuer_or_audience_must_be_present_for_every_algorithm() {
 
 #[tokio::test]
 async fn a_repeated_token_field_is_refused_and_never_forwarded() {
-    std::env::set_var("PORTCULLIS_TEST_JWT_SECRET", SECRET);
     let up = upstream().run().await;
     let yaml = by_place(up.addr, "bcqh");
-    let gw = gateway(&yaml);
+    let gw = jwt_gateway(&yaml);
     let good = hs256(claims("alice", "read"));
     use base64::Engine as _;
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
@@ -503,13 +501,12 @@ async fn a_repeated_token_field_is_refused_and_never_forwarded() {
 
 #[tokio::test]
 async fn required_claims_match_whole_values_never_words() {
-    std::env::set_var("PORTCULLIS_TEST_JWT_SECRET", SECRET);
     let up = upstream().run().await;
     let yaml = config(up.addr, "").replace(
         "provider: main, forward_claims: { sub: x-user-id }",
         "provider: main, require: { claims: { role: [admin], level: [3], staff: [true] } }",
     );
-    let gw = gateway(&yaml);
+    let gw = jwt_gateway(&yaml);
     let mut client = Client::http1(gw.addr()).await;
     let with = |extra: Value| {
         let mut c = claims("alice", "read");

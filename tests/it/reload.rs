@@ -1,12 +1,10 @@
 //! Hot reload: no request dropped, state kept where nothing changed, bad files rejected.
 
-mod support;
-
+use crate::support::*;
 use http_body_util::BodyExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::*;
 
 fn config(upstream: std::net::SocketAddr, only: &str, response_timeout: &str) -> String {
     format!(

@@ -1,13 +1,10 @@
 //! RFC 9111 conformance of the `cache` filter, a module per section, each test named by the
-//! rule it checks (one file each in this folder). The origin's answers are scripted by the query (see `support::origin`):
+//! rule it checks (one file each in `cache_rfc/`). The origin's answers are scripted by the query (see `support::origin`):
 //! `cc` is Cache-Control (`:` for `=`), `etag`, and `h.NAME=VALUE` any header line.
 
-#[path = "../support/mod.rs"]
-mod support;
-
+use crate::support::origin::*;
+use crate::support::*;
 use std::time::{Duration, SystemTime};
-use support::origin::*;
-use support::*;
 
 /// Percent-encodes a header value for an `h.NAME=` query parameter.
 fn enc(value: &str) -> String {

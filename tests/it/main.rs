@@ -1,0 +1,26 @@
+//! Integration tests, in one binary (each test file linking the whole crate again cost more
+//! than the tests): real servers on ephemeral loopback ports, a module per area.
+
+mod support;
+
+mod admin;
+mod balance;
+mod cache;
+mod cache_rfc;
+mod circuit_breaker;
+mod config_errors;
+mod deploy;
+mod discovery;
+mod filters;
+mod hardening;
+mod health;
+mod jwks;
+mod jwt;
+mod proxy;
+mod rate_limit;
+mod rate_limit_redis;
+mod reload;
+mod retries;
+mod signals;
+mod tls;
+mod upstream_failures;

@@ -1,0 +1,104 @@
+//! Portcullis started in-process from YAML text or a file, and config helpers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub struct TestGateway {
+    pub running: portcullis::Running,
+}
+
+impl TestGateway {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr_of("http")
+    }
+    pub fn admin(&self) -> SocketAddr {
+        self.running.admin_address().expect("admin listener is off")
+    }
+    /// Reloads from YAML text (the admin listener stays where it is).
+    pub fn reload(
+        &self,
+        yaml: &str,
+    ) -> Result<portcullis::reload::Applied, portcullis::reload::ReloadError> {
+        self.running.reload_text(&with_test_admin(yaml))
+    }
+    pub fn addr_of(&self, listener: &str) -> SocketAddr {
+        self.running.address(listener).expect("no such listener")
+    }
+}
+
+/// Starts a gateway from YAML; listeners should use `127.0.0.1:0`. One worker keeps tests
+/// lean; pass a `workers:` key to change it.
+pub fn gateway(yaml: &str) -> TestGateway {
+    gateway_env(yaml, &[])
+}
+
+/// The process environment with `vars` on top, for `${NAME}` in configs: tests never change
+/// the process environment, which all tests share.
+pub fn env_with(vars: &[(&str, &str)]) -> portcullis::config::Env {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    Arc::new(move |name| vars.get(name).cloned().or_else(|| std::env::var(name).ok()))
+}
+
+/// [`gateway`], with `${NAME}` looked up in `vars` first (on start and on reload).
+pub fn gateway_env(yaml: &str, vars: &[(&str, &str)]) -> TestGateway {
+    let yaml = with_test_admin(yaml);
+    let env = env_with(vars);
+    let config = portcullis::config::parse(&yaml, "test.yaml", &*env)
+        .unwrap_or_else(|e| panic!("test config invalid: {e}"));
+    let options = portcullis::Options {
+        workers: config.workers.or(Some(1)),
+        config_path: None,
+        env: Some(env),
+    };
+    let running = portcullis::start(config, options).expect("gateway start");
+    TestGateway { running }
+}
+
+/// Starts a gateway from a config file, as the binary does (reload re-reads the file).
+pub fn gateway_file(path: &std::path::Path) -> TestGateway {
+    gateway_file_env(path, &[])
+}
+
+/// [`gateway_file`], with `${NAME}` looked up in `vars` first (on start and on reload).
+pub fn gateway_file_env(path: &std::path::Path, vars: &[(&str, &str)]) -> TestGateway {
+    let env = env_with(vars);
+    let config = portcullis::config::load_with(path, &*env)
+        .unwrap_or_else(|e| panic!("test config invalid: {e}"));
+    let options = portcullis::Options {
+        workers: config.workers.or(Some(1)),
+        config_path: Some(path.to_path_buf()),
+        env: Some(env),
+    };
+    TestGateway {
+        running: portcullis::start(config, options).expect("gateway start"),
+    }
+}
+
+/// A fresh path under the system temp folder, unique to this process and call.
+pub fn temp_path(name: &str) -> std::path::PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    std::env::temp_dir().join(format!("portcullis-test-{}-{n}-{name}", std::process::id()))
+}
+
+/// Tests run in parallel: the admin listener gets an ephemeral port unless the YAML sets one.
+pub fn with_test_admin(yaml: &str) -> String {
+    if yaml.contains("\nadmin:") || yaml.starts_with("admin:") {
+        yaml.to_string()
+    } else {
+        format!("{yaml}\nadmin: {{ address: 127.0.0.1:0 }}\n")
+    }
+}
+
+/// A minimal config: one listener, one upstream `up` at `upstream`, one catch-all route, plus
+/// `extra` appended at the top level (YAML text).
+pub fn simple_yaml(upstream: SocketAddr, extra: &str) -> String {
+    format!(
+        "listeners:\n  - {{ name: http, address: 127.0.0.1:0 }}\nupstreams:\n  up:\n    discovery: {{ static: [{upstream}] }}\n    timeouts: {{ connect: 1s, response: 2s, idle: 2s }}\nroutes:\n  - name: all\n    upstream: up\n{extra}"
+    )
+}
