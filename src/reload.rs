@@ -136,7 +136,7 @@ impl Reloader {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let previous = self.gateway.snapshot.load_full();
         let generation = previous.generation + 1;
-        let snapshot = config::build_snapshot(
+        let snapshot = crate::snapshot::build(
             &config,
             Some(&previous),
             generation,

@@ -8,24 +8,20 @@ use super::lines::LineIndex;
 use super::upstreams::{compile_balance, compile_health, compile_outlier, compile_retries};
 use super::values::{interpolate, parse_duration, parse_size};
 use super::{raw, ConfigIssue};
-use crate::filter::cache::store::CacheStore;
-use crate::filter::cache::{Cache, CacheSpec};
-use crate::filter::circuit_breaker::{Breaker, BreakerSpec, CircuitBreaker};
-use crate::filter::rate_limit::{
-    LocalLimiter, OnStoreError, RateLimit, RateLimitSpec, RedisLimit, StoreChoice,
-};
-use crate::filter::{jwt, Cors, CorsSpec, Filter, FilterStates, Headers, Jwt};
+use crate::filter::cache::CacheSpec;
+use crate::filter::circuit_breaker::BreakerSpec;
+use crate::filter::rate_limit::RateLimitSpec;
+use crate::filter::{jwt, CorsSpec, Headers};
 use crate::router::{HeaderMatcher, HostMatch, MethodSet, PathMatch, RouteMatch};
 use crate::snapshot::{Limits, RedirectTarget, Respond, Rewrite, UnderscoreHeaders};
-use crate::store::{RedisSpec, RedisStore};
-use crate::telemetry::ConfigMetrics;
+use crate::store::RedisSpec;
 use crate::upstream::{Protocol, Timeouts, UpstreamSpec};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use ipnet::IpNet;
 use regex::Regex;
 use serde_yaml::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
@@ -82,39 +78,10 @@ pub struct RouteConfig {
 pub enum FilterSpec {
     Headers(Headers),
     Cors(CorsSpec),
-    Jwt(JwtSpec),
+    Jwt(jwt::JwtSpec),
     RateLimit(RateLimitSpec),
     CircuitBreaker(BreakerSpec),
     Cache(CacheSpec),
-}
-
-/// What building a filter needs besides its spec: the running JWT providers, and the state of
-/// the outgoing snapshot's filters to carry over.
-pub struct BuildCtx<'a> {
-    pub providers: &'a HashMap<String, Arc<jwt::Provider>>,
-    pub redis: Option<&'a Arc<RedisStore>>,
-    pub metrics: &'a ConfigMetrics,
-    /// The upstream of the route being built, if it proxies.
-    pub upstream: Option<&'a str>,
-    /// Requests to that upstream outside client requests.
-    pub fetch: Option<Arc<dyn crate::filter::Fetch>>,
-    /// Every circuit breaker built, for the admin API.
-    pub breakers: Vec<Arc<Breaker>>,
-    /// Every cache store, by owner, for purges.
-    pub caches: Vec<(String, Arc<CacheStore>)>,
-    pub prev: Option<&'a FilterStates>,
-    pub states: &'a mut FilterStates,
-}
-
-/// A validated `jwt` filter.
-#[derive(Debug, Clone)]
-pub struct JwtSpec {
-    /// Names in `jwt_providers`.
-    pub providers: Vec<String>,
-    pub require_scopes: Vec<String>,
-    pub require_claims: Vec<(String, Vec<serde_json::Value>)>,
-    pub forward_claims: Vec<(String, HeaderName)>,
-    pub forward_token: bool,
 }
 
 impl FilterSpec {
@@ -132,93 +99,6 @@ impl FilterSpec {
             FilterSpec::RateLimit(_) => "rate_limit",
             FilterSpec::CircuitBreaker(_) => "circuit_breaker",
             FilterSpec::Cache(_) => "cache",
-        }
-    }
-
-    /// `owner` and `position`: where the filter sits (route or named filter, index in its
-    /// list), which with its parameters identifies state to carry over a reload.
-    pub fn build(&self, ctx: &mut BuildCtx, owner: &str, position: usize) -> Arc<dyn Filter> {
-        let providers = ctx.providers;
-        match self {
-            FilterSpec::Cache(spec) => {
-                // One store per filter and size: other changes (ttl, key) keep the entries.
-                let key = format!("cache/{owner}/{position}/{}", spec.max_size);
-                let store = ctx
-                    .states
-                    .carry(ctx.prev, key, || CacheStore::new(spec.max_size));
-                let stats: Arc<dyn crate::telemetry::CacheStatsSource> = store.clone();
-                ctx.metrics.caches.register(owner, &stats);
-                if !ctx
-                    .caches
-                    .iter()
-                    .any(|(_, known)| Arc::ptr_eq(known, &store))
-                {
-                    ctx.caches.push((owner.to_string(), Arc::clone(&store)));
-                }
-                Arc::new(Cache::new(spec.clone(), store, ctx.fetch.clone(), owner))
-            }
-            FilterSpec::CircuitBreaker(spec) => {
-                let upstream = ctx.upstream.unwrap_or("-");
-                let key = format!("circuit_breaker/{owner}/{upstream}/{spec:?}");
-                let metrics = ctx.metrics;
-                let breaker = ctx.states.carry(ctx.prev, key, || {
-                    Breaker::new(owner, upstream, spec.clone(), metrics)
-                });
-                ctx.breakers.push(Arc::clone(&breaker));
-                Arc::new(CircuitBreaker { breaker })
-            }
-            FilterSpec::RateLimit(spec) => {
-                let key = format!("rate_limit/{owner}/{position}/{spec:?}");
-                let limiter = ctx.states.carry(ctx.prev, key, || {
-                    LocalLimiter::new(spec.local_gcra(), spec.max_keys)
-                });
-                let redis = match (spec.store, ctx.redis) {
-                    (StoreChoice::Redis { on_error, .. }, Some(store)) => {
-                        let mode = match on_error {
-                            OnStoreError::FailOpen => "fail_open",
-                            OnStoreError::FailClosed => "fail_closed",
-                            OnStoreError::Local => "local",
-                        };
-                        let labels =
-                            vec![("filter", owner.to_string()), ("mode", mode.to_string())];
-                        Some(RedisLimit {
-                            store: Arc::clone(store),
-                            prefix: format!(
-                                "portcullis:rl:{owner}:{position}:{}/{}ms:{}",
-                                spec.rate.count,
-                                spec.rate.period.as_millis(),
-                                spec.burst
-                            ),
-                            on_error,
-                            failures: ctx
-                                .metrics
-                                .rate_limit_store_failures
-                                .get_or_create(&labels)
-                                .clone(),
-                        })
-                    }
-                    _ => None,
-                };
-                Arc::new(RateLimit::new(spec.clone(), limiter, redis, owner))
-            }
-            FilterSpec::Headers(headers) => Arc::new(headers.clone()),
-            FilterSpec::Cors(spec) => Arc::new(Cors::new(spec.clone())),
-            FilterSpec::Jwt(spec) => {
-                // Validation made sure every name is defined.
-                let chosen: Vec<Arc<jwt::Provider>> = spec
-                    .providers
-                    .iter()
-                    .filter_map(|name| providers.get(name).cloned())
-                    .collect();
-                Arc::new(Jwt {
-                    sources: Jwt::token_sources(&chosen),
-                    providers: chosen,
-                    require_scopes: spec.require_scopes.clone(),
-                    require_claims: spec.require_claims.clone(),
-                    forward_claims: spec.forward_claims.clone(),
-                    forward_token: spec.forward_token,
-                })
-            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Filters in the config: route `filters:` entries, named filters, and JWT providers.
 
-use super::compile::{count_set, duration_field, size_field, FilterRef, FilterSpec, JwtSpec};
+use super::compile::{count_set, duration_field, size_field, FilterRef, FilterSpec};
 use super::issues::Issues;
 use super::raw;
 use crate::filter::cache::policy::{AuthorizedAnswers, Lifetimes};
@@ -8,6 +8,7 @@ use crate::filter::cache::targeted::Target;
 use crate::filter::cache::{CacheSpec, QueryKey};
 use crate::filter::circuit_breaker::BreakerSpec;
 use crate::filter::cors::OriginMatch;
+use crate::filter::jwt::JwtSpec;
 use crate::filter::jwt::{JwksSpec, KeyRing, KeySpec, ProviderSpec, TokenSource};
 use crate::filter::rate_limit::{
     KeyPart, OnMissingKey, OnStoreError, Rate, RateLimitSpec, StoreChoice,

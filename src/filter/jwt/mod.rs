@@ -31,6 +31,18 @@ use http::{HeaderName, HeaderValue, Response, StatusCode};
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
 use std::sync::Arc;
+
+/// A validated `jwt` filter.
+#[derive(Debug, Clone)]
+pub struct JwtSpec {
+    /// Names in `jwt_providers`.
+    pub providers: Vec<String>,
+    pub require_scopes: Vec<String>,
+    pub require_claims: Vec<(String, Vec<serde_json::Value>)>,
+    pub forward_claims: Vec<(String, HeaderName)>,
+    pub forward_token: bool,
+}
+
 use std::time::Duration;
 
 /// Verified tokens remembered per provider, and the shards they are spread over (one per

@@ -2,6 +2,10 @@
 //! A request loads the current snapshot once and keeps it to the end, so a reload never
 //! changes a request half-way.
 
+mod build;
+
+pub use build::build;
+
 use crate::filter::cache::store::CacheStore;
 use crate::filter::circuit_breaker::Breaker;
 use crate::filter::jwt::Provider;
