@@ -1,7 +1,7 @@
 //! An upstream's `discovery:` block: exactly one backend, plus `max_stale`.
 
-use super::compile::{count_set, duration_field};
 use super::issues::Issues;
+use super::issues::{count_set, duration_field};
 use super::raw;
 use crate::discovery::{
     DiscoverySpec, DnsSpec, EtcdSpec, FileFormat, FileSpec, RecordKind, StaticEndpoint,

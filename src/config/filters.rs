@@ -1,7 +1,6 @@
 //! Filters in the config: route `filters:` entries, named filters, and JWT providers.
 
-use super::compile::{count_set, duration_field, size_field, FilterRef, FilterSpec};
-use super::issues::Issues;
+use super::issues::{count_set, duration_field, size_field, Issues};
 use super::raw;
 use crate::filter::cache::policy::{AuthorizedAnswers, Lifetimes};
 use crate::filter::cache::targeted::Target;
@@ -22,6 +21,43 @@ use serde_yaml::Value;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A validated filter, ready to build.
+#[derive(Debug, Clone)]
+pub enum FilterSpec {
+    Headers(Headers),
+    Cors(CorsSpec),
+    Jwt(JwtSpec),
+    RateLimit(RateLimitSpec),
+    CircuitBreaker(BreakerSpec),
+    Cache(CacheSpec),
+}
+
+impl FilterSpec {
+    /// Built once per route even when named: it works for the route's upstream (a breaker's
+    /// state, a cache's background refreshes). A named cache still shares one store.
+    pub fn per_route(&self) -> bool {
+        matches!(self, FilterSpec::CircuitBreaker(_) | FilterSpec::Cache(_))
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FilterSpec::Headers(_) => "headers",
+            FilterSpec::Cors(_) => "cors",
+            FilterSpec::Jwt(_) => "jwt",
+            FilterSpec::RateLimit(_) => "rate_limit",
+            FilterSpec::CircuitBreaker(_) => "circuit_breaker",
+            FilterSpec::Cache(_) => "cache",
+        }
+    }
+}
+
+/// A route's filter: its own, or a named one shared with other routes.
+#[derive(Debug, Clone)]
+pub enum FilterRef {
+    Named(String),
+    Inline(FilterSpec),
+}
 
 /// What filter entries may refer to: named filters (for `use`), JWT providers, stores.
 pub(super) struct FilterRefs<'a> {

@@ -3,10 +3,13 @@
 //! never hides the next.
 
 use super::lines::LineIndex;
+use super::raw;
+use super::values::{parse_duration, parse_size};
 use super::ConfigIssue;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Collects issues, resolving each path's line once.
 pub(super) struct Issues<'a> {
@@ -187,5 +190,53 @@ fn clean_serde_message(message: &str) -> String {
     match message.find(" at line ") {
         Some(cut) => message[..cut].to_string(),
         None => message.to_string(),
+    }
+}
+
+/// How many of a set of mutually exclusive keys are present.
+pub(super) fn count_set(present: &[bool]) -> usize {
+    present.iter().filter(|p| **p).count()
+}
+
+pub(super) fn duration_field(
+    value: Option<raw::Scalar>,
+    default: Duration,
+    path: &str,
+    issues: &mut Issues,
+) -> Duration {
+    match value {
+        None => default,
+        Some(raw::Scalar(text)) => match parse_duration(&text) {
+            Ok(d) if d.is_zero() => {
+                issues.add(path, "must be greater than zero");
+                default
+            }
+            Ok(d) => d,
+            Err(message) => {
+                issues.add(path, message);
+                default
+            }
+        },
+    }
+}
+
+pub(super) fn size_field(
+    value: Option<raw::Scalar>,
+    default: u64,
+    min: u64,
+    path: &str,
+    issues: &mut Issues,
+) -> u64 {
+    match value.map(|raw::Scalar(text)| parse_size(&text)) {
+        None => default,
+        Some(Ok(size)) if size < min => {
+            issues.add(path, format!("must be at least {min} bytes"));
+            default
+        }
+        Some(Ok(size)) => size,
+        Some(Err(message)) => {
+            issues.add(path, message);
+            default
+        }
     }
 }

@@ -2,20 +2,27 @@
 //!
 //! Three steps, all at load time and never on the request path: the text is parsed into YAML
 //! values and `${ENV}` references are filled in; each section item is deserialised into the
-//! serde mirror in [`raw`]; [`compile`] checks values and cross-references and builds plain,
-//! ready-to-use settings. Every problem found is collected, with its key path and line, so a
-//! user fixes a file in one pass. The runtime snapshot is built from a `Config` in `snapshot.rs`.
+//! serde mirror in [`raw`]; [`compile`] and a file per section check values and
+//! cross-references and produce plain, ready-to-use settings. Every problem found is
+//! collected, with its key path and line, so a user fixes a file in one pass. Nothing here
+//! builds what runs: the runtime snapshot is built from a `Config` in `snapshot/build.rs`.
 
 mod compile;
 mod discovery;
 mod filters;
 mod issues;
 mod lines;
+mod listeners;
 pub mod raw;
+mod routes;
+mod stores;
 mod upstreams;
 mod values;
 
-pub use compile::{Action, Config, FilterRef, FilterSpec, ListenerConfig, RouteConfig};
+pub use compile::Config;
+pub use filters::{FilterRef, FilterSpec};
+pub use listeners::ListenerConfig;
+pub use routes::{Action, RouteConfig};
 pub use values::{parse_duration, parse_size};
 
 use crate::router::{HostMatch, PathMatch};

@@ -1,11 +1,15 @@
 //! An upstream's balancing and resilience settings in the config: `balance:`, `retries:`,
 //! `outlier:` and `health_check:`.
 
-use super::compile::{duration_field, size_field};
+use super::discovery::compile_discovery;
 use super::issues::Issues;
+use super::issues::{duration_field, size_field};
 use super::raw;
 use super::values::parse_duration;
-use crate::upstream::{HashOn, HealthSpec, OutlierSpec, RetryOn, RetryPolicy, Strategy};
+use crate::upstream::{
+    HashOn, HealthSpec, OutlierSpec, Protocol, RetryOn, RetryPolicy, Strategy, Timeouts,
+    UpstreamSpec,
+};
 use http::Method;
 use std::time::Duration;
 
@@ -291,4 +295,94 @@ pub(super) fn compile_balance(
             Strategy::RoundRobin
         }
     }
+}
+
+pub(super) fn compile_upstreams(
+    map: serde_yaml::Mapping,
+    issues: &mut Issues,
+) -> Vec<UpstreamSpec> {
+    let mut out = Vec::new();
+    for (key, value) in map {
+        let Some(name) = key.as_str().map(str::to_string) else {
+            issues.add("upstreams", "upstream names must be strings");
+            continue;
+        };
+        let path = format!("upstreams.{name}");
+        let Some(raw) = issues.item::<raw::Upstream>(value, &path) else {
+            continue;
+        };
+        let Some((discovery, max_stale)) =
+            compile_discovery(raw.discovery, &format!("{path}.discovery"), issues)
+        else {
+            continue;
+        };
+        let balance = compile_balance(raw.balance, &format!("{path}.balance"), issues);
+        let protocol = match raw.protocol.as_deref() {
+            None | Some("http1") => Protocol::Http1,
+            Some("http2") => Protocol::Http2,
+            Some(other) => {
+                issues.add(
+                    &format!("{path}.protocol"),
+                    format!("unknown protocol {other:?}: expected http1 or http2"),
+                );
+                Protocol::Http1
+            }
+        };
+        let timeouts = Timeouts {
+            connect: duration_field(
+                raw.timeouts.connect,
+                Duration::from_secs(5),
+                &format!("{path}.timeouts.connect"),
+                issues,
+            ),
+            response: duration_field(
+                raw.timeouts.response,
+                Duration::from_secs(60),
+                &format!("{path}.timeouts.response"),
+                issues,
+            ),
+            idle: duration_field(
+                raw.timeouts.idle,
+                Duration::from_secs(60),
+                &format!("{path}.timeouts.idle"),
+                issues,
+            ),
+        };
+        let tls = match &raw.tls {
+            None | Some(raw::UpstreamTls::Enabled(false)) => None,
+            Some(raw::UpstreamTls::Enabled(true)) => Some((None, None)),
+            Some(raw::UpstreamTls::Detailed(d)) => {
+                Some((d.ca_file.as_deref(), d.server_name.as_deref()))
+            }
+        }
+        .and_then(|(ca, name)| {
+            let ca = ca.map(|f| issues.file(f));
+            crate::tls::UpstreamTls::new(ca, name, protocol == Protocol::Http2)
+                .map_err(|message| issues.add(&format!("{path}.tls"), message))
+                .ok()
+        });
+        let retries = raw
+            .retries
+            .and_then(|r| compile_retries(r, &format!("{path}.retries"), issues));
+        let outlier = raw
+            .outlier
+            .and_then(|o| compile_outlier(o, &format!("{path}.outlier"), issues));
+        let health = raw
+            .health_check
+            .and_then(|h| compile_health(h, &format!("{path}.health_check"), issues));
+        out.push(UpstreamSpec {
+            name,
+            discovery,
+            max_stale,
+            protocol,
+            tls,
+            timeouts,
+            balance,
+            max_idle_per_endpoint: raw.pool.max_idle_per_endpoint.unwrap_or(128),
+            retries,
+            outlier,
+            health,
+        });
+    }
+    out
 }

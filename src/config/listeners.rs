@@ -1,0 +1,276 @@
+//! Listeners (addresses and TLS), the admin listener, request limits and trusted proxies.
+
+use super::issues::{duration_field, size_field, Issues};
+use super::raw;
+use crate::snapshot::{Limits, UnderscoreHeaders};
+use ipnet::IpNet;
+use serde_yaml::Value;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    /// TLS termination; `None` for plaintext.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+pub(super) fn compile_listeners(items: Vec<Value>, issues: &mut Issues) -> Vec<ListenerConfig> {
+    if items.is_empty() {
+        issues.add("listeners", "at least one listener is required");
+    }
+    let mut names = HashSet::new();
+    let mut addresses = HashSet::new();
+    let mut out = Vec::new();
+    for (i, value) in items.into_iter().enumerate() {
+        let path = format!("listeners[{i}]");
+        let Some(raw) = issues.item::<raw::Listener>(value, &path) else {
+            continue;
+        };
+        if !names.insert(raw.name.clone()) {
+            issues.add(
+                &format!("{path}.name"),
+                format!("duplicate listener name {:?}", raw.name),
+            );
+        }
+        let tls = raw
+            .tls
+            .as_ref()
+            .and_then(|tls| compile_listener_tls(tls, &format!("{path}.tls"), issues));
+        match raw.address.parse::<SocketAddr>() {
+            Ok(address) => {
+                // Port 0 is ephemeral: never a clash.
+                if address.port() != 0 && !addresses.insert(address) {
+                    issues.add(
+                        &format!("{path}.address"),
+                        format!("address {address} is used by another listener"),
+                    );
+                }
+                out.push(ListenerConfig {
+                    name: raw.name,
+                    address,
+                    tls,
+                });
+            }
+            Err(_) => issues.add(
+                &format!("{path}.address"),
+                format!(
+                    "invalid address {:?}: expected IP:PORT, e.g. 0.0.0.0:8080",
+                    raw.address
+                ),
+            ),
+        }
+    }
+    out
+}
+
+fn compile_listener_tls(
+    raw: &raw::ListenerTls,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<Arc<rustls::ServerConfig>> {
+    if raw.certificates.is_empty() {
+        issues.add(
+            &format!("{path}.certificates"),
+            "needs at least one certificate",
+        );
+        return None;
+    }
+    let client_auth_required = match raw.client_auth.as_deref() {
+        None | Some("required") => true,
+        Some("optional") => false,
+        Some(other) => {
+            issues.add(
+                &format!("{path}.client_auth"),
+                format!("unknown client_auth {other:?}: expected required or optional"),
+            );
+            true
+        }
+    };
+    if raw.client_auth.is_some() && raw.client_ca_file.is_none() {
+        issues.add(&format!("{path}.client_auth"), "needs client_ca_file");
+    }
+    let tls13_only = match raw.min_version.as_ref().map(|v| v.0.as_str()) {
+        None | Some("1.2") => false,
+        Some("1.3") => true,
+        Some(other) => {
+            issues.add(
+                &format!("{path}.min_version"),
+                format!("unknown TLS version {other:?}: expected \"1.2\" or \"1.3\""),
+            );
+            false
+        }
+    };
+    let spec = crate::tls::ListenerTlsSpec {
+        certificates: raw
+            .certificates
+            .iter()
+            .map(|c| (issues.file(&c.cert_file), issues.file(&c.key_file)))
+            .collect(),
+        client_ca_file: raw.client_ca_file.as_deref().map(|f| issues.file(f)),
+        client_auth_required,
+        tls13_only,
+    };
+    match crate::tls::server_config(&spec) {
+        Ok(config) => Some(config),
+        Err(message) => {
+            issues.add(path, message);
+            None
+        }
+    }
+}
+
+const DEFAULT_ADMIN_PORT: u16 = 9901;
+
+/// Shortest `admin.token` accepted: long enough that guessing it over the network is hopeless.
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// `admin:`: the address (default loopback) and the token. An address other hosts can reach
+/// needs a token, unless `insecure: true` says the network itself is trusted.
+pub(super) fn compile_admin(
+    raw: Option<raw::Admin>,
+    listeners: &[ListenerConfig],
+    issues: &mut Issues,
+) -> (Option<SocketAddr>, Option<Arc<str>>) {
+    let default = SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT));
+    let Some(raw) = raw else {
+        return (Some(default), None);
+    };
+    let address = match raw.address.as_deref() {
+        None => Some(default),
+        Some("off") => None,
+        Some(text) => {
+            match text.parse::<SocketAddr>() {
+                Ok(address)
+                    if address.port() != 0 && listeners.iter().any(|l| l.address == address) =>
+                {
+                    issues.add(
+                        "admin.address",
+                        format!("{address} is also a listener's address"),
+                    );
+                    None
+                }
+                Ok(address) => Some(address),
+                Err(_) => {
+                    issues.add(
+                    "admin.address",
+                    format!("invalid address {text:?}: expected IP:PORT, e.g. 127.0.0.1:9901, or off"),
+                );
+                    None
+                }
+            }
+        }
+    };
+    let token_given = raw.token.is_some();
+    let token = match raw.token {
+        Some(token) if token.len() < MIN_ADMIN_TOKEN_LEN => {
+            issues.add(
+                "admin.token",
+                format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters"),
+            );
+            None
+        }
+        token => token.map(Arc::from),
+    };
+    if let Some(address) = address {
+        if !address.ip().is_loopback() && !token_given && !raw.insecure {
+            issues.add(
+                "admin.address",
+                format!("{address} is reachable from other hosts: set admin.token (e.g. token: ${{ADMIN_TOKEN}}), or admin.insecure: true on a trusted network"),
+            );
+        }
+    }
+    (address, token)
+}
+
+pub(super) fn compile_limits(raw: raw::Limits, issues: &mut Issues) -> Limits {
+    let d = Limits::default();
+    let max_headers = raw.max_headers.unwrap_or(d.max_headers);
+    if max_headers == 0 {
+        issues.add("limits.max_headers", "must be at least 1");
+    }
+    let max_connections = raw.max_connections.unwrap_or(d.max_connections);
+    if max_connections == 0 {
+        issues.add("limits.max_connections", "must be at least 1");
+    }
+    let headers_with_underscores = match raw.headers_with_underscores.as_deref() {
+        None => d.headers_with_underscores,
+        Some("reject") => UnderscoreHeaders::Reject,
+        Some("drop") => UnderscoreHeaders::Drop,
+        Some("allow") => UnderscoreHeaders::Allow,
+        Some(other) => {
+            issues.add(
+                "limits.headers_with_underscores",
+                format!("unknown value {other:?}: expected reject, drop or allow"),
+            );
+            d.headers_with_underscores
+        }
+    };
+    Limits {
+        headers_with_underscores,
+        max_header_bytes: size_field(
+            raw.max_header_bytes,
+            d.max_header_bytes as u64,
+            1024,
+            "limits.max_header_bytes",
+            issues,
+        ) as usize,
+        max_headers,
+        max_uri_bytes: size_field(
+            raw.max_uri_bytes,
+            d.max_uri_bytes as u64,
+            256,
+            "limits.max_uri_bytes",
+            issues,
+        ) as usize,
+        max_body_bytes: size_field(
+            raw.max_body_bytes,
+            d.max_body_bytes,
+            0,
+            "limits.max_body_bytes",
+            issues,
+        ),
+        header_read_timeout: duration_field(
+            raw.header_read_timeout,
+            d.header_read_timeout,
+            "limits.header_read_timeout",
+            issues,
+        ),
+        idle_timeout: duration_field(
+            raw.idle_timeout,
+            d.idle_timeout,
+            "limits.idle_timeout",
+            issues,
+        ),
+        max_connections,
+        h2_max_concurrent_streams: raw
+            .h2_max_concurrent_streams
+            .unwrap_or(d.h2_max_concurrent_streams)
+            .max(1),
+        h2_max_pending_reset_streams: raw
+            .h2_max_pending_reset_streams
+            .unwrap_or(d.h2_max_pending_reset_streams),
+        h2_max_local_reset_streams: raw
+            .h2_max_local_reset_streams
+            .unwrap_or(d.h2_max_local_reset_streams),
+    }
+}
+
+pub(super) fn compile_trusted(items: &[String], issues: &mut Issues) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    for (i, text) in items.iter().enumerate() {
+        let parsed = text
+            .parse::<IpNet>()
+            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
+        match parsed {
+            Ok(net) => out.push(net),
+            Err(_) => issues.add(
+                &format!("trusted_proxies[{i}]"),
+                format!("invalid CIDR {text:?}: expected e.g. 10.0.0.0/8 or 192.0.2.1"),
+            ),
+        }
+    }
+    out
+}

@@ -1,0 +1,395 @@
+//! Routes: match criteria, the action (proxy with its rewrite, respond, redirect) and the
+//! filters each route runs.
+
+use super::filters::{compile_filter, FilterRef, FilterRefs};
+use super::issues::{count_set, Issues};
+use super::raw;
+use crate::router::{HeaderMatcher, HostMatch, MethodSet, PathMatch, RouteMatch};
+use crate::snapshot::{RedirectTarget, Respond, Rewrite};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use regex::Regex;
+use serde_yaml::Value;
+use std::collections::HashSet;
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub matcher: RouteMatch,
+    pub action: Action,
+    pub filters: Vec<FilterRef>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    Proxy {
+        upstream: String,
+        rewrite: Rewrite,
+    },
+    Respond(Respond),
+    Redirect {
+        status: StatusCode,
+        target: RedirectTarget,
+    },
+}
+
+pub(super) fn compile_routes(
+    items: Vec<Value>,
+    upstreams: &[&str],
+    refs: &FilterRefs,
+    issues: &mut Issues,
+) -> Vec<RouteConfig> {
+    if items.is_empty() {
+        issues.add("routes", "at least one route is required");
+    }
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, value) in items.into_iter().enumerate() {
+        let path = format!("routes[{i}]");
+        let Some(mut raw) = issues.item::<raw::Route>(value, &path) else {
+            continue;
+        };
+        if raw.name.is_empty() {
+            issues.add(&format!("{path}.name"), "must not be empty");
+        } else if !names.insert(raw.name.clone()) {
+            issues.add(
+                &format!("{path}.name"),
+                format!("duplicate route name {:?}", raw.name),
+            );
+        }
+        let matcher = compile_match(&raw.matcher, &format!("{path}.match"), issues);
+        let action = compile_action(&raw, &matcher, upstreams, &path, issues);
+        let proxies = raw.upstream.is_some();
+        let filters: Vec<FilterRef> = std::mem::take(&mut raw.filters)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, entry)| {
+                let path = format!("{path}.filters[{i}]");
+                let filter = compile_filter(entry, &path, refs, issues)?;
+                let spec = match &filter {
+                    FilterRef::Inline(spec) => Some(spec),
+                    FilterRef::Named(name) => refs
+                        .named
+                        .iter()
+                        .find(|(known, _)| known == name)
+                        .map(|(_, spec)| spec),
+                };
+                if let (Some(spec), false) = (spec, proxies) {
+                    if spec.per_route() {
+                        let message = match &filter {
+                            FilterRef::Named(name) => format!(
+                                "{} filter {name:?} needs a route with an upstream",
+                                spec.kind()
+                            ),
+                            FilterRef::Inline(_) => {
+                                format!("{} needs a route with an upstream", spec.kind())
+                            }
+                        };
+                        issues.add(&path, message);
+                    }
+                }
+                Some(filter)
+            })
+            .collect();
+        if let (Some(matcher), Some(action)) = (matcher, action) {
+            out.push(RouteConfig {
+                name: raw.name,
+                matcher,
+                action,
+                filters,
+            });
+        }
+    }
+    out
+}
+
+fn compile_match(raw: &raw::Match, path: &str, issues: &mut Issues) -> Option<RouteMatch> {
+    let before = issues.list.len();
+    let host = match raw.host.as_deref() {
+        None | Some("*") => HostMatch::Any,
+        Some(host) => {
+            let host = host.to_ascii_lowercase();
+            let bare = host.strip_prefix("*.").unwrap_or(&host);
+            let valid = !bare.is_empty()
+                && bare
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !valid {
+                issues.add(
+                    &format!("{path}.host"),
+                    format!("invalid host {host:?}: expected a name like api.example.com or *.example.com (no port)"),
+                );
+            }
+            match host.strip_prefix('*') {
+                Some(suffix) => HostMatch::Suffix(suffix.to_string()),
+                None => HostMatch::Exact(host),
+            }
+        }
+    };
+    let given = count_set(&[
+        raw.path.is_some(),
+        raw.path_prefix.is_some(),
+        raw.path_regex.is_some(),
+    ]);
+    if given > 1 {
+        issues.add(path, "use only one of path, path_prefix and path_regex");
+    }
+    let check_slash = |p: &str, key: &str, issues: &mut Issues| {
+        if !p.starts_with('/') {
+            issues.add(
+                &format!("{path}.{key}"),
+                format!("{p:?} must start with \"/\""),
+            );
+        }
+    };
+    let path_match = if let Some(exact) = &raw.path {
+        check_slash(exact, "path", issues);
+        PathMatch::Exact(exact.clone())
+    } else if let Some(prefix) = &raw.path_prefix {
+        check_slash(prefix, "path_prefix", issues);
+        PathMatch::prefix(prefix)
+    } else if let Some(pattern) = &raw.path_regex {
+        match anchored_regex(pattern) {
+            Ok(regex) => PathMatch::Regex(regex),
+            Err(e) => {
+                issues.add(&format!("{path}.path_regex"), e);
+                PathMatch::prefix("/")
+            }
+        }
+    } else {
+        PathMatch::prefix("/")
+    };
+    let methods = raw.methods.as_ref().map(|list| {
+        let mut set = MethodSet::default();
+        if list.is_empty() {
+            issues.add(
+                &format!("{path}.methods"),
+                "must list at least one method (omit it to match all)",
+            );
+        }
+        for (i, name) in list.iter().enumerate() {
+            match Method::from_bytes(name.to_ascii_uppercase().as_bytes()) {
+                Ok(method) => set.insert(method),
+                Err(_) => issues.add(
+                    &format!("{path}.methods[{i}]"),
+                    format!("invalid method {name:?}"),
+                ),
+            }
+        }
+        set
+    });
+    let mut headers = Vec::new();
+    for (i, h) in raw.headers.iter().enumerate() {
+        let hpath = format!("{path}.headers[{i}]");
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+            issues.add(
+                &format!("{hpath}.name"),
+                format!("invalid header name {:?}", h.name),
+            );
+            continue;
+        };
+        match (&h.value, &h.regex) {
+            (Some(_), Some(_)) => issues.add(&hpath, "use either value or regex, not both"),
+            (Some(value), None) => match HeaderValue::from_str(value) {
+                Ok(value) => headers.push(HeaderMatcher::Exact(name, value)),
+                Err(_) => issues.add(&format!("{hpath}.value"), "invalid header value"),
+            },
+            (None, Some(pattern)) => match anchored_regex(pattern) {
+                Ok(regex) => headers.push(HeaderMatcher::Regex(name, regex)),
+                Err(e) => issues.add(&format!("{hpath}.regex"), e),
+            },
+            (None, None) => headers.push(HeaderMatcher::Present(name)),
+        }
+    }
+    (issues.list.len() == before).then_some(RouteMatch {
+        host,
+        path: path_match,
+        methods,
+        headers,
+    })
+}
+
+/// Compiles a regex that must match the whole input; the error is one line.
+fn anchored_regex(pattern: &str) -> Result<Regex, String> {
+    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+        let text = e.to_string();
+        let reason = text
+            .lines()
+            .rev()
+            .find_map(|line| line.strip_prefix("error: "))
+            .unwrap_or(text.as_str())
+            .to_string();
+        format!("invalid regex {pattern:?}: {reason}")
+    })
+}
+
+fn compile_action(
+    raw: &raw::Route,
+    matcher: &Option<RouteMatch>,
+    upstreams: &[&str],
+    path: &str,
+    issues: &mut Issues,
+) -> Option<Action> {
+    let given = count_set(&[
+        raw.upstream.is_some(),
+        raw.respond.is_some(),
+        raw.redirect.is_some(),
+    ]);
+    if given != 1 {
+        issues.add(
+            path,
+            format!(
+                "route {:?} needs exactly one of upstream, respond or redirect",
+                raw.name
+            ),
+        );
+        return None;
+    }
+    if raw.rewrite.is_some() && raw.upstream.is_none() {
+        issues.add(
+            &format!("{path}.rewrite"),
+            "rewrite applies only to routes with an upstream",
+        );
+    }
+    if let Some(upstream) = &raw.upstream {
+        if !upstreams.contains(&upstream.as_str()) {
+            let known = if upstreams.is_empty() {
+                "none defined".to_string()
+            } else {
+                upstreams.join(", ")
+            };
+            issues.add(
+                &format!("{path}.upstream"),
+                format!(
+                    "route {:?} names unknown upstream {upstream:?} (known: {known})",
+                    raw.name
+                ),
+            );
+        }
+        let rewrite = raw
+            .rewrite
+            .as_ref()
+            .map(|r| compile_rewrite(r, matcher, &format!("{path}.rewrite"), issues))
+            .unwrap_or_default();
+        return Some(Action::Proxy {
+            upstream: upstream.clone(),
+            rewrite,
+        });
+    }
+    if let Some(respond) = &raw.respond {
+        let rpath = format!("{path}.respond");
+        let status = match StatusCode::from_u16(respond.status) {
+            Ok(status) if status.as_u16() >= 200 => status,
+            _ => {
+                issues.add(
+                    &format!("{rpath}.status"),
+                    format!("invalid status {}: expected 200-599", respond.status),
+                );
+                StatusCode::OK
+            }
+        };
+        let mut headers = HeaderMap::new();
+        for (name, value) in &respond.headers {
+            match (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                (Ok(name), Ok(value)) => {
+                    headers.append(name, value);
+                }
+                _ => issues.add(
+                    &format!("{rpath}.headers.{name}"),
+                    "invalid header name or value",
+                ),
+            }
+        }
+        return Some(Action::Respond(Respond {
+            status,
+            headers,
+            body: Bytes::from(respond.body.clone()),
+        }));
+    }
+    let redirect = raw.redirect.as_ref()?;
+    let rpath = format!("{path}.redirect");
+    let status = match redirect.status.unwrap_or(302) {
+        code @ (301 | 302 | 303 | 307 | 308) => {
+            StatusCode::from_u16(code).unwrap_or(StatusCode::FOUND)
+        }
+        other => {
+            issues.add(
+                &format!("{rpath}.status"),
+                format!("invalid redirect status {other}: expected 301, 302, 303, 307 or 308"),
+            );
+            StatusCode::FOUND
+        }
+    };
+    let target = match (&redirect.location, redirect.scheme.as_deref()) {
+        (Some(location), None) => match HeaderValue::from_str(location) {
+            Ok(value) => RedirectTarget::Location(value),
+            Err(_) => {
+                issues.add(&format!("{rpath}.location"), "invalid location");
+                return None;
+            }
+        },
+        (None, Some("https")) => RedirectTarget::Scheme("https"),
+        (None, Some("http")) => RedirectTarget::Scheme("http"),
+        (None, Some(other)) => {
+            issues.add(
+                &format!("{rpath}.scheme"),
+                format!("invalid scheme {other:?}: expected http or https"),
+            );
+            return None;
+        }
+        _ => {
+            issues.add(&rpath, "needs exactly one of location or scheme");
+            return None;
+        }
+    };
+    Some(Action::Redirect { status, target })
+}
+
+fn compile_rewrite(
+    raw: &raw::Rewrite,
+    matcher: &Option<RouteMatch>,
+    path: &str,
+    issues: &mut Issues,
+) -> Rewrite {
+    let mut rewrite = Rewrite::default();
+    if raw.strip_prefix.is_some() && raw.replace_prefix.is_some() {
+        issues.add(path, "use either strip_prefix or replace_prefix, not both");
+    }
+    if let Some(prefix) = &raw.strip_prefix {
+        if !prefix.starts_with('/') {
+            issues.add(
+                &format!("{path}.strip_prefix"),
+                format!("{prefix:?} must start with \"/\""),
+            );
+        }
+        rewrite.strip_prefix = Some(prefix.trim_end_matches('/').to_string());
+    }
+    if let Some(replacement) = &raw.replace_prefix {
+        if !replacement.starts_with('/') {
+            issues.add(
+                &format!("{path}.replace_prefix"),
+                format!("{replacement:?} must start with \"/\""),
+            );
+        }
+        match matcher.as_ref().map(|m| &m.path) {
+            Some(PathMatch::Prefix(prefix)) => {
+                rewrite.replace_prefix = Some((prefix.clone(), replacement.clone()));
+            }
+            Some(_) => issues.add(
+                &format!("{path}.replace_prefix"),
+                "needs a route that matches with path_prefix",
+            ),
+            None => {}
+        }
+    }
+    if let Some(host) = &raw.host {
+        match HeaderValue::from_str(host) {
+            Ok(value) if !host.is_empty() => rewrite.host = Some(value),
+            _ => issues.add(&format!("{path}.host"), format!("invalid host {host:?}")),
+        }
+    }
+    rewrite
+}
