@@ -2,7 +2,7 @@
 //! (`listeners`, `upstreams`, `filters`, `routes`, `stores`). Every problem is collected with
 //! its key path and line; nothing here runs after load.
 
-use super::filters::{compile_jwt_providers, compile_named_filters, FilterRefs, FilterSpec};
+use super::filters::{compile_named_filters, FilterRefs, FilterSpec};
 use super::issues::{duration_field, Issues};
 use super::lines::LineIndex;
 use super::listeners::{
@@ -140,7 +140,7 @@ pub(super) fn compile(
         .collect();
     let known: Vec<&str> = declared.iter().map(String::as_str).collect();
     let upstreams = compile_upstreams(top.upstreams, &mut issues);
-    let providers = compile_jwt_providers(top.jwt_providers, &mut issues);
+    let providers = jwt::config::compile_providers(top.jwt_providers, &mut issues);
     let redis = top
         .stores
         .and_then(|value| compile_stores(value, &mut issues));

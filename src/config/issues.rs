@@ -12,17 +12,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Collects issues, resolving each path's line once.
-pub(super) struct Issues<'a> {
-    pub(super) list: Vec<ConfigIssue>,
+pub(crate) struct Issues<'a> {
+    pub(crate) list: Vec<ConfigIssue>,
     lines: &'a LineIndex,
     /// Key paths whose values came from the environment.
-    pub(super) from_env: Vec<String>,
+    pub(crate) from_env: Vec<String>,
     /// Relative file paths are taken from here: the config file's folder.
     base: &'a Path,
 }
 
 impl<'a> Issues<'a> {
-    pub(super) fn new(lines: &'a LineIndex, base: &'a Path) -> Issues<'a> {
+    pub(crate) fn new(lines: &'a LineIndex, base: &'a Path) -> Issues<'a> {
         Issues {
             list: Vec::new(),
             lines,
@@ -31,11 +31,11 @@ impl<'a> Issues<'a> {
         }
     }
 
-    pub(super) fn file(&self, path: &str) -> PathBuf {
+    pub(crate) fn file(&self, path: &str) -> PathBuf {
         self.base.join(path)
     }
 
-    pub(super) fn add(&mut self, path: &str, message: impl Into<String>) {
+    pub(crate) fn add(&mut self, path: &str, message: impl Into<String>) {
         self.list.push(ConfigIssue {
             path: path.to_string(),
             line: self.lines.line(path),
@@ -45,7 +45,7 @@ impl<'a> Issues<'a> {
 
     /// Deserialises one item, reporting every failure at its exact nested key; `None` when
     /// there was any.
-    pub(super) fn item<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
+    pub(crate) fn item<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
         let (item, clean) = self.item_repaired(value, path);
         item.filter(|_| clean)
     }
@@ -54,7 +54,7 @@ impl<'a> Issues<'a> {
     /// offending node is taken out and the rest is tried again, so one mistake does not hide
     /// the next. Returns what could be read without the bad parts (`None` if nothing could),
     /// and whether there was no error at all.
-    pub(super) fn item_repaired<T: DeserializeOwned>(
+    pub(crate) fn item_repaired<T: DeserializeOwned>(
         &mut self,
         mut value: Value,
         path: &str,
@@ -194,11 +194,11 @@ fn clean_serde_message(message: &str) -> String {
 }
 
 /// How many of a set of mutually exclusive keys are present.
-pub(super) fn count_set(present: &[bool]) -> usize {
+pub(crate) fn count_set(present: &[bool]) -> usize {
     present.iter().filter(|p| **p).count()
 }
 
-pub(super) fn duration_field(
+pub(crate) fn duration_field(
     value: Option<raw::Scalar>,
     default: Duration,
     path: &str,
@@ -220,7 +220,7 @@ pub(super) fn duration_field(
     }
 }
 
-pub(super) fn size_field(
+pub(crate) fn size_field(
     value: Option<raw::Scalar>,
     default: u64,
     min: u64,

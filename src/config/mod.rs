@@ -10,14 +10,14 @@
 mod compile;
 mod discovery;
 mod filters;
-mod issues;
+pub(crate) mod issues;
 mod lines;
 mod listeners;
 pub mod raw;
 mod routes;
 mod stores;
 mod upstreams;
-mod values;
+pub(crate) mod values;
 
 pub use compile::Config;
 pub use filters::{FilterRef, FilterSpec};

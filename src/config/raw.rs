@@ -9,29 +9,8 @@ use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 use std::collections::BTreeMap;
 
-/// A scalar read as text whatever its YAML type (`10` or `"10s"`), so durations and sizes get
-/// one message about their units instead of a type error.
-#[derive(Debug, Clone)]
-pub struct Scalar(pub String);
-
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match Value::deserialize(deserializer)? {
-            Value::String(s) => Ok(Scalar(s)),
-            Value::Number(n) => Ok(Scalar(n.to_string())),
-            other => Err(serde::de::Error::custom(format!(
-                "expected a duration or size, found {}",
-                match other {
-                    Value::Null => "nothing",
-                    Value::Bool(_) => "a boolean",
-                    Value::Sequence(_) => "a list",
-                    Value::Mapping(_) => "a mapping",
-                    _ => "a tagged value",
-                }
-            ))),
-        }
-    }
-}
+pub use super::values::{OneOrMany, Scalar};
+use crate::filter;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -309,54 +288,12 @@ pub struct Route {
 pub struct FilterEntry {
     #[serde(rename = "use")]
     pub use_name: Option<String>,
-    pub headers: Option<HeadersFilter>,
-    pub cors: Option<CorsFilter>,
-    pub jwt: Option<JwtFilter>,
-    pub rate_limit: Option<RateLimitFilter>,
-    pub circuit_breaker: Option<CircuitBreakerFilter>,
-    pub cache: Option<CacheFilter>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CacheFilter {
-    pub ttl: Option<Scalar>,
-    pub ttl_override: Option<Scalar>,
-    pub max_size: Option<Scalar>,
-    pub max_object_size: Option<Scalar>,
-    /// `false`, `per_credential` (or `true`), or `shared`.
-    pub cache_authorized: Option<serde_yaml::Value>,
-    pub query: Option<CacheQuery>,
-    /// Extra key parts: `header:NAME`, `claim:NAME`.
-    pub key: Option<OneOrMany>,
-    pub status_header: Option<String>,
-    pub lock_timeout: Option<Scalar>,
-    pub stale_if_error: Option<Scalar>,
-    pub stale_while_revalidate: Option<Scalar>,
-    /// Targeted cache-control fields (RFC 9213) that override `Cache-Control`, in order.
-    pub targeted: Option<OneOrMany>,
-    pub strip_targeted: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CacheQuery {
-    pub sort: Option<bool>,
-    #[serde(default)]
-    pub ignore: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CircuitBreakerFilter {
-    pub failure_ratio: Option<f64>,
-    pub window: Option<Scalar>,
-    pub min_requests: Option<u32>,
-    pub consecutive_failures: Option<u32>,
-    pub failure_statuses: Option<Vec<u16>>,
-    pub open_for: Option<Scalar>,
-    pub max_open_for: Option<Scalar>,
-    pub half_open_requests: Option<u32>,
+    pub headers: Option<filter::headers::config::HeadersFilter>,
+    pub cors: Option<filter::cors::config::CorsFilter>,
+    pub jwt: Option<filter::jwt::config::JwtFilter>,
+    pub rate_limit: Option<filter::rate_limit::config::RateLimitFilter>,
+    pub circuit_breaker: Option<filter::circuit_breaker::config::CircuitBreakerFilter>,
+    pub cache: Option<filter::cache::config::CacheFilter>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -371,127 +308,6 @@ pub struct RedisStore {
     pub url: String,
     pub timeout: Option<Scalar>,
     pub pool_size: Option<usize>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitFilter {
-    pub rate: String,
-    pub burst: Option<u64>,
-    pub key: Option<OneOrMany>,
-    pub on_missing_key: Option<String>,
-    pub headers: Option<bool>,
-    pub max_keys: Option<usize>,
-    /// `local` (default) or `redis` (`stores.redis`, one budget across replicas).
-    pub store: Option<String>,
-    pub on_store_error: Option<String>,
-    pub replicas_hint: Option<u32>,
-}
-
-/// `key: client_ip` or `key: [client_ip, header:x-api-key]`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    pub fn into_vec(self) -> Vec<String> {
-        match self {
-            OneOrMany::One(one) => vec![one],
-            OneOrMany::Many(many) => many,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwtProvider {
-    pub issuer: Option<String>,
-    #[serde(default)]
-    pub audiences: Vec<String>,
-    #[serde(default)]
-    pub algorithms: Vec<String>,
-    pub secret: Option<String>,
-    pub public_key_file: Option<String>,
-    pub jwks_file: Option<String>,
-    pub jwks_url: Option<String>,
-    /// Remote key sets: how often to refetch, the floor between early refetches for unknown
-    /// `kid`s, the time a fetch may take, how long readiness waits, and a private CA.
-    pub refresh: Option<Scalar>,
-    pub min_refetch_interval: Option<Scalar>,
-    pub fetch_timeout: Option<Scalar>,
-    pub ready_timeout: Option<Scalar>,
-    pub jwks_ca_file: Option<String>,
-    pub leeway: Option<Scalar>,
-    pub max_token_bytes: Option<Scalar>,
-    pub require_exp: Option<bool>,
-    pub max_lifetime: Option<Scalar>,
-    pub from: Option<TokenFrom>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenFrom {
-    pub header: Option<String>,
-    pub cookie: Option<String>,
-    pub query: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwtFilter {
-    pub provider: Option<String>,
-    #[serde(default)]
-    pub providers: Vec<String>,
-    pub require: Option<JwtRequire>,
-    #[serde(default)]
-    pub forward_claims: BTreeMap<String, String>,
-    pub forward_token: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwtRequire {
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    #[serde(default)]
-    /// claim → accepted values: strings, numbers or booleans.
-    pub claims: BTreeMap<String, Vec<serde_json::Value>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeadersFilter {
-    pub request: Option<HeaderEdits>,
-    pub response: Option<HeaderEdits>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeaderEdits {
-    #[serde(default)]
-    pub set: BTreeMap<String, String>,
-    #[serde(default)]
-    pub add: BTreeMap<String, String>,
-    #[serde(default)]
-    pub remove: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CorsFilter {
-    pub allow_origins: Vec<String>,
-    #[serde(default)]
-    pub allow_methods: Vec<String>,
-    #[serde(default)]
-    pub allow_headers: Vec<String>,
-    #[serde(default)]
-    pub expose_headers: Vec<String>,
-    #[serde(default)]
-    pub allow_credentials: bool,
-    pub max_age: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

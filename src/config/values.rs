@@ -1,6 +1,8 @@
 //! The small value languages of `gateway.yaml`: durations (`250ms`, `10s`, `5m`), sizes
 //! (`64KiB`, `10MiB`, plain bytes) and `${ENV}` / `${ENV:-default}` interpolation.
 
+use serde::Deserialize;
+use serde_yaml::Value;
 use std::time::Duration;
 
 /// `250ms`, `10s`, `5m`, `1h`. A unit is required: a bare number is ambiguous.
@@ -100,6 +102,47 @@ pub fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// A scalar read as text whatever its YAML type (`10` or `"10s"`), so durations and sizes get
+/// one message about their units instead of a type error.
+#[derive(Debug, Clone)]
+pub struct Scalar(pub String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::String(s) => Ok(Scalar(s)),
+            Value::Number(n) => Ok(Scalar(n.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a duration or size, found {}",
+                match other {
+                    Value::Null => "nothing",
+                    Value::Bool(_) => "a boolean",
+                    Value::Sequence(_) => "a list",
+                    Value::Mapping(_) => "a mapping",
+                    _ => "a tagged value",
+                }
+            ))),
+        }
+    }
+}
+
+/// `key: client_ip` or `key: [client_ip, header:x-api-key]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
 }
 
 #[cfg(test)]

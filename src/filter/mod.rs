@@ -7,7 +7,7 @@
 pub mod cache;
 pub mod circuit_breaker;
 pub mod cors;
-mod headers;
+pub mod headers;
 pub mod jwt;
 pub mod rate_limit;
 

@@ -10,6 +10,7 @@
 //! does not look at `crit`: both are done here.
 
 mod cache;
+pub mod config;
 mod jwks;
 mod keys;
 mod token;

@@ -1,0 +1,165 @@
+//! The `cache` filter's config: its YAML mirror and validation into a [`CacheSpec`].
+
+use super::policy::{AuthorizedAnswers, Lifetimes};
+use super::targeted::Target;
+use super::{CacheSpec, QueryKey};
+use crate::config::issues::{duration_field, size_field, Issues};
+use crate::config::values::{OneOrMany, Scalar};
+use crate::filter::rate_limit::config::key_part;
+use crate::filter::rate_limit::KeyPart;
+use http::HeaderName;
+use serde::Deserialize;
+use serde_yaml::Value;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheFilter {
+    pub ttl: Option<Scalar>,
+    pub ttl_override: Option<Scalar>,
+    pub max_size: Option<Scalar>,
+    pub max_object_size: Option<Scalar>,
+    /// `false`, `per_credential` (or `true`), or `shared`.
+    pub cache_authorized: Option<serde_yaml::Value>,
+    pub query: Option<CacheQuery>,
+    /// Extra key parts: `header:NAME`, `claim:NAME`.
+    pub key: Option<OneOrMany>,
+    pub status_header: Option<String>,
+    pub lock_timeout: Option<Scalar>,
+    pub stale_if_error: Option<Scalar>,
+    pub stale_while_revalidate: Option<Scalar>,
+    /// Targeted cache-control fields (RFC 9213) that override `Cache-Control`, in order.
+    pub targeted: Option<OneOrMany>,
+    pub strip_targeted: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheQuery {
+    pub sort: Option<bool>,
+    #[serde(default)]
+    pub ignore: Vec<String>,
+}
+
+pub(crate) fn compile(raw: CacheFilter, path: &str, issues: &mut Issues) -> Option<CacheSpec> {
+    let before = issues.list.len();
+    let lifetime = |value: Option<Scalar>, key: &str, issues: &mut Issues| {
+        value.map(|v| {
+            duration_field(
+                Some(v),
+                Duration::from_secs(1),
+                &format!("{path}.{key}"),
+                issues,
+            )
+        })
+    };
+    let ttl = lifetime(raw.ttl, "ttl", issues);
+    let ttl_override = lifetime(raw.ttl_override, "ttl_override", issues);
+    let max_size = size_field(
+        raw.max_size,
+        256 << 20,
+        1 << 16,
+        &format!("{path}.max_size"),
+        issues,
+    );
+    let max_object_size = size_field(
+        raw.max_object_size,
+        8 << 20,
+        1,
+        &format!("{path}.max_object_size"),
+        issues,
+    );
+    if max_object_size > max_size / 4 {
+        issues.add(
+            &format!("{path}.max_object_size"),
+            "must be at most a quarter of max_size",
+        );
+    }
+    let mut key = Vec::new();
+    let texts = raw.key.map(OneOrMany::into_vec).unwrap_or_default();
+    for (i, text) in texts.iter().enumerate() {
+        match key_part(text).filter(|p| matches!(p, KeyPart::Header(_) | KeyPart::Claim(_))) {
+            Some(part) => key.push(part),
+            None => issues.add(
+                &format!("{path}.key[{i}]"),
+                format!("invalid key part {text:?}: expected header:NAME or claim:NAME"),
+            ),
+        }
+    }
+    let status_header = match HeaderName::from_bytes(
+        raw.status_header.as_deref().unwrap_or("x-cache").as_bytes(),
+    ) {
+        Ok(name) => name,
+        Err(_) => {
+            issues.add(&format!("{path}.status_header"), "invalid header name");
+            HeaderName::from_static("x-cache")
+        }
+    };
+    let query = raw.query.unwrap_or_default();
+    let lock_timeout = duration_field(
+        raw.lock_timeout,
+        Duration::from_secs(5),
+        &format!("{path}.lock_timeout"),
+        issues,
+    );
+    let stale_if_error = lifetime(raw.stale_if_error, "stale_if_error", issues);
+    let stale_while_revalidate =
+        lifetime(raw.stale_while_revalidate, "stale_while_revalidate", issues);
+    let authorized = match raw.cache_authorized {
+        None | Some(Value::Bool(false)) => AuthorizedAnswers::Never,
+        Some(Value::Bool(true)) => AuthorizedAnswers::PerCredential,
+        Some(Value::String(mode)) if mode == "per_credential" => AuthorizedAnswers::PerCredential,
+        Some(Value::String(mode)) if mode == "shared" => AuthorizedAnswers::Shared,
+        Some(_) => {
+            issues.add(
+                &format!("{path}.cache_authorized"),
+                "expected false, per_credential (or true) or shared",
+            );
+            AuthorizedAnswers::Never
+        }
+    };
+    let targeted = targeted_fields(raw.targeted, &format!("{path}.targeted"), issues);
+    (issues.list.len() == before).then(|| CacheSpec {
+        lifetimes: Lifetimes {
+            ttl,
+            ttl_override,
+            authorized,
+        },
+        max_size,
+        max_object_size,
+        query: QueryKey {
+            sort: query.sort.unwrap_or(false),
+            ignore: query.ignore,
+        },
+        key,
+        status_header,
+        lock_timeout,
+        stale_if_error,
+        stale_while_revalidate,
+        targeted,
+        strip_targeted: raw.strip_targeted.unwrap_or(false),
+    })
+}
+
+/// The targeted cache-control fields a cache follows when the route names none.
+const DEFAULT_TARGETED: &str = "cdn-cache-control";
+
+/// `targeted`: field names, first first; `Cache-Control` itself is not one.
+fn targeted_fields(raw: Option<OneOrMany>, path: &str, issues: &mut Issues) -> Vec<Target> {
+    let names = raw.map_or_else(|| vec![DEFAULT_TARGETED.to_string()], OneOrMany::into_vec);
+    let mut targets = Vec::with_capacity(names.len());
+    for (i, text) in names.iter().enumerate() {
+        match HeaderName::from_bytes(text.as_bytes()) {
+            Ok(name) if name == http::header::CACHE_CONTROL => issues.add(
+                &format!("{path}[{i}]"),
+                "Cache-Control is what targeted fields override; it cannot be one",
+            ),
+            Ok(name) => targets.push(Target::of(name)),
+            Err(_) => issues.add(
+                &format!("{path}[{i}]"),
+                format!("invalid header name {text:?}"),
+            ),
+        }
+    }
+    targets
+}

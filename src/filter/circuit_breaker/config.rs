@@ -1,0 +1,80 @@
+//! The `circuit_breaker` filter's config: its YAML mirror and validation.
+
+use super::BreakerSpec;
+use crate::config::issues::{duration_field, Issues};
+use crate::config::values::Scalar;
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerFilter {
+    pub failure_ratio: Option<f64>,
+    pub window: Option<Scalar>,
+    pub min_requests: Option<u32>,
+    pub consecutive_failures: Option<u32>,
+    pub failure_statuses: Option<Vec<u16>>,
+    pub open_for: Option<Scalar>,
+    pub max_open_for: Option<Scalar>,
+    pub half_open_requests: Option<u32>,
+}
+
+pub(crate) fn compile(
+    raw: CircuitBreakerFilter,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<BreakerSpec> {
+    let before = issues.list.len();
+    let failure_ratio = raw.failure_ratio.unwrap_or(0.5);
+    if !(failure_ratio > 0.0 && failure_ratio <= 1.0) {
+        issues.add(
+            &format!("{path}.failure_ratio"),
+            "must be above 0 and at most 1, e.g. 0.5",
+        );
+    }
+    let duration = |value: Option<Scalar>, default: u64, key: &str, issues: &mut Issues| {
+        duration_field(
+            value,
+            Duration::from_secs(default),
+            &format!("{path}.{key}"),
+            issues,
+        )
+    };
+    let window = duration(raw.window, 10, "window", issues);
+    let open_for = duration(raw.open_for, 30, "open_for", issues);
+    let max_open_for = duration(raw.max_open_for, 300, "max_open_for", issues);
+    if max_open_for < open_for {
+        issues.add(
+            &format!("{path}.max_open_for"),
+            "must not be shorter than open_for",
+        );
+    }
+    let failure_statuses = raw.failure_statuses.unwrap_or_else(|| vec![502, 503, 504]);
+    for (i, status) in failure_statuses.iter().enumerate() {
+        if !(100..=599).contains(status) {
+            issues.add(
+                &format!("{path}.failure_statuses[{i}]"),
+                format!("{status} is not an HTTP status"),
+            );
+        }
+    }
+    for (key, value) in [
+        ("min_requests", raw.min_requests),
+        ("consecutive_failures", raw.consecutive_failures),
+        ("half_open_requests", raw.half_open_requests),
+    ] {
+        if value == Some(0) {
+            issues.add(&format!("{path}.{key}"), "must be at least 1");
+        }
+    }
+    (issues.list.len() == before).then(|| BreakerSpec {
+        failure_ratio,
+        window,
+        min_requests: raw.min_requests.unwrap_or(20),
+        consecutive_failures: raw.consecutive_failures,
+        failure_statuses,
+        open_for,
+        max_open_for,
+        half_open_requests: raw.half_open_requests.unwrap_or(1),
+    })
+}

@@ -1,0 +1,376 @@
+//! The `jwt` filter's and `jwt_providers:` config: YAML mirrors and validation.
+
+use super::{JwksSpec, JwtSpec, KeyRing, KeySpec, ProviderSpec, TokenSource};
+use crate::config::issues::{count_set, duration_field, size_field, Issues};
+use crate::config::values::Scalar;
+use crate::tls::UpstreamTls;
+use http::{HeaderName, Uri};
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtProvider {
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    pub secret: Option<String>,
+    pub public_key_file: Option<String>,
+    pub jwks_file: Option<String>,
+    pub jwks_url: Option<String>,
+    /// Remote key sets: how often to refetch, the floor between early refetches for unknown
+    /// `kid`s, the time a fetch may take, how long readiness waits, and a private CA.
+    pub refresh: Option<Scalar>,
+    pub min_refetch_interval: Option<Scalar>,
+    pub fetch_timeout: Option<Scalar>,
+    pub ready_timeout: Option<Scalar>,
+    pub jwks_ca_file: Option<String>,
+    pub leeway: Option<Scalar>,
+    pub max_token_bytes: Option<Scalar>,
+    pub require_exp: Option<bool>,
+    pub max_lifetime: Option<Scalar>,
+    pub from: Option<TokenFrom>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenFrom {
+    pub header: Option<String>,
+    pub cookie: Option<String>,
+    pub query: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtFilter {
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub providers: Vec<String>,
+    pub require: Option<JwtRequire>,
+    #[serde(default)]
+    pub forward_claims: BTreeMap<String, String>,
+    pub forward_token: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtRequire {
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    /// claim → accepted values: strings, numbers or booleans.
+    pub claims: BTreeMap<String, Vec<serde_json::Value>>,
+}
+
+pub(crate) fn compile_providers(
+    map: serde_yaml::Mapping,
+    issues: &mut Issues,
+) -> Vec<ProviderSpec> {
+    let mut out = Vec::new();
+    for (key, value) in map {
+        let Some(name) = key.as_str().map(str::to_string) else {
+            issues.add("jwt_providers", "provider names must be strings");
+            continue;
+        };
+        let path = format!("jwt_providers.{name}");
+        let Some(raw) = issues.item::<JwtProvider>(value, &path) else {
+            continue;
+        };
+        let before = issues.list.len();
+        let mut algorithms = Vec::new();
+        if raw.algorithms.is_empty() {
+            issues.add(
+                &format!("{path}.algorithms"),
+                "list the accepted algorithms, e.g. [RS256]",
+            );
+        }
+        for (i, text) in raw.algorithms.iter().enumerate() {
+            match Algorithm::from_str(text) {
+                Ok(alg) => algorithms.push(alg),
+                Err(_) => issues.add(
+                    &format!("{path}.algorithms[{i}]"),
+                    format!("unknown algorithm {text:?}: expected HS256/384/512, RS256/384/512, PS256/384/512, ES256/384 or EdDSA"),
+                ),
+            }
+        }
+        let keys = compile_key_source(&raw, &path, issues);
+        let fixed = keys.as_ref().and_then(KeySpec::fixed);
+        if let (true, Some(ring)) = (issues.list.len() == before, fixed) {
+            if !ring
+                .keys
+                .iter()
+                .any(|k| algorithms.iter().any(|&alg| k.fits(alg)))
+            {
+                issues.add(
+                    &format!("{path}.algorithms"),
+                    "none of these algorithms fits the configured key",
+                );
+            }
+        }
+        let source = match &raw.from {
+            None => Some(TokenSource::Bearer),
+            Some(from) => match (&from.header, &from.cookie, &from.query) {
+                (Some(h), None, None) => match HeaderName::from_bytes(h.as_bytes()) {
+                    Ok(name) => Some(TokenSource::Header(name)),
+                    Err(_) => {
+                        issues.add(
+                            &format!("{path}.from.header"),
+                            format!("invalid header name {h:?}"),
+                        );
+                        None
+                    }
+                },
+                (None, Some(c), None) => Some(TokenSource::Cookie(c.clone())),
+                (None, None, Some(q)) => Some(TokenSource::Query(q.clone())),
+                _ => {
+                    issues.add(
+                        &format!("{path}.from"),
+                        "needs exactly one of header, cookie, query",
+                    );
+                    None
+                }
+            },
+        };
+        let leeway = duration_field(
+            raw.leeway,
+            Duration::from_secs(30),
+            &format!("{path}.leeway"),
+            issues,
+        );
+        let max_token_bytes = size_field(
+            raw.max_token_bytes,
+            8192,
+            256,
+            &format!("{path}.max_token_bytes"),
+            issues,
+        ) as usize;
+        let max_lifetime = raw.max_lifetime.map(|v| {
+            duration_field(
+                Some(v),
+                Duration::from_secs(1),
+                &format!("{path}.max_lifetime"),
+                issues,
+            )
+        });
+        if let (true, Some(keys)) = (issues.list.len() == before, keys) {
+            out.push(ProviderSpec {
+                name,
+                issuer: raw.issuer,
+                audiences: raw.audiences,
+                algorithms,
+                keys,
+                leeway,
+                max_token_bytes,
+                require_exp: raw.require_exp.unwrap_or(true),
+                max_lifetime,
+                sources: source.into_iter().collect(),
+            });
+        }
+    }
+    out
+}
+
+/// The provider's one key source: `secret`, `public_key_file`, `jwks_file` or `jwks_url`
+/// (with its refresh settings, which mean nothing for the others).
+fn compile_key_source(raw: &JwtProvider, path: &str, issues: &mut Issues) -> Option<KeySpec> {
+    let sources = count_set(&[
+        raw.secret.is_some(),
+        raw.public_key_file.is_some(),
+        raw.jwks_file.is_some(),
+        raw.jwks_url.is_some(),
+    ]);
+    if sources != 1 {
+        issues.add(
+            path,
+            "needs exactly one key source: secret, public_key_file, jwks_file or jwks_url",
+        );
+        return None;
+    }
+    if raw.jwks_url.is_none() {
+        let remote_only = [
+            ("refresh", raw.refresh.is_some()),
+            ("min_refetch_interval", raw.min_refetch_interval.is_some()),
+            ("fetch_timeout", raw.fetch_timeout.is_some()),
+            ("ready_timeout", raw.ready_timeout.is_some()),
+            ("jwks_ca_file", raw.jwks_ca_file.is_some()),
+        ];
+        for (key, _) in remote_only.iter().filter(|(_, set)| *set) {
+            issues.add(&format!("{path}.{key}"), "only applies with jwks_url");
+        }
+    }
+    if let Some(secret) = &raw.secret {
+        if secret.len() < 32 {
+            issues.add(
+                &format!("{path}.secret"),
+                "an HMAC secret needs at least 32 bytes",
+            );
+        }
+        return Some(KeySpec::Fixed {
+            material: secret.as_bytes().to_vec(),
+            ring: Arc::new(KeyRing::from_secret(secret.as_bytes())),
+        });
+    }
+    if let Some(url) = &raw.jwks_url {
+        return compile_jwks_url(raw, url, path, issues)
+            .map(|spec| KeySpec::Remote(Box::new(spec)));
+    }
+    type Parse = fn(&[u8]) -> Result<KeyRing, String>;
+    let (key, file, parse): (_, _, Parse) = match (&raw.public_key_file, &raw.jwks_file) {
+        (Some(file), _) => ("public_key_file", file, |pem| {
+            KeyRing::from_pem(pem)
+                .ok_or_else(|| "is not an RSA, EC or Ed25519 public key in PEM".to_string())
+        }),
+        (None, Some(file)) => ("jwks_file", file, |json| KeyRing::from_jwks(json, 0)),
+        (None, None) => return None,
+    };
+    let file_path = issues.file(file);
+    let parsed = std::fs::read(&file_path)
+        .map_err(|e| format!("cannot read {}: {e}", file_path.display()))
+        .and_then(|bytes| {
+            let ring = parse(&bytes).map_err(|e| format!("{}: {e}", file_path.display()))?;
+            Ok((bytes, ring))
+        });
+    match parsed {
+        Ok((material, ring)) => Some(KeySpec::Fixed {
+            material,
+            ring: Arc::new(ring),
+        }),
+        Err(message) => {
+            issues.add(&format!("{path}.{key}"), message);
+            None
+        }
+    }
+}
+
+fn compile_jwks_url(
+    raw: &JwtProvider,
+    url: &str,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<JwksSpec> {
+    let before = issues.list.len();
+    let parsed = Uri::try_from(url).ok().filter(|u| {
+        matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+    });
+    let Some(uri) = parsed else {
+        issues.add(
+            &format!("{path}.jwks_url"),
+            format!("{url:?} is not an http:// or https:// URL"),
+        );
+        return None;
+    };
+    let tls = if uri.scheme_str() == Some("https") {
+        let ca = raw.jwks_ca_file.as_deref().map(|f| issues.file(f));
+        match UpstreamTls::new(ca, None, false) {
+            Ok(tls) => Some(tls),
+            Err(message) => {
+                issues.add(&format!("{path}.jwks_ca_file"), message);
+                None
+            }
+        }
+    } else {
+        if raw.jwks_ca_file.is_some() {
+            issues.add(
+                &format!("{path}.jwks_ca_file"),
+                "only applies to an https:// jwks_url",
+            );
+        }
+        None
+    };
+    let seconds = |value: &Option<Scalar>, default: u64, key: &str, issues: &mut Issues| {
+        duration_field(
+            value.clone(),
+            Duration::from_secs(default),
+            &format!("{path}.{key}"),
+            issues,
+        )
+    };
+    let spec = JwksSpec {
+        url: uri,
+        refresh: seconds(&raw.refresh, 300, "refresh", issues),
+        min_refetch_interval: seconds(
+            &raw.min_refetch_interval,
+            30,
+            "min_refetch_interval",
+            issues,
+        ),
+        fetch_timeout: seconds(&raw.fetch_timeout, 5, "fetch_timeout", issues),
+        ready_timeout: seconds(&raw.ready_timeout, 10, "ready_timeout", issues),
+        tls,
+    };
+    (issues.list.len() == before).then_some(spec)
+}
+
+pub(crate) fn compile(
+    raw: JwtFilter,
+    path: &str,
+    providers: &[ProviderSpec],
+    issues: &mut Issues,
+) -> Option<JwtSpec> {
+    let before = issues.list.len();
+    let mut names: Vec<String> = raw.providers;
+    if let Some(one) = raw.provider {
+        names.insert(0, one);
+    }
+    if names.is_empty() {
+        issues.add(path, "needs provider (or providers)");
+    }
+    let mut chosen = Vec::new();
+    for name in &names {
+        match providers.iter().find(|p| &p.name == name) {
+            Some(provider) => chosen.push(provider),
+            None => {
+                let known: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+                let list = if known.is_empty() {
+                    "none defined".to_string()
+                } else {
+                    known.join(", ")
+                };
+                issues.add(
+                    &format!("{path}.provider"),
+                    format!("unknown JWT provider {name:?} (known: {list})"),
+                );
+            }
+        }
+    }
+    if chosen.len() > 1 && chosen.iter().any(|p| p.issuer.is_none()) {
+        issues.add(
+            path,
+            "with several providers, each needs an issuer (the token's iss picks one)",
+        );
+    }
+    let mut forward_claims = Vec::new();
+    for (claim, header) in raw.forward_claims {
+        match HeaderName::from_bytes(header.as_bytes()) {
+            Ok(name) => forward_claims.push((claim, name)),
+            Err(_) => issues.add(
+                &format!("{path}.forward_claims.{claim}"),
+                format!("invalid header name {header:?}"),
+            ),
+        }
+    }
+    let require = raw.require.unwrap_or_default();
+    for (claim, values) in &require.claims {
+        for (i, value) in values.iter().enumerate() {
+            if !(value.is_string() || value.is_number() || value.is_boolean()) {
+                issues.add(
+                    &format!("{path}.require.claims.{claim}[{i}]"),
+                    "expected a string, number or boolean",
+                );
+            }
+        }
+    }
+    (issues.list.len() == before).then(|| JwtSpec {
+        providers: names,
+        require_scopes: require.scopes,
+        require_claims: require.claims.into_iter().collect(),
+        forward_claims,
+        forward_token: raw.forward_token.unwrap_or(true),
+    })
+}
