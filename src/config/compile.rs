@@ -14,6 +14,7 @@ use super::upstreams::compile_upstreams;
 use super::values::interpolate;
 use super::{raw, ConfigIssue};
 use crate::filter::jwt;
+use crate::filter::Refs;
 use crate::snapshot::Limits;
 use crate::store::RedisSpec;
 use crate::upstream::UpstreamSpec;
@@ -146,8 +147,10 @@ pub(super) fn compile(
         .and_then(|value| compile_stores(value, &mut issues));
     let refs = FilterRefs {
         named: &[],
-        providers: &providers,
-        redis: redis.is_some(),
+        kinds: Refs {
+            providers: &providers,
+            redis: redis.is_some(),
+        },
     };
     let filters = compile_named_filters(top.filters, &refs, &mut issues);
     let refs = FilterRefs {

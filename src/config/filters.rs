@@ -1,43 +1,8 @@
 //! Filters in the config: route `filters:` entries, named filters, and JWT providers.
 
-use super::issues::{count_set, Issues};
-use super::raw;
-use crate::filter::cache::CacheSpec;
-use crate::filter::circuit_breaker::BreakerSpec;
-use crate::filter::jwt::{JwtSpec, ProviderSpec};
-use crate::filter::rate_limit::RateLimitSpec;
-use crate::filter::{cache, circuit_breaker, cors, headers, jwt, rate_limit};
-use crate::filter::{CorsSpec, Headers};
-
-/// A validated filter, ready to build.
-#[derive(Debug, Clone)]
-pub enum FilterSpec {
-    Headers(Headers),
-    Cors(CorsSpec),
-    Jwt(JwtSpec),
-    RateLimit(RateLimitSpec),
-    CircuitBreaker(BreakerSpec),
-    Cache(CacheSpec),
-}
-
-impl FilterSpec {
-    /// Built once per route even when named: it works for the route's upstream (a breaker's
-    /// state, a cache's background refreshes). A named cache still shares one store.
-    pub fn per_route(&self) -> bool {
-        matches!(self, FilterSpec::CircuitBreaker(_) | FilterSpec::Cache(_))
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            FilterSpec::Headers(_) => "headers",
-            FilterSpec::Cors(_) => "cors",
-            FilterSpec::Jwt(_) => "jwt",
-            FilterSpec::RateLimit(_) => "rate_limit",
-            FilterSpec::CircuitBreaker(_) => "circuit_breaker",
-            FilterSpec::Cache(_) => "cache",
-        }
-    }
-}
+use super::issues::Issues;
+pub use crate::filter::{FilterEntry, FilterSpec};
+use crate::filter::{Refs, ENTRY_KEYS};
 
 /// A route's filter: its own, or a named one shared with other routes.
 #[derive(Debug, Clone)]
@@ -50,8 +15,7 @@ pub enum FilterRef {
 pub(super) struct FilterRefs<'a> {
     /// Named filters defined so far, for `use`.
     pub named: &'a [(String, FilterSpec)],
-    pub providers: &'a [ProviderSpec],
-    pub redis: bool,
+    pub kinds: Refs<'a>,
 }
 
 pub(super) fn compile_named_filters(
@@ -66,12 +30,12 @@ pub(super) fn compile_named_filters(
             continue;
         };
         let path = format!("filters.{name}");
-        let Some(entry) = issues.item::<raw::FilterEntry>(value, &path) else {
+        let Some(entry) = issues.item::<FilterEntry>(value, &path) else {
             continue;
         };
         let refs = FilterRefs {
             named: &[],
-            ..*refs
+            kinds: Refs { ..refs.kinds },
         };
         match compile_filter(entry, &path, &refs, issues) {
             Some(FilterRef::Inline(spec)) => out.push((name, spec)),
@@ -86,29 +50,23 @@ pub(super) fn compile_named_filters(
 
 /// One `filters:` entry.
 pub(super) fn compile_filter(
-    entry: raw::FilterEntry,
+    mut entry: FilterEntry,
     path: &str,
     refs: &FilterRefs,
     issues: &mut Issues,
 ) -> Option<FilterRef> {
     let known = refs.named;
-    let given = count_set(&[
-        entry.use_name.is_some(),
-        entry.headers.is_some(),
-        entry.cors.is_some(),
-        entry.jwt.is_some(),
-        entry.rate_limit.is_some(),
-        entry.circuit_breaker.is_some(),
-        entry.cache.is_some(),
-    ]);
-    if given != 1 {
+    if entry.keys_set() != 1 {
         issues.add(
             path,
-            "a filter entry needs exactly one of use, headers, cors, jwt, rate_limit, circuit_breaker, cache",
+            format!(
+                "a filter entry needs exactly one of {}",
+                ENTRY_KEYS.join(", ")
+            ),
         );
         return None;
     }
-    if let Some(name) = entry.use_name {
+    if let Some(name) = entry.use_name.take() {
         if !known.iter().any(|(known, _)| *known == name) {
             let list = if known.is_empty() {
                 "none defined".to_string()
@@ -124,21 +82,7 @@ pub(super) fn compile_filter(
         }
         return Some(FilterRef::Named(name));
     }
-    let spec = if let Some(raw) = entry.headers {
-        headers::config::compile(raw, &format!("{path}.headers"), issues).map(FilterSpec::Headers)
-    } else if let Some(raw) = entry.cache {
-        cache::config::compile(raw, &format!("{path}.cache"), issues).map(FilterSpec::Cache)
-    } else if let Some(raw) = entry.circuit_breaker {
-        circuit_breaker::config::compile(raw, &format!("{path}.circuit_breaker"), issues)
-            .map(FilterSpec::CircuitBreaker)
-    } else if let Some(raw) = entry.rate_limit {
-        rate_limit::config::compile(raw, &format!("{path}.rate_limit"), refs.redis, issues)
-            .map(FilterSpec::RateLimit)
-    } else if let Some(raw) = entry.jwt {
-        jwt::config::compile(raw, &format!("{path}.jwt"), refs.providers, issues)
-            .map(FilterSpec::Jwt)
-    } else {
-        cors::config::compile(entry.cors?, &format!("{path}.cors"), issues).map(FilterSpec::Cors)
-    };
-    spec.map(FilterRef::Inline)
+    entry
+        .compile(path, &refs.kinds, issues)
+        .map(FilterRef::Inline)
 }

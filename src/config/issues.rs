@@ -3,8 +3,7 @@
 //! never hides the next.
 
 use super::lines::LineIndex;
-use super::raw;
-use super::values::{parse_duration, parse_size};
+use super::values::{parse_duration, parse_size, Scalar};
 use super::ConfigIssue;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
@@ -199,14 +198,14 @@ pub(crate) fn count_set(present: &[bool]) -> usize {
 }
 
 pub(crate) fn duration_field(
-    value: Option<raw::Scalar>,
+    value: Option<Scalar>,
     default: Duration,
     path: &str,
     issues: &mut Issues,
 ) -> Duration {
     match value {
         None => default,
-        Some(raw::Scalar(text)) => match parse_duration(&text) {
+        Some(Scalar(text)) => match parse_duration(&text) {
             Ok(d) if d.is_zero() => {
                 issues.add(path, "must be greater than zero");
                 default
@@ -221,13 +220,13 @@ pub(crate) fn duration_field(
 }
 
 pub(crate) fn size_field(
-    value: Option<raw::Scalar>,
+    value: Option<Scalar>,
     default: u64,
     min: u64,
     path: &str,
     issues: &mut Issues,
 ) -> u64 {
-    match value.map(|raw::Scalar(text)| parse_size(&text)) {
+    match value.map(|Scalar(text)| parse_size(&text)) {
         None => default,
         Some(Ok(size)) if size < min => {
             issues.add(path, format!("must be at least {min} bytes"));

@@ -279,21 +279,7 @@ pub struct Route {
     pub respond: Option<Respond>,
     pub redirect: Option<Redirect>,
     #[serde(default)]
-    pub filters: Vec<FilterEntry>,
-}
-
-/// One entry of a `filters:` list: exactly one key.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilterEntry {
-    #[serde(rename = "use")]
-    pub use_name: Option<String>,
-    pub headers: Option<filter::headers::config::HeadersFilter>,
-    pub cors: Option<filter::cors::config::CorsFilter>,
-    pub jwt: Option<filter::jwt::config::JwtFilter>,
-    pub rate_limit: Option<filter::rate_limit::config::RateLimitFilter>,
-    pub circuit_breaker: Option<filter::circuit_breaker::config::CircuitBreakerFilter>,
-    pub cache: Option<filter::cache::config::CacheFilter>,
+    pub filters: Vec<filter::FilterEntry>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -4,6 +4,7 @@
 use super::filters::{compile_filter, FilterRef, FilterRefs};
 use super::issues::{count_set, Issues};
 use super::raw;
+use crate::filter::Sharing;
 use crate::router::{HeaderMatcher, HostMatch, MethodSet, PathMatch, RouteMatch};
 use crate::snapshot::{RedirectTarget, Respond, Rewrite};
 use bytes::Bytes;
@@ -75,7 +76,7 @@ pub(super) fn compile_routes(
                         .map(|(_, spec)| spec),
                 };
                 if let (Some(spec), false) = (spec, proxies) {
-                    if spec.per_route() {
+                    if spec.sharing() != Sharing::Shared {
                         let message = match &filter {
                             FilterRef::Named(name) => format!(
                                 "{} filter {name:?} needs a route with an upstream",

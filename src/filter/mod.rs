@@ -4,23 +4,46 @@
 //! that ran, and `on_complete` exactly once for each of them, whatever happened (also when the
 //! client goes away mid-request: the [`Chain`] does it when dropped).
 
+mod build;
 pub mod cache;
 pub mod circuit_breaker;
 pub mod cors;
 pub mod headers;
 pub mod jwt;
+mod kinds;
 pub mod rate_limit;
 
+pub use build::BuildCtx;
 pub use cors::{Cors, CorsSpec};
 pub use headers::{HeaderEdits, Headers};
 pub use jwt::Jwt;
+pub use kinds::Sharing;
 
 use crate::body::Body;
+use crate::config::issues::Issues;
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
 use http::request::Parts;
 use http::Response;
 use std::sync::Arc;
+
+// Every filter kind: its key in a `filters:` entry, its folder, its YAML mirror and validated
+// spec, and how a named one is shared. Adding a filter is its folder and one line here.
+kinds::filter_kinds! {
+    headers: Headers(headers, headers::config::HeadersFilter => Headers), Shared;
+    cors: Cors(cors, cors::config::CorsFilter => CorsSpec), Shared;
+    jwt: Jwt(jwt, jwt::config::JwtFilter => jwt::JwtSpec), Shared;
+    rate_limit: RateLimit(rate_limit, rate_limit::config::RateLimitFilter => rate_limit::RateLimitSpec), Shared;
+    circuit_breaker: CircuitBreaker(circuit_breaker, circuit_breaker::config::CircuitBreakerFilter => circuit_breaker::BreakerSpec), PerRoute;
+    cache: Cache(cache, cache::config::CacheFilter => cache::CacheSpec), PerRouteNamedState;
+}
+
+/// What a filter entry may refer to, besides named filters: JWT providers and stores.
+pub struct Refs<'a> {
+    pub providers: &'a [jwt::ProviderSpec],
+    /// `stores.redis` is configured.
+    pub redis: bool,
+}
 
 /// Returned once per filter and moved at most a few times: boxing the response would cost an
 /// allocation on every short-circuit to save copying a couple of hundred bytes.

@@ -5,36 +5,14 @@
 use super::{Route, RouteAction, Snapshot};
 use crate::config::{Action, Config, FilterRef, FilterSpec};
 use crate::discovery::Feed;
-use crate::filter::cache::store::CacheStore;
-use crate::filter::cache::Cache;
-use crate::filter::circuit_breaker::{Breaker, CircuitBreaker};
-use crate::filter::jwt::{self, KeySpec, Keys, Provider, RemoteKeys};
-use crate::filter::rate_limit::{LocalLimiter, OnStoreError, RateLimit, RedisLimit, StoreChoice};
-use crate::filter::{Cors, Filter, FilterStates, Jwt};
+use crate::filter::jwt::{KeySpec, Keys, Provider, RemoteKeys};
+use crate::filter::{BuildCtx, Filter, FilterStates, Sharing};
 use crate::router::Router;
 use crate::store::RedisStore;
 use crate::telemetry::{ConfigMetrics, UpstreamStateSource};
 use crate::upstream::Upstream;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// What building a filter needs besides its spec: the running JWT providers, and the state of
-/// the outgoing snapshot's filters to carry over.
-pub struct BuildCtx<'a> {
-    pub providers: &'a HashMap<String, Arc<jwt::Provider>>,
-    pub redis: Option<&'a Arc<RedisStore>>,
-    pub metrics: &'a ConfigMetrics,
-    /// The upstream of the route being built, if it proxies.
-    pub upstream: Option<&'a str>,
-    /// Requests to that upstream outside client requests.
-    pub fetch: Option<Arc<dyn crate::filter::Fetch>>,
-    /// Every circuit breaker built, for the admin API.
-    pub breakers: Vec<Arc<Breaker>>,
-    /// Every cache store, by owner, for purges.
-    pub caches: Vec<(String, Arc<CacheStore>)>,
-    pub prev: Option<&'a FilterStates>,
-    pub states: &'a mut FilterStates,
-}
 
 /// Builds the runtime snapshot of `config`. Upstreams whose settings equal those in `prev`
 /// are carried over whole (pools, endpoints, discovery task); the others start fresh on the
@@ -98,7 +76,8 @@ pub fn build(
         .filters
         .iter()
         .map(|(name, spec)| {
-            let shared = (!spec.per_route()).then(|| build_filter(spec, &mut build, name, 0));
+            let shared =
+                (spec.sharing() == Sharing::Shared).then(|| spec.build(&mut build, name, 0));
             (name.as_str(), (spec, shared))
         })
         .collect();
@@ -133,15 +112,13 @@ pub fn build(
             let built = match filter {
                 FilterRef::Named(name) => match named.get(name.as_str()) {
                     Some((_, Some(shared))) => Arc::clone(shared),
-                    // A named cache is one store, kept under the filter's name, shared by
-                    // its routes; a named breaker is each route's own.
-                    Some((spec @ FilterSpec::Cache(_), None)) => {
-                        build_filter(spec, &mut build, name, 0)
+                    Some((spec, None)) if spec.sharing() == Sharing::PerRouteNamedState => {
+                        spec.build(&mut build, name, 0)
                     }
-                    Some((spec, None)) => build_filter(spec, &mut build, &route.name, position),
+                    Some((spec, None)) => spec.build(&mut build, &route.name, position),
                     None => continue,
                 },
-                FilterRef::Inline(spec) => build_filter(spec, &mut build, &route.name, position),
+                FilterRef::Inline(spec) => spec.build(&mut build, &route.name, position),
             };
             filters.push(built);
         }
@@ -211,95 +188,4 @@ fn build_jwt_providers(
         );
     }
     out
-}
-
-/// `owner` and `position`: where the filter sits (route or named filter, index in its
-/// list), which with its parameters identifies state to carry over a reload.
-fn build_filter(
-    spec: &FilterSpec,
-    ctx: &mut BuildCtx,
-    owner: &str,
-    position: usize,
-) -> Arc<dyn Filter> {
-    let providers = ctx.providers;
-    match spec {
-        FilterSpec::Cache(spec) => {
-            // One store per filter and size: other changes (ttl, key) keep the entries.
-            let key = format!("cache/{owner}/{position}/{}", spec.max_size);
-            let store = ctx
-                .states
-                .carry(ctx.prev, key, || CacheStore::new(spec.max_size));
-            let stats: Arc<dyn crate::telemetry::CacheStatsSource> = store.clone();
-            ctx.metrics.caches.register(owner, &stats);
-            if !ctx
-                .caches
-                .iter()
-                .any(|(_, known)| Arc::ptr_eq(known, &store))
-            {
-                ctx.caches.push((owner.to_string(), Arc::clone(&store)));
-            }
-            Arc::new(Cache::new(spec.clone(), store, ctx.fetch.clone(), owner))
-        }
-        FilterSpec::CircuitBreaker(spec) => {
-            let upstream = ctx.upstream.unwrap_or("-");
-            let key = format!("circuit_breaker/{owner}/{upstream}/{spec:?}");
-            let metrics = ctx.metrics;
-            let breaker = ctx.states.carry(ctx.prev, key, || {
-                Breaker::new(owner, upstream, spec.clone(), metrics)
-            });
-            ctx.breakers.push(Arc::clone(&breaker));
-            Arc::new(CircuitBreaker { breaker })
-        }
-        FilterSpec::RateLimit(spec) => {
-            let key = format!("rate_limit/{owner}/{position}/{spec:?}");
-            let limiter = ctx.states.carry(ctx.prev, key, || {
-                LocalLimiter::new(spec.local_gcra(), spec.max_keys)
-            });
-            let redis = match (spec.store, ctx.redis) {
-                (StoreChoice::Redis { on_error, .. }, Some(store)) => {
-                    let mode = match on_error {
-                        OnStoreError::FailOpen => "fail_open",
-                        OnStoreError::FailClosed => "fail_closed",
-                        OnStoreError::Local => "local",
-                    };
-                    let labels = vec![("filter", owner.to_string()), ("mode", mode.to_string())];
-                    Some(RedisLimit {
-                        store: Arc::clone(store),
-                        prefix: format!(
-                            "portcullis:rl:{owner}:{position}:{}/{}ms:{}",
-                            spec.rate.count,
-                            spec.rate.period.as_millis(),
-                            spec.burst
-                        ),
-                        on_error,
-                        failures: ctx
-                            .metrics
-                            .rate_limit_store_failures
-                            .get_or_create(&labels)
-                            .clone(),
-                    })
-                }
-                _ => None,
-            };
-            Arc::new(RateLimit::new(spec.clone(), limiter, redis, owner))
-        }
-        FilterSpec::Headers(headers) => Arc::new(headers.clone()),
-        FilterSpec::Cors(spec) => Arc::new(Cors::new(spec.clone())),
-        FilterSpec::Jwt(spec) => {
-            // Validation made sure every name is defined.
-            let chosen: Vec<Arc<jwt::Provider>> = spec
-                .providers
-                .iter()
-                .filter_map(|name| providers.get(name).cloned())
-                .collect();
-            Arc::new(Jwt {
-                sources: Jwt::token_sources(&chosen),
-                providers: chosen,
-                require_scopes: spec.require_scopes.clone(),
-                require_claims: spec.require_claims.clone(),
-                forward_claims: spec.forward_claims.clone(),
-                forward_token: spec.forward_token,
-            })
-        }
-    }
 }

@@ -7,6 +7,7 @@ use crate::config::issues::{duration_field, size_field, Issues};
 use crate::config::values::{OneOrMany, Scalar};
 use crate::filter::rate_limit::config::key_part;
 use crate::filter::rate_limit::KeyPart;
+use crate::filter::Refs;
 use http::HeaderName;
 use serde::Deserialize;
 use serde_yaml::Value;
@@ -41,7 +42,12 @@ pub struct CacheQuery {
     pub ignore: Vec<String>,
 }
 
-pub(crate) fn compile(raw: CacheFilter, path: &str, issues: &mut Issues) -> Option<CacheSpec> {
+pub(crate) fn compile(
+    raw: CacheFilter,
+    path: &str,
+    _refs: &Refs,
+    issues: &mut Issues,
+) -> Option<CacheSpec> {
     let before = issues.list.len();
     let lifetime = |value: Option<Scalar>, key: &str, issues: &mut Issues| {
         value.map(|v| {

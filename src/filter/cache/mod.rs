@@ -10,6 +10,7 @@
 //! `range`, the store is filled and refreshed in `fill`, and RFC 9213's targeted fields are
 //! read in [`targeted`].
 
+pub(super) mod build;
 pub mod config;
 mod fill;
 mod key;

@@ -3,6 +3,7 @@
 use super::BreakerSpec;
 use crate::config::issues::{duration_field, Issues};
 use crate::config::values::Scalar;
+use crate::filter::Refs;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ pub struct CircuitBreakerFilter {
 pub(crate) fn compile(
     raw: CircuitBreakerFilter,
     path: &str,
+    _refs: &Refs,
     issues: &mut Issues,
 ) -> Option<BreakerSpec> {
     let before = issues.list.len();

@@ -12,6 +12,7 @@
 //! reach the upstream and do not count. The request path reads one atomic in the closed
 //! state; a lock is taken only to change state.
 
+pub(super) mod build;
 pub mod config;
 use super::{Filter, Flow, Outcome};
 use crate::context::RequestCtx;

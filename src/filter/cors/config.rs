@@ -3,6 +3,7 @@
 use super::{CorsSpec, OriginMatch};
 use crate::config::issues::{duration_field, Issues};
 use crate::config::values::Scalar;
+use crate::filter::Refs;
 use http::{HeaderName, Method};
 use serde::Deserialize;
 use std::time::Duration;
@@ -22,7 +23,12 @@ pub struct CorsFilter {
     pub max_age: Option<Scalar>,
 }
 
-pub(crate) fn compile(raw: CorsFilter, path: &str, issues: &mut Issues) -> Option<CorsSpec> {
+pub(crate) fn compile(
+    raw: CorsFilter,
+    path: &str,
+    _refs: &Refs,
+    issues: &mut Issues,
+) -> Option<CorsSpec> {
     let before = issues.list.len();
     if raw.allow_origins.is_empty() {
         issues.add(

@@ -3,6 +3,7 @@
 //! or header that is not allowed gets 403; an actual request from an origin that is not
 //! allowed passes without CORS headers, so the browser withholds the response.
 
+pub(super) mod build;
 pub mod config;
 use super::{Filter, Flow};
 use crate::body::Body;

@@ -2,6 +2,7 @@
 
 use super::{HeaderEdits, Headers};
 use crate::config::issues::Issues;
+use crate::filter::Refs;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -57,7 +58,12 @@ fn header_edits(raw: Edits, path: &str, issues: &mut Issues) -> HeaderEdits {
     edits
 }
 
-pub(crate) fn compile(raw: HeadersFilter, path: &str, issues: &mut Issues) -> Option<Headers> {
+pub(crate) fn compile(
+    raw: HeadersFilter,
+    path: &str,
+    _refs: &Refs,
+    issues: &mut Issues,
+) -> Option<Headers> {
     let before = issues.list.len();
     let headers = Headers {
         request: header_edits(

@@ -1,6 +1,7 @@
 //! `headers`: set, add and remove request headers (before the upstream sees them) and
 //! response headers (before the client does). Removal first, then set, then add.
 
+pub(super) mod build;
 pub mod config;
 use super::{Filter, Flow};
 use crate::body::Body;

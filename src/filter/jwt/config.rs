@@ -3,6 +3,7 @@
 use super::{JwksSpec, JwtSpec, KeyRing, KeySpec, ProviderSpec, TokenSource};
 use crate::config::issues::{count_set, duration_field, size_field, Issues};
 use crate::config::values::Scalar;
+use crate::filter::Refs;
 use crate::tls::UpstreamTls;
 use http::{HeaderName, Uri};
 use jsonwebtoken::Algorithm;
@@ -310,7 +311,7 @@ fn compile_jwks_url(
 pub(crate) fn compile(
     raw: JwtFilter,
     path: &str,
-    providers: &[ProviderSpec],
+    refs: &Refs,
     issues: &mut Issues,
 ) -> Option<JwtSpec> {
     let before = issues.list.len();
@@ -323,10 +324,10 @@ pub(crate) fn compile(
     }
     let mut chosen = Vec::new();
     for name in &names {
-        match providers.iter().find(|p| &p.name == name) {
+        match refs.providers.iter().find(|p| &p.name == name) {
             Some(provider) => chosen.push(provider),
             None => {
-                let known: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+                let known: Vec<&str> = refs.providers.iter().map(|p| p.name.as_str()).collect();
                 let list = if known.is_empty() {
                     "none defined".to_string()
                 } else {

@@ -9,6 +9,7 @@
 //! and `aud` when configured, and `max_lifetime`. jsonwebtoken skips `nbf` unless told to and
 //! does not look at `crit`: both are done here.
 
+pub(super) mod build;
 mod cache;
 pub mod config;
 mod jwks;

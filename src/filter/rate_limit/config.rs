@@ -4,6 +4,7 @@
 use super::{KeyPart, OnMissingKey, OnStoreError, Rate, RateLimitSpec, StoreChoice};
 use crate::config::issues::Issues;
 use crate::config::values::OneOrMany;
+use crate::filter::Refs;
 use http::HeaderName;
 use serde::Deserialize;
 
@@ -28,7 +29,7 @@ const DEFAULT_MAX_KEYS: usize = 100_000;
 pub(crate) fn compile(
     raw: RateLimitFilter,
     path: &str,
-    redis: bool,
+    refs: &Refs,
     issues: &mut Issues,
 ) -> Option<RateLimitSpec> {
     let before = issues.list.len();
@@ -92,7 +93,7 @@ pub(crate) fn compile(
             StoreChoice::Local
         }
         Some("redis") => {
-            if !redis {
+            if !refs.redis {
                 issues.add(
                     &format!("{path}.store"),
                     "store: redis needs stores.redis (url, timeout) at the top level",

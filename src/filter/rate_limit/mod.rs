@@ -8,6 +8,7 @@
 //! bucket, exactly as a key never seen: such entries can be dropped at any time, which is what
 //! keeps the table bounded.
 
+pub(super) mod build;
 pub mod config;
 use super::{Filter, Flow};
 use crate::body::Body;

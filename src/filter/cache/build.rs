@@ -1,0 +1,31 @@
+//! Building a `cache` filter: one store per filter and size, carried over reloads.
+
+use super::store::CacheStore;
+use super::{Cache, CacheSpec};
+use crate::filter::{BuildCtx, Filter};
+use std::sync::Arc;
+
+/// The runtime filter for `spec` at `owner`/`position` (route or named filter, index in its
+/// list), with the state a reload carries over when that place and the parameters are unchanged.
+pub(crate) fn build(
+    spec: &CacheSpec,
+    ctx: &mut BuildCtx,
+    owner: &str,
+    position: usize,
+) -> Arc<dyn Filter> {
+    // One store per filter and size: other changes (ttl, key) keep the entries.
+    let key = format!("cache/{owner}/{position}/{}", spec.max_size);
+    let store = ctx
+        .states
+        .carry(ctx.prev, key, || CacheStore::new(spec.max_size));
+    let stats: Arc<dyn crate::telemetry::CacheStatsSource> = store.clone();
+    ctx.metrics.caches.register(owner, &stats);
+    if !ctx
+        .caches
+        .iter()
+        .any(|(_, known)| Arc::ptr_eq(known, &store))
+    {
+        ctx.caches.push((owner.to_string(), Arc::clone(&store)));
+    }
+    Arc::new(Cache::new(spec.clone(), store, ctx.fetch.clone(), owner))
+}

@@ -1,0 +1,46 @@
+//! Building a `rate_limit` filter: its local buckets carried over reloads, and its Redis budget.
+
+use super::{LocalLimiter, OnStoreError, RateLimit, RateLimitSpec, RedisLimit, StoreChoice};
+use crate::filter::{BuildCtx, Filter};
+use std::sync::Arc;
+
+/// The runtime filter for `spec` at `owner`/`position` (route or named filter, index in its
+/// list), with the state a reload carries over when that place and the parameters are unchanged.
+pub(crate) fn build(
+    spec: &RateLimitSpec,
+    ctx: &mut BuildCtx,
+    owner: &str,
+    position: usize,
+) -> Arc<dyn Filter> {
+    let key = format!("rate_limit/{owner}/{position}/{spec:?}");
+    let limiter = ctx.states.carry(ctx.prev, key, || {
+        LocalLimiter::new(spec.local_gcra(), spec.max_keys)
+    });
+    let redis = match (spec.store, ctx.redis) {
+        (StoreChoice::Redis { on_error, .. }, Some(store)) => {
+            let mode = match on_error {
+                OnStoreError::FailOpen => "fail_open",
+                OnStoreError::FailClosed => "fail_closed",
+                OnStoreError::Local => "local",
+            };
+            let labels = vec![("filter", owner.to_string()), ("mode", mode.to_string())];
+            Some(RedisLimit {
+                store: Arc::clone(store),
+                prefix: format!(
+                    "portcullis:rl:{owner}:{position}:{}/{}ms:{}",
+                    spec.rate.count,
+                    spec.rate.period.as_millis(),
+                    spec.burst
+                ),
+                on_error,
+                failures: ctx
+                    .metrics
+                    .rate_limit_store_failures
+                    .get_or_create(&labels)
+                    .clone(),
+            })
+        }
+        _ => None,
+    };
+    Arc::new(RateLimit::new(spec.clone(), limiter, redis, owner))
+}
