@@ -3,12 +3,14 @@
 //! outlier ejection like any other exchange.
 
 use super::forward::upstream_path;
+use super::headers::remove_hop_by_hop;
+use super::retry;
 use crate::body::Body;
 use crate::error::ProxyError;
 use crate::filter::Fetch;
 use crate::snapshot::Rewrite;
 use crate::upstream::{Protocol, Upstream};
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONTENT_LENGTH, HOST};
 use http::request::Parts;
 use http::{Request, Response, Uri, Version};
 use std::future::Future;
@@ -42,9 +44,8 @@ impl Fetch for Background {
             }
             let path = upstream_path(&parts.uri, &rewrite)?;
             // A GET without a body; the client's connection-level headers stay with it.
-            for name in [CONNECTION, TE, TRANSFER_ENCODING, UPGRADE, CONTENT_LENGTH] {
-                parts.headers.remove(name);
-            }
+            remove_hop_by_hop(&mut parts.headers);
+            parts.headers.remove(CONTENT_LENGTH);
             if let Some(host) = &rewrite.host {
                 parts.headers.insert(HOST, host.clone());
             }
@@ -54,11 +55,7 @@ impl Fetch for Background {
             let result = upstream
                 .send(&endpoint, Request::from_parts(parts, Body::Empty))
                 .await;
-            let failed = match &result {
-                Ok(response) => response.status().is_server_error(),
-                Err(error) => error.upstream_kind().is_some(),
-            };
-            upstream.record(&endpoint, failed);
+            retry::record(&upstream, &endpoint, &result);
             result
         })
     }

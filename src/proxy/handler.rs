@@ -3,23 +3,24 @@
 
 use super::conn::ConnInfo;
 use super::forward;
+use super::headers::{
+    client_address, host_value, request_host, request_id, without_port, X_REQUEST_ID,
+};
 use crate::body::Body;
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
 use crate::filter::{Chain, Outcome};
 use crate::snapshot::{RedirectTarget, Respond, Route, RouteAction, Snapshot, UnderscoreHeaders};
 use http::header::{HOST, LOCATION, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
 pub async fn handle(conn: &Arc<ConnInfo>, request: Request<Incoming>) -> Response<Body> {
     let _in_flight = conn.activity.begin();
     let snapshot = conn.gateway.snapshot.load_full();
-    let client = forward::client_address(&snapshot, conn.peer.ip(), request.headers());
+    let client = client_address(&snapshot, conn.peer.ip(), request.headers());
     let mut ctx = RequestCtx::new(request_id(request.headers()), client);
     ctx.scheme = conn.scheme;
     let head = request.method() == Method::HEAD;
@@ -213,23 +214,6 @@ fn fail(ctx: &mut RequestCtx, error: ProxyError) -> Response<Body> {
     error.into_response(&ctx.request_id)
 }
 
-/// The authority the client addressed: the request target's (absolute form, HTTP/2) or Host.
-fn request_host<B>(request: &Request<B>) -> Option<&str> {
-    match request.uri().authority() {
-        Some(authority) => Some(authority.as_str()),
-        None => request.headers().get(HOST).and_then(|h| h.to_str().ok()),
-    }
-}
-
-/// [`request_host`] as a header value. The Host header is reused as is; only an absolute-form
-/// authority needs a new value.
-pub(super) fn host_value<B>(request: &Request<B>) -> Option<HeaderValue> {
-    match request.uri().authority() {
-        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => request.headers().get(HOST).cloned(),
-    }
-}
-
 /// Framing and shape checks that hyper's parser leaves to us. Anything refused here is
 /// answered 4xx with `Connection: close` (see `ProxyError::closes_connection`).
 fn check_request<B>(request: &Request<B>, snapshot: &Snapshot) -> Result<(), ProxyError> {
@@ -329,43 +313,6 @@ fn has_dot_segment(path: &str) -> bool {
     })
 }
 
-/// A sane incoming X-Request-Id is kept (tracing across hops); otherwise a fresh one.
-fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(&X_REQUEST_ID) {
-        let bytes = id.as_bytes();
-        let sane = !bytes.is_empty()
-            && bytes.len() <= 128
-            && bytes.iter().all(|b| {
-                b.is_ascii_alphanumeric()
-                    || matches!(b, b'-' | b'_' | b'.' | b':' | b'+' | b'/' | b'=')
-            });
-        if sane {
-            return id.clone();
-        }
-    }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 32];
-    let random = u128::from(fastrand::u64(..)) << 64 | u128::from(fastrand::u64(..));
-    for (i, pair) in buf.chunks_exact_mut(2).enumerate() {
-        let byte = (random >> (i * 8)) as u8;
-        pair[0] = HEX[usize::from(byte >> 4)];
-        pair[1] = HEX[usize::from(byte & 0xf)];
-    }
-    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
-}
-
-/// `host[:port]` → `host`; an IPv6 literal keeps its brackets (`[::1]:8080` → `[::1]`).
-fn without_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return authority
-            .find(']')
-            .map_or(authority, |end| &authority[..=end]);
-    }
-    authority
-        .split_once(':')
-        .map_or(authority, |(host, _)| host)
-}
-
 fn respond_with(respond: &Respond) -> Response<Body> {
     let mut response = Response::new(Body::full(respond.body.clone()));
     *response.status_mut() = respond.status;
@@ -410,18 +357,6 @@ mod tests {
     }
 
     #[test]
-    fn request_ids() {
-        let mut headers = HeaderMap::new();
-        let fresh = request_id(&headers);
-        assert_eq!(fresh.len(), 32);
-        assert_ne!(fresh, request_id(&headers));
-        headers.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("abc-123"));
-        assert_eq!(request_id(&headers), "abc-123");
-        headers.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("bad\"id"));
-        assert_ne!(request_id(&headers), "bad\"id");
-    }
-
-    #[test]
     fn log_durations_have_three_decimals_at_most() {
         for micros in (0..200_000).chain([6_369, 123_456_789]) {
             let text = millis(Duration::from_micros(micros)).to_string();
@@ -429,15 +364,6 @@ mod tests {
             assert!(decimals <= 3, "{micros} µs prints as {text}");
         }
         assert_eq!(millis(Duration::from_nanos(6_369_123)).to_string(), "6.369");
-    }
-
-    #[test]
-    fn ports_leave_hosts_whole() {
-        assert_eq!(without_port("[::1]:8080"), "[::1]");
-        assert_eq!(without_port("[::1]"), "[::1]");
-        assert_eq!(without_port("[2001:db8::7]:443"), "[2001:db8::7]");
-        assert_eq!(without_port("example.com:8080"), "example.com");
-        assert_eq!(without_port("example.com"), "example.com");
     }
 
     #[test]

@@ -1,10 +1,15 @@
 //! One request, top to bottom: `handler` checks it, routes it and answers or forwards it;
-//! `forward` prepares the upstream request and relays the exchange.
+//! `forward` prepares the upstream request and relays the exchange, through `retry` (the
+//! retry loop, and the one place an exchange's outcome is recorded); `headers` holds the
+//! header work both share; `conn` the connection's state; `background` requests the gateway
+//! makes on its own (cache refreshes).
 
 mod background;
 mod conn;
 mod forward;
 mod handler;
+mod headers;
+mod retry;
 
 pub use background::Background;
 pub use conn::{ConnCounter, ConnInfo, ConnSlot};
