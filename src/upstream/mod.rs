@@ -8,10 +8,10 @@ mod outlier;
 mod pool;
 mod retry;
 
+use crate::body::{ReturnConnection, UpstreamBody};
 pub use balance::{hash_key, Balancer, HashOn, Strategy};
 pub use health::{HealthSpec, HealthState};
 pub use outlier::OutlierSpec;
-pub use pool::{BodyIdleTimeout, UpstreamBody};
 pub use retry::{RetryBudget, RetryOn, RetryPolicy};
 
 use crate::body::Body;
@@ -450,7 +450,7 @@ impl Upstream {
                     let release = if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                         None
                     } else {
-                        h1.map(|s| (Arc::clone(endpoint), s))
+                        h1.map(|s| (Arc::clone(endpoint) as Arc<dyn ReturnConnection>, s))
                     };
                     return Ok(response.map(|body| {
                         Body::Upstream(UpstreamBody::new(body, timeouts.idle, release))

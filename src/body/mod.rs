@@ -1,7 +1,10 @@
 //! The one body type that flows through the gateway, in both directions. An enum rather than a
 //! boxed trait object: no allocation per request, and each variant keeps its own bookkeeping.
 
-use crate::upstream::UpstreamBody;
+mod upstream;
+
+pub use upstream::{BodyIdleTimeout, ReturnConnection, UpstreamBody};
+
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
