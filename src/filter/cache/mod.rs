@@ -12,6 +12,7 @@
 
 pub(super) mod build;
 pub mod config;
+mod directives;
 mod fill;
 mod key;
 pub mod policy;
