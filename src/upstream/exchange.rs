@@ -1,8 +1,20 @@
 //! Exchanges with an endpoint: the request sent on a pooled or new connection (HTTP/1.1 or
 //! HTTP/2, TLS when configured), health probes, and the in-flight count least_request reads.
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use super::balance::Strategy;
+use super::health::HealthSpec;
+use super::pool::Sender;
+use super::{Endpoint, Protocol, Upstream};
+use crate::body::Body;
+use crate::body::{ReturnConnection, UpstreamBody};
+use crate::error::ProxyError;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls_pki_types::ServerName;
+use std::sync::Arc;
+use tokio::net::TcpStream;
 
 impl Upstream {
     /// The request target for `path` on `endpoint`: the path alone for HTTP/1.1, an absolute

@@ -10,28 +10,20 @@ mod pool;
 mod retry;
 mod stats;
 
-use crate::body::{ReturnConnection, UpstreamBody};
 pub use balance::{hash_key, Balancer, HashOn, Strategy};
 pub use health::{HealthSpec, HealthState};
 pub use outlier::OutlierSpec;
 pub use retry::{RetryBudget, RetryOn, RetryPolicy};
 
-use crate::body::Body;
 use crate::discovery::{DiscoverySpec, EndpointSet, Feed};
-use crate::error::ProxyError;
 use arc_swap::ArcSwap;
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri};
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use pool::{Pool, Sender};
-use rustls_pki_types::ServerName;
+use http::uri::Authority;
+use pool::Pool;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! What an upstream reports to metrics and the admin API.
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use super::health::HealthState;
+use super::Upstream;
 
 impl crate::telemetry::UpstreamStateSource for Upstream {
     fn upstream_state(&self) -> crate::telemetry::UpstreamState {

@@ -30,11 +30,9 @@ use super::{Filter, Flow};
 use crate::body::Body;
 use crate::context::RequestCtx;
 use crate::error::{error_response, ProxyError};
-use base64::Engine as _;
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
-use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -48,8 +46,6 @@ pub struct JwtSpec {
     pub forward_claims: Vec<(String, HeaderName)>,
     pub forward_token: bool,
 }
-
-use std::time::Duration;
 
 pub struct Jwt {
     pub providers: Vec<Arc<Provider>>,
@@ -190,6 +186,9 @@ impl Filter for Jwt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use jsonwebtoken::Algorithm;
+    use std::time::Duration;
     use jsonwebtoken::{encode, EncodingKey, Header};
     use serde_json::json;
 

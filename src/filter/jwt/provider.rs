@@ -1,8 +1,15 @@
 //! A JWT provider: its keys (fixed or fetched), the rules a token must meet, and the cache of
 //! tokens it verified.
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use super::cache::VerifyCache;
+use super::jwks::{JwksSpec, RemoteKeys};
+use super::keys::KeyRing;
+use super::token::TokenSource;
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Verified tokens remembered per provider, and the shards they are spread over (one per
 /// worker index in use; more shards than workers only cost a little memory).

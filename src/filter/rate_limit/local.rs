@@ -1,7 +1,9 @@
 //! The local limiter: GCRA buckets in sharded maps, swept of idle keys, per gateway process.
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use super::Rate;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

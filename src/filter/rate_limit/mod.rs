@@ -20,9 +20,7 @@ use crate::store::RedisStore;
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 pub use local::{Decision, Gcra, LocalLimiter};
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// A rate as configured: `count` requests per `period`.
