@@ -1,6 +1,6 @@
 //! Filters in the config: route `filters:` entries, named filters, and JWT providers.
 
-use super::issues::Issues;
+use super::issues::{named_entries, unknown, Issues};
 pub use crate::filter::{FilterEntry, FilterSpec};
 use crate::filter::{Refs, ENTRY_KEYS};
 
@@ -24,12 +24,7 @@ pub(super) fn compile_named_filters(
     issues: &mut Issues,
 ) -> Vec<(String, FilterSpec)> {
     let mut out = Vec::new();
-    for (key, value) in map {
-        let Some(name) = key.as_str().map(str::to_string) else {
-            issues.add("filters", "filter names must be strings");
-            continue;
-        };
-        let path = format!("filters.{name}");
+    for (name, path, value) in named_entries(map, "filters", "filter", issues) {
         let Some(entry) = issues.item::<FilterEntry>(value, &path) else {
             continue;
         };
@@ -68,16 +63,8 @@ pub(super) fn compile_filter(
     }
     if let Some(name) = entry.use_name.take() {
         if !known.iter().any(|(known, _)| *known == name) {
-            let list = if known.is_empty() {
-                "none defined".to_string()
-            } else {
-                let names: Vec<&str> = known.iter().map(|(n, _)| n.as_str()).collect();
-                names.join(", ")
-            };
-            issues.add(
-                &format!("{path}.use"),
-                format!("unknown filter {name:?} (known: {list})"),
-            );
+            let names = known.iter().map(|(n, _)| n.as_str());
+            issues.add(&format!("{path}.use"), unknown("filter", &name, names));
             return None;
         }
         return Some(FilterRef::Named(name));

@@ -239,3 +239,48 @@ pub(crate) fn size_field(
         }
     }
 }
+
+/// A section of named items (`upstreams:`, `filters:`, `jwt_providers:`): each name with its
+/// key path (`SECTION.NAME`) and value. A name that is not a string is reported and skipped.
+pub(crate) fn named_entries(
+    map: serde_yaml::Mapping,
+    section: &str,
+    what: &str,
+    issues: &mut Issues,
+) -> Vec<(String, String, Value)> {
+    let mut out = Vec::with_capacity(map.len());
+    for (key, value) in map {
+        match key.as_str() {
+            Some(name) => out.push((name.to_string(), format!("{section}.{name}"), value)),
+            None => issues.add(section, format!("{what} names must be strings")),
+        }
+    }
+    out
+}
+
+/// HTTP methods from a list at `path` (any case); an invalid one is reported by index.
+pub(crate) fn methods(names: &[String], path: &str, issues: &mut Issues) -> Vec<http::Method> {
+    let mut out = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        match http::Method::from_bytes(name.to_ascii_uppercase().as_bytes()) {
+            Ok(method) => out.push(method),
+            Err(_) => issues.add(&format!("{path}[{i}]"), format!("invalid method {name:?}")),
+        }
+    }
+    out
+}
+
+/// "unknown THING "NAME" (known: a, b)", or "(known: none defined)".
+pub(crate) fn unknown<'n>(
+    thing: &str,
+    name: &str,
+    known: impl IntoIterator<Item = &'n str>,
+) -> String {
+    let known: Vec<&str> = known.into_iter().collect();
+    let list = if known.is_empty() {
+        "none defined".to_string()
+    } else {
+        known.join(", ")
+    };
+    format!("unknown {thing} {name:?} (known: {list})")
+}

@@ -2,13 +2,13 @@
 //! filters each route runs.
 
 use super::filters::{compile_filter, FilterRef, FilterRefs};
-use super::issues::{count_set, Issues};
+use super::issues::{count_set, methods, unknown, Issues};
 use super::raw;
 use crate::filter::Sharing;
 use crate::router::{HeaderMatcher, HostMatch, MethodSet, PathMatch, RouteMatch};
 use crate::snapshot::{RedirectTarget, Respond, Rewrite};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use regex::Regex;
 use serde_yaml::Value;
 use std::collections::HashSet;
@@ -168,14 +168,8 @@ fn compile_match(raw: &raw::Match, path: &str, issues: &mut Issues) -> Option<Ro
                 "must list at least one method (omit it to match all)",
             );
         }
-        for (i, name) in list.iter().enumerate() {
-            match Method::from_bytes(name.to_ascii_uppercase().as_bytes()) {
-                Ok(method) => set.insert(method),
-                Err(_) => issues.add(
-                    &format!("{path}.methods[{i}]"),
-                    format!("invalid method {name:?}"),
-                ),
-            }
+        for method in methods(list, &format!("{path}.methods"), issues) {
+            set.insert(method);
         }
         set
     });
@@ -254,17 +248,10 @@ fn compile_action(
     }
     if let Some(upstream) = &raw.upstream {
         if !upstreams.contains(&upstream.as_str()) {
-            let known = if upstreams.is_empty() {
-                "none defined".to_string()
-            } else {
-                upstreams.join(", ")
-            };
+            let unknown = unknown("upstream", upstream, upstreams.iter().copied());
             issues.add(
                 &format!("{path}.upstream"),
-                format!(
-                    "route {:?} names unknown upstream {upstream:?} (known: {known})",
-                    raw.name
-                ),
+                format!("route {:?} names {unknown}", raw.name),
             );
         }
         let rewrite = raw

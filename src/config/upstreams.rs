@@ -3,14 +3,13 @@
 
 use super::discovery::compile_discovery;
 use super::issues::Issues;
-use super::issues::{duration_field, size_field};
+use super::issues::{duration_field, methods, named_entries, size_field};
 use super::raw;
 use super::values::parse_duration;
 use crate::upstream::{
     HashOn, HealthSpec, OutlierSpec, Protocol, RetryOn, RetryPolicy, Strategy, Timeouts,
     UpstreamSpec,
 };
-use http::Method;
 use std::time::Duration;
 
 pub(super) fn compile_retries(
@@ -86,19 +85,7 @@ pub(super) fn compile_retries(
     };
     let methods = match raw.methods {
         None => RetryPolicy::idempotent_methods(),
-        Some(names) => {
-            let mut methods = Vec::new();
-            for (i, name) in names.iter().enumerate() {
-                match Method::from_bytes(name.to_ascii_uppercase().as_bytes()) {
-                    Ok(method) => methods.push(method),
-                    Err(_) => issues.add(
-                        &format!("{path}.methods[{i}]"),
-                        format!("invalid method {name:?}"),
-                    ),
-                }
-            }
-            methods
-        }
+        Some(names) => methods(&names, &format!("{path}.methods"), issues),
     };
     let buffer_bytes = size_field(
         raw.retry_buffer_bytes,
@@ -302,12 +289,7 @@ pub(super) fn compile_upstreams(
     issues: &mut Issues,
 ) -> Vec<UpstreamSpec> {
     let mut out = Vec::new();
-    for (key, value) in map {
-        let Some(name) = key.as_str().map(str::to_string) else {
-            issues.add("upstreams", "upstream names must be strings");
-            continue;
-        };
-        let path = format!("upstreams.{name}");
+    for (name, path, value) in named_entries(map, "upstreams", "upstream", issues) {
         let Some(raw) = issues.item::<raw::Upstream>(value, &path) else {
             continue;
         };

@@ -1,10 +1,10 @@
 //! The `cors` filter's config: its YAML mirror and validation.
 
 use super::{CorsSpec, OriginMatch};
-use crate::config::issues::{duration_field, Issues};
+use crate::config::issues::{duration_field, methods, Issues};
 use crate::config::values::Scalar;
 use crate::filter::Refs;
-use http::{HeaderName, Method};
+use http::HeaderName;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -43,16 +43,7 @@ pub(crate) fn compile(
             Err(message) => issues.add(&format!("{path}.allow_origins[{i}]"), message),
         }
     }
-    let mut methods = Vec::new();
-    for (i, name) in raw.allow_methods.iter().enumerate() {
-        match Method::from_bytes(name.to_ascii_uppercase().as_bytes()) {
-            Ok(method) => methods.push(method),
-            Err(_) => issues.add(
-                &format!("{path}.allow_methods[{i}]"),
-                format!("invalid method {name:?}"),
-            ),
-        }
-    }
+    let methods = methods(&raw.allow_methods, &format!("{path}.allow_methods"), issues);
     for (i, name) in raw.allow_headers.iter().enumerate() {
         if name != "*" && HeaderName::from_bytes(name.as_bytes()).is_err() {
             issues.add(

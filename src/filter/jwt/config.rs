@@ -1,7 +1,9 @@
 //! The `jwt` filter's and `jwt_providers:` config: YAML mirrors and validation.
 
 use super::{JwksSpec, JwtSpec, KeyRing, KeySpec, ProviderSpec, TokenSource};
-use crate::config::issues::{count_set, duration_field, size_field, Issues};
+use crate::config::issues::{
+    count_set, duration_field, named_entries, size_field, unknown, Issues,
+};
 use crate::config::values::Scalar;
 use crate::filter::Refs;
 use crate::tls::UpstreamTls;
@@ -74,12 +76,7 @@ pub(crate) fn compile_providers(
     issues: &mut Issues,
 ) -> Vec<ProviderSpec> {
     let mut out = Vec::new();
-    for (key, value) in map {
-        let Some(name) = key.as_str().map(str::to_string) else {
-            issues.add("jwt_providers", "provider names must be strings");
-            continue;
-        };
-        let path = format!("jwt_providers.{name}");
+    for (name, path, value) in named_entries(map, "jwt_providers", "provider", issues) {
         let Some(raw) = issues.item::<JwtProvider>(value, &path) else {
             continue;
         };
@@ -327,15 +324,10 @@ pub(crate) fn compile(
         match refs.providers.iter().find(|p| &p.name == name) {
             Some(provider) => chosen.push(provider),
             None => {
-                let known: Vec<&str> = refs.providers.iter().map(|p| p.name.as_str()).collect();
-                let list = if known.is_empty() {
-                    "none defined".to_string()
-                } else {
-                    known.join(", ")
-                };
+                let known = refs.providers.iter().map(|p| p.name.as_str());
                 issues.add(
                     &format!("{path}.provider"),
-                    format!("unknown JWT provider {name:?} (known: {list})"),
+                    unknown("JWT provider", name, known),
                 );
             }
         }

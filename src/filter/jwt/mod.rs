@@ -188,9 +188,9 @@ mod tests {
     use super::*;
     use base64::Engine as _;
     use jsonwebtoken::Algorithm;
-    use std::time::Duration;
     use jsonwebtoken::{encode, EncodingKey, Header};
     use serde_json::json;
+    use std::time::Duration;
 
     const SECRET: &[u8] = b"a-test-secret-of-reasonable-length";
 
