@@ -1,7 +1,7 @@
 //! An upstream's `discovery:` block: exactly one backend, plus `max_stale`.
 
 use super::issues::Issues;
-use super::issues::{count_set, duration_field};
+use super::issues::{count_set, duration_field, one_of};
 use super::raw;
 use crate::discovery::{
     DiscoverySpec, DnsSpec, EtcdSpec, FileFormat, FileSpec, RecordKind, StaticEndpoint,
@@ -85,17 +85,14 @@ fn compile_file(file: raw::FileDiscovery, path: &str, issues: &mut Issues) -> Di
         &format!("{path}.interval"),
         issues,
     );
-    let format = match file.format.as_deref() {
-        None | Some("yaml") => FileFormat::Yaml,
-        Some("json") => FileFormat::Json,
-        Some(other) => {
-            issues.add(
-                &format!("{path}.format"),
-                format!("unknown format {other:?}: expected yaml or json"),
-            );
-            FileFormat::Yaml
-        }
-    };
+    let format = one_of(
+        file.format.as_deref(),
+        "format",
+        &[("yaml", FileFormat::Yaml), ("json", FileFormat::Json)],
+        FileFormat::Yaml,
+        &format!("{path}.format"),
+        issues,
+    );
     DiscoverySpec::File(FileSpec {
         path: file_path,
         format,

@@ -284,3 +284,32 @@ pub(crate) fn unknown<'n>(
     };
     format!("unknown {thing} {name:?} (known: {list})")
 }
+
+/// One word from a fixed set: `default` when absent; another word is reported as "unknown
+/// WHAT "X": expected a, b or c" and read as `default`.
+pub(crate) fn one_of<T: Copy>(
+    value: Option<&str>,
+    what: &str,
+    choices: &[(&str, T)],
+    default: T,
+    path: &str,
+    issues: &mut Issues,
+) -> T {
+    let Some(word) = value else {
+        return default;
+    };
+    if let Some((_, chosen)) = choices.iter().find(|(name, _)| *name == word) {
+        return *chosen;
+    }
+    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+    let expected = match names.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    issues.add(
+        path,
+        format!("unknown {what} {word:?}: expected {expected}"),
+    );
+    default
+}

@@ -1,6 +1,6 @@
 //! Listeners (addresses and TLS), the admin listener, request limits and trusted proxies.
 
-use super::issues::{duration_field, size_field, Issues};
+use super::issues::{duration_field, one_of, size_field, Issues};
 use super::raw;
 use crate::snapshot::{Limits, UnderscoreHeaders};
 use ipnet::IpNet;
@@ -78,31 +78,25 @@ fn compile_listener_tls(
         );
         return None;
     }
-    let client_auth_required = match raw.client_auth.as_deref() {
-        None | Some("required") => true,
-        Some("optional") => false,
-        Some(other) => {
-            issues.add(
-                &format!("{path}.client_auth"),
-                format!("unknown client_auth {other:?}: expected required or optional"),
-            );
-            true
-        }
-    };
+    let client_auth_required = one_of(
+        raw.client_auth.as_deref(),
+        "client_auth",
+        &[("required", true), ("optional", false)],
+        true,
+        &format!("{path}.client_auth"),
+        issues,
+    );
     if raw.client_auth.is_some() && raw.client_ca_file.is_none() {
         issues.add(&format!("{path}.client_auth"), "needs client_ca_file");
     }
-    let tls13_only = match raw.min_version.as_ref().map(|v| v.0.as_str()) {
-        None | Some("1.2") => false,
-        Some("1.3") => true,
-        Some(other) => {
-            issues.add(
-                &format!("{path}.min_version"),
-                format!("unknown TLS version {other:?}: expected \"1.2\" or \"1.3\""),
-            );
-            false
-        }
-    };
+    let tls13_only = one_of(
+        raw.min_version.as_ref().map(|v| v.0.as_str()),
+        "TLS version",
+        &[("1.2", false), ("1.3", true)],
+        false,
+        &format!("{path}.min_version"),
+        issues,
+    );
     let spec = crate::tls::ListenerTlsSpec {
         certificates: raw
             .certificates
@@ -195,19 +189,18 @@ pub(super) fn compile_limits(raw: raw::Limits, issues: &mut Issues) -> Limits {
     if max_connections == 0 {
         issues.add("limits.max_connections", "must be at least 1");
     }
-    let headers_with_underscores = match raw.headers_with_underscores.as_deref() {
-        None => d.headers_with_underscores,
-        Some("reject") => UnderscoreHeaders::Reject,
-        Some("drop") => UnderscoreHeaders::Drop,
-        Some("allow") => UnderscoreHeaders::Allow,
-        Some(other) => {
-            issues.add(
-                "limits.headers_with_underscores",
-                format!("unknown value {other:?}: expected reject, drop or allow"),
-            );
-            d.headers_with_underscores
-        }
-    };
+    let headers_with_underscores = one_of(
+        raw.headers_with_underscores.as_deref(),
+        "value",
+        &[
+            ("reject", UnderscoreHeaders::Reject),
+            ("drop", UnderscoreHeaders::Drop),
+            ("allow", UnderscoreHeaders::Allow),
+        ],
+        d.headers_with_underscores,
+        "limits.headers_with_underscores",
+        issues,
+    );
     Limits {
         headers_with_underscores,
         max_header_bytes: size_field(

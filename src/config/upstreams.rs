@@ -3,7 +3,7 @@
 
 use super::discovery::compile_discovery;
 use super::issues::Issues;
-use super::issues::{duration_field, methods, named_entries, size_field};
+use super::issues::{duration_field, methods, named_entries, one_of, size_field};
 use super::raw;
 use super::values::parse_duration;
 use crate::upstream::{
@@ -299,17 +299,14 @@ pub(super) fn compile_upstreams(
             continue;
         };
         let balance = compile_balance(raw.balance, &format!("{path}.balance"), issues);
-        let protocol = match raw.protocol.as_deref() {
-            None | Some("http1") => Protocol::Http1,
-            Some("http2") => Protocol::Http2,
-            Some(other) => {
-                issues.add(
-                    &format!("{path}.protocol"),
-                    format!("unknown protocol {other:?}: expected http1 or http2"),
-                );
-                Protocol::Http1
-            }
-        };
+        let protocol = one_of(
+            raw.protocol.as_deref(),
+            "protocol",
+            &[("http1", Protocol::Http1), ("http2", Protocol::Http2)],
+            Protocol::Http1,
+            &format!("{path}.protocol"),
+            issues,
+        );
         let timeouts = Timeouts {
             connect: duration_field(
                 raw.timeouts.connect,

@@ -2,7 +2,7 @@
 //! (`client_ip`, `header:NAME`, `claim:NAME`, `route`) the cache shares.
 
 use super::{KeyPart, OnMissingKey, OnStoreError, Rate, RateLimitSpec, StoreChoice};
-use crate::config::issues::Issues;
+use crate::config::issues::{one_of, Issues};
 use crate::config::values::OneOrMany;
 use crate::filter::Refs;
 use http::HeaderName;
@@ -53,33 +53,33 @@ pub(crate) fn compile(
             ),
         }
     }
-    let on_missing_key = match raw.on_missing_key.as_deref() {
-        None | Some("shared") => OnMissingKey::Shared,
-        Some("skip") => OnMissingKey::Skip,
-        Some("reject") => OnMissingKey::Reject,
-        Some(other) => {
-            issues.add(
-                &format!("{path}.on_missing_key"),
-                format!("unknown value {other:?}: expected reject, skip or shared"),
-            );
-            OnMissingKey::Shared
-        }
-    };
+    let on_missing_key = one_of(
+        raw.on_missing_key.as_deref(),
+        "value",
+        &[
+            ("reject", OnMissingKey::Reject),
+            ("skip", OnMissingKey::Skip),
+            ("shared", OnMissingKey::Shared),
+        ],
+        OnMissingKey::Shared,
+        &format!("{path}.on_missing_key"),
+        issues,
+    );
     if raw.max_keys == Some(0) {
         issues.add(&format!("{path}.max_keys"), "must be at least 1");
     }
-    let on_store_error = match raw.on_store_error.as_deref() {
-        None | Some("local") => OnStoreError::Local,
-        Some("fail_open") => OnStoreError::FailOpen,
-        Some("fail_closed") => OnStoreError::FailClosed,
-        Some(other) => {
-            issues.add(
-                &format!("{path}.on_store_error"),
-                format!("unknown value {other:?}: expected fail_open, fail_closed or local"),
-            );
-            OnStoreError::Local
-        }
-    };
+    let on_store_error = one_of(
+        raw.on_store_error.as_deref(),
+        "value",
+        &[
+            ("fail_open", OnStoreError::FailOpen),
+            ("fail_closed", OnStoreError::FailClosed),
+            ("local", OnStoreError::Local),
+        ],
+        OnStoreError::Local,
+        &format!("{path}.on_store_error"),
+        issues,
+    );
     let store = match raw.store.as_deref() {
         None | Some("local") => {
             for (key, set) in [
