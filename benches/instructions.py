@@ -14,11 +14,12 @@ be compared on the same machine.
 import glob
 import http.client
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+from load import wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = sys.argv[1] if len(sys.argv) > 1 else f"{ROOT}/target/release/portcullis"
@@ -43,16 +44,6 @@ routes:
   - name: all
     upstream: bench
 """
-
-
-def wait_port(port):
-    for _ in range(600):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"nothing listens on {port}")
 
 
 def send(path, count):
@@ -81,7 +72,7 @@ def main():
                                     "--log-level", "warn"], stderr=subprocess.DEVNULL)
         try:
             wait_port(PORTS["upstream"])
-            wait_port(PORTS["portcullis"])
+            wait_port(PORTS["portcullis"], timeout=60)  # valgrind starts slowly
             for path in ROUTES.values():
                 send(path, WARMUP)
             per_request = {}
