@@ -126,10 +126,7 @@ async fn post_reload_applies_a_good_file_and_rejects_a_bad_one() {
 #[tokio::test]
 async fn request_and_upstream_metrics() {
     let up = upstream().run().await;
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
+    let dead = dead_address();
     let yaml = format!(
         "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
          upstreams:\n  users: {{ discovery: {{ static: [{}] }} }}\n  dead: {{ discovery: {{ static: [{dead}] }} }}\n\

@@ -481,16 +481,11 @@ async fn answers_to_authorized_requests_are_kept_per_credential_unless_shared() 
     .await;
     assert_eq!(x_cache(&bob), "HIT");
     // An unknown mode is a config error.
-    let error = portcullis::config::parse(
-        &config(origin.addr, "{ cache_authorized: maybe }"),
-        "t",
-        &|_| None,
-    )
-    .unwrap_err();
+    let issues = config_errors(&config(origin.addr, "{ cache_authorized: maybe }"));
     assert!(
-        error.issues()[0].starts_with("routes[0].filters[0].cache.cache_authorized: expected false, per_credential (or true) or shared"),
+        issues[0].starts_with("routes[0].filters[0].cache.cache_authorized: expected false, per_credential (or true) or shared"),
         "{:?}",
-        error.issues()
+        issues
     );
 }
 
@@ -563,8 +558,7 @@ fn named_caches_and_breakers_need_a_route_with_an_upstream() {
         routes:\n\
         \x20 - { name: ping, match: { path: /ping }, respond: { body: pong }, filters: [ { use: pages } ] }\n\
         \x20 - { name: old, redirect: { location: /new }, filters: [ { use: guard } ] }\n";
-    let error = portcullis::config::parse(yaml, "t", &|_| None).unwrap_err();
-    let issues = error.issues();
+    let issues = config_errors(yaml);
     assert!(
         issues[0].starts_with(
             "routes[0].filters[0]: cache filter \"pages\" needs a route with an upstream"

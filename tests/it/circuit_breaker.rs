@@ -81,10 +81,7 @@ async fn timeouts_and_connection_failures_count_and_ratios_trip() {
     assert_eq!(breaker_state(&gw).await, "open");
 
     // Nothing listening: connect errors count the same way.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = dead_address();
     let gw = gateway(&config(dead, "{ consecutive_failures: 2, open_for: 10s }"));
     let mut client = Client::http1(gw.addr()).await;
     assert_eq!(client.get("/").await.status, 502);
@@ -125,8 +122,7 @@ fn breaker_config_errors() {
         \x20 - name: a\n    respond: { body: a }\n    filters:\n\
         \x20     - circuit_breaker: { failure_ratio: 2 }\n\
         \x20     - circuit_breaker: { open_for: 1m, max_open_for: 10s }\n";
-    let error = portcullis::config::parse(yaml, "t", &|_| None).unwrap_err();
-    let issues = error.issues();
+    let issues = config_errors(yaml);
     assert!(
         issues[0]
             .starts_with("routes[0].filters[0].circuit_breaker.failure_ratio: must be above 0"),
@@ -141,11 +137,11 @@ fn breaker_config_errors() {
         routes:\n\
         \x20 - name: a\n    respond: { body: a }\n    filters:\n\
         \x20     - circuit_breaker: {}\n";
-    let error = portcullis::config::parse(yaml, "t", &|_| None).unwrap_err();
+    let issues = config_errors(yaml);
     assert!(
-        error.issues()[0]
+        issues[0]
             .starts_with("routes[0].filters[0]: circuit_breaker needs a route with an upstream"),
         "{:?}",
-        error.issues()
+        issues
     );
 }

@@ -3,6 +3,7 @@
 //! read from the files and run against the built binary, so they cannot drift from the CLI or
 //! the config rules.
 
+use crate::support::free_port;
 use serde::Deserialize as _;
 use serde_yaml::Value;
 use std::collections::HashMap;
@@ -19,13 +20,6 @@ const INSTALLED_CONFIG: &str = "/etc/portcullis/gateway.yaml";
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(Path::new(ROOT).join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
 }
 
 /// A config as shipped, with its fixed ports moved to free ones (tests run side by side).

@@ -131,11 +131,11 @@ async fn rewritten_endpoint_files_are_followed_and_bad_ones_ignored() {
 #[test]
 fn a_missing_endpoint_file_is_a_config_error() {
     let path = temp_path("missing.yaml");
-    let error = portcullis::config::parse(&config(&path), "t", &|_| None).unwrap_err();
+    let issues = config_errors(&config(&path));
     assert!(
-        error.issues()[0].starts_with("upstreams.up.discovery.file.path: cannot read"),
+        issues[0].starts_with("upstreams.up.discovery.file.path: cannot read"),
         "{:?}",
-        error.issues()
+        issues
     );
 }
 
@@ -246,7 +246,7 @@ async fn an_upstream_without_registrations_answers_503_on_its_own_routes() {
     assert_eq!(get(gw.admin(), "/ready").await.status, 200);
 
     // A registry that never answered keeps the replica out of service (for a while).
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    let dead = format!("http://{}", dead_address());
     let unreached = gateway(&yaml.replace(&etcd.url(), &dead));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let ready = get(unreached.admin(), "/ready").await;
@@ -473,11 +473,11 @@ fn discovery_config_errors_name_the_key() {
              upstreams:\n  up:\n    discovery: {discovery}\n\
              routes:\n  - name: all\n    upstream: up\n"
         );
-        let error = portcullis::config::parse(&yaml, "t", &|_| None).unwrap_err();
+        let issues = config_errors(&yaml);
         assert!(
-            error.issues().iter().any(|i| i.starts_with(expected)),
+            issues.iter().any(|i| i.starts_with(expected)),
             "{discovery}: {:?}",
-            error.issues()
+            issues
         );
     }
 }

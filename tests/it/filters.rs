@@ -130,10 +130,7 @@ async fn cors_preflight_is_answered_at_the_gateway() {
 #[tokio::test]
 async fn cors_headers_on_actual_responses_including_errors() {
     let up = upstream().run().await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = dead_address();
     let config = format!(
         "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
          upstreams:\n  up: {{ discovery: {{ static: [{}] }} }}\n  dead: {{ discovery: {{ static: [{dead}] }} }}\n\
@@ -204,9 +201,9 @@ fn filter_config_errors() {
         \x20     - { use: missing }\n\
         \x20     - { headers: {}, cors: { allow_origins: [\"*\"] } }\n\
         \x20     - cors: { allow_origins: [\"app.example.com\"] }\n";
-    let error = portcullis::config::parse(bad, "t", &|_| None).unwrap_err();
+    let issues = config_errors(bad);
     assert_eq!(
-        error.issues(),
+        issues,
         [
             "filters.shared.use: unknown filter \"other\" (known: none defined) (line 3)",
             "routes[0].filters[0].use: unknown filter \"missing\" (known: none defined) (line 8)",

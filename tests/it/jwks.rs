@@ -356,8 +356,7 @@ fn jwks_url_config_errors() {
         \x20 b: { algorithms: [RS256], jwks_url: http://idp/keys, refresh: soon }\n\
         \x20 c: { algorithms: [HS256], secret: a-test-secret-that-is-long-enough-for-hs256, refresh: 1m }\n\
         routes:\n  - { name: a, respond: { body: a } }\n";
-    let error = portcullis::config::parse(yaml, "t", &|_| None).unwrap_err();
-    let issues = error.issues();
+    let issues = config_errors(yaml);
     assert!(
         issues[0].starts_with("jwt_providers.a.jwks_url: \"ftp://idp/keys\" is not an http:// or https:// URL (line 3)"),
         "{issues:?}"

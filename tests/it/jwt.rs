@@ -193,8 +193,7 @@ fn provider_config_errors() {
         \x20 weak: { algorithms: [HS256], secret: short }\n\
         \x20 odd: { algorithms: [XS999], secret: a-test-secret-that-is-long-enough-for-hs256 }\n\
         routes:\n  - { name: a, respond: { body: a }, filters: [ { jwt: { provider: nope } } ] }\n";
-    let error = portcullis::config::parse(yaml, "t", &|_| None).unwrap_err();
-    let issues = error.issues();
+    let issues = config_errors(yaml);
     assert!(
         issues[0].starts_with("jwt_providers.weak.secret: an HMAC secret needs at least 32 bytes"),
         "{issues:?}"

@@ -194,8 +194,7 @@ fn rate_limit_config_errors() {
         \x20 - name: a\n    respond: { body: a }\n    filters:\n\
         \x20     - rate_limit: { rate: lots }\n\
         \x20     - rate_limit: { rate: 10/s, key: [ip], on_missing_key: maybe }\n";
-    let error = portcullis::config::parse(yaml, "t", &|_| None).unwrap_err();
-    let issues = error.issues();
+    let issues = config_errors(yaml);
     assert!(
         issues[0].starts_with("routes[0].filters[0].rate_limit.rate: invalid rate \"lots\""),
         "{issues:?}"

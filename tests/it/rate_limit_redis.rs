@@ -167,8 +167,7 @@ fn store_config_errors() {
         \x20 - name: a\n    respond: { body: a }\n    filters:\n\
         \x20     - rate_limit: { rate: 10/s, store: redis }\n\
         \x20     - rate_limit: { rate: 10/s, on_store_error: fail_open }\n";
-    let error = portcullis::config::parse(yaml, "t", &|_| None).unwrap_err();
-    let issues = error.issues();
+    let issues = config_errors(yaml);
     assert!(
         issues[0]
             .starts_with("routes[0].filters[0].rate_limit.store: store: redis needs stores.redis"),
@@ -183,11 +182,11 @@ fn store_config_errors() {
     let yaml = "listeners: [{ name: http, address: 127.0.0.1:0 }]\n\
         stores: { redis: { url: \"http://nope\", timeout: 20ms } }\n\
         routes: [ { name: a, respond: { body: a } } ]\n";
-    let error = portcullis::config::parse(yaml, "t", &|_| None).unwrap_err();
+    let issues = config_errors(yaml);
     assert!(
-        error.issues()[0].starts_with("stores.redis.url: \"http://nope\" is not a Redis URL"),
+        issues[0].starts_with("stores.redis.url: \"http://nope\" is not a Redis URL"),
         "{:?}",
-        error.issues()
+        issues
     );
 }
 

@@ -58,13 +58,6 @@ async fn fixed(status: u16, delay: Duration) -> Fixed {
     }
 }
 
-fn dead_address() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 fn config(endpoints: &[SocketAddr], settings: &str) -> String {
     let list: Vec<String> = endpoints.iter().map(|a| a.to_string()).collect();
     format!(
@@ -221,8 +214,7 @@ fn retry_config_errors() {
         \x20   retries: { on: [connect_error, 404], budget: 300% }\n\
         \x20   outlier: { max_ejected_percent: 150 }\n\
         routes: [ { name: a, upstream: up } ]\n";
-    let error = portcullis::config::parse(yaml, "t", &|_| None).unwrap_err();
-    let issues = error.issues();
+    let issues = config_errors(yaml);
     assert!(
         issues[0].starts_with("upstreams.up.retries.on[1]: unknown condition \"404\""),
         "{issues:?}"

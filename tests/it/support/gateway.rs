@@ -102,3 +102,12 @@ pub fn simple_yaml(upstream: SocketAddr, extra: &str) -> String {
         "listeners:\n  - {{ name: http, address: 127.0.0.1:0 }}\nupstreams:\n  up:\n    discovery: {{ static: [{upstream}] }}\n    timeouts: {{ connect: 1s, response: 2s, idle: 2s }}\nroutes:\n  - name: all\n    upstream: up\n{extra}"
     )
 }
+
+/// The problems the config check finds in `yaml`, one line each (key path, message, line);
+/// panics when the YAML is accepted.
+pub fn config_errors(yaml: &str) -> Vec<String> {
+    match portcullis::config::parse(yaml, "test.yaml", &|_| None) {
+        Ok(_) => panic!("config accepted:\n{yaml}"),
+        Err(error) => error.issues(),
+    }
+}

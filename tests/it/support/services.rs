@@ -4,12 +4,46 @@ use super::gateway::temp_path;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// A free TCP port on loopback (bound, read, released).
+/// Ports handed out by [`free_port`]: below the kernel's ephemeral range (32768 and up on
+/// Linux), so no socket bound to port 0 by another test can take one between the check and its
+/// use by the server the test starts.
+const HANDED_OUT: std::ops::Range<u16> = 20_000..32_000;
+
+/// Ports for addresses nothing listens on: outside the ephemeral range and the ports
+/// [`free_port`] hands out, so no test's server can come to life on one.
+const NEVER_BOUND: std::ops::Range<u16> = 12_000..19_000;
+
+/// A loopback address nothing listens on (connections are refused); a different one on every
+/// call in this process.
+pub fn dead_address() -> std::net::SocketAddr {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let span = NEVER_BOUND.end - NEVER_BOUND.start;
+    let offset = (std::process::id() % u32::from(span)) as u16;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = NEVER_BOUND.start + (offset.wrapping_add(n) % span);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        }
+    }
+    panic!("no unused port in {NEVER_BOUND:?}")
+}
+
+/// A free TCP port on loopback for a server the test starts itself; a different one on every
+/// call in this process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let span = HANDED_OUT.end - HANDED_OUT.start;
+    // Start from a place that depends on the process, so parallel test runs rarely meet.
+    let offset = (std::process::id() % u32::from(span)) as u16;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = HANDED_OUT.start + (offset.wrapping_add(n) % span);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {HANDED_OUT:?}")
 }
 
 /// Whether `program` can run; when not, panics under CI and otherwise says the test is
