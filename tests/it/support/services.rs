@@ -2,6 +2,7 @@
 
 use super::gateway::temp_path;
 use serde_json::{json, Value};
+use std::sync::atomic::AtomicU16;
 use std::time::Duration;
 
 /// Ports handed out by [`free_port`]: below the kernel's ephemeral range (32768 and up on
@@ -16,34 +17,30 @@ const NEVER_BOUND: std::ops::Range<u16> = 12_000..19_000;
 /// A loopback address nothing listens on (connections are refused); a different one on every
 /// call in this process.
 pub fn dead_address() -> std::net::SocketAddr {
-    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-    let span = NEVER_BOUND.end - NEVER_BOUND.start;
-    let offset = (std::process::id() % u32::from(span)) as u16;
-    for _ in 0..span {
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let port = NEVER_BOUND.start + (offset.wrapping_add(n) % span);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        }
-    }
-    panic!("no unused port in {NEVER_BOUND:?}")
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    std::net::SocketAddr::from(([127, 0, 0, 1], unused_port(NEVER_BOUND, &NEXT)))
 }
 
 /// A free TCP port on loopback for a server the test starts itself; a different one on every
 /// call in this process.
 pub fn free_port() -> u16 {
-    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-    let span = HANDED_OUT.end - HANDED_OUT.start;
-    // Start from a place that depends on the process, so parallel test runs rarely meet.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    unused_port(HANDED_OUT, &NEXT)
+}
+
+/// The next port of `range` (counted by `next`) that nothing listens on. The walk starts
+/// from a place that depends on the process, so parallel test runs rarely meet.
+fn unused_port(range: std::ops::Range<u16>, next: &AtomicU16) -> u16 {
+    let span = range.end - range.start;
     let offset = (std::process::id() % u32::from(span)) as u16;
     for _ in 0..span {
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let port = HANDED_OUT.start + (offset.wrapping_add(n) % span);
+        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = range.start + (offset.wrapping_add(n) % span);
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
-    panic!("no free port in {HANDED_OUT:?}")
+    panic!("no unused port in {range:?}")
 }
 
 /// Whether `program` can run; when not, panics under CI and otherwise says the test is
