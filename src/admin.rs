@@ -5,8 +5,7 @@
 //! It runs on the control thread, away from the workers that serve traffic.
 
 use crate::body::Body;
-use crate::filter::cache::Purge;
-use crate::filter::circuit_breaker::State;
+use crate::filter::{cache, circuit_breaker};
 use crate::reload::Reloader;
 use crate::server::Shutdown;
 use crate::snapshot::Gateway;
@@ -155,19 +154,7 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body
                         "last_success_unix": last_success,
                         "errors": feed.status.errors(),
                     });
-                    let breakers: Vec<Value> = snapshot
-                        .breakers
-                        .iter()
-                        .filter(|b| b.upstream == **name)
-                        .map(|b| {
-                            let state = b.state();
-                            let mut entry = json!({"route": b.route, "state": state.as_str()});
-                            if state == State::Open {
-                                entry["retry_in_ms"] = json!(b.retry_in().as_millis() as u64);
-                            }
-                            entry
-                        })
-                        .collect();
+                    let breakers = circuit_breaker::admin::upstream_view(&snapshot.exposed, name);
                     json!({"name": name, "protocol": format!("{:?}", upstream.spec.protocol).to_lowercase(), "degraded": upstream.is_degraded(), "panic": upstream.is_panicking(), "discovery": discovery, "endpoints": endpoints, "circuit_breakers": breakers})
                 })
                 .collect();
@@ -186,30 +173,13 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body
         }
         (Method::DELETE, "/cache") => {
             let query = request.uri().query().unwrap_or("");
-            let param = |name: &str| {
-                query
-                    .split('&')
-                    .filter_map(|pair| pair.split_once('='))
-                    .find(|(key, _)| *key == name)
-                    .map(|(_, value)| value)
-            };
-            let purge = Purge {
-                owner: param("route"),
-                url: param("key"),
-                prefix: param("prefix"),
-            };
-            if purge.owner.is_none() && purge.url.is_none() && purge.prefix.is_none() {
+            let snapshot = state.gateway.snapshot.load_full();
+            let Some(purged) = cache::admin::purge(&snapshot.exposed, query) else {
                 return json_response(
                     StatusCode::BAD_REQUEST,
-                    &json!({"error": "say what to purge: key=HOST/PATH?QUERY, prefix=/PATH or HOST/PATH, and/or route=NAME"}),
+                    &json!({ "error": cache::admin::PURGE_USAGE }),
                 );
-            }
-            let snapshot = state.gateway.snapshot.load_full();
-            let purged: usize = snapshot
-                .caches
-                .iter()
-                .map(|(_, store)| store.remove_where(|key| purge.matches(key)))
-                .sum();
+            };
             tracing::info!(purged, query, "cache purge");
             json_response(StatusCode::OK, &json!({ "purged": purged }))
         }

@@ -292,21 +292,7 @@ pub struct Metrics {
     pub filters: ConfigMetrics,
 }
 
-/// What a response cache reports.
-pub struct CacheStats {
-    pub entries: u64,
-    pub bytes: u64,
-    pub hits: u64,
-    pub misses: u64,
-    pub evictions: u64,
-}
-
-/// Something that keeps cache statistics (the `cache` filter's store).
-pub trait CacheStatsSource: Send + Sync {
-    fn cache_stats(&self) -> CacheStats;
-}
-
-/// Named parts of the running config (caches, upstreams), read at scrape time and not kept
+/// Named parts of the running config (upstreams, caches), read at scrape time and not kept
 /// alive by the registry: parts of an old config drop out when they are freed.
 pub struct Registered<T: ?Sized>(Arc<Mutex<Vec<Named<T>>>>);
 
@@ -347,7 +333,7 @@ impl<T: ?Sized> Registered<T> {
 
     /// The live items; of several under one name, the latest registered (the one a reload
     /// replaced may live on while its last requests finish).
-    fn live(&self) -> Vec<(String, Arc<T>)> {
+    pub fn live(&self) -> Vec<(String, Arc<T>)> {
         let list = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<(String, Arc<T>)> = Vec::with_capacity(list.len());
         for (name, weak) in list.iter() {
@@ -362,9 +348,6 @@ impl<T: ?Sized> Registered<T> {
         out
     }
 }
-
-/// The caches of the running config, by filter.
-pub type CacheRegistry = Registered<dyn CacheStatsSource>;
 
 /// What an upstream reports: its discovery's progress and its endpoints' health.
 pub struct UpstreamState {
@@ -431,51 +414,6 @@ impl Collector for UpstreamRegistry {
     }
 }
 
-impl Collector for CacheRegistry {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let stats: Vec<(String, CacheStats)> = self
-            .live()
-            .into_iter()
-            .map(|(name, store)| (name, store.cache_stats()))
-            .collect();
-        type Field = fn(&CacheStats) -> u64;
-        let gauges: [(&str, &str, Field); 2] = [
-            ("cache_entries", "Stored entries by cache filter", |s| {
-                s.entries
-            }),
-            ("cache_bytes", "Bytes held by cache filter", |s| s.bytes),
-        ];
-        for (name, help, field) in gauges {
-            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (filter, s) in &stats {
-                let gauge = prometheus_client::metrics::gauge::ConstGauge::new(field(s) as i64);
-                gauge.encode(metric.encode_family(&[("filter", filter.clone())])?)?;
-            }
-        }
-        let counters: [(&str, &str, Field); 3] = [
-            ("cache_hits", "Requests answered from the cache", |s| s.hits),
-            (
-                "cache_misses",
-                "Cacheable requests that went upstream",
-                |s| s.misses,
-            ),
-            (
-                "cache_evictions",
-                "Entries evicted to stay within max_size",
-                |s| s.evictions,
-            ),
-        ];
-        for (name, help, field) in counters {
-            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (filter, s) in &stats {
-                ConstCounter::new(field(s))
-                    .encode(metric.encode_family(&[("filter", filter.clone())])?)?;
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Reads the control runtime's task count at scrape time.
 #[derive(Debug)]
 struct BackgroundTasks(tokio::runtime::Handle);
@@ -493,18 +431,91 @@ impl Collector for BackgroundTasks {
     }
 }
 
-/// Metrics of the running config's parts: filters resolve their series once, when they are
-/// built; caches and upstreams are read at scrape time.
+/// Metrics of the running config's parts: upstreams are read at scrape time; each filter kind
+/// keeps its own families in `filters`, resolving its series once, when it is built.
 #[derive(Clone, Default)]
 pub struct ConfigMetrics {
-    pub caches: CacheRegistry,
     pub upstreams: UpstreamRegistry,
-    /// Checks a shared store could not answer, by filter owner and the mode applied.
-    pub rate_limit_store_failures: Family<Labels, Counter>,
-    /// 0 closed, 1 open, 2 half-open, by route and upstream.
-    pub circuit_breaker_state: Family<Labels, Gauge>,
-    /// Transitions into each state, by route, upstream and state.
-    pub circuit_breaker_transitions: Family<Labels, Counter>,
+    pub filters: MetricSets,
+}
+
+/// Metric families a part of the gateway defines next to its code (a filter kind's
+/// `metrics.rs`): made on first use, kept for the life of the process so that series survive
+/// reloads, and encoded at every scrape.
+pub trait MetricSet: Default + Send + Sync + 'static {
+    fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error>;
+}
+
+/// A [`MetricSet`] with its type erased, so sets of every kind share one list.
+trait AnySet: Send + Sync {
+    fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error>;
+    fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync>;
+}
+
+impl<T: MetricSet> AnySet for T {
+    fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        MetricSet::encode(self, encoder)
+    }
+    fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
+    }
+}
+
+/// One of each [`MetricSet`] type, registered with the process's registry as one collector.
+#[derive(Clone, Default)]
+pub struct MetricSets(Arc<Mutex<Vec<TypedSet>>>);
+
+/// A set and the type it was made as.
+type TypedSet = (std::any::TypeId, Arc<dyn AnySet>);
+
+impl std::fmt::Debug for MetricSets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricSets")
+    }
+}
+
+impl MetricSets {
+    /// The set of type `T`, made the first time it is asked for. Called when filters are
+    /// built, never per request.
+    pub fn get<T: MetricSet>(&self) -> Arc<T> {
+        let mut sets = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let id = std::any::TypeId::of::<T>();
+        let found = sets
+            .iter()
+            .find(|(known, _)| *known == id)
+            .and_then(|(_, set)| Arc::clone(set).into_any().downcast::<T>().ok());
+        found.unwrap_or_else(|| {
+            let set = Arc::new(T::default());
+            sets.push((id, Arc::clone(&set) as Arc<dyn AnySet>));
+            set
+        })
+    }
+}
+
+impl Collector for MetricSets {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let sets: Vec<Arc<dyn AnySet>> = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(_, set)| Arc::clone(set))
+            .collect();
+        for set in sets {
+            set.encode(&mut encoder)?;
+        }
+        Ok(())
+    }
+}
+
+/// Encodes `family` under `name` with `help`, for [`MetricSet`]s.
+pub fn encode_family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    family: &M,
+) -> Result<(), std::fmt::Error> {
+    family.encode(encoder.encode_descriptor(name, help, None, family.metric_type())?)
 }
 
 impl Metrics {
@@ -534,23 +545,8 @@ impl Metrics {
             connections_active.clone(),
         );
         let filters = ConfigMetrics::default();
-        registry.register_collector(Box::new(filters.caches.clone()));
         registry.register_collector(Box::new(filters.upstreams.clone()));
-        registry.register(
-            "rate_limit_store_failures",
-            "Rate-limit checks the shared store could not answer, by filter and on_store_error mode",
-            filters.rate_limit_store_failures.clone(),
-        );
-        registry.register(
-            "circuit_breaker_state",
-            "Circuit breaker state by route and upstream: 0 closed, 1 open, 2 half-open",
-            filters.circuit_breaker_state.clone(),
-        );
-        registry.register(
-            "circuit_breaker_transitions",
-            "Circuit breaker transitions by route, upstream and new state",
-            filters.circuit_breaker_transitions.clone(),
-        );
+        registry.register_collector(Box::new(filters.filters.clone()));
         Metrics {
             registry,
             filters,

@@ -1,10 +1,8 @@
 //! What building a filter needs besides its spec: the running JWT providers and Redis store,
 //! the route's upstream, metrics, and the outgoing snapshot's filter state to carry over.
 
-use super::cache::store::CacheStore;
-use super::circuit_breaker::Breaker;
 use super::jwt::Provider;
-use super::{Fetch, FilterStates};
+use super::{Exposed, Fetch, FilterStates};
 use crate::store::RedisStore;
 use crate::telemetry::ConfigMetrics;
 use std::collections::HashMap;
@@ -20,10 +18,8 @@ pub struct BuildCtx<'a> {
     pub upstream: Option<&'a str>,
     /// Requests to that upstream outside client requests.
     pub fetch: Option<Arc<dyn Fetch>>,
-    /// Every circuit breaker built, for the admin API.
-    pub breakers: Vec<Arc<Breaker>>,
-    /// Every cache store, by owner, for purges.
-    pub caches: Vec<(String, Arc<CacheStore>)>,
+    /// What the built filters show the admin API.
+    pub exposed: Exposed,
     pub prev: Option<&'a FilterStates>,
     pub states: &'a mut FilterStates,
 }

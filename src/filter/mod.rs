@@ -12,12 +12,14 @@ pub mod headers;
 pub mod jwt;
 mod kinds;
 pub mod rate_limit;
+mod state;
 
 pub use build::BuildCtx;
 pub use cors::{Cors, CorsSpec};
 pub use headers::{HeaderEdits, Headers};
 pub use jwt::Jwt;
 pub use kinds::Sharing;
+pub use state::{Exposed, FilterStates};
 
 use crate::body::Body;
 use crate::config::issues::Issues;
@@ -109,35 +111,6 @@ pub trait Fetch: Send + Sync {
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<Response<Body>, ProxyError>> + Send>,
     >;
-}
-
-/// Filter state that outlives one snapshot: limiter tables, breaker states. Keyed by where the
-/// filter sits (route or named filter, position) and all its parameters, so a reload that
-/// leaves a filter unchanged carries its state over, and any change starts it fresh.
-#[derive(Default)]
-pub struct FilterStates(std::collections::HashMap<String, Arc<dyn std::any::Any + Send + Sync>>);
-
-impl FilterStates {
-    /// The state under `key` from `prev` (the outgoing snapshot's), or a new one from `make`;
-    /// either way also kept in `self` for the next reload.
-    pub fn carry<T: Send + Sync + 'static>(
-        &mut self,
-        prev: Option<&FilterStates>,
-        key: String,
-        make: impl FnOnce() -> T,
-    ) -> Arc<T> {
-        let found = self
-            .0
-            .get(&key)
-            .or_else(|| prev.and_then(|p| p.0.get(&key)))
-            .and_then(|state| Arc::clone(state).downcast::<T>().ok());
-        let state = found.unwrap_or_else(|| Arc::new(make()));
-        self.0.insert(
-            key,
-            Arc::clone(&state) as Arc<dyn std::any::Any + Send + Sync>,
-        );
-        state
-    }
 }
 
 /// One request's pass through a route's filters. Owns the request context so that dropping it

@@ -6,7 +6,7 @@ use super::{Route, RouteAction, Snapshot};
 use crate::config::{Action, Config, FilterRef, FilterSpec};
 use crate::discovery::Feed;
 use crate::filter::jwt::{KeySpec, Keys, Provider, RemoteKeys};
-use crate::filter::{BuildCtx, Filter, FilterStates, Sharing};
+use crate::filter::{BuildCtx, Exposed, Filter, FilterStates, Sharing};
 use crate::router::Router;
 use crate::store::RedisStore;
 use crate::telemetry::{ConfigMetrics, UpstreamStateSource};
@@ -65,8 +65,7 @@ pub fn build(
         states: &mut filter_states,
         upstream: None,
         fetch: None,
-        breakers: Vec::new(),
-        caches: Vec::new(),
+        exposed: Exposed::default(),
     };
     // A named filter is one instance, shared by every route that uses it (a named rate limit
     // is one budget across those routes); a per-route kind is built for each route.
@@ -129,13 +128,11 @@ pub fn build(
         };
         routes.push((route.matcher.clone(), Arc::new(compiled)));
     }
-    let breakers = std::mem::take(&mut build.breakers);
-    let caches = std::mem::take(&mut build.caches);
+    let exposed = std::mem::take(&mut build.exposed);
     Snapshot {
         generation,
         router: Router::new(routes),
-        breakers,
-        caches,
+        exposed,
         upstreams,
         jwt_providers,
         filter_states,

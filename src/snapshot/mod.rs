@@ -6,10 +6,8 @@ mod build;
 
 pub use build::build;
 
-use crate::filter::cache::store::CacheStore;
-use crate::filter::circuit_breaker::Breaker;
 use crate::filter::jwt::Provider;
-use crate::filter::{Filter, FilterStates};
+use crate::filter::{Exposed, Filter, FilterStates};
 use crate::router::Router;
 use crate::store::RedisStore;
 use crate::telemetry::Metrics;
@@ -163,10 +161,8 @@ pub struct Snapshot {
     pub jwt_providers: HashMap<String, Arc<Provider>>,
     /// Filter state (limiter tables, breakers) to carry over the next reload.
     pub filter_states: FilterStates,
-    /// Every route's circuit breaker, for the admin API.
-    pub breakers: Vec<Arc<Breaker>>,
-    /// Every cache store by owner (route or named filter), for purges.
-    pub caches: Vec<(String, Arc<CacheStore>)>,
+    /// Filter parts the admin API shows or acts on (breakers, cache stores).
+    pub exposed: Exposed,
     /// `stores.redis`, shared by `store: redis` filters; carried over while its settings hold.
     pub redis: Option<Arc<RedisStore>>,
     pub limits: Limits,

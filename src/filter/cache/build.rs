@@ -1,5 +1,6 @@
 //! Building a `cache` filter: one store per filter and size, carried over reloads.
 
+use super::metrics::CacheMetrics;
 use super::store::CacheStore;
 use super::{Cache, CacheSpec};
 use crate::filter::{BuildCtx, Filter};
@@ -18,14 +19,11 @@ pub(crate) fn build(
     let store = ctx
         .states
         .carry(ctx.prev, key, || CacheStore::new(spec.max_size));
-    let stats: Arc<dyn crate::telemetry::CacheStatsSource> = store.clone();
-    ctx.metrics.caches.register(owner, &stats);
-    if !ctx
-        .caches
-        .iter()
-        .any(|(_, known)| Arc::ptr_eq(known, &store))
-    {
-        ctx.caches.push((owner.to_string(), Arc::clone(&store)));
-    }
+    ctx.metrics
+        .filters
+        .get::<CacheMetrics>()
+        .0
+        .register(owner, &store);
+    ctx.exposed.add(owner, &store);
     Arc::new(Cache::new(spec.clone(), store, ctx.fetch.clone(), owner))
 }

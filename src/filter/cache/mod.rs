@@ -10,11 +10,13 @@
 //! `range`, the store is filled and refreshed in `fill`, and RFC 9213's targeted fields are
 //! read in [`targeted`].
 
+pub mod admin;
 pub(super) mod build;
 pub mod config;
 mod directives;
 mod fill;
 mod key;
+pub mod metrics;
 pub mod policy;
 mod range;
 mod serve;

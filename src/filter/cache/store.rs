@@ -1,6 +1,7 @@
 //! The in-memory store: a concurrent cache bounded in bytes (quick_cache, with a weigher that
 //! counts each entry's body, headers and key). One per `cache` filter, carried over reloads.
 
+use super::metrics::CacheStats;
 use super::policy::Directives;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, StatusCode};
@@ -240,9 +241,10 @@ impl CacheStore {
     }
 }
 
-impl crate::telemetry::CacheStatsSource for CacheStore {
-    fn cache_stats(&self) -> crate::telemetry::CacheStats {
-        crate::telemetry::CacheStats {
+impl CacheStore {
+    /// What the store reports to metrics.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
             entries: self.entries() as u64,
             bytes: self.bytes(),
             hits: self.hits.load(Ordering::Relaxed),

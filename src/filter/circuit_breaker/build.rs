@@ -1,5 +1,6 @@
 //! Building a `circuit_breaker` filter: one breaker per owner, upstream and parameters.
 
+use super::metrics::BreakerMetrics;
 use super::{Breaker, BreakerSpec, CircuitBreaker};
 use crate::filter::{BuildCtx, Filter};
 use std::sync::Arc;
@@ -14,10 +15,10 @@ pub(crate) fn build(
 ) -> Arc<dyn Filter> {
     let upstream = ctx.upstream.unwrap_or("-");
     let key = format!("circuit_breaker/{owner}/{upstream}/{spec:?}");
-    let metrics = ctx.metrics;
+    let metrics = ctx.metrics.filters.get::<BreakerMetrics>();
     let breaker = ctx.states.carry(ctx.prev, key, || {
-        Breaker::new(owner, upstream, spec.clone(), metrics)
+        Breaker::new(owner, upstream, spec.clone(), &metrics)
     });
-    ctx.breakers.push(Arc::clone(&breaker));
+    ctx.exposed.add(owner, &breaker);
     Arc::new(CircuitBreaker { breaker })
 }

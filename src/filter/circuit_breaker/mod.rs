@@ -12,13 +12,17 @@
 //! reach the upstream and do not count. The request path reads one atomic in the closed
 //! state; a lock is taken only to change state.
 
+pub mod admin;
 pub(super) mod build;
 pub mod config;
+pub mod metrics;
+
 use super::{Filter, Flow, Outcome};
 use crate::context::RequestCtx;
 use crate::error::{error_response, ProxyError};
 use http::request::Parts;
 use http::{HeaderValue, StatusCode};
+use metrics::BreakerMetrics;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -101,13 +105,13 @@ impl Breaker {
         route: &str,
         upstream: &str,
         spec: BreakerSpec,
-        metrics: &crate::telemetry::ConfigMetrics,
+        metrics: &BreakerMetrics,
     ) -> Breaker {
         let labels = vec![
             ("route", route.to_string()),
             ("upstream", upstream.to_string()),
         ];
-        let gauge = metrics.circuit_breaker_state.get_or_create(&labels).clone();
+        let gauge = metrics.state.get_or_create(&labels).clone();
         gauge.set(0);
         Breaker {
             route: route.to_string(),
@@ -122,7 +126,7 @@ impl Breaker {
             transition: Mutex::new(()),
             epoch: tokio::time::Instant::now(),
             gauge,
-            transitions: metrics.circuit_breaker_transitions.clone(),
+            transitions: metrics.transitions.clone(),
         }
     }
 
@@ -390,7 +394,7 @@ mod tests {
     }
 
     fn breaker(spec: BreakerSpec) -> Breaker {
-        Breaker::new("r", "u", spec, &crate::telemetry::ConfigMetrics::default())
+        Breaker::new("r", "u", spec, &BreakerMetrics::default())
     }
 
     fn request(b: &Breaker, failed: bool) -> bool {

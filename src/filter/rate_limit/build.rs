@@ -1,5 +1,6 @@
 //! Building a `rate_limit` filter: its local buckets carried over reloads, and its Redis budget.
 
+use super::metrics::RateLimitMetrics;
 use super::{LocalLimiter, OnStoreError, RateLimit, RateLimitSpec, RedisLimit, StoreChoice};
 use crate::filter::{BuildCtx, Filter};
 use std::sync::Arc;
@@ -35,7 +36,9 @@ pub(crate) fn build(
                 on_error,
                 failures: ctx
                     .metrics
-                    .rate_limit_store_failures
+                    .filters
+                    .get::<RateLimitMetrics>()
+                    .store_failures
                     .get_or_create(&labels)
                     .clone(),
             })

@@ -11,6 +11,7 @@
 pub(super) mod build;
 pub mod config;
 mod local;
+pub mod metrics;
 
 use super::{Filter, Flow};
 use crate::body::Body;

@@ -1,0 +1,61 @@
+//! Filter state beyond one snapshot's life, and the parts of filters the admin API reads.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Filter state that outlives one snapshot: limiter tables, breaker states. Keyed by where the
+/// filter sits (route or named filter, position) and all its parameters, so a reload that
+/// leaves a filter unchanged carries its state over, and any change starts it fresh.
+#[derive(Default)]
+pub struct FilterStates(HashMap<String, Arc<dyn Any + Send + Sync>>);
+
+impl FilterStates {
+    /// The state under `key` from `prev` (the outgoing snapshot's), or a new one from `make`;
+    /// either way also kept in `self` for the next reload.
+    pub fn carry<T: Send + Sync + 'static>(
+        &mut self,
+        prev: Option<&FilterStates>,
+        key: String,
+        make: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        let found = self
+            .0
+            .get(&key)
+            .or_else(|| prev.and_then(|p| p.0.get(&key)))
+            .and_then(|state| Arc::clone(state).downcast::<T>().ok());
+        let state = found.unwrap_or_else(|| Arc::new(make()));
+        self.0
+            .insert(key, Arc::clone(&state) as Arc<dyn Any + Send + Sync>);
+        state
+    }
+}
+
+/// Runtime parts of the snapshot's filters that the admin API shows or acts on (breakers,
+/// cache stores), by owner. Each kind's `admin.rs` picks out its own type, so the snapshot
+/// and the admin API need no field per kind.
+#[derive(Default)]
+pub struct Exposed(Vec<(String, Arc<dyn Any + Send + Sync>)>);
+
+impl Exposed {
+    /// Lists `part` under `owner`, once (a named filter's state is built for several routes).
+    pub fn add<T: Send + Sync + 'static>(&mut self, owner: &str, part: &Arc<T>) {
+        let known = self
+            .0
+            .iter()
+            .any(|(_, known)| std::ptr::addr_eq(Arc::as_ptr(known), Arc::as_ptr(part)));
+        if !known {
+            self.0.push((
+                owner.to_string(),
+                Arc::clone(part) as Arc<dyn Any + Send + Sync>,
+            ));
+        }
+    }
+
+    /// The parts of type `T`, with their owners, in build order.
+    pub fn of<T: 'static>(&self) -> impl Iterator<Item = (&str, &T)> {
+        self.0
+            .iter()
+            .filter_map(|(owner, part)| part.downcast_ref::<T>().map(|t| (owner.as_str(), t)))
+    }
+}
