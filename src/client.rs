@@ -13,6 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
+/// TCP keepalive on registry connections: first probe after this much silence…
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// …then one every this long, and the peer is gone after this many unanswered.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 3;
+
 /// Sends `request` (its URI holds only the path) to the host of `base` over a new connection,
 /// with TLS when `base` is `https` (and `tls` is set). Errors are short human-readable texts.
 pub async fn send<B>(
@@ -34,9 +40,9 @@ where
     let _ = stream.set_nodelay(true);
     // Registry watches stay open for hours: notice a peer that vanished without a word.
     let keepalive = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(30))
-        .with_interval(Duration::from_secs(10))
-        .with_retries(3);
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     if !request.headers().contains_key(HOST) {
         let authority = base.authority().map_or(host, |a| a.as_str());

@@ -25,6 +25,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often a watched config file is checked for changes.
+const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
+/// How long in-flight requests get to finish on shutdown.
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const DEFAULT_ACCESS_LOG: bool = true;
+
 /// A validated configuration: plain data, ready for `Snapshot::build`.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -113,7 +119,7 @@ pub(super) fn compile(
     let watch = match top.reload {
         Some(reload) if reload.watch => Some(duration_field(
             reload.interval,
-            Duration::from_secs(2),
+            DEFAULT_WATCH_INTERVAL,
             "reload.interval",
             &mut issues,
         )),
@@ -121,7 +127,7 @@ pub(super) fn compile(
     };
     let shutdown_grace = duration_field(
         top.shutdown_grace,
-        Duration::from_secs(30),
+        DEFAULT_SHUTDOWN_GRACE,
         "shutdown_grace",
         &mut issues,
     );
@@ -166,7 +172,7 @@ pub(super) fn compile(
             admin,
             admin_token,
             shutdown_grace,
-            access_log: top.access_log.unwrap_or(true),
+            access_log: top.access_log.unwrap_or(DEFAULT_ACCESS_LOG),
             watch,
             limits,
             trusted_proxies,

@@ -1,14 +1,22 @@
 //! An upstream's `discovery:` block: exactly one backend, plus `max_stale`.
 
 use super::issues::Issues;
-use super::issues::{count_set, duration_field, one_of};
+use super::issues::{count_set, duration_field, one_of, optional_duration};
 use super::raw;
 use crate::discovery::{
     DiscoverySpec, DnsSpec, EtcdSpec, FileFormat, FileSpec, RecordKind, StaticEndpoint,
+    DEFAULT_WEIGHT,
 };
 use http::Uri;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+
+/// How often an endpoints file is checked for changes.
+const DEFAULT_FILE_INTERVAL: Duration = Duration::from_secs(1);
+/// DNS names are re-resolved at least this often, whatever their TTL.
+const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(30);
+/// Nor more often than this, however short their TTL.
+const DEFAULT_DNS_MIN_TTL: Duration = Duration::from_secs(1);
 
 /// The backend and `max_stale`, or `None` (with the problems recorded) when unusable.
 pub(super) fn compile_discovery(
@@ -16,14 +24,7 @@ pub(super) fn compile_discovery(
     path: &str,
     issues: &mut Issues,
 ) -> Option<(DiscoverySpec, Option<Duration>)> {
-    let max_stale = raw.max_stale.map(|value| {
-        duration_field(
-            Some(value),
-            Duration::ZERO,
-            &format!("{path}.max_stale"),
-            issues,
-        )
-    });
+    let max_stale = optional_duration(raw.max_stale, &format!("{path}.max_stale"), issues);
     let backends = [
         raw.static_list.is_some(),
         raw.file.is_some(),
@@ -63,7 +64,7 @@ fn compile_static(
         if weight == Some(0) {
             issues.add(&format!("{path}[{i}].weight"), "must be at least 1");
         }
-        match StaticEndpoint::parse(&address, weight.unwrap_or(1)) {
+        match StaticEndpoint::parse(&address, weight.unwrap_or(DEFAULT_WEIGHT)) {
             Ok(endpoint) => endpoints.push(endpoint),
             Err(message) => issues.add(&format!("{path}[{i}]"), message),
         }
@@ -81,7 +82,7 @@ fn compile_file(file: raw::FileDiscovery, path: &str, issues: &mut Issues) -> Di
     }
     let interval = duration_field(
         file.interval,
-        Duration::from_secs(1),
+        DEFAULT_FILE_INTERVAL,
         &format!("{path}.interval"),
         issues,
     );
@@ -141,13 +142,13 @@ fn compile_dns(dns: raw::DnsDiscovery, path: &str, issues: &mut Issues) -> Optio
     }
     let refresh = duration_field(
         dns.refresh,
-        Duration::from_secs(30),
+        DEFAULT_DNS_REFRESH,
         &format!("{path}.refresh"),
         issues,
     );
     let min_ttl = duration_field(
         dns.min_ttl,
-        Duration::from_secs(1),
+        DEFAULT_DNS_MIN_TTL,
         &format!("{path}.min_ttl"),
         issues,
     );

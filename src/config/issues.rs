@@ -219,6 +219,16 @@ pub(crate) fn duration_field(
     }
 }
 
+/// A duration that may be left out (`None`: the feature it sets is off); zero is refused like
+/// any unparsable value.
+pub(crate) fn optional_duration(
+    value: Option<Scalar>,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<Duration> {
+    value.map(|value| duration_field(Some(value), Duration::ZERO, path, issues))
+}
+
 pub(crate) fn size_field(
     value: Option<Scalar>,
     default: u64,

@@ -13,6 +13,8 @@ use regex::Regex;
 use serde_yaml::Value;
 use std::collections::HashSet;
 
+const DEFAULT_REDIRECT_STATUS: u16 = 302;
+
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
     pub name: String,
@@ -299,7 +301,7 @@ fn compile_action(
     }
     let redirect = raw.redirect.as_ref()?;
     let rpath = format!("{path}.redirect");
-    let status = match redirect.status.unwrap_or(302) {
+    let status = match redirect.status.unwrap_or(DEFAULT_REDIRECT_STATUS) {
         code @ (301 | 302 | 303 | 307 | 308) => {
             StatusCode::from_u16(code).unwrap_or(StatusCode::FOUND)
         }

@@ -6,6 +6,11 @@ use crate::store::RedisSpec;
 use serde_yaml::Value;
 use std::time::Duration;
 
+/// A Redis answer slower than this counts as a store failure: a limit check must stay fast.
+const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(20);
+/// Connections to Redis; commands are pipelined on each.
+const DEFAULT_REDIS_POOL_SIZE: usize = 2;
+
 pub(super) fn compile_stores(value: Value, issues: &mut Issues) -> Option<RedisSpec> {
     let stores = issues.item::<raw::Stores>(value, "stores")?;
     let raw = stores.redis?;
@@ -21,7 +26,7 @@ pub(super) fn compile_stores(value: Value, issues: &mut Issues) -> Option<RedisS
     }
     let timeout = duration_field(
         raw.timeout,
-        Duration::from_millis(20),
+        DEFAULT_REDIS_TIMEOUT,
         "stores.redis.timeout",
         issues,
     );
@@ -31,6 +36,6 @@ pub(super) fn compile_stores(value: Value, issues: &mut Issues) -> Option<RedisS
     (issues.list.len() == before).then(|| RedisSpec {
         url: raw.url,
         timeout,
-        pool_size: raw.pool_size.unwrap_or(2),
+        pool_size: raw.pool_size.unwrap_or(DEFAULT_REDIS_POOL_SIZE),
     })
 }

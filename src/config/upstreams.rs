@@ -3,7 +3,9 @@
 
 use super::discovery::compile_discovery;
 use super::issues::Issues;
-use super::issues::{duration_field, methods, named_entries, one_of, size_field};
+use super::issues::{
+    duration_field, methods, named_entries, one_of, optional_duration, size_field,
+};
 use super::raw;
 use super::values::parse_duration;
 use crate::upstream::{
@@ -11,6 +13,29 @@ use crate::upstream::{
     UpstreamSpec,
 };
 use std::time::Duration;
+
+// What an upstream gets for each setting it leaves out.
+/// Tries per request, the first included: no retries unless asked for.
+const DEFAULT_ATTEMPTS: u32 = 1;
+/// Failures worth another try on another endpoint.
+const DEFAULT_RETRY_ON: [&str; 5] = ["connect_error", "reset", "502", "503", "504"];
+const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(25);
+const DEFAULT_BACKOFF_MAX: Duration = Duration::from_millis(250);
+/// A request body up to this size is kept so that it can be sent again.
+const DEFAULT_RETRY_BUFFER_BYTES: u64 = 64 << 10;
+const DEFAULT_OUTLIER_CONSECUTIVE_FAILURES: u32 = 5;
+const DEFAULT_EJECT_FOR: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_EJECTED_PERCENT: u32 = 50;
+const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_HEALTHY_AFTER: u32 = 2;
+const DEFAULT_UNHEALTHY_AFTER: u32 = 3;
+/// Below this share of healthy endpoints (percent), every endpoint takes traffic again.
+const DEFAULT_PANIC_THRESHOLD: u32 = 50;
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_MAX_IDLE_PER_ENDPOINT: usize = 128;
 
 pub(super) fn compile_retries(
     raw: raw::Retries,
@@ -20,9 +45,7 @@ pub(super) fn compile_retries(
     let before = issues.list.len();
     let texts: Vec<String> = match raw.on {
         Some(items) => items.into_iter().map(|raw::Scalar(text)| text).collect(),
-        None => ["connect_error", "reset", "502", "503", "504"]
-            .map(str::to_string)
-            .to_vec(),
+        None => DEFAULT_RETRY_ON.map(str::to_string).to_vec(),
     };
     let mut on = Vec::new();
     for (i, text) in texts.iter().enumerate() {
@@ -34,27 +57,24 @@ pub(super) fn compile_retries(
             ),
         }
     }
-    let per_try_timeout = raw.per_try_timeout.map(|value| {
-        duration_field(
-            Some(value),
-            Duration::from_secs(1),
-            &format!("{path}.per_try_timeout"),
-            issues,
-        )
-    });
+    let per_try_timeout = optional_duration(
+        raw.per_try_timeout,
+        &format!("{path}.per_try_timeout"),
+        issues,
+    );
     let backoff = raw.backoff.unwrap_or(raw::Backoff {
         base: None,
         max: None,
     });
     let backoff_base = duration_field(
         backoff.base,
-        Duration::from_millis(25),
+        DEFAULT_BACKOFF_BASE,
         &format!("{path}.backoff.base"),
         issues,
     );
     let backoff_max = duration_field(
         backoff.max,
-        Duration::from_millis(250),
+        DEFAULT_BACKOFF_MAX,
         &format!("{path}.backoff.max"),
         issues,
     );
@@ -89,13 +109,13 @@ pub(super) fn compile_retries(
     };
     let buffer_bytes = size_field(
         raw.retry_buffer_bytes,
-        64 << 10,
+        DEFAULT_RETRY_BUFFER_BYTES,
         0,
         &format!("{path}.retry_buffer_bytes"),
         issues,
     );
     (issues.list.len() == before).then(|| RetryPolicy {
-        attempts: raw.attempts.unwrap_or(1),
+        attempts: raw.attempts.unwrap_or(DEFAULT_ATTEMPTS),
         on,
         per_try_timeout,
         backoff_base,
@@ -118,7 +138,9 @@ pub(super) fn compile_outlier(
             "must be at least 1",
         );
     }
-    let percent = raw.max_ejected_percent.unwrap_or(50);
+    let percent = raw
+        .max_ejected_percent
+        .unwrap_or(DEFAULT_MAX_EJECTED_PERCENT);
     if percent > 100 {
         issues.add(
             &format!("{path}.max_ejected_percent"),
@@ -127,12 +149,14 @@ pub(super) fn compile_outlier(
     }
     let eject_for = duration_field(
         raw.eject_for,
-        Duration::from_secs(30),
+        DEFAULT_EJECT_FOR,
         &format!("{path}.eject_for"),
         issues,
     );
     (issues.list.len() == before).then(|| OutlierSpec {
-        consecutive_failures: raw.consecutive_failures.unwrap_or(5),
+        consecutive_failures: raw
+            .consecutive_failures
+            .unwrap_or(DEFAULT_OUTLIER_CONSECUTIVE_FAILURES),
         eject_for,
         max_ejected_percent: percent,
     })
@@ -172,13 +196,13 @@ pub(super) fn compile_health(
     }
     let interval = duration_field(
         raw.interval,
-        Duration::from_secs(10),
+        DEFAULT_HEALTH_INTERVAL,
         &format!("{path}.interval"),
         issues,
     );
     let timeout = duration_field(
         raw.timeout,
-        Duration::from_secs(2),
+        DEFAULT_HEALTH_TIMEOUT,
         &format!("{path}.timeout"),
         issues,
     );
@@ -200,7 +224,7 @@ pub(super) fn compile_health(
             issues.add(&format!("{path}.{key}"), "must be at least 1");
         }
     }
-    let panic_threshold = raw.panic_threshold.unwrap_or(50);
+    let panic_threshold = raw.panic_threshold.unwrap_or(DEFAULT_PANIC_THRESHOLD);
     if panic_threshold > 100 {
         issues.add(
             &format!("{path}.panic_threshold"),
@@ -214,8 +238,8 @@ pub(super) fn compile_health(
         interval,
         timeout,
         jitter,
-        healthy_after: raw.healthy_after.unwrap_or(2),
-        unhealthy_after: raw.unhealthy_after.unwrap_or(3),
+        healthy_after: raw.healthy_after.unwrap_or(DEFAULT_HEALTHY_AFTER),
+        unhealthy_after: raw.unhealthy_after.unwrap_or(DEFAULT_UNHEALTHY_AFTER),
         panic_threshold,
     })
 }
@@ -310,19 +334,19 @@ pub(super) fn compile_upstreams(
         let timeouts = Timeouts {
             connect: duration_field(
                 raw.timeouts.connect,
-                Duration::from_secs(5),
+                DEFAULT_CONNECT_TIMEOUT,
                 &format!("{path}.timeouts.connect"),
                 issues,
             ),
             response: duration_field(
                 raw.timeouts.response,
-                Duration::from_secs(60),
+                DEFAULT_RESPONSE_TIMEOUT,
                 &format!("{path}.timeouts.response"),
                 issues,
             ),
             idle: duration_field(
                 raw.timeouts.idle,
-                Duration::from_secs(60),
+                DEFAULT_IDLE_TIMEOUT,
                 &format!("{path}.timeouts.idle"),
                 issues,
             ),
@@ -357,7 +381,10 @@ pub(super) fn compile_upstreams(
             tls,
             timeouts,
             balance,
-            max_idle_per_endpoint: raw.pool.max_idle_per_endpoint.unwrap_or(128),
+            max_idle_per_endpoint: raw
+                .pool
+                .max_idle_per_endpoint
+                .unwrap_or(DEFAULT_MAX_IDLE_PER_ENDPOINT),
             retries,
             outlier,
             health,

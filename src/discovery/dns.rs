@@ -16,6 +16,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// One DNS query's wait for an answer, and how many times it is sent.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+const QUERY_ATTEMPTS: usize = 2;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordKind {
     A,
@@ -68,8 +72,8 @@ impl DnsList {
             )
         };
         let options = builder.options_mut();
-        options.timeout = Duration::from_secs(2);
-        options.attempts = 2;
+        options.timeout = QUERY_TIMEOUT;
+        options.attempts = QUERY_ATTEMPTS;
         builder.build().map_err(|e| format!("resolver: {e}"))
     }
 

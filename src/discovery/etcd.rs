@@ -10,7 +10,7 @@
 //! again, trying the next etcd endpoint with backoff while none answers; all that time the
 //! last known set keeps serving.
 
-use super::static_list::StaticEndpoint;
+use super::static_list::{StaticEndpoint, DEFAULT_WEIGHT};
 use super::{backoff, publish, DiscoveredEndpoint, Discovery, EndpointSet, Status};
 use crate::tls::UpstreamTls;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -355,7 +355,7 @@ pub fn parse_value(value: &str) -> Result<Option<StaticEndpoint>, String> {
     }
     let registration: Registration =
         serde_json::from_str(value).map_err(|e| format!("invalid registration: {e}"))?;
-    match registration.weight.unwrap_or(1) {
+    match registration.weight.unwrap_or(DEFAULT_WEIGHT) {
         0 => Ok(None),
         weight => StaticEndpoint::parse(&registration.address, weight).map(Some),
     }

@@ -7,7 +7,7 @@
 //! or parsed keeps the last good set (the error is logged once per change of error); a file
 //! that lists no endpoints means none.
 
-use super::static_list::{StaticEndpoint, StaticList};
+use super::static_list::{StaticEndpoint, StaticList, DEFAULT_WEIGHT};
 use super::{publish, Discovery, EndpointSet, Status};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -49,9 +49,9 @@ pub fn parse(text: &str, format: FileFormat) -> Result<Vec<StaticEndpoint>, Stri
     entries
         .into_iter()
         .map(|entry| match entry {
-            Entry::Address(address) => StaticEndpoint::parse(&address, 1),
+            Entry::Address(address) => StaticEndpoint::parse(&address, DEFAULT_WEIGHT),
             Entry::Weighted { address, weight } => {
-                StaticEndpoint::parse(&address, weight.unwrap_or(1).max(1))
+                StaticEndpoint::parse(&address, weight.unwrap_or(DEFAULT_WEIGHT).max(1))
             }
         })
         .collect()

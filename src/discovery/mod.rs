@@ -13,7 +13,7 @@ mod static_list;
 pub use dns::{DnsSpec, RecordKind};
 pub use etcd::EtcdSpec;
 pub use file::{FileFormat, FileSpec};
-pub use static_list::StaticEndpoint;
+pub use static_list::{StaticEndpoint, DEFAULT_WEIGHT};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -196,10 +196,13 @@ fn publish(tx: &watch::Sender<EndpointSet>, set: EndpointSet) -> bool {
     })
 }
 
-/// Waits before the next try after `failures` failures in a row: 1 s doubling up to `cap`,
-/// with jitter so that replicas do not retry in step.
+/// The wait after a registry's first failure; it doubles with each failure after.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Waits before the next try after `failures` failures in a row: [`FIRST_BACKOFF`] doubling
+/// up to `cap`, with jitter so that replicas do not retry in step.
 fn backoff(failures: u32, cap: Duration) -> Duration {
-    let base = Duration::from_secs(1)
+    let base = FIRST_BACKOFF
         .saturating_mul(1 << failures.saturating_sub(1).min(10))
         .min(cap);
     base.mul_f64(0.75 + fastrand::f64() * 0.5)

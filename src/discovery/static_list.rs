@@ -7,6 +7,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// The weight of an endpoint whose registration gives none.
+pub const DEFAULT_WEIGHT: u32 = 1;
+
+/// Resolution of a host name that fails is retried, backing off up to this.
+const MAX_RESOLVE_BACKOFF: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticEndpoint {
     pub host: String,
@@ -107,7 +113,7 @@ impl Discovery for StaticList {
             }
             status.failed();
             failures += 1;
-            tokio::time::sleep(backoff(failures, Duration::from_secs(30))).await;
+            tokio::time::sleep(backoff(failures, MAX_RESOLVE_BACKOFF)).await;
         }
     }
 }

@@ -25,6 +25,8 @@ use tokio::time::Instant;
 /// hyper's own default, above which it keeps headers on the heap.
 const HYPER_STACK_HEADERS: usize = 100;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// An HTTP/2 client that does not answer a keep-alive PING within this is dropped.
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Binds a listening socket that other workers can bind too (SO_REUSEPORT).
 pub fn bind(address: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -219,7 +221,7 @@ async fn serve_http<I>(
             .max_pending_accept_reset_streams(limits.h2_max_pending_reset_streams)
             .max_local_error_reset_streams(limits.h2_max_local_reset_streams)
             .keep_alive_interval(limits.idle_timeout / 2)
-            .keep_alive_timeout(Duration::from_secs(20));
+            .keep_alive_timeout(H2_PING_TIMEOUT);
         drive!(
             builder.serve_connection(io, service),
             shutdown,

@@ -200,6 +200,8 @@ fn redacted(url: &str) -> String {
 
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(5);
+/// Connecting gets at least this long, even when commands must answer faster.
+const MIN_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 async fn reconnect_loop(shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
     let mut delay = FIRST_RETRY;
@@ -250,7 +252,7 @@ async fn connect(shared: &Shared) -> Result<Vec<MultiplexedConnection>, StoreErr
 
 /// One connection, driven by the runtime this runs on, checked with a PING.
 async fn connect_one(shared: &Shared) -> Result<MultiplexedConnection, StoreError> {
-    let timeout = shared.spec.timeout.max(Duration::from_millis(500));
+    let timeout = shared.spec.timeout.max(MIN_CONNECT_TIMEOUT);
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout));

@@ -3,7 +3,7 @@
 use super::policy::{AuthorizedAnswers, Lifetimes};
 use super::targeted::Target;
 use super::{CacheSpec, QueryKey};
-use crate::config::issues::{duration_field, size_field, Issues};
+use crate::config::issues::{duration_field, optional_duration, size_field, Issues};
 use crate::config::values::{OneOrMany, Scalar};
 use crate::filter::rate_limit::config::key_part;
 use crate::filter::rate_limit::KeyPart;
@@ -12,6 +12,14 @@ use http::HeaderName;
 use serde::Deserialize;
 use serde_yaml::Value;
 use std::time::Duration;
+
+const DEFAULT_MAX_SIZE: u64 = 256 << 20;
+const MIN_MAX_SIZE: u64 = 1 << 16;
+const DEFAULT_MAX_OBJECT_SIZE: u64 = 8 << 20;
+/// Tells the client `HIT`, `MISS`, `STALE`…
+const DEFAULT_STATUS_HEADER: &str = "x-cache";
+/// How long requests for a key being filled wait for the fill before going upstream themselves.
+const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,28 +57,18 @@ pub(crate) fn compile(
     issues: &mut Issues,
 ) -> Option<CacheSpec> {
     let before = issues.list.len();
-    let lifetime = |value: Option<Scalar>, key: &str, issues: &mut Issues| {
-        value.map(|v| {
-            duration_field(
-                Some(v),
-                Duration::from_secs(1),
-                &format!("{path}.{key}"),
-                issues,
-            )
-        })
-    };
-    let ttl = lifetime(raw.ttl, "ttl", issues);
-    let ttl_override = lifetime(raw.ttl_override, "ttl_override", issues);
+    let ttl = optional_duration(raw.ttl, &format!("{path}.ttl"), issues);
+    let ttl_override = optional_duration(raw.ttl_override, &format!("{path}.ttl_override"), issues);
     let max_size = size_field(
         raw.max_size,
-        256 << 20,
-        1 << 16,
+        DEFAULT_MAX_SIZE,
+        MIN_MAX_SIZE,
         &format!("{path}.max_size"),
         issues,
     );
     let max_object_size = size_field(
         raw.max_object_size,
-        8 << 20,
+        DEFAULT_MAX_OBJECT_SIZE,
         1,
         &format!("{path}.max_object_size"),
         issues,
@@ -93,24 +91,34 @@ pub(crate) fn compile(
         }
     }
     let status_header = match HeaderName::from_bytes(
-        raw.status_header.as_deref().unwrap_or("x-cache").as_bytes(),
+        raw.status_header
+            .as_deref()
+            .unwrap_or(DEFAULT_STATUS_HEADER)
+            .as_bytes(),
     ) {
         Ok(name) => name,
         Err(_) => {
             issues.add(&format!("{path}.status_header"), "invalid header name");
-            HeaderName::from_static("x-cache")
+            HeaderName::from_static(DEFAULT_STATUS_HEADER)
         }
     };
     let query = raw.query.unwrap_or_default();
     let lock_timeout = duration_field(
         raw.lock_timeout,
-        Duration::from_secs(5),
+        DEFAULT_LOCK_TIMEOUT,
         &format!("{path}.lock_timeout"),
         issues,
     );
-    let stale_if_error = lifetime(raw.stale_if_error, "stale_if_error", issues);
-    let stale_while_revalidate =
-        lifetime(raw.stale_while_revalidate, "stale_while_revalidate", issues);
+    let stale_if_error = optional_duration(
+        raw.stale_if_error,
+        &format!("{path}.stale_if_error"),
+        issues,
+    );
+    let stale_while_revalidate = optional_duration(
+        raw.stale_while_revalidate,
+        &format!("{path}.stale_while_revalidate"),
+        issues,
+    );
     let authorized = match raw.cache_authorized {
         None | Some(Value::Bool(false)) => AuthorizedAnswers::Never,
         Some(Value::Bool(true)) => AuthorizedAnswers::PerCredential,

@@ -7,6 +7,17 @@ use crate::filter::Refs;
 use serde::Deserialize;
 use std::time::Duration;
 
+/// Share of failed requests in the window that opens the breaker.
+const DEFAULT_FAILURE_RATIO: f64 = 0.5;
+const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
+/// Fewer requests in the window than this never open the breaker.
+const DEFAULT_MIN_REQUESTS: u32 = 20;
+const DEFAULT_FAILURE_STATUSES: [u16; 3] = [502, 503, 504];
+const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(30);
+/// Each failed probe doubles the open time, up to this.
+const DEFAULT_MAX_OPEN_FOR: Duration = Duration::from_secs(300);
+const DEFAULT_HALF_OPEN_REQUESTS: u32 = 1;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakerFilter {
@@ -27,31 +38,40 @@ pub(crate) fn compile(
     issues: &mut Issues,
 ) -> Option<BreakerSpec> {
     let before = issues.list.len();
-    let failure_ratio = raw.failure_ratio.unwrap_or(0.5);
+    let failure_ratio = raw.failure_ratio.unwrap_or(DEFAULT_FAILURE_RATIO);
     if !(failure_ratio > 0.0 && failure_ratio <= 1.0) {
         issues.add(
             &format!("{path}.failure_ratio"),
             "must be above 0 and at most 1, e.g. 0.5",
         );
     }
-    let duration = |value: Option<Scalar>, default: u64, key: &str, issues: &mut Issues| {
-        duration_field(
-            value,
-            Duration::from_secs(default),
-            &format!("{path}.{key}"),
-            issues,
-        )
-    };
-    let window = duration(raw.window, 10, "window", issues);
-    let open_for = duration(raw.open_for, 30, "open_for", issues);
-    let max_open_for = duration(raw.max_open_for, 300, "max_open_for", issues);
+    let window = duration_field(
+        raw.window,
+        DEFAULT_WINDOW,
+        &format!("{path}.window"),
+        issues,
+    );
+    let open_for = duration_field(
+        raw.open_for,
+        DEFAULT_OPEN_FOR,
+        &format!("{path}.open_for"),
+        issues,
+    );
+    let max_open_for = duration_field(
+        raw.max_open_for,
+        DEFAULT_MAX_OPEN_FOR,
+        &format!("{path}.max_open_for"),
+        issues,
+    );
     if max_open_for < open_for {
         issues.add(
             &format!("{path}.max_open_for"),
             "must not be shorter than open_for",
         );
     }
-    let failure_statuses = raw.failure_statuses.unwrap_or_else(|| vec![502, 503, 504]);
+    let failure_statuses = raw
+        .failure_statuses
+        .unwrap_or_else(|| DEFAULT_FAILURE_STATUSES.to_vec());
     for (i, status) in failure_statuses.iter().enumerate() {
         if !(100..=599).contains(status) {
             issues.add(
@@ -72,11 +92,11 @@ pub(crate) fn compile(
     (issues.list.len() == before).then(|| BreakerSpec {
         failure_ratio,
         window,
-        min_requests: raw.min_requests.unwrap_or(20),
+        min_requests: raw.min_requests.unwrap_or(DEFAULT_MIN_REQUESTS),
         consecutive_failures: raw.consecutive_failures,
         failure_statuses,
         open_for,
         max_open_for,
-        half_open_requests: raw.half_open_requests.unwrap_or(1),
+        half_open_requests: raw.half_open_requests.unwrap_or(DEFAULT_HALF_OPEN_REQUESTS),
     })
 }

@@ -1,12 +1,11 @@
 //! The `cors` filter's config: its YAML mirror and validation.
 
 use super::{CorsSpec, OriginMatch};
-use crate::config::issues::{duration_field, methods, Issues};
+use crate::config::issues::{methods, optional_duration, Issues};
 use crate::config::values::Scalar;
 use crate::filter::Refs;
 use http::HeaderName;
 use serde::Deserialize;
-use std::time::Duration;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,14 +61,7 @@ pub(crate) fn compile(
             ),
         }
     }
-    let max_age = raw.max_age.map(|age| {
-        duration_field(
-            Some(age),
-            Duration::from_secs(0),
-            &format!("{path}.max_age"),
-            issues,
-        )
-    });
+    let max_age = optional_duration(raw.max_age, &format!("{path}.max_age"), issues);
     let spec = CorsSpec {
         origins,
         methods,

@@ -2,7 +2,7 @@
 
 use super::{JwksSpec, JwtSpec, KeyRing, KeySpec, ProviderSpec, TokenSource};
 use crate::config::issues::{
-    count_set, duration_field, named_entries, size_field, unknown, Issues,
+    count_set, duration_field, named_entries, optional_duration, size_field, unknown, Issues,
 };
 use crate::config::values::Scalar;
 use crate::filter::Refs;
@@ -14,6 +14,21 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Clock skew allowed on `exp`, `nbf` and `iat`.
+const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+/// Longer tokens are refused before any decoding.
+const DEFAULT_MAX_TOKEN_BYTES: u64 = 8192;
+const MIN_MAX_TOKEN_BYTES: u64 = 256;
+const DEFAULT_REQUIRE_EXP: bool = true;
+/// The upstream sees the token unless told otherwise.
+const DEFAULT_FORWARD_TOKEN: bool = true;
+const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
+/// An unknown `kid` refetches the key set at most this often.
+const DEFAULT_JWKS_MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+const DEFAULT_JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long readiness waits for a key set's first load.
+const DEFAULT_JWKS_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,25 +152,19 @@ pub(crate) fn compile_providers(
         };
         let leeway = duration_field(
             raw.leeway,
-            Duration::from_secs(30),
+            DEFAULT_LEEWAY,
             &format!("{path}.leeway"),
             issues,
         );
         let max_token_bytes = size_field(
             raw.max_token_bytes,
-            8192,
-            256,
+            DEFAULT_MAX_TOKEN_BYTES,
+            MIN_MAX_TOKEN_BYTES,
             &format!("{path}.max_token_bytes"),
             issues,
         ) as usize;
-        let max_lifetime = raw.max_lifetime.map(|v| {
-            duration_field(
-                Some(v),
-                Duration::from_secs(1),
-                &format!("{path}.max_lifetime"),
-                issues,
-            )
-        });
+        let max_lifetime =
+            optional_duration(raw.max_lifetime, &format!("{path}.max_lifetime"), issues);
         if let (true, Some(keys)) = (issues.list.len() == before, keys) {
             out.push(ProviderSpec {
                 name,
@@ -165,7 +174,7 @@ pub(crate) fn compile_providers(
                 keys,
                 leeway,
                 max_token_bytes,
-                require_exp: raw.require_exp.unwrap_or(true),
+                require_exp: raw.require_exp.unwrap_or(DEFAULT_REQUIRE_EXP),
                 max_lifetime,
                 sources: source.into_iter().collect(),
             });
@@ -281,25 +290,32 @@ fn compile_jwks_url(
         }
         None
     };
-    let seconds = |value: &Option<Scalar>, default: u64, key: &str, issues: &mut Issues| {
-        duration_field(
-            value.clone(),
-            Duration::from_secs(default),
-            &format!("{path}.{key}"),
-            issues,
-        )
-    };
     let spec = JwksSpec {
         url: uri,
-        refresh: seconds(&raw.refresh, 300, "refresh", issues),
-        min_refetch_interval: seconds(
-            &raw.min_refetch_interval,
-            30,
-            "min_refetch_interval",
+        refresh: duration_field(
+            raw.refresh.clone(),
+            DEFAULT_JWKS_REFRESH,
+            &format!("{path}.refresh"),
             issues,
         ),
-        fetch_timeout: seconds(&raw.fetch_timeout, 5, "fetch_timeout", issues),
-        ready_timeout: seconds(&raw.ready_timeout, 10, "ready_timeout", issues),
+        min_refetch_interval: duration_field(
+            raw.min_refetch_interval.clone(),
+            DEFAULT_JWKS_MIN_REFETCH_INTERVAL,
+            &format!("{path}.min_refetch_interval"),
+            issues,
+        ),
+        fetch_timeout: duration_field(
+            raw.fetch_timeout.clone(),
+            DEFAULT_JWKS_FETCH_TIMEOUT,
+            &format!("{path}.fetch_timeout"),
+            issues,
+        ),
+        ready_timeout: duration_field(
+            raw.ready_timeout.clone(),
+            DEFAULT_JWKS_READY_TIMEOUT,
+            &format!("{path}.ready_timeout"),
+            issues,
+        ),
         tls,
     };
     (issues.list.len() == before).then_some(spec)
@@ -364,6 +380,6 @@ pub(crate) fn compile(
         require_scopes: require.scopes,
         require_claims: require.claims.into_iter().collect(),
         forward_claims,
-        forward_token: raw.forward_token.unwrap_or(true),
+        forward_token: raw.forward_token.unwrap_or(DEFAULT_FORWARD_TOKEN),
     })
 }

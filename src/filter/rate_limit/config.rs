@@ -8,6 +8,11 @@ use crate::filter::Refs;
 use http::HeaderName;
 use serde::Deserialize;
 
+/// Without a key, each client address has its own budget.
+const DEFAULT_KEY: &str = "client_ip";
+/// How many gateways share a Redis budget, for the local fallback's share of it.
+const DEFAULT_REPLICAS_HINT: u32 = 1;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitFilter {
@@ -43,7 +48,7 @@ pub(crate) fn compile(
     let texts = raw
         .key
         .map(OneOrMany::into_vec)
-        .unwrap_or_else(|| vec!["client_ip".into()]);
+        .unwrap_or_else(|| vec![DEFAULT_KEY.into()]);
     for (i, text) in texts.iter().enumerate() {
         match key_part(text) {
             Some(part) => key.push(part),
@@ -104,7 +109,7 @@ pub(crate) fn compile(
             }
             StoreChoice::Redis {
                 on_error: on_store_error,
-                replicas_hint: raw.replicas_hint.unwrap_or(1).max(1),
+                replicas_hint: raw.replicas_hint.unwrap_or(DEFAULT_REPLICAS_HINT).max(1),
             }
         }
         Some(other) => {
