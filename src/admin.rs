@@ -25,15 +25,15 @@ use std::sync::Arc;
 /// Keys whose values are never shown, wherever they appear.
 const SECRET_KEYS: [&str; 5] = ["secret", "password", "token", "key", "private_key"];
 
-pub struct AdminState {
-    pub gateway: Arc<Gateway>,
-    pub reloader: Arc<Reloader>,
-    pub metrics: Arc<Metrics>,
+pub(crate) struct AdminState {
+    pub(crate) gateway: Arc<Gateway>,
+    pub(crate) reloader: Arc<Reloader>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Set once the config is loaded and every listener is bound.
-    pub ready: AtomicBool,
+    pub(crate) ready: AtomicBool,
 }
 
-pub async fn serve(
+pub(crate) async fn serve(
     listener: std::net::TcpListener,
     state: Arc<AdminState>,
     shutdown: Arc<Shutdown>,

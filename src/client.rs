@@ -21,7 +21,7 @@ const KEEPALIVE_PROBES: u32 = 3;
 
 /// Sends `request` (its URI holds only the path) to the host of `base` over a new connection,
 /// with TLS when `base` is `https` (and `tls` is set). Errors are short human-readable texts.
-pub async fn send<B>(
+pub(crate) async fn send<B>(
     base: &Uri,
     tls: Option<&UpstreamTls>,
     mut request: Request<B>,

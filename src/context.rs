@@ -6,29 +6,29 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::time::Instant;
 
-pub struct RequestCtx {
-    pub request_id: HeaderValue,
+pub(crate) struct RequestCtx {
+    pub(crate) request_id: HeaderValue,
     /// The client as far as trusted proxies let us see (see `trusted_proxies`).
-    pub client_ip: IpAddr,
+    pub(crate) client_ip: IpAddr,
     /// The scheme the client used to reach the gateway (`http` or `https`).
-    pub scheme: &'static str,
-    pub route: Option<Arc<str>>,
-    pub started: Instant,
+    pub(crate) scheme: &'static str,
+    pub(crate) route: Option<Arc<str>>,
+    pub(crate) started: Instant,
     /// The endpoint the request was sent to, if it was proxied.
-    pub endpoint: Option<SocketAddr>,
-    pub upstream: Option<UpstreamOutcome>,
+    pub(crate) endpoint: Option<SocketAddr>,
+    pub(crate) upstream: Option<UpstreamOutcome>,
     /// Where the request failed (`client`, `upstream`), if it did.
-    pub error: Option<&'static str>,
+    pub(crate) error: Option<&'static str>,
     /// Claims of the token a `jwt` filter verified, for later filters (`claim:sub` keys).
-    pub claims: Option<Arc<serde_json::Value>>,
+    pub(crate) claims: Option<Arc<serde_json::Value>>,
     /// What filters hand to each other or to their own `on_response`.
-    pub extensions: http::Extensions,
+    pub(crate) extensions: http::Extensions,
 }
 
 impl RequestCtx {
     /// A verified claim as text, for keys (rate limits, caches, balancing): strings as they
     /// are, other values in JSON; `None` when there is no token, no such claim, or `null`.
-    pub fn claim(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+    pub(crate) fn claim(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
         match self.claims.as_ref()?.get(name)? {
             serde_json::Value::String(s) => Some(std::borrow::Cow::Borrowed(s)),
             serde_json::Value::Null => None,
@@ -37,7 +37,7 @@ impl RequestCtx {
     }
 
     /// A request that has just arrived: its id and client are known, nothing else yet.
-    pub fn new(request_id: HeaderValue, client_ip: IpAddr) -> RequestCtx {
+    pub(crate) fn new(request_id: HeaderValue, client_ip: IpAddr) -> RequestCtx {
         RequestCtx {
             request_id,
             client_ip,
@@ -54,19 +54,19 @@ impl RequestCtx {
 }
 
 /// The credentials of an `Authorization: Bearer <credentials>` value (scheme case-insensitive).
-pub fn bearer(value: &http::HeaderValue) -> Option<&[u8]> {
+pub(crate) fn bearer(value: &http::HeaderValue) -> Option<&[u8]> {
     let value = value.as_bytes();
     let scheme = value.get(..7)?;
     scheme.eq_ignore_ascii_case(b"bearer ").then(|| &value[7..])
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers (the first, if repeated).
-pub fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+pub(crate) fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
     cookies(headers, name).next()
 }
 
 /// Every value of cookie `name` in the request's `Cookie` headers, in order.
-pub fn cookies<'h, 'n>(
+pub(crate) fn cookies<'h, 'n>(
     headers: &'h http::HeaderMap,
     name: &'n str,
 ) -> impl Iterator<Item = &'h str> + use<'h, 'n> {

@@ -8,7 +8,7 @@ use http::{HeaderValue, Response, StatusCode};
 use std::error::Error as _;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("no route matches the request")]
     NoRoute,
     #[error("upstream {0} has no endpoints")]
@@ -38,7 +38,7 @@ pub enum ProxyError {
 /// How an exchange with an upstream failed: what retries, outlier ejection and metrics decide
 /// on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamFailure {
+pub(crate) enum UpstreamFailure {
     NoEndpoint,
     /// The connection could not be made: the request never left.
     ConnectError,
@@ -54,7 +54,7 @@ pub enum UpstreamFailure {
 }
 
 impl UpstreamFailure {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             UpstreamFailure::NoEndpoint => "no_endpoint",
             UpstreamFailure::ConnectError => "connect_error",
@@ -93,7 +93,7 @@ impl UpstreamFailure {
 impl ProxyError {
     /// Classifies a failure of the upstream exchange: our own body limit, the client's body,
     /// or the upstream.
-    pub fn from_upstream(err: hyper::Error) -> ProxyError {
+    pub(crate) fn from_upstream(err: hyper::Error) -> ProxyError {
         let mut source = err.source();
         while let Some(cause) = source {
             if cause.is::<BodyLimitExceeded>() {
@@ -110,7 +110,7 @@ impl ProxyError {
 
     /// Classifies a failure while reading the client's body ourselves (to keep it for a
     /// retry): our own limit, or the client's stream.
-    pub fn from_body(err: crate::body::BoxError) -> ProxyError {
+    pub(crate) fn from_body(err: crate::body::BoxError) -> ProxyError {
         if err.is::<BodyLimitExceeded>() {
             return ProxyError::BodyTooLarge;
         }
@@ -120,7 +120,7 @@ impl ProxyError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -136,7 +136,7 @@ impl ProxyError {
     }
 
     /// What the client is told: short and free of internal detail (addresses, causes).
-    pub fn public_message(&self) -> &'static str {
+    pub(crate) fn public_message(&self) -> &'static str {
         match self {
             ProxyError::NoRoute => "no route",
             ProxyError::NoEndpoint(_) => "no upstream endpoint available",
@@ -154,7 +154,7 @@ impl ProxyError {
 
     /// Whether the client connection must close after the response: the request's framing
     /// can no longer be trusted, or part of its body is still unread.
-    pub fn closes_connection(&self) -> bool {
+    pub(crate) fn closes_connection(&self) -> bool {
         matches!(
             self,
             ProxyError::BadRequest(_)
@@ -166,7 +166,7 @@ impl ProxyError {
     }
 
     /// How the upstream failed; `None` when the upstream is not to blame.
-    pub fn upstream_failure(&self) -> Option<UpstreamFailure> {
+    pub(crate) fn upstream_failure(&self) -> Option<UpstreamFailure> {
         match self {
             ProxyError::NoEndpoint(_) => Some(UpstreamFailure::NoEndpoint),
             ProxyError::Connect(_) => Some(UpstreamFailure::ConnectError),
@@ -179,12 +179,12 @@ impl ProxyError {
     }
 
     /// The `kind` label of `upstream_errors_total`; `None` when the upstream is not to blame.
-    pub fn upstream_kind(&self) -> Option<&'static str> {
+    pub(crate) fn upstream_kind(&self) -> Option<&'static str> {
         self.upstream_failure().map(UpstreamFailure::label)
     }
 
     /// Where it came from, for logs and metrics.
-    pub fn source_kind(&self) -> &'static str {
+    pub(crate) fn source_kind(&self) -> &'static str {
         match self {
             ProxyError::NoRoute
             | ProxyError::BodyTooLarge
@@ -201,7 +201,7 @@ impl ProxyError {
         }
     }
 
-    pub fn into_response(self, request_id: &HeaderValue) -> Response<Body> {
+    pub(crate) fn into_response(self, request_id: &HeaderValue) -> Response<Body> {
         error_response(
             self.status(),
             self.public_message(),
@@ -213,7 +213,7 @@ impl ProxyError {
 
 /// `{"error": "...", "request_id": "..."}`. Request ids are restricted to JSON-safe characters
 /// when accepted, and messages are our own constants, so no escaping is needed.
-pub fn error_response(
+pub(crate) fn error_response(
     status: StatusCode,
     message: &str,
     request_id: &HeaderValue,

@@ -5,24 +5,24 @@
 //! sockets and its own upstream connection pools, so the request path shares no lock across
 //! cores. The binary (`main.rs`) and the integration tests both start gateways this way.
 
-pub mod admin;
-pub mod body;
-pub mod client;
+mod admin;
+mod body;
+mod client;
 pub mod config;
-pub mod context;
-pub mod discovery;
-pub mod error;
+mod context;
+mod discovery;
+mod error;
 pub mod filter;
-pub mod proxy;
+mod proxy;
 pub mod reload;
 pub mod router;
-pub mod server;
-pub mod snapshot;
-pub mod store;
+mod server;
+mod snapshot;
+mod store;
 pub mod telemetry;
-pub mod tls;
+mod tls;
 pub mod upstream;
-pub mod worker;
+mod worker;
 
 use config::Config;
 use proxy::ConnCounter;

@@ -132,14 +132,7 @@ fn print_routes(config: &Config) {
         "ACTION".to_string(),
         "FILTERS".to_string(),
     ]];
-    for route in &config.routes {
-        rows.push([
-            route.name.clone(),
-            route.describe_match(),
-            route.describe_action(),
-            route.describe_filters(),
-        ]);
-    }
+    rows.extend(config.route_table());
     let widths: Vec<usize> = (0..4)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
@@ -155,10 +148,8 @@ fn print_routes(config: &Config) {
             w2 = widths[2]
         );
     }
+    let (routes, upstreams, listeners) = config.counts();
     println!(
-        "\n{} route(s), {} upstream(s), {} listener(s): configuration OK",
-        config.routes.len(),
-        config.upstreams.len(),
-        config.listeners.len()
+        "\n{routes} route(s), {upstreams} upstream(s), {listeners} listener(s): configuration OK"
     );
 }

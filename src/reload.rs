@@ -42,12 +42,12 @@ pub struct Applied {
 
 /// Where reloads read the config: its file (none for a config given as text), and where
 /// `${NAME}` is looked up.
-pub struct Source {
-    pub path: Option<PathBuf>,
-    pub env: config::Env,
+pub(crate) struct Source {
+    pub(crate) path: Option<PathBuf>,
+    pub(crate) env: config::Env,
 }
 
-pub struct Reloader {
+pub(crate) struct Reloader {
     source: Source,
     gateway: Arc<Gateway>,
     control: tokio::runtime::Handle,
@@ -63,7 +63,7 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn new(
+    pub(crate) fn new(
         source: Source,
         gateway: Arc<Gateway>,
         control: tokio::runtime::Handle,
@@ -87,16 +87,16 @@ impl Reloader {
     }
 
     /// The config behind the current snapshot.
-    pub fn config(&self) -> Arc<Config> {
+    pub(crate) fn config(&self) -> Arc<Config> {
         Arc::clone(&self.current.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.gateway.snapshot.load().generation
     }
 
     /// Re-reads the config file.
-    pub fn reload(&self) -> Result<Applied, ReloadError> {
+    pub(crate) fn reload(&self) -> Result<Applied, ReloadError> {
         let loaded = match &self.source.path {
             Some(path) => config::load_with(path, &*self.source.env).map_err(ReloadError::from),
             None => Err(ReloadError::NoSource),
@@ -105,7 +105,7 @@ impl Reloader {
     }
 
     /// Reloads from config text (tests, and tools that hold the config in memory).
-    pub fn reload_text(&self, text: &str) -> Result<Applied, ReloadError> {
+    pub(crate) fn reload_text(&self, text: &str) -> Result<Applied, ReloadError> {
         let parsed = config::parse(text, "config", &*self.source.env);
         self.finish(parsed.map_err(ReloadError::from))
     }
@@ -132,7 +132,7 @@ impl Reloader {
     }
 
     /// Swaps in a snapshot built from `config`, reusing the current one's state.
-    pub fn apply(&self, config: Config) -> Applied {
+    pub(crate) fn apply(&self, config: Config) -> Applied {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let previous = self.gateway.snapshot.load_full();
         let generation = previous.generation + 1;
@@ -158,7 +158,7 @@ impl Reloader {
     /// text the running config came from, once it held still for a moment (editors and
     /// ConfigMap updates write in steps). Content, not timestamps: Kubernetes swaps a symlink
     /// and keeps old mtimes. Content that was rejected is not tried again until it changes.
-    pub async fn watch(
+    pub(crate) async fn watch(
         self: Arc<Self>,
         interval: std::time::Duration,
         shutdown: Arc<crate::server::Shutdown>,

@@ -71,21 +71,21 @@ fn method_bit(method: &Method) -> Option<u16> {
 }
 
 impl MethodSet {
-    pub fn insert(&mut self, method: Method) {
+    pub(crate) fn insert(&mut self, method: Method) {
         match method_bit(&method) {
             Some(bit) => self.bits |= bit,
             None => self.other.push(method),
         }
     }
 
-    pub fn contains(&self, method: &Method) -> bool {
+    pub(crate) fn contains(&self, method: &Method) -> bool {
         match method_bit(method) {
             Some(bit) => self.bits & bit != 0,
             None => self.other.contains(method),
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = Method> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Method> + '_ {
         STANDARD_METHODS
             .into_iter()
             .filter(|m| self.contains(m))

@@ -14,20 +14,20 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub const ALPN_H2: &[u8] = b"h2";
-pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+pub(crate) const ALPN_H2: &[u8] = b"h2";
+pub(crate) const ALPN_HTTP11: &[u8] = b"http/1.1";
 
 /// A listener's TLS settings as written in the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenerTlsSpec {
+pub(crate) struct ListenerTlsSpec {
     /// (certificate chain file, private key file), PEM. The first is the default certificate.
-    pub certificates: Vec<(PathBuf, PathBuf)>,
+    pub(crate) certificates: Vec<(PathBuf, PathBuf)>,
     /// Verify client certificates against this CA bundle (mTLS).
-    pub client_ca_file: Option<PathBuf>,
+    pub(crate) client_ca_file: Option<PathBuf>,
     /// With a client CA: reject clients without a certificate (`true`) or let them in.
-    pub client_auth_required: bool,
+    pub(crate) client_auth_required: bool,
     /// `true`: TLS 1.3 only; otherwise TLS 1.2 and 1.3.
-    pub tls13_only: bool,
+    pub(crate) tls13_only: bool,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -87,7 +87,7 @@ impl ResolvesServerCert for SniResolver {
 }
 
 /// Builds a listener's server config, reading every file it names.
-pub fn server_config(spec: &ListenerTlsSpec) -> Result<Arc<ServerConfig>, String> {
+pub(crate) fn server_config(spec: &ListenerTlsSpec) -> Result<Arc<ServerConfig>, String> {
     let provider = provider();
     let mut keys = Vec::new();
     for (cert_file, key_file) in &spec.certificates {
@@ -157,12 +157,12 @@ pub fn server_config(spec: &ListenerTlsSpec) -> Result<Arc<ServerConfig>, String
 /// An upstream's TLS client: settings compare by value (and CA file content), so an unchanged
 /// upstream keeps its pools across reloads.
 #[derive(Debug, Clone)]
-pub struct UpstreamTls {
-    pub ca_file: Option<PathBuf>,
+pub(crate) struct UpstreamTls {
+    pub(crate) ca_file: Option<PathBuf>,
     ca_pem: Vec<u8>,
     /// The name to verify (and send as SNI); default: the request's host.
-    pub server_name: Option<ServerName<'static>>,
-    pub config: Arc<ClientConfig>,
+    pub(crate) server_name: Option<ServerName<'static>>,
+    pub(crate) config: Arc<ClientConfig>,
 }
 
 impl PartialEq for UpstreamTls {
@@ -175,7 +175,7 @@ impl PartialEq for UpstreamTls {
 
 impl UpstreamTls {
     /// `ca_file`: trust only this CA bundle; default: the Mozilla root set (webpki-roots).
-    pub fn new(
+    pub(crate) fn new(
         ca_file: Option<PathBuf>,
         server_name: Option<&str>,
         http2: bool,

@@ -8,10 +8,10 @@ thread_local! {
 }
 
 /// Called once by each worker thread; other threads count as worker 0.
-pub fn set_index(index: usize) {
+pub(crate) fn set_index(index: usize) {
     INDEX.with(|i| i.set(index));
 }
 
-pub fn index() -> usize {
+pub(crate) fn index() -> usize {
     INDEX.with(Cell::get)
 }

@@ -3,7 +3,7 @@
 
 mod upstream;
 
-pub use upstream::{BodyIdleTimeout, ReturnConnection, UpstreamBody};
+pub(crate) use upstream::{ReturnConnection, UpstreamBody};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -11,9 +11,9 @@ use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-pub enum Body {
+pub(crate) enum Body {
     Empty,
     Full(Option<Bytes>),
     /// A client's request body on its way upstream, counted against `max_body_bytes`.
@@ -25,7 +25,7 @@ pub enum Body {
 }
 
 impl Body {
-    pub fn full(bytes: impl Into<Bytes>) -> Body {
+    pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
         let bytes = bytes.into();
         if bytes.is_empty() {
             Body::Empty
@@ -34,7 +34,7 @@ impl Body {
         }
     }
 
-    pub fn request(inner: Incoming, limit: u64) -> Body {
+    pub(crate) fn request(inner: Incoming, limit: u64) -> Body {
         Body::Request(RequestBody {
             inner,
             limit,
@@ -82,12 +82,12 @@ impl HttpBody for Body {
 }
 
 /// Called with the whole body once it has been read to its end without error.
-pub type OnComplete = Box<dyn FnOnce(Bytes) + Send>;
+pub(crate) type OnComplete = Box<dyn FnOnce(Bytes) + Send>;
 
 /// Passes a body through and keeps a copy up to `limit` bytes; when the body ends cleanly,
 /// hands the copy to `done`. A body that fails, carries trailers, or grows past the limit is
 /// never handed over, and neither is one whose reader goes away before the end.
-pub struct Recording {
+pub(crate) struct Recording {
     inner: Body,
     kept: Vec<Bytes>,
     size: usize,
@@ -96,7 +96,7 @@ pub struct Recording {
 }
 
 impl Recording {
-    pub fn wrap(inner: Body, limit: usize, done: OnComplete) -> Body {
+    pub(crate) fn wrap(inner: Body, limit: usize, done: OnComplete) -> Body {
         // An empty body is never polled: it is complete already.
         if inner.is_end_stream() {
             done(Bytes::new());
@@ -157,9 +157,9 @@ impl Recording {
 /// front). Found again in the error chain to answer 413.
 #[derive(Debug, thiserror::Error)]
 #[error("request body exceeds {0} bytes")]
-pub struct BodyLimitExceeded(pub u64);
+pub(crate) struct BodyLimitExceeded(pub u64);
 
-pub struct RequestBody {
+pub(crate) struct RequestBody {
     inner: Incoming,
     limit: u64,
     seen: u64,

@@ -14,18 +14,18 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 /// Where an HTTP/1.1 connection goes back once its response body was read to the end.
-pub trait ReturnConnection: Send + Sync {
+pub(crate) trait ReturnConnection: Send + Sync {
     fn give_back(&self, sender: http1::SendRequest<Body>);
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("upstream response body stalled for longer than {0:?}")]
-pub struct BodyIdleTimeout(pub Duration);
+pub(crate) struct BodyIdleTimeout(pub Duration);
 
 /// An upstream response body on its way to the client: enforces the idle timeout between
 /// chunks and returns the HTTP/1.1 connection to its pool once the body was read to the end.
 /// A body that fails or is dropped half-way takes its connection with it.
-pub struct UpstreamBody {
+pub(crate) struct UpstreamBody {
     inner: Incoming,
     idle: Duration,
     timer: Option<Pin<Box<Sleep>>>,

@@ -35,30 +35,30 @@ const DEFAULT_ACCESS_LOG: bool = true;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub workers: Option<usize>,
-    pub listeners: Vec<ListenerConfig>,
+    pub(crate) listeners: Vec<ListenerConfig>,
     /// The admin listener; `None` only when `admin: { address: off }`.
-    pub admin: Option<SocketAddr>,
+    pub(crate) admin: Option<SocketAddr>,
     /// `admin.token`: what every admin request that changes something must present.
-    pub admin_token: Option<Arc<str>>,
-    pub shutdown_grace: Duration,
-    pub access_log: bool,
+    pub(crate) admin_token: Option<Arc<str>>,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) access_log: bool,
     /// Poll the config file at this interval and reload when it changes.
-    pub watch: Option<Duration>,
-    pub limits: Limits,
-    pub trusted_proxies: Vec<IpNet>,
-    pub upstreams: Vec<UpstreamSpec>,
-    pub jwt_providers: Vec<jwt::ProviderSpec>,
+    pub(crate) watch: Option<Duration>,
+    pub(crate) limits: Limits,
+    pub(crate) trusted_proxies: Vec<IpNet>,
+    pub(crate) upstreams: Vec<UpstreamSpec>,
+    pub(crate) jwt_providers: Vec<jwt::ProviderSpec>,
     /// `stores.redis`, when configured.
-    pub redis: Option<RedisSpec>,
+    pub(crate) redis: Option<RedisSpec>,
     /// Named filters (top-level `filters:`), in config order.
-    pub filters: Vec<(String, FilterSpec)>,
-    pub routes: Vec<RouteConfig>,
+    pub(crate) filters: Vec<(String, FilterSpec)>,
+    pub(crate) routes: Vec<RouteConfig>,
     /// The file as loaded, `${ENV}` values filled in: shown (redacted) by the admin API.
-    pub source: Value,
+    pub(crate) source: Value,
     /// The text it was parsed from, so a file watcher can tell whether the file changed.
-    pub text: Arc<str>,
+    pub(crate) text: Arc<str>,
     /// Key paths whose values came from the environment; treated as secrets.
-    pub from_env: Vec<String>,
+    pub(crate) from_env: Vec<String>,
 }
 
 fn interpolate_tree(

@@ -1,12 +1,12 @@
 //! Filters in the config: route `filters:` entries, named filters, and JWT providers.
 
 use super::issues::{named_entries, unknown, Issues};
-pub use crate::filter::{FilterEntry, FilterSpec};
+pub(crate) use crate::filter::{FilterEntry, FilterSpec};
 use crate::filter::{Refs, ENTRY_KEYS};
 
 /// A route's filter: its own, or a named one shared with other routes.
 #[derive(Debug, Clone)]
-pub enum FilterRef {
+pub(crate) enum FilterRef {
     Named(String),
     Inline(FilterSpec),
 }
@@ -14,8 +14,8 @@ pub enum FilterRef {
 /// What filter entries may refer to: named filters (for `use`), JWT providers, stores.
 pub(super) struct FilterRefs<'a> {
     /// Named filters defined so far, for `use`.
-    pub named: &'a [(String, FilterSpec)],
-    pub kinds: Refs<'a>,
+    pub(crate) named: &'a [(String, FilterSpec)],
+    pub(crate) kinds: Refs<'a>,
 }
 
 pub(super) fn compile_named_filters(

@@ -10,14 +10,14 @@ use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
 #[derive(Debug, Default)]
-pub struct LineIndex {
+pub(crate) struct LineIndex {
     lines: HashMap<String, usize>,
 }
 
 impl LineIndex {
     /// Builds the index; a text that does not parse yields an empty index (serde_yaml reports
     /// the syntax error with its own line).
-    pub fn build(text: &str) -> LineIndex {
+    pub(crate) fn build(text: &str) -> LineIndex {
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(text);
         let _ = parser.load(&mut builder, false);
@@ -27,7 +27,7 @@ impl LineIndex {
     }
 
     /// The line of `path`, or of its nearest ancestor that has one.
-    pub fn line(&self, path: &str) -> Option<usize> {
+    pub(crate) fn line(&self, path: &str) -> Option<usize> {
         let mut path = path;
         loop {
             if let Some(line) = self.lines.get(path) {

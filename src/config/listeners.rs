@@ -10,11 +10,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
-pub struct ListenerConfig {
-    pub name: String,
-    pub address: SocketAddr,
+pub(crate) struct ListenerConfig {
+    pub(crate) name: String,
+    pub(crate) address: SocketAddr,
     /// TLS termination; `None` for plaintext.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 pub(super) fn compile_listeners(items: Vec<Value>, issues: &mut Issues) -> Vec<ListenerConfig> {

@@ -13,17 +13,16 @@ mod filters;
 pub(crate) mod issues;
 mod lines;
 mod listeners;
-pub mod raw;
+pub(crate) mod raw;
 mod routes;
 mod stores;
 mod upstreams;
 pub(crate) mod values;
 
 pub use compile::Config;
-pub use filters::{FilterRef, FilterSpec};
-pub use listeners::ListenerConfig;
-pub use routes::{Action, RouteConfig};
-pub use values::{parse_duration, parse_size};
+pub(crate) use filters::{FilterRef, FilterSpec};
+pub(crate) use routes::{Action, RouteConfig};
+pub(crate) use values::parse_duration;
 
 use crate::router::{HostMatch, PathMatch};
 use std::fmt;
@@ -33,9 +32,9 @@ use std::sync::Arc;
 /// One problem in the file: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
-    pub path: String,
-    pub line: Option<usize>,
-    pub message: String,
+    pub(crate) path: String,
+    pub(crate) line: Option<usize>,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for ConfigIssue {
@@ -86,9 +85,35 @@ impl ConfigError {
     }
 }
 
+impl Config {
+    /// One row per route, for `portcullis check`: name, match criteria, action, filters.
+    pub fn route_table(&self) -> Vec<[String; 4]> {
+        self.routes
+            .iter()
+            .map(|route| {
+                [
+                    route.name.clone(),
+                    route.describe_match(),
+                    route.describe_action(),
+                    route.describe_filters(),
+                ]
+            })
+            .collect()
+    }
+
+    /// How many routes, upstreams and listeners the config has.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.routes.len(),
+            self.upstreams.len(),
+            self.listeners.len(),
+        )
+    }
+}
+
 impl RouteConfig {
     /// The match criteria in one line, e.g. `host=api.example.com prefix=/users methods=GET`.
-    pub fn describe_match(&self) -> String {
+    pub(crate) fn describe_match(&self) -> String {
         let m = &self.matcher;
         let mut parts = Vec::new();
         match &m.host {
@@ -112,7 +137,7 @@ impl RouteConfig {
     }
 
     /// The filters in order, e.g. `headers,use:cors-public`; `-` for none.
-    pub fn describe_filters(&self) -> String {
+    pub(crate) fn describe_filters(&self) -> String {
         if self.filters.is_empty() {
             return "-".into();
         }
@@ -128,7 +153,7 @@ impl RouteConfig {
     }
 
     /// What the route does, e.g. `upstream users`, `respond 200`.
-    pub fn describe_action(&self) -> String {
+    pub(crate) fn describe_action(&self) -> String {
         match &self.action {
             Action::Proxy { upstream, .. } => format!("upstream {upstream}"),
             Action::Respond(respond) => format!("respond {}", respond.status.as_u16()),
@@ -174,7 +199,7 @@ pub fn parse(
 }
 
 /// Like [`parse`], with relative file paths (certificates) taken from `base`.
-pub fn parse_in(
+pub(crate) fn parse_in(
     text: &str,
     origin: &str,
     env: &dyn Fn(&str) -> Option<String>,

@@ -9,331 +9,331 @@ use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 use std::collections::BTreeMap;
 
-pub use super::values::{OneOrMany, Scalar};
+pub(crate) use super::values::Scalar;
 use crate::filter;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Top {
+pub(crate) struct Top {
     /// Worker threads, one single-threaded runtime each. Default: the number of cores.
-    pub workers: Option<usize>,
+    pub(crate) workers: Option<usize>,
     #[serde(default)]
-    pub listeners: Vec<Value>,
-    pub admin: Option<Admin>,
-    pub reload: Option<Reload>,
+    pub(crate) listeners: Vec<Value>,
+    pub(crate) admin: Option<Admin>,
+    pub(crate) reload: Option<Reload>,
     /// One log line per request; default on.
-    pub access_log: Option<bool>,
+    pub(crate) access_log: Option<bool>,
     /// How long in-flight requests may take to finish on SIGTERM.
-    pub shutdown_grace: Option<Scalar>,
+    pub(crate) shutdown_grace: Option<Scalar>,
     #[serde(default)]
-    pub limits: Option<Value>,
+    pub(crate) limits: Option<Value>,
     #[serde(default)]
-    pub trusted_proxies: Vec<String>,
+    pub(crate) trusted_proxies: Vec<String>,
     #[serde(default)]
-    pub upstreams: Mapping,
+    pub(crate) upstreams: Mapping,
     #[serde(default)]
-    pub jwt_providers: Mapping,
+    pub(crate) jwt_providers: Mapping,
     /// External state shared by replicas.
-    pub stores: Option<Value>,
+    pub(crate) stores: Option<Value>,
     /// Named filters, used by routes as `- use: NAME`.
     #[serde(default)]
-    pub filters: Mapping,
+    pub(crate) filters: Mapping,
     #[serde(default)]
-    pub routes: Vec<Value>,
+    pub(crate) routes: Vec<Value>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Listener {
-    pub name: String,
-    pub address: String,
-    pub tls: Option<ListenerTls>,
+pub(crate) struct Listener {
+    pub(crate) name: String,
+    pub(crate) address: String,
+    pub(crate) tls: Option<ListenerTls>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListenerTls {
-    pub certificates: Vec<CertificateFiles>,
-    pub client_ca_file: Option<String>,
+pub(crate) struct ListenerTls {
+    pub(crate) certificates: Vec<CertificateFiles>,
+    pub(crate) client_ca_file: Option<String>,
     /// `required` (default with a client CA) or `optional`.
-    pub client_auth: Option<String>,
+    pub(crate) client_auth: Option<String>,
     /// `"1.2"` (default) or `"1.3"`.
-    pub min_version: Option<Scalar>,
+    pub(crate) min_version: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CertificateFiles {
-    pub cert_file: String,
-    pub key_file: String,
+pub(crate) struct CertificateFiles {
+    pub(crate) cert_file: String,
+    pub(crate) key_file: String,
 }
 
 /// `tls: true`, or the details.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum UpstreamTls {
+pub(crate) enum UpstreamTls {
     Enabled(bool),
     Detailed(UpstreamTlsDetails),
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpstreamTlsDetails {
-    pub ca_file: Option<String>,
-    pub server_name: Option<String>,
+pub(crate) struct UpstreamTlsDetails {
+    pub(crate) ca_file: Option<String>,
+    pub(crate) server_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Reload {
+pub(crate) struct Reload {
     #[serde(default)]
-    pub watch: bool,
-    pub interval: Option<Scalar>,
+    pub(crate) watch: bool,
+    pub(crate) interval: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Admin {
-    pub address: Option<String>,
+pub(crate) struct Admin {
+    pub(crate) address: Option<String>,
     /// Required (as `Authorization: Bearer TOKEN`) by every admin request that changes
     /// something.
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// Allows a non-loopback address without a token.
     #[serde(default)]
-    pub insecure: bool,
+    pub(crate) insecure: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Limits {
-    pub max_header_bytes: Option<Scalar>,
-    pub max_headers: Option<usize>,
-    pub max_uri_bytes: Option<Scalar>,
-    pub max_body_bytes: Option<Scalar>,
-    pub header_read_timeout: Option<Scalar>,
-    pub idle_timeout: Option<Scalar>,
-    pub max_connections: Option<usize>,
-    pub h2_max_concurrent_streams: Option<u32>,
-    pub h2_max_pending_reset_streams: Option<usize>,
-    pub h2_max_local_reset_streams: Option<usize>,
+pub(crate) struct Limits {
+    pub(crate) max_header_bytes: Option<Scalar>,
+    pub(crate) max_headers: Option<usize>,
+    pub(crate) max_uri_bytes: Option<Scalar>,
+    pub(crate) max_body_bytes: Option<Scalar>,
+    pub(crate) header_read_timeout: Option<Scalar>,
+    pub(crate) idle_timeout: Option<Scalar>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) h2_max_concurrent_streams: Option<u32>,
+    pub(crate) h2_max_pending_reset_streams: Option<usize>,
+    pub(crate) h2_max_local_reset_streams: Option<usize>,
     /// `reject`, `drop` or `allow`.
-    pub headers_with_underscores: Option<String>,
+    pub(crate) headers_with_underscores: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Upstream {
-    pub discovery: Discovery,
+pub(crate) struct Upstream {
+    pub(crate) discovery: Discovery,
     /// `round_robin`, `random`, `least_request`, or `{ consistent_hash: { header: NAME } }`
     /// (or `cookie: NAME`, `claim: NAME`, `client_ip: true`).
     #[serde(default)]
-    pub balance: Option<Value>,
+    pub(crate) balance: Option<Value>,
     #[serde(default)]
-    pub protocol: Option<String>,
+    pub(crate) protocol: Option<String>,
     #[serde(default)]
-    pub timeouts: Timeouts,
+    pub(crate) timeouts: Timeouts,
     #[serde(default)]
-    pub pool: Pool,
-    pub tls: Option<UpstreamTls>,
-    pub retries: Option<Retries>,
-    pub outlier: Option<Outlier>,
-    pub health_check: Option<HealthCheck>,
+    pub(crate) pool: Pool,
+    pub(crate) tls: Option<UpstreamTls>,
+    pub(crate) retries: Option<Retries>,
+    pub(crate) outlier: Option<Outlier>,
+    pub(crate) health_check: Option<HealthCheck>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HealthCheck {
-    pub path: String,
+pub(crate) struct HealthCheck {
+    pub(crate) path: String,
     /// The Host header of checks (default: the endpoint's address).
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
     /// Passing statuses: `200`, `2xx` or `200-399` (default `200-399`).
-    pub statuses: Option<Vec<Scalar>>,
-    pub interval: Option<Scalar>,
-    pub timeout: Option<Scalar>,
+    pub(crate) statuses: Option<Vec<Scalar>>,
+    pub(crate) interval: Option<Scalar>,
+    pub(crate) timeout: Option<Scalar>,
     /// Up to this much is added to each interval at random (default a tenth of it).
-    pub jitter: Option<Scalar>,
-    pub healthy_after: Option<u32>,
-    pub unhealthy_after: Option<u32>,
+    pub(crate) jitter: Option<Scalar>,
+    pub(crate) healthy_after: Option<u32>,
+    pub(crate) unhealthy_after: Option<u32>,
     /// Percent of endpoints that must be healthy for unhealthy ones to be left out (default 50).
-    pub panic_threshold: Option<u32>,
+    pub(crate) panic_threshold: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Retries {
-    pub attempts: Option<u32>,
+pub(crate) struct Retries {
+    pub(crate) attempts: Option<u32>,
     /// `connect_error`, `reset`, `timeout` or a 5xx status.
-    pub on: Option<Vec<Scalar>>,
-    pub per_try_timeout: Option<Scalar>,
-    pub backoff: Option<Backoff>,
+    pub(crate) on: Option<Vec<Scalar>>,
+    pub(crate) per_try_timeout: Option<Scalar>,
+    pub(crate) backoff: Option<Backoff>,
     /// `20%` or `0.2`.
-    pub budget: Option<Scalar>,
-    pub methods: Option<Vec<String>>,
-    pub retry_buffer_bytes: Option<Scalar>,
+    pub(crate) budget: Option<Scalar>,
+    pub(crate) methods: Option<Vec<String>>,
+    pub(crate) retry_buffer_bytes: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Backoff {
-    pub base: Option<Scalar>,
-    pub max: Option<Scalar>,
+pub(crate) struct Backoff {
+    pub(crate) base: Option<Scalar>,
+    pub(crate) max: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Outlier {
-    pub consecutive_failures: Option<u32>,
-    pub eject_for: Option<Scalar>,
-    pub max_ejected_percent: Option<u32>,
+pub(crate) struct Outlier {
+    pub(crate) consecutive_failures: Option<u32>,
+    pub(crate) eject_for: Option<Scalar>,
+    pub(crate) max_ejected_percent: Option<u32>,
 }
 
 /// Exactly one backend key must be set.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Discovery {
+pub(crate) struct Discovery {
     #[serde(rename = "static")]
-    pub static_list: Option<Vec<StaticEndpoint>>,
-    pub file: Option<FileDiscovery>,
-    pub dns: Option<DnsDiscovery>,
-    pub etcd: Option<EtcdDiscovery>,
+    pub(crate) static_list: Option<Vec<StaticEndpoint>>,
+    pub(crate) file: Option<FileDiscovery>,
+    pub(crate) dns: Option<DnsDiscovery>,
+    pub(crate) etcd: Option<EtcdDiscovery>,
     /// With no successful read of the registry for this long, the upstream is reported
     /// degraded (it keeps its last endpoints).
-    pub max_stale: Option<Scalar>,
+    pub(crate) max_stale: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DnsDiscovery {
-    pub name: String,
+pub(crate) struct DnsDiscovery {
+    pub(crate) name: String,
     /// Required for A and AAAA; SRV records carry the port.
-    pub port: Option<u16>,
+    pub(crate) port: Option<u16>,
     /// `A` (default), `AAAA` or `SRV`.
     #[serde(rename = "type")]
-    pub kind: Option<String>,
+    pub(crate) kind: Option<String>,
     /// The longest time between two lookups (default 30s).
-    pub refresh: Option<Scalar>,
+    pub(crate) refresh: Option<Scalar>,
     /// The shortest time between two lookups, whatever the TTL (default 1s).
-    pub min_ttl: Option<Scalar>,
+    pub(crate) min_ttl: Option<Scalar>,
     /// `IP` or `IP:PORT` (default port 53); default: the system's resolvers.
-    pub nameservers: Option<Vec<String>>,
+    pub(crate) nameservers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EtcdDiscovery {
+pub(crate) struct EtcdDiscovery {
     /// Client URLs, e.g. `http://10.0.0.1:2379`.
-    pub endpoints: Vec<String>,
-    pub prefix: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
+    pub(crate) endpoints: Vec<String>,
+    pub(crate) prefix: String,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
     /// CA bundle for `https` endpoints (default: the system's roots).
-    pub ca_file: Option<String>,
+    pub(crate) ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileDiscovery {
-    pub path: String,
+pub(crate) struct FileDiscovery {
+    pub(crate) path: String,
     /// `yaml` (default, also reads JSON) or `json`.
-    pub format: Option<String>,
+    pub(crate) format: Option<String>,
     /// How often the file is read again (default 1s).
-    pub interval: Option<Scalar>,
+    pub(crate) interval: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum StaticEndpoint {
+pub(crate) enum StaticEndpoint {
     Address(String),
     Weighted(WeightedEndpoint),
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WeightedEndpoint {
-    pub address: String,
-    pub weight: Option<u32>,
+pub(crate) struct WeightedEndpoint {
+    pub(crate) address: String,
+    pub(crate) weight: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Timeouts {
-    pub connect: Option<Scalar>,
-    pub response: Option<Scalar>,
-    pub idle: Option<Scalar>,
+pub(crate) struct Timeouts {
+    pub(crate) connect: Option<Scalar>,
+    pub(crate) response: Option<Scalar>,
+    pub(crate) idle: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Pool {
-    pub max_idle_per_endpoint: Option<usize>,
+pub(crate) struct Pool {
+    pub(crate) max_idle_per_endpoint: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Route {
-    pub name: String,
+pub(crate) struct Route {
+    pub(crate) name: String,
     #[serde(rename = "match", default)]
-    pub matcher: Match,
-    pub upstream: Option<String>,
-    pub rewrite: Option<Rewrite>,
-    pub respond: Option<Respond>,
-    pub redirect: Option<Redirect>,
+    pub(crate) matcher: Match,
+    pub(crate) upstream: Option<String>,
+    pub(crate) rewrite: Option<Rewrite>,
+    pub(crate) respond: Option<Respond>,
+    pub(crate) redirect: Option<Redirect>,
     #[serde(default)]
-    pub filters: Vec<filter::FilterEntry>,
+    pub(crate) filters: Vec<filter::FilterEntry>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Stores {
-    pub redis: Option<RedisStore>,
+pub(crate) struct Stores {
+    pub(crate) redis: Option<RedisStore>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RedisStore {
-    pub url: String,
-    pub timeout: Option<Scalar>,
-    pub pool_size: Option<usize>,
+pub(crate) struct RedisStore {
+    pub(crate) url: String,
+    pub(crate) timeout: Option<Scalar>,
+    pub(crate) pool_size: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Match {
-    pub host: Option<String>,
-    pub path: Option<String>,
-    pub path_prefix: Option<String>,
-    pub path_regex: Option<String>,
-    pub methods: Option<Vec<String>>,
+pub(crate) struct Match {
+    pub(crate) host: Option<String>,
+    pub(crate) path: Option<String>,
+    pub(crate) path_prefix: Option<String>,
+    pub(crate) path_regex: Option<String>,
+    pub(crate) methods: Option<Vec<String>>,
     #[serde(default)]
-    pub headers: Vec<HeaderMatch>,
+    pub(crate) headers: Vec<HeaderMatch>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HeaderMatch {
-    pub name: String,
+pub(crate) struct HeaderMatch {
+    pub(crate) name: String,
     /// Exact value. With neither `value` nor `regex`, the header only has to be present.
-    pub value: Option<String>,
-    pub regex: Option<String>,
+    pub(crate) value: Option<String>,
+    pub(crate) regex: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Rewrite {
-    pub strip_prefix: Option<String>,
-    pub replace_prefix: Option<String>,
-    pub host: Option<String>,
+pub(crate) struct Rewrite {
+    pub(crate) strip_prefix: Option<String>,
+    pub(crate) replace_prefix: Option<String>,
+    pub(crate) host: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Respond {
+pub(crate) struct Respond {
     #[serde(default = "default_status")]
-    pub status: u16,
+    pub(crate) status: u16,
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub(crate) headers: BTreeMap<String, String>,
     #[serde(default)]
-    pub body: String,
+    pub(crate) body: String,
 }
 
 fn default_status() -> u16 {
@@ -342,8 +342,8 @@ fn default_status() -> u16 {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Redirect {
-    pub status: Option<u16>,
-    pub location: Option<String>,
-    pub scheme: Option<String>,
+pub(crate) struct Redirect {
+    pub(crate) status: Option<u16>,
+    pub(crate) location: Option<String>,
+    pub(crate) scheme: Option<String>,
 }

@@ -16,15 +16,15 @@ use std::collections::HashSet;
 const DEFAULT_REDIRECT_STATUS: u16 = 302;
 
 #[derive(Debug, Clone)]
-pub struct RouteConfig {
-    pub name: String,
-    pub matcher: RouteMatch,
-    pub action: Action,
-    pub filters: Vec<FilterRef>,
+pub(crate) struct RouteConfig {
+    pub(crate) name: String,
+    pub(crate) matcher: RouteMatch,
+    pub(crate) action: Action,
+    pub(crate) filters: Vec<FilterRef>,
 }
 
 #[derive(Debug, Clone)]
-pub enum Action {
+pub(crate) enum Action {
     Proxy {
         upstream: String,
         rewrite: Rewrite,

@@ -6,7 +6,7 @@ use serde_yaml::Value;
 use std::time::Duration;
 
 /// `250ms`, `10s`, `5m`, `1h`. A unit is required: a bare number is ambiguous.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -32,7 +32,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// `64KiB`, `10MiB`, `1GiB`, `512B`, or a plain number of bytes. `KB`/`MB` are decimal.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -62,7 +62,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Replaces `${NAME}` and `${NAME:-default}` with the environment's values. `$$` is a literal
 /// `$`. An unset variable without a default is an error that names it.
-pub fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(crate) fn interpolate(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find('$') {
@@ -107,7 +110,7 @@ pub fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
 /// A scalar read as text whatever its YAML type (`10` or `"10s"`), so durations and sizes get
 /// one message about their units instead of a type error.
 #[derive(Debug, Clone)]
-pub struct Scalar(pub String);
+pub(crate) struct Scalar(pub String);
 
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -131,13 +134,13 @@ impl<'de> Deserialize<'de> for Scalar {
 /// `key: client_ip` or `key: [client_ip, header:x-api-key]`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum OneOrMany {
+pub(crate) enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
 
 impl OneOrMany {
-    pub fn into_vec(self) -> Vec<String> {
+    pub(crate) fn into_vec(self) -> Vec<String> {
         match self {
             OneOrMany::One(one) => vec![one],
             OneOrMany::Many(many) => many,

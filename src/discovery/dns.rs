@@ -21,32 +21,32 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 const QUERY_ATTEMPTS: usize = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordKind {
+pub(crate) enum RecordKind {
     A,
     Aaaa,
     Srv,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsSpec {
-    pub name: String,
+pub(crate) struct DnsSpec {
+    pub(crate) name: String,
     /// The endpoints' port for A/AAAA (SRV records carry their own).
-    pub port: u16,
-    pub kind: RecordKind,
+    pub(crate) port: u16,
+    pub(crate) kind: RecordKind,
     /// The longest time between two lookups.
-    pub refresh: Duration,
+    pub(crate) refresh: Duration,
     /// The shortest time between two lookups, whatever the TTL.
-    pub min_ttl: Duration,
+    pub(crate) min_ttl: Duration,
     /// Empty: the system's resolvers (`/etc/resolv.conf`).
-    pub nameservers: Vec<SocketAddr>,
+    pub(crate) nameservers: Vec<SocketAddr>,
 }
 
-pub struct DnsList {
+pub(crate) struct DnsList {
     spec: DnsSpec,
 }
 
 impl DnsList {
-    pub fn new(spec: DnsSpec) -> DnsList {
+    pub(crate) fn new(spec: DnsSpec) -> DnsList {
         DnsList { spec }
     }
 

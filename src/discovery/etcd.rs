@@ -33,17 +33,17 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct EtcdSpec {
+pub(crate) struct EtcdSpec {
     /// Client URLs of the cluster's members, tried in turn.
-    pub endpoints: Vec<Uri>,
-    pub prefix: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
+    pub(crate) endpoints: Vec<Uri>,
+    pub(crate) prefix: String,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
     /// For `https` endpoints.
-    pub tls: Option<UpstreamTls>,
+    pub(crate) tls: Option<UpstreamTls>,
 }
 
-pub struct EtcdList {
+pub(crate) struct EtcdList {
     spec: EtcdSpec,
     /// The last good resolution of each registered host name, used while it fails to
     /// resolve (a resolver blink must not drop registered endpoints).
@@ -59,7 +59,7 @@ enum Ended {
 }
 
 impl EtcdList {
-    pub fn new(spec: EtcdSpec) -> EtcdList {
+    pub(crate) fn new(spec: EtcdSpec) -> EtcdList {
         EtcdList {
             spec,
             resolved: std::sync::Mutex::default(),
@@ -348,7 +348,7 @@ struct Registration {
 }
 
 /// A registration: JSON `{"address", "weight", "metadata"}` or a bare `host:port`.
-pub fn parse_value(value: &str) -> Result<Option<StaticEndpoint>, String> {
+pub(crate) fn parse_value(value: &str) -> Result<Option<StaticEndpoint>, String> {
     let value = value.trim();
     if !value.starts_with('{') {
         return StaticEndpoint::parse(value, 1).map(Some);

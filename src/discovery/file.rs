@@ -15,14 +15,14 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileSpec {
-    pub path: PathBuf,
-    pub format: FileFormat,
-    pub interval: Duration,
+pub(crate) struct FileSpec {
+    pub(crate) path: PathBuf,
+    pub(crate) format: FileFormat,
+    pub(crate) interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileFormat {
+pub(crate) enum FileFormat {
     Yaml,
     Json,
 }
@@ -39,7 +39,7 @@ enum Entry {
 }
 
 /// The endpoints a file's text lists.
-pub fn parse(text: &str, format: FileFormat) -> Result<Vec<StaticEndpoint>, String> {
+pub(crate) fn parse(text: &str, format: FileFormat) -> Result<Vec<StaticEndpoint>, String> {
     let invalid = |e: &dyn std::fmt::Display| format!("not a list of endpoints: {e}");
     let entries: Vec<Entry> = match format {
         _ if text.trim().is_empty() => Vec::new(),
@@ -57,12 +57,12 @@ pub fn parse(text: &str, format: FileFormat) -> Result<Vec<StaticEndpoint>, Stri
         .collect()
 }
 
-pub struct FileList {
+pub(crate) struct FileList {
     spec: FileSpec,
 }
 
 impl FileList {
-    pub fn new(spec: FileSpec) -> FileList {
+    pub(crate) fn new(spec: FileSpec) -> FileList {
         FileList { spec }
     }
 }

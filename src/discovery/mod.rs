@@ -10,10 +10,10 @@ mod etcd;
 mod file;
 mod static_list;
 
-pub use dns::{DnsSpec, RecordKind};
-pub use etcd::EtcdSpec;
-pub use file::{FileFormat, FileSpec};
-pub use static_list::{StaticEndpoint, DEFAULT_WEIGHT};
+pub(crate) use dns::{DnsSpec, RecordKind};
+pub(crate) use etcd::EtcdSpec;
+pub(crate) use file::{FileFormat, FileSpec};
+pub(crate) use static_list::{StaticEndpoint, DEFAULT_WEIGHT};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,17 +23,17 @@ use tokio::sync::watch;
 
 /// One endpoint as discovered: where it is and its share of the traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DiscoveredEndpoint {
-    pub address: SocketAddr,
-    pub weight: u32,
+pub(crate) struct DiscoveredEndpoint {
+    pub(crate) address: SocketAddr,
+    pub(crate) weight: u32,
 }
 
 /// A complete set: the latest one replaces the previous one whole.
-pub type EndpointSet = Arc<[DiscoveredEndpoint]>;
+pub(crate) type EndpointSet = Arc<[DiscoveredEndpoint]>;
 
 /// Validated discovery settings of one upstream.
 #[derive(Debug, Clone, PartialEq)]
-pub enum DiscoverySpec {
+pub(crate) enum DiscoverySpec {
     Static(Vec<StaticEndpoint>),
     File(FileSpec),
     Dns(DnsSpec),
@@ -51,7 +51,7 @@ impl DiscoverySpec {
     }
 
     /// The backend's name in the config.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             DiscoverySpec::Static(_) => "static",
             DiscoverySpec::File(_) => "file",
@@ -62,7 +62,7 @@ impl DiscoverySpec {
 
     /// The set known without any I/O (IP literals), published before the backend first runs
     /// so that the first requests after start-up have endpoints.
-    pub fn initial(&self) -> EndpointSet {
+    pub(crate) fn initial(&self) -> EndpointSet {
         match self {
             DiscoverySpec::Static(list) => {
                 list.iter().filter_map(StaticEndpoint::literal).collect()
@@ -83,7 +83,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a backend's reads of its registry are going, for `/upstreams` and the metrics.
 #[derive(Debug, Default)]
-pub struct Status {
+pub(crate) struct Status {
     /// Unix time in milliseconds of the latest successful read; 0 before the first.
     last_success_ms: AtomicU64,
     errors: AtomicU64,
@@ -94,7 +94,7 @@ pub struct Status {
 
 impl Status {
     /// The registry answered (whether or not the set changed).
-    pub fn succeeded(&self) {
+    pub(crate) fn succeeded(&self) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -102,12 +102,12 @@ impl Status {
     }
 
     /// The registry could not be read; the last set stays.
-    pub fn failed(&self) {
+    pub(crate) fn failed(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// See `up_to_date`; cleared when the watch ends.
-    pub fn set_up_to_date(&self, yes: bool) {
+    pub(crate) fn set_up_to_date(&self, yes: bool) {
         if !yes && self.up_to_date.load(Ordering::Relaxed) {
             self.succeeded();
         }
@@ -115,7 +115,7 @@ impl Status {
     }
 
     /// When the set was last known to be current.
-    pub fn last_success(&self) -> Option<SystemTime> {
+    pub(crate) fn last_success(&self) -> Option<SystemTime> {
         if self.up_to_date.load(Ordering::Relaxed) {
             return Some(SystemTime::now());
         }
@@ -125,12 +125,12 @@ impl Status {
         }
     }
 
-    pub fn errors(&self) -> u64 {
+    pub(crate) fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
     }
 
     /// No successful read for longer than `max_stale` (counted from `since` before the first).
-    pub fn is_stale(&self, max_stale: Duration, since: SystemTime) -> bool {
+    pub(crate) fn is_stale(&self, max_stale: Duration, since: SystemTime) -> bool {
         let last = self.last_success().unwrap_or(since);
         SystemTime::now()
             .duration_since(last)
@@ -140,15 +140,15 @@ impl Status {
 
 /// A running discovery backend and the latest set it published. The backend's task ends by
 /// itself once the feed and every subscriber are gone.
-pub struct Feed {
-    pub spec: DiscoverySpec,
-    pub status: Arc<Status>,
-    pub started: SystemTime,
+pub(crate) struct Feed {
+    pub(crate) spec: DiscoverySpec,
+    pub(crate) status: Arc<Status>,
+    pub(crate) started: SystemTime,
     latest: watch::Receiver<EndpointSet>,
 }
 
 impl Feed {
-    pub fn start(spec: DiscoverySpec, handle: &tokio::runtime::Handle) -> Arc<Feed> {
+    pub(crate) fn start(spec: DiscoverySpec, handle: &tokio::runtime::Handle) -> Arc<Feed> {
         let (tx, latest) = watch::channel(spec.initial());
         let status = Arc::new(Status::default());
         let backend = spec.backend();
@@ -168,17 +168,17 @@ impl Feed {
     }
 
     /// The latest set and every later one.
-    pub fn subscribe(&self) -> watch::Receiver<EndpointSet> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<EndpointSet> {
         self.latest.clone()
     }
 
-    pub fn current(&self) -> EndpointSet {
+    pub(crate) fn current(&self) -> EndpointSet {
         self.latest.borrow().clone()
     }
 
     /// The registry has answered once, or `READY_TIMEOUT` has passed since the start (one
     /// unreachable registry must not keep a replica out of service for good).
-    pub fn settled(&self) -> bool {
+    pub(crate) fn settled(&self) -> bool {
         self.status.last_success().is_some()
             || self
                 .started
@@ -209,7 +209,7 @@ fn backoff(failures: u32, cap: Duration) -> Duration {
 }
 
 #[async_trait::async_trait]
-pub trait Discovery: Send + Sync + 'static {
+pub(crate) trait Discovery: Send + Sync + 'static {
     /// Publishes complete endpoint sets (it is stopped once nobody listens). On a transient
     /// error it keeps the last set, counts the error in `status`, logs and retries with
     /// backoff: it never publishes an empty set because a registry is unreachable.

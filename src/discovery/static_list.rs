@@ -8,21 +8,21 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// The weight of an endpoint whose registration gives none.
-pub const DEFAULT_WEIGHT: u32 = 1;
+pub(crate) const DEFAULT_WEIGHT: u32 = 1;
 
 /// Resolution of a host name that fails is retried, backing off up to this.
 const MAX_RESOLVE_BACKOFF: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaticEndpoint {
-    pub host: String,
-    pub port: u16,
-    pub weight: u32,
+pub(crate) struct StaticEndpoint {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) weight: u32,
 }
 
 impl StaticEndpoint {
     /// `10.0.0.5:8080`, `[::1]:8080` or `backend.internal:8080`.
-    pub fn parse(text: &str, weight: u32) -> Result<StaticEndpoint, String> {
+    pub(crate) fn parse(text: &str, weight: u32) -> Result<StaticEndpoint, String> {
         if let Ok(address) = text.parse::<SocketAddr>() {
             return Ok(StaticEndpoint {
                 host: address.ip().to_string(),
@@ -71,12 +71,12 @@ impl StaticEndpoint {
     }
 }
 
-pub struct StaticList {
+pub(crate) struct StaticList {
     endpoints: Vec<StaticEndpoint>,
 }
 
 impl StaticList {
-    pub fn new(endpoints: Vec<StaticEndpoint>) -> StaticList {
+    pub(crate) fn new(endpoints: Vec<StaticEndpoint>) -> StaticList {
         StaticList { endpoints }
     }
 

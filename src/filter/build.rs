@@ -10,16 +10,16 @@ use std::sync::Arc;
 
 /// What building a filter needs besides its spec: the running JWT providers, and the state of
 /// the outgoing snapshot's filters to carry over.
-pub struct BuildCtx<'a> {
-    pub providers: &'a HashMap<String, Arc<Provider>>,
-    pub redis: Option<&'a Arc<RedisStore>>,
-    pub metrics: &'a ConfigMetrics,
+pub(crate) struct BuildCtx<'a> {
+    pub(crate) providers: &'a HashMap<String, Arc<Provider>>,
+    pub(crate) redis: Option<&'a Arc<RedisStore>>,
+    pub(crate) metrics: &'a ConfigMetrics,
     /// The upstream of the route being built, if it proxies.
-    pub upstream: Option<&'a str>,
+    pub(crate) upstream: Option<&'a str>,
     /// Requests to that upstream outside client requests.
-    pub fetch: Option<Arc<dyn Fetch>>,
+    pub(crate) fetch: Option<Arc<dyn Fetch>>,
     /// What the built filters show the admin API.
-    pub exposed: Exposed,
-    pub prev: Option<&'a FilterStates>,
-    pub states: &'a mut FilterStates,
+    pub(crate) exposed: Exposed,
+    pub(crate) prev: Option<&'a FilterStates>,
+    pub(crate) states: &'a mut FilterStates,
 }

@@ -4,7 +4,7 @@
 
 /// Whether a named filter is one instance or one per route that uses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sharing {
+pub(crate) enum Sharing {
     /// One instance for every route that names it (a named rate limit is one budget).
     Shared,
     /// Built for each route: it works for the route's upstream (a breaker's state).
@@ -20,24 +20,24 @@ macro_rules! filter_kinds {
         /// one kind.
         #[derive(Debug, serde::Deserialize)]
         #[serde(deny_unknown_fields)]
-        pub struct FilterEntry {
+        pub(crate) struct FilterEntry {
             #[serde(rename = "use")]
-            pub use_name: Option<String>,
+            pub(crate) use_name: Option<String>,
             $( pub $key: Option<$raw>, )*
         }
 
         /// A validated filter, ready to build.
         #[derive(Debug, Clone)]
-        pub enum FilterSpec {
+        pub(crate) enum FilterSpec {
             $( $variant($spec), )*
         }
 
         /// The keys a `filters:` entry may have, for messages.
-        pub const ENTRY_KEYS: &[&str] = &["use", $( stringify!($key), )*];
+        pub(crate) const ENTRY_KEYS: &[&str] = &["use", $( stringify!($key), )*];
 
         impl FilterEntry {
             /// How many of its keys are set (exactly one is valid).
-            pub fn keys_set(&self) -> usize {
+            pub(crate) fn keys_set(&self) -> usize {
                 usize::from(self.use_name.is_some()) $( + usize::from(self.$key.is_some()) )*
             }
 
@@ -60,13 +60,13 @@ macro_rules! filter_kinds {
         }
 
         impl FilterSpec {
-            pub fn kind(&self) -> &'static str {
+            pub(crate) fn kind(&self) -> &'static str {
                 match self {
                     $( FilterSpec::$variant(_) => stringify!($key), )*
                 }
             }
 
-            pub fn sharing(&self) -> Sharing {
+            pub(crate) fn sharing(&self) -> Sharing {
                 match self {
                     $( FilterSpec::$variant(_) => Sharing::$sharing, )*
                 }
@@ -74,7 +74,7 @@ macro_rules! filter_kinds {
 
             /// The runtime filter at `owner`/`position` (route or named filter, index in its
             /// list): which, with the spec, identifies state to carry over a reload.
-            pub fn build(&self, ctx: &mut BuildCtx, owner: &str, position: usize) -> Arc<dyn Filter> {
+            pub(crate) fn build(&self, ctx: &mut BuildCtx, owner: &str, position: usize) -> Arc<dyn Filter> {
                 match self {
                     $( FilterSpec::$variant(spec) => $module::build::build(spec, ctx, owner, position), )*
                 }

@@ -5,21 +5,20 @@
 //! client goes away mid-request: the [`Chain`] does it when dropped).
 
 mod build;
-pub mod cache;
-pub mod circuit_breaker;
-pub mod cors;
-pub mod headers;
+pub(crate) mod cache;
+pub(crate) mod circuit_breaker;
+pub(crate) mod cors;
+pub(crate) mod headers;
 pub mod jwt;
 mod kinds;
 pub mod rate_limit;
 mod state;
 
-pub use build::BuildCtx;
-pub use cors::{Cors, CorsSpec};
-pub use headers::{HeaderEdits, Headers};
-pub use jwt::Jwt;
-pub use kinds::Sharing;
-pub use state::{Exposed, FilterStates};
+pub(crate) use build::BuildCtx;
+pub(crate) use cors::CorsSpec;
+pub(crate) use headers::Headers;
+pub(crate) use kinds::Sharing;
+pub(crate) use state::{Exposed, FilterStates};
 
 use crate::body::Body;
 use crate::config::issues::Issues;
@@ -41,16 +40,16 @@ kinds::filter_kinds! {
 }
 
 /// What a filter entry may refer to, besides named filters: JWT providers and stores.
-pub struct Refs<'a> {
-    pub providers: &'a [jwt::ProviderSpec],
+pub(crate) struct Refs<'a> {
+    pub(crate) providers: &'a [jwt::ProviderSpec],
     /// `stores.redis` is configured.
-    pub redis: bool,
+    pub(crate) redis: bool,
 }
 
 /// Returned once per filter and moved at most a few times: boxing the response would cost an
 /// allocation on every short-circuit to save copying a couple of hundred bytes.
 #[allow(clippy::large_enum_variant)]
-pub enum Flow {
+pub(crate) enum Flow {
     Continue,
     /// Answer now; later filters and the route's action do not run.
     Respond(Response<Body>),
@@ -58,24 +57,22 @@ pub enum Flow {
 
 /// How the request ended, for `on_complete`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// The status sent to the client; `None` when the client went away first.
-    pub status: Option<u16>,
+    pub(crate) status: Option<u16>,
     /// Where a failure came from (`client`, `upstream`), if the request failed.
-    pub error: Option<&'static str>,
+    pub(crate) error: Option<&'static str>,
 }
 
 impl Outcome {
-    pub const ABORTED: Outcome = Outcome {
+    pub(crate) const ABORTED: Outcome = Outcome {
         status: None,
         error: Some("client"),
     };
 }
 
 #[async_trait::async_trait]
-pub trait Filter: Send + Sync + 'static {
-    fn name(&self) -> &'static str;
-
+pub(crate) trait Filter: Send + Sync + 'static {
     async fn on_request(
         &self,
         _req: &mut Parts,
@@ -104,7 +101,7 @@ pub trait Filter: Send + Sync + 'static {
 
 /// A request to the route's upstream outside any client's request: background work such as
 /// refreshing a cache entry. Given to filters that need it when they are built.
-pub trait Fetch: Send + Sync {
+pub(crate) trait Fetch: Send + Sync {
     fn fetch(
         &self,
         req: Parts,
@@ -115,15 +112,15 @@ pub trait Fetch: Send + Sync {
 
 /// One request's pass through a route's filters. Owns the request context so that dropping it
 /// (the client went away) still completes every filter that ran.
-pub struct Chain<'a> {
+pub(crate) struct Chain<'a> {
     filters: &'a [Arc<dyn Filter>],
     ran: usize,
     completed: bool,
-    pub ctx: RequestCtx,
+    pub(crate) ctx: RequestCtx,
 }
 
 impl<'a> Chain<'a> {
-    pub fn new(ctx: RequestCtx) -> Chain<'a> {
+    pub(crate) fn new(ctx: RequestCtx) -> Chain<'a> {
         Chain {
             filters: &[],
             ran: 0,
@@ -133,7 +130,7 @@ impl<'a> Chain<'a> {
     }
 
     /// Runs `on_request` in order. `Some(response)`: a filter answered or failed.
-    pub async fn request(
+    pub(crate) async fn request(
         &mut self,
         filters: &'a [Arc<dyn Filter>],
         req: &mut Parts,
@@ -151,7 +148,10 @@ impl<'a> Chain<'a> {
     }
 
     /// Runs `on_response` in reverse for the filters that ran.
-    pub async fn response(&mut self, response: &mut Response<Body>) -> Result<(), ProxyError> {
+    pub(crate) async fn response(
+        &mut self,
+        response: &mut Response<Body>,
+    ) -> Result<(), ProxyError> {
         for filter in self.filters[..self.ran].iter().rev() {
             if filter.edits_responses() {
                 filter.on_response(response, &mut self.ctx).await?;
@@ -162,7 +162,7 @@ impl<'a> Chain<'a> {
 
     /// Runs `on_complete` for the filters that ran (once; dropping the chain later does not
     /// repeat it).
-    pub fn complete(&mut self, outcome: &Outcome) {
+    pub(crate) fn complete(&mut self, outcome: &Outcome) {
         self.finish(outcome);
     }
 
@@ -197,9 +197,6 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Filter for Probe {
-        fn name(&self) -> &'static str {
-            "probe"
-        }
         async fn on_request(
             &self,
             _req: &mut Parts,

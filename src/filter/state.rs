@@ -8,12 +8,12 @@ use std::sync::Arc;
 /// filter sits (route or named filter, position) and all its parameters, so a reload that
 /// leaves a filter unchanged carries its state over, and any change starts it fresh.
 #[derive(Default)]
-pub struct FilterStates(HashMap<String, Arc<dyn Any + Send + Sync>>);
+pub(crate) struct FilterStates(HashMap<String, Arc<dyn Any + Send + Sync>>);
 
 impl FilterStates {
     /// The state under `key` from `prev` (the outgoing snapshot's), or a new one from `make`;
     /// either way also kept in `self` for the next reload.
-    pub fn carry<T: Send + Sync + 'static>(
+    pub(crate) fn carry<T: Send + Sync + 'static>(
         &mut self,
         prev: Option<&FilterStates>,
         key: String,
@@ -35,11 +35,11 @@ impl FilterStates {
 /// cache stores), by owner. Each kind's `admin.rs` picks out its own type, so the snapshot
 /// and the admin API need no field per kind.
 #[derive(Default)]
-pub struct Exposed(Vec<(String, Arc<dyn Any + Send + Sync>)>);
+pub(crate) struct Exposed(Vec<(String, Arc<dyn Any + Send + Sync>)>);
 
 impl Exposed {
     /// Lists `part` under `owner`, once (a named filter's state is built for several routes).
-    pub fn add<T: Send + Sync + 'static>(&mut self, owner: &str, part: &Arc<T>) {
+    pub(crate) fn add<T: Send + Sync + 'static>(&mut self, owner: &str, part: &Arc<T>) {
         let known = self
             .0
             .iter()
@@ -53,7 +53,7 @@ impl Exposed {
     }
 
     /// The parts of type `T`, with their owners, in build order.
-    pub fn of<T: 'static>(&self) -> impl Iterator<Item = (&str, &T)> {
+    pub(crate) fn of<T: 'static>(&self) -> impl Iterator<Item = (&str, &T)> {
         self.0
             .iter()
             .filter_map(|(owner, part)| part.downcast_ref::<T>().map(|t| (owner.as_str(), t)))

@@ -17,13 +17,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-pub struct Background {
+pub(crate) struct Background {
     upstream: Arc<Upstream>,
     rewrite: Rewrite,
 }
 
 impl Background {
-    pub fn new(upstream: Arc<Upstream>, rewrite: Rewrite) -> Background {
+    pub(crate) fn new(upstream: Arc<Upstream>, rewrite: Rewrite) -> Background {
         Background { upstream, rewrite }
     }
 }

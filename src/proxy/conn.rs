@@ -13,15 +13,15 @@ use tokio::time::Instant;
 /// Open client connections across all workers, for `max_connections` and draining. A
 /// connection upgraded to a tunnel (WebSocket …) stays counted until the tunnel closes.
 #[derive(Default)]
-pub struct ConnCounter(AtomicUsize);
+pub(crate) struct ConnCounter(AtomicUsize);
 
 impl ConnCounter {
-    pub fn active(&self) -> usize {
+    pub(crate) fn active(&self) -> usize {
         self.0.load(Ordering::Relaxed)
     }
 
     /// Takes a slot for a new connection, or `None` when `max` are open already.
-    pub fn admit(self: &Arc<Self>, max: usize, gauge: &Gauge) -> Option<ConnSlot> {
+    pub(crate) fn admit(self: &Arc<Self>, max: usize, gauge: &Gauge) -> Option<ConnSlot> {
         if self.0.fetch_add(1, Ordering::Relaxed) >= max {
             self.0.fetch_sub(1, Ordering::Relaxed);
             return None;
@@ -33,7 +33,7 @@ impl ConnCounter {
 
 /// One open connection: counted for `max_connections` and in its listener's gauge until
 /// dropped.
-pub struct ConnSlot(Arc<ConnCounter>, Gauge);
+pub(crate) struct ConnSlot(Arc<ConnCounter>, Gauge);
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
@@ -43,21 +43,21 @@ impl Drop for ConnSlot {
 }
 
 /// What a client connection knows, prepared once per connection.
-pub struct ConnInfo {
-    pub gateway: Arc<Gateway>,
+pub(crate) struct ConnInfo {
+    pub(crate) gateway: Arc<Gateway>,
     /// The connection's place in the books; held by whoever still uses the connection: its
     /// HTTP server, or the tunnel it became after an upgrade.
     _slot: ConnSlot,
-    pub peer: SocketAddr,
+    pub(crate) peer: SocketAddr,
     /// The peer's IP as a header value, for X-Forwarded-For.
-    pub peer_ip: HeaderValue,
-    pub scheme: &'static str,
-    pub activity: Activity,
+    pub(crate) peer_ip: HeaderValue,
+    pub(crate) scheme: &'static str,
+    pub(crate) activity: Activity,
 }
 
 /// Requests in flight on one connection and when the last one ended: what `idle_timeout`
 /// needs, kept in two atomics that only this connection's worker touches.
-pub struct Activity {
+pub(crate) struct Activity {
     opened: Instant,
     in_flight: AtomicU32,
     last_end_ms: AtomicU64,
@@ -78,7 +78,7 @@ impl Activity {
     }
 
     /// When the connection will have been idle for `idle`; `None` while requests are in flight.
-    pub fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+    pub(crate) fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return None;
         }
@@ -99,7 +99,7 @@ impl Drop for InFlight<'_> {
 }
 
 impl ConnInfo {
-    pub fn new(
+    pub(crate) fn new(
         gateway: Arc<Gateway>,
         peer: SocketAddr,
         scheme: &'static str,

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub async fn handle(conn: &Arc<ConnInfo>, request: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(conn: &Arc<ConnInfo>, request: Request<Incoming>) -> Response<Body> {
     let _in_flight = conn.activity.begin();
     let snapshot = conn.gateway.snapshot.load_full();
     let client = client_address(&snapshot, conn.peer.ip(), request.headers());

@@ -7,7 +7,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TE, TRAILER, TRANSFER_ENCOD
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use std::net::IpAddr;
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -157,7 +157,7 @@ pub(super) fn set_forwarded(
 
 /// The client as far as `trusted_proxies` let the gateway see: the peer itself, or behind a
 /// trusted peer the right-most X-Forwarded-For entry that is not itself a trusted proxy.
-pub fn client_address(snapshot: &Snapshot, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+pub(crate) fn client_address(snapshot: &Snapshot, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
     if snapshot.trusted_proxies.is_empty() || !snapshot.is_trusted(peer) {
         return peer;
     }

@@ -11,6 +11,6 @@ mod handler;
 mod headers;
 mod retry;
 
-pub use background::Background;
-pub use conn::{ConnCounter, ConnInfo, ConnSlot};
-pub use handler::handle;
+pub(crate) use background::Background;
+pub(crate) use conn::{ConnCounter, ConnInfo, ConnSlot};
+pub(crate) use handler::handle;

@@ -29,7 +29,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Binds a listening socket that other workers can bind too (SO_REUSEPORT).
-pub fn bind(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub(crate) fn bind(address: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     #[cfg(unix)]
@@ -44,12 +44,12 @@ pub fn bind(address: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// What one listener serves: its name and, for a TLS listener, the settings it started with
 /// (the current snapshot's, taken at each accept, win; these stay if a reload drops them,
 /// because switching TLS off needs a restart).
-pub struct ListenerInfo {
-    pub name: String,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+pub(crate) struct ListenerInfo {
+    pub(crate) name: String,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-pub async fn accept_loop(
+pub(crate) async fn accept_loop(
     listener: TcpListener,
     info: Arc<ListenerInfo>,
     gateway: Arc<Gateway>,

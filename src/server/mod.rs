@@ -3,5 +3,5 @@
 mod listener;
 mod shutdown;
 
-pub use listener::{accept_loop, bind, ListenerInfo};
-pub use shutdown::Shutdown;
+pub(crate) use listener::{accept_loop, bind, ListenerInfo};
+pub(crate) use shutdown::Shutdown;

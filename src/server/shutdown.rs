@@ -10,19 +10,19 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 #[derive(Default)]
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     stopped: AtomicBool,
     next_id: AtomicU64,
     waiters: Mutex<HashMap<u64, Waker>>,
 }
 
 impl Shutdown {
-    pub fn new() -> Arc<Shutdown> {
+    pub(crate) fn new() -> Arc<Shutdown> {
         Arc::new(Shutdown::default())
     }
 
     /// Signals every waiter, now and later.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
         for waker in waiters.into_values() {
@@ -30,12 +30,12 @@ impl Shutdown {
         }
     }
 
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
     }
 
     /// Resolves once `stop` has been called.
-    pub fn stopped(&self) -> Stopped<'_> {
+    pub(crate) fn stopped(&self) -> Stopped<'_> {
         Stopped {
             shutdown: self,
             registered: None,
@@ -43,7 +43,7 @@ impl Shutdown {
     }
 }
 
-pub struct Stopped<'a> {
+pub(crate) struct Stopped<'a> {
     shutdown: &'a Shutdown,
     /// Our id in `waiters` and the waker stored there, to skip the lock when it still fits.
     registered: Option<(u64, Waker)>,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 /// Builds the runtime snapshot of `config`. Upstreams whose settings equal those in `prev`
 /// are carried over whole (pools, endpoints, discovery task); the others start fresh on the
 /// runtime behind `handle`.
-pub fn build(
+pub(crate) fn build(
     config: &Config,
     prev: Option<&Snapshot>,
     generation: u64,

@@ -4,7 +4,7 @@
 
 mod build;
 
-pub use build::build;
+pub(crate) use build::build;
 
 use crate::filter::jwt::Provider;
 use crate::filter::{Exposed, Filter, FilterStates};
@@ -23,29 +23,29 @@ use std::time::Duration;
 
 /// Request hardening limits, applied per listener connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub max_header_bytes: usize,
-    pub max_headers: usize,
-    pub max_uri_bytes: usize,
-    pub max_body_bytes: u64,
-    pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_connections: usize,
+pub(crate) struct Limits {
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_headers: usize,
+    pub(crate) max_uri_bytes: usize,
+    pub(crate) max_body_bytes: u64,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_connections: usize,
     /// HTTP/2: streams open at once per connection.
-    pub h2_max_concurrent_streams: u32,
+    pub(crate) h2_max_concurrent_streams: u32,
     /// HTTP/2 rapid reset (CVE-2023-44487): streams a client may open and cancel before the
     /// server handles them, before GOAWAY.
-    pub h2_max_pending_reset_streams: usize,
+    pub(crate) h2_max_pending_reset_streams: usize,
     /// HTTP/2: streams the server had to reset for protocol errors before GOAWAY.
-    pub h2_max_local_reset_streams: usize,
-    pub headers_with_underscores: UnderscoreHeaders,
+    pub(crate) h2_max_local_reset_streams: usize,
+    pub(crate) headers_with_underscores: UnderscoreHeaders,
 }
 
 /// What happens to request header fields whose names contain `_`. Many servers (CGI-style
 /// environments, several frameworks) fold `_` into `-`, so `X_User_Id` or `Transfer_Encoding`
 /// would reach them as a header the gateway never checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum UnderscoreHeaders {
+pub(crate) enum UnderscoreHeaders {
     /// 400, connection closed.
     Reject,
     /// Removed before routing (nginx's default).
@@ -73,14 +73,14 @@ impl Default for Limits {
     }
 }
 
-pub struct Route {
-    pub name: Arc<str>,
-    pub action: RouteAction,
+pub(crate) struct Route {
+    pub(crate) name: Arc<str>,
+    pub(crate) action: RouteAction,
     /// Run in order around the action; empty for most routes.
-    pub filters: Vec<Arc<dyn Filter>>,
+    pub(crate) filters: Vec<Arc<dyn Filter>>,
 }
 
-pub enum RouteAction {
+pub(crate) enum RouteAction {
     Proxy {
         upstream: Arc<Upstream>,
         rewrite: Rewrite,
@@ -93,20 +93,20 @@ pub enum RouteAction {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct Rewrite {
-    pub strip_prefix: Option<String>,
+pub(crate) struct Rewrite {
+    pub(crate) strip_prefix: Option<String>,
     /// (matched prefix, replacement)
-    pub replace_prefix: Option<(String, String)>,
-    pub host: Option<HeaderValue>,
+    pub(crate) replace_prefix: Option<(String, String)>,
+    pub(crate) host: Option<HeaderValue>,
 }
 
 impl Rewrite {
-    pub fn changes_path(&self) -> bool {
+    pub(crate) fn changes_path(&self) -> bool {
         self.strip_prefix.is_some() || self.replace_prefix.is_some()
     }
 
     /// The upstream path for `path`; `None` when it stays as it is.
-    pub fn path(&self, path: &str) -> Option<String> {
+    pub(crate) fn path(&self, path: &str) -> Option<String> {
         let (prefix, replacement) = match (&self.strip_prefix, &self.replace_prefix) {
             (Some(prefix), _) => (prefix.as_str(), ""),
             (None, Some((prefix, replacement))) => (prefix.as_str(), replacement.as_str()),
@@ -139,47 +139,47 @@ impl Rewrite {
 }
 
 #[derive(Debug, Clone)]
-pub struct Respond {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+pub(crate) struct Respond {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 #[derive(Debug, Clone)]
-pub enum RedirectTarget {
+pub(crate) enum RedirectTarget {
     /// A fixed `Location`.
     Location(HeaderValue),
     /// Same host and path, other scheme (`http` → `https`).
     Scheme(&'static str),
 }
 
-pub struct Snapshot {
-    pub generation: u64,
-    pub router: Router<Route>,
-    pub upstreams: HashMap<String, Arc<Upstream>>,
+pub(crate) struct Snapshot {
+    pub(crate) generation: u64,
+    pub(crate) router: Router<Route>,
+    pub(crate) upstreams: HashMap<String, Arc<Upstream>>,
     /// Running JWT providers by name; remote key sets live here across reloads.
-    pub jwt_providers: HashMap<String, Arc<Provider>>,
+    pub(crate) jwt_providers: HashMap<String, Arc<Provider>>,
     /// Filter state (limiter tables, breakers) to carry over the next reload.
-    pub filter_states: FilterStates,
+    pub(crate) filter_states: FilterStates,
     /// Filter parts the admin API shows or acts on (breakers, cache stores).
-    pub exposed: Exposed,
+    pub(crate) exposed: Exposed,
     /// `stores.redis`, shared by `store: redis` filters; carried over while its settings hold.
-    pub redis: Option<Arc<RedisStore>>,
-    pub limits: Limits,
-    pub trusted_proxies: Vec<IpNet>,
+    pub(crate) redis: Option<Arc<RedisStore>>,
+    pub(crate) limits: Limits,
+    pub(crate) trusted_proxies: Vec<IpNet>,
     /// One log line per request (target `access`).
-    pub access_log: bool,
+    pub(crate) access_log: bool,
     /// The `route` label of requests that matched no route.
-    pub no_route_label: Arc<str>,
+    pub(crate) no_route_label: Arc<str>,
     /// TLS settings by listener name, taken at each accept: new certificates apply to new
     /// connections after a reload.
-    pub listener_tls: HashMap<String, Arc<rustls::ServerConfig>>,
+    pub(crate) listener_tls: HashMap<String, Arc<rustls::ServerConfig>>,
 }
 
 impl Snapshot {
     /// Every remote JWT key set has loaded (or stopped being waited for): until then the
     /// instance is not ready for traffic.
-    pub fn keys_ready(&self) -> bool {
+    pub(crate) fn keys_ready(&self) -> bool {
         self.jwt_providers
             .values()
             .filter_map(|p| p.remote_keys())
@@ -187,23 +187,23 @@ impl Snapshot {
     }
 
     /// Whether every upstream's discovery has answered once (or given up waiting).
-    pub fn discovery_ready(&self) -> bool {
+    pub(crate) fn discovery_ready(&self) -> bool {
         self.upstreams.values().all(|u| u.feed.settled())
     }
 
-    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+    pub(crate) fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 }
 
-pub struct Gateway {
-    pub snapshot: ArcSwap<Snapshot>,
+pub(crate) struct Gateway {
+    pub(crate) snapshot: ArcSwap<Snapshot>,
     /// Lives as long as the process, across reloads.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Gateway {
-    pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> Gateway {
+    pub(crate) fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> Gateway {
         Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,

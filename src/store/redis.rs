@@ -17,16 +17,16 @@ use tokio::sync::{oneshot, Notify};
 
 /// Validated `stores.redis` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisSpec {
-    pub url: String,
+pub(crate) struct RedisSpec {
+    pub(crate) url: String,
     /// A check slower than this counts as a failure (default 20 ms).
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Multiplexed connections shared by all workers.
-    pub pool_size: usize,
+    pub(crate) pool_size: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error("store is down")]
     Down,
     #[error("store timed out")]
@@ -54,8 +54,8 @@ end
 return {0, 0, next - now - tolerance}
 ";
 
-pub struct RedisStore {
-    pub spec: RedisSpec,
+pub(crate) struct RedisStore {
+    pub(crate) spec: RedisSpec,
     shared: Arc<Shared>,
     /// Dropped with the store; ends the reconnect task.
     _stop: oneshot::Sender<()>,
@@ -79,7 +79,7 @@ struct Shared {
 impl RedisStore {
     /// Opens connections in the background on the runtime behind `handle`; until they are up,
     /// the store reports itself down. `None` when the URL is invalid (validated at load).
-    pub fn start(
+    pub(crate) fn start(
         spec: RedisSpec,
         workers: usize,
         handle: &tokio::runtime::Handle,
@@ -113,7 +113,7 @@ impl RedisStore {
     /// a microsecond): admitted or not, requests left, and the wait (until full when admitted,
     /// until the next admission when not). `Err` at once when the store is down, or after
     /// `timeout`.
-    pub async fn gcra(
+    pub(crate) async fn gcra(
         &self,
         key: &str,
         interval: Duration,

@@ -3,11 +3,11 @@
 mod parts;
 mod requests;
 
-pub use parts::{
+pub(crate) use parts::{
     encode_family, MetricSet, MetricSets, Registered, UpstreamRegistry, UpstreamState,
     UpstreamStateSource,
 };
-pub use requests::{RequestStats, UpstreamOutcome};
+pub(crate) use requests::{RequestStats, UpstreamOutcome};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
@@ -39,17 +39,17 @@ pub fn init(format: LogFormat, level: &str) {
     };
 }
 
-pub type Labels = Vec<(&'static str, String)>;
+pub(crate) type Labels = Vec<(&'static str, String)>;
 
 /// The metrics registry. Hot-path recorders hold pre-resolved handles (atomics), so recording
 /// never looks a label set up under a lock.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
-    pub requests: Arc<RequestStats>,
-    pub config_reloads: Family<Labels, Counter>,
-    pub config_generation: Gauge,
-    pub connections_active: Family<Labels, Gauge>,
-    pub filters: ConfigMetrics,
+    pub(crate) requests: Arc<RequestStats>,
+    pub(crate) config_reloads: Family<Labels, Counter>,
+    pub(crate) config_generation: Gauge,
+    pub(crate) connections_active: Family<Labels, Gauge>,
+    pub(crate) filters: ConfigMetrics,
 }
 
 /// Reads the control runtime's task count at scrape time.
@@ -72,15 +72,15 @@ impl Collector for BackgroundTasks {
 /// Metrics of the running config's parts: upstreams are read at scrape time; each filter kind
 /// keeps its own families in `filters`, resolving its series once, when it is built.
 #[derive(Clone, Default)]
-pub struct ConfigMetrics {
-    pub upstreams: UpstreamRegistry,
-    pub filters: MetricSets,
+pub(crate) struct ConfigMetrics {
+    pub(crate) upstreams: UpstreamRegistry,
+    pub(crate) filters: MetricSets,
 }
 
 impl Metrics {
     /// `workers`: how many shards the request statistics keep; `control`: the runtime of
     /// background tasks, whose task count is reported (a leak shows as growth).
-    pub fn new(workers: usize, control: tokio::runtime::Handle) -> Metrics {
+    pub(crate) fn new(workers: usize, control: tokio::runtime::Handle) -> Metrics {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(BackgroundTasks(control)));
         let requests = Arc::new(RequestStats::new(workers));
@@ -116,7 +116,7 @@ impl Metrics {
         }
     }
 
-    pub fn reload_result(&self, ok: bool) {
+    pub(crate) fn reload_result(&self, ok: bool) {
         self.config_reloads
             .get_or_create(&vec![(
                 "result",
@@ -126,13 +126,13 @@ impl Metrics {
     }
 
     /// The gauge of one listener, resolved once per listener.
-    pub fn connections(&self, listener: &str) -> Gauge {
+    pub(crate) fn connections(&self, listener: &str) -> Gauge {
         self.connections_active
             .get_or_create_owned(&vec![("listener", listener.to_string())])
     }
 
     /// Prometheus / OpenMetrics text.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();

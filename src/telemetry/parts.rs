@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 /// Named parts of the running config (upstreams, caches), read at scrape time and not kept
 /// alive by the registry: parts of an old config drop out when they are freed.
-pub struct Registered<T: ?Sized>(Arc<Mutex<Vec<Named<T>>>>);
+pub(crate) struct Registered<T: ?Sized>(Arc<Mutex<Vec<Named<T>>>>);
 
 /// A registered part's name and a reference that does not keep it alive.
 type Named<T> = (String, std::sync::Weak<T>);
@@ -35,7 +35,7 @@ impl<T: ?Sized> std::fmt::Debug for Registered<T> {
 impl<T: ?Sized> Registered<T> {
     /// Adds `item` under `name`; an item already listed (carried over a reload) is not added
     /// twice.
-    pub fn register(&self, name: &str, item: &Arc<T>) {
+    pub(crate) fn register(&self, name: &str, item: &Arc<T>) {
         let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
         list.retain(|(_, weak)| weak.strong_count() > 0);
         let known = list
@@ -48,7 +48,7 @@ impl<T: ?Sized> Registered<T> {
 
     /// The live items; of several under one name, the latest registered (the one a reload
     /// replaced may live on while its last requests finish).
-    pub fn live(&self) -> Vec<(String, Arc<T>)> {
+    pub(crate) fn live(&self) -> Vec<(String, Arc<T>)> {
         let list = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<(String, Arc<T>)> = Vec::with_capacity(list.len());
         for (name, weak) in list.iter() {
@@ -65,20 +65,20 @@ impl<T: ?Sized> Registered<T> {
 }
 
 /// What an upstream reports: its discovery's progress and its endpoints' health.
-pub struct UpstreamState {
+pub(crate) struct UpstreamState {
     /// Unix seconds of the last successful registry read.
-    pub discovery_last_success: Option<f64>,
-    pub discovery_errors: u64,
+    pub(crate) discovery_last_success: Option<f64>,
+    pub(crate) discovery_errors: u64,
     /// Endpoint address and whether it passes health checks (health-checked upstreams only).
-    pub endpoint_health: Vec<(String, bool)>,
+    pub(crate) endpoint_health: Vec<(String, bool)>,
 }
 
-pub trait UpstreamStateSource: Send + Sync {
+pub(crate) trait UpstreamStateSource: Send + Sync {
     fn upstream_state(&self) -> UpstreamState;
 }
 
 /// The upstreams of the running config, by name.
-pub type UpstreamRegistry = Registered<dyn UpstreamStateSource>;
+pub(crate) type UpstreamRegistry = Registered<dyn UpstreamStateSource>;
 
 impl Collector for UpstreamRegistry {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -132,7 +132,7 @@ impl Collector for UpstreamRegistry {
 /// Metric families a part of the gateway defines next to its code (a filter kind's
 /// `metrics.rs`): made on first use, kept for the life of the process so that series survive
 /// reloads, and encoded at every scrape.
-pub trait MetricSet: Default + Send + Sync + 'static {
+pub(crate) trait MetricSet: Default + Send + Sync + 'static {
     fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error>;
 }
 
@@ -153,7 +153,7 @@ impl<T: MetricSet> AnySet for T {
 
 /// One of each [`MetricSet`] type, registered with the process's registry as one collector.
 #[derive(Clone, Default)]
-pub struct MetricSets(Arc<Mutex<Vec<TypedSet>>>);
+pub(crate) struct MetricSets(Arc<Mutex<Vec<TypedSet>>>);
 
 /// A set and the type it was made as.
 type TypedSet = (std::any::TypeId, Arc<dyn AnySet>);
@@ -167,7 +167,7 @@ impl std::fmt::Debug for MetricSets {
 impl MetricSets {
     /// The set of type `T`, made the first time it is asked for. Called when filters are
     /// built, never per request.
-    pub fn get<T: MetricSet>(&self) -> Arc<T> {
+    pub(crate) fn get<T: MetricSet>(&self) -> Arc<T> {
         let mut sets = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let id = std::any::TypeId::of::<T>();
         let found = sets
@@ -199,7 +199,7 @@ impl Collector for MetricSets {
 }
 
 /// Encodes `family` under `name` with `help`, for [`MetricSet`]s.
-pub fn encode_family<M: EncodeMetric>(
+pub(crate) fn encode_family<M: EncodeMetric>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,

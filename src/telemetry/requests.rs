@@ -56,14 +56,14 @@ impl Histogram {
 
 /// How the exchange with the upstream went, for metrics and the access log.
 #[derive(Clone, Debug)]
-pub struct UpstreamOutcome {
-    pub upstream: Arc<str>,
-    pub elapsed: Duration,
+pub(crate) struct UpstreamOutcome {
+    pub(crate) upstream: Arc<str>,
+    pub(crate) elapsed: Duration,
     /// `None` on success; otherwise a fixed error kind (`connect_error`, `timeout`, …).
-    pub error: Option<&'static str>,
+    pub(crate) error: Option<&'static str>,
     /// The status the upstream itself answered with, whatever later filters made of it (a
     /// cache may have put a stale copy in its place).
-    pub status: Option<u16>,
+    pub(crate) status: Option<u16>,
 }
 
 #[derive(Clone, Default)]
@@ -97,7 +97,7 @@ fn slot<'m, V: Default>(map: &'m mut FastMap<Arc<str>, V>, key: &Arc<str>) -> &'
 /// Request statistics, one shard per worker thread: a worker only ever locks its own shard
 /// (uncontended); a scrape merges them.
 #[derive(Debug)]
-pub struct RequestStats {
+pub(crate) struct RequestStats {
     shards: Box<[Mutex<Shard>]>,
 }
 
@@ -117,7 +117,7 @@ impl RequestStats {
     }
 
     /// Records one finished request (and its upstream exchange, if any).
-    pub fn record(
+    pub(crate) fn record(
         &self,
         route: &Arc<str>,
         method: &'static str,

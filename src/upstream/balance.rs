@@ -65,7 +65,7 @@ impl Balancer {
         }
     }
 
-    pub fn endpoints(&self) -> &[Arc<Endpoint>] {
+    pub(crate) fn endpoints(&self) -> &[Arc<Endpoint>] {
         &self.endpoints
     }
 

@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 impl Upstream {
     /// The request target for `path` on `endpoint`: the path alone for HTTP/1.1, an absolute
     /// URI for HTTP/2, whose authority is `host` (default: the endpoint's address).
-    pub fn target(
+    pub(crate) fn target(
         &self,
         endpoint: &Endpoint,
         host: Option<&HeaderValue>,
@@ -83,7 +83,7 @@ impl Upstream {
 
     /// One exchange with `endpoint`. A pooled connection that turns out to be closed before
     /// the request went out is replaced by a fresh one, transparently.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         endpoint: &Arc<Endpoint>,
         mut request: Request<Body>,

@@ -12,24 +12,24 @@ use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct HealthSpec {
-    pub path: http::uri::PathAndQuery,
+pub(crate) struct HealthSpec {
+    pub(crate) path: http::uri::PathAndQuery,
     /// The Host header of checks; default: the endpoint's address.
-    pub host: Option<http::HeaderValue>,
+    pub(crate) host: Option<http::HeaderValue>,
     /// Inclusive status ranges that count as passed.
-    pub statuses: Vec<(u16, u16)>,
-    pub interval: Duration,
-    pub timeout: Duration,
+    pub(crate) statuses: Vec<(u16, u16)>,
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
     /// Up to this much is added to each interval, at random.
-    pub jitter: Duration,
-    pub healthy_after: u32,
-    pub unhealthy_after: u32,
+    pub(crate) jitter: Duration,
+    pub(crate) healthy_after: u32,
+    pub(crate) unhealthy_after: u32,
     /// Below this percentage of healthy endpoints, balance over all of them.
-    pub panic_threshold: u32,
+    pub(crate) panic_threshold: u32,
 }
 
 impl HealthSpec {
-    pub fn passes(&self, status: StatusCode) -> bool {
+    pub(crate) fn passes(&self, status: StatusCode) -> bool {
         let code = status.as_u16();
         self.statuses
             .iter()
@@ -37,20 +37,20 @@ impl HealthSpec {
     }
 
     /// The wait before the next round.
-    pub fn next_round(&self) -> Duration {
+    pub(crate) fn next_round(&self) -> Duration {
         self.interval + self.jitter.mul_f64(fastrand::f64())
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HealthState {
+pub(crate) enum HealthState {
     Unchecked,
     Healthy,
     Unhealthy,
 }
 
 impl HealthState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             HealthState::Unchecked => "unchecked",
             HealthState::Healthy => "healthy",
@@ -61,14 +61,14 @@ impl HealthState {
 
 /// One endpoint's check record. Written by its upstream's checker task only.
 #[derive(Debug, Default)]
-pub struct Health {
+pub(crate) struct Health {
     state: AtomicU8,
     passed_in_a_row: AtomicU32,
     failed_in_a_row: AtomicU32,
 }
 
 impl Health {
-    pub fn state(&self) -> HealthState {
+    pub(crate) fn state(&self) -> HealthState {
         match self.state.load(Ordering::Acquire) {
             1 => HealthState::Healthy,
             2 => HealthState::Unhealthy,
@@ -87,7 +87,7 @@ impl Health {
 
     /// Records one check; returns the new state when it changed. The first check decides at
     /// once; later ones need the thresholds.
-    pub fn record(&self, spec: &HealthSpec, passed: bool) -> Option<HealthState> {
+    pub(crate) fn record(&self, spec: &HealthSpec, passed: bool) -> Option<HealthState> {
         let (same, other) = if passed {
             (&self.passed_in_a_row, &self.failed_in_a_row)
         } else {
@@ -115,7 +115,7 @@ impl Health {
 
     /// Takes over another record of the same address (a re-weighted endpoint, a reloaded
     /// upstream).
-    pub fn copy_from(&self, other: &Health) {
+    pub(crate) fn copy_from(&self, other: &Health) {
         self.state
             .store(other.state.load(Ordering::Acquire), Ordering::Release);
         for (mine, theirs) in [

@@ -11,9 +11,9 @@ mod retry;
 mod stats;
 
 pub use balance::{hash_key, Balancer, HashOn, Strategy};
-pub use health::{HealthSpec, HealthState};
-pub use outlier::OutlierSpec;
-pub use retry::{RetryBudget, RetryOn, RetryPolicy};
+pub(crate) use health::{HealthSpec, HealthState};
+pub(crate) use outlier::OutlierSpec;
+pub(crate) use retry::{RetryBudget, RetryOn, RetryPolicy};
 
 use crate::discovery::{DiscoverySpec, EndpointSet, Feed};
 use arc_swap::ArcSwap;
@@ -27,49 +27,49 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     Http1,
     Http2,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     /// TCP connect.
-    pub connect: Duration,
+    pub(crate) connect: Duration,
     /// From the request being sent to the response head arriving.
-    pub response: Duration,
+    pub(crate) response: Duration,
     /// Longest pause between two pieces of the response body.
-    pub idle: Duration,
+    pub(crate) idle: Duration,
 }
 
 /// The settings an upstream is built from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct UpstreamSpec {
-    pub name: String,
-    pub discovery: DiscoverySpec,
+pub(crate) struct UpstreamSpec {
+    pub(crate) name: String,
+    pub(crate) discovery: DiscoverySpec,
     /// Report the upstream degraded after this long without a successful registry read.
-    pub max_stale: Option<Duration>,
-    pub protocol: Protocol,
+    pub(crate) max_stale: Option<Duration>,
+    pub(crate) protocol: Protocol,
     /// TLS to the endpoints; `None` for plaintext.
-    pub tls: Option<crate::tls::UpstreamTls>,
-    pub timeouts: Timeouts,
-    pub balance: Strategy,
-    pub max_idle_per_endpoint: usize,
-    pub retries: Option<RetryPolicy>,
-    pub outlier: Option<OutlierSpec>,
-    pub health: Option<HealthSpec>,
+    pub(crate) tls: Option<crate::tls::UpstreamTls>,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) balance: Strategy,
+    pub(crate) max_idle_per_endpoint: usize,
+    pub(crate) retries: Option<RetryPolicy>,
+    pub(crate) outlier: Option<OutlierSpec>,
+    pub(crate) health: Option<HealthSpec>,
 }
 
 pub struct Endpoint {
-    pub address: SocketAddr,
+    pub(crate) address: SocketAddr,
     pub weight: u32,
     /// Prepared once: the `:authority` of HTTP/2 requests.
-    pub authority: Authority,
+    pub(crate) authority: Authority,
     pool: Pool,
     outlier: outlier::OutlierState,
-    pub health: health::Health,
+    pub(crate) health: health::Health,
     /// Requests sent and not yet answered (counted for `least_request` only).
-    pub in_flight: std::sync::atomic::AtomicUsize,
+    pub(crate) in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl Endpoint {
@@ -87,14 +87,14 @@ impl Endpoint {
         }
     }
 
-    pub fn idle_connections(&self) -> usize {
+    pub(crate) fn idle_connections(&self) -> usize {
         self.pool.idle_count()
     }
 }
 
-pub struct Upstream {
-    pub name: Arc<str>,
-    pub spec: UpstreamSpec,
+pub(crate) struct Upstream {
+    pub(crate) name: Arc<str>,
+    pub(crate) spec: UpstreamSpec,
     /// Every endpoint discovery lists, healthy or not.
     members: ArcSwap<Vec<Arc<Endpoint>>>,
     /// Balances over the endpoints that take traffic (see [`Upstream::rebalance`]).
@@ -104,9 +104,9 @@ pub struct Upstream {
     /// Too few endpoints are healthy, so all of them take traffic: 0 no, 1 because they are
     /// not checked yet, 2 because checks failed.
     panic: AtomicU8,
-    pub feed: Arc<Feed>,
+    pub(crate) feed: Arc<Feed>,
     workers: usize,
-    pub retry_budget: RetryBudget,
+    pub(crate) retry_budget: RetryBudget,
     /// The clock of outlier ejections.
     epoch: std::time::Instant,
     /// Wakes the health checker: new endpoints to check.
@@ -118,7 +118,7 @@ pub struct Upstream {
 impl Upstream {
     /// Builds the upstream over `feed` and starts its tasks on the runtime behind `handle`.
     /// `prev`, an earlier upstream of the same name, lends its endpoints' health records.
-    pub fn start(
+    pub(crate) fn start(
         spec: UpstreamSpec,
         feed: Arc<Feed>,
         prev: Option<&Upstream>,
@@ -166,29 +166,29 @@ impl Upstream {
     }
 
     /// Every endpoint, whether it takes traffic or not.
-    pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+    pub(crate) fn endpoints(&self) -> Vec<Arc<Endpoint>> {
         self.members.load().to_vec()
     }
 
     /// Whether discovery has not heard from its registry for longer than `max_stale`.
-    pub fn is_degraded(&self) -> bool {
+    pub(crate) fn is_degraded(&self) -> bool {
         self.spec
             .max_stale
             .is_some_and(|max_stale| self.feed.status.is_stale(max_stale, self.feed.started))
     }
 
     /// Whether too few endpoints are healthy and traffic goes to all of them.
-    pub fn is_panicking(&self) -> bool {
+    pub(crate) fn is_panicking(&self) -> bool {
         self.panic.load(Ordering::Relaxed) != 0
     }
 
     /// The next endpoint by the upstream's strategy (`key`: the request's hash for consistent
     /// hashing), skipping ejected ones (all ejected: any).
-    pub fn pick(&self) -> Option<Arc<Endpoint>> {
+    pub(crate) fn pick(&self) -> Option<Arc<Endpoint>> {
         self.pick_for(None)
     }
 
-    pub fn pick_for(&self, key: Option<u64>) -> Option<Arc<Endpoint>> {
+    pub(crate) fn pick_for(&self, key: Option<u64>) -> Option<Arc<Endpoint>> {
         let balancer = self.balancer.load();
         let first = balancer.pick(key)?;
         if self.spec.outlier.is_none() {
@@ -206,7 +206,7 @@ impl Upstream {
     }
 
     /// For a retry: an endpoint other than `previous` when there is one.
-    pub fn pick_other(&self, previous: SocketAddr) -> Option<Arc<Endpoint>> {
+    pub(crate) fn pick_other(&self, previous: SocketAddr) -> Option<Arc<Endpoint>> {
         let count = self.balancer.load().endpoints().len();
         let mut fallback = None;
         for _ in 0..count.max(1) {
@@ -224,7 +224,7 @@ impl Upstream {
     }
 
     /// One exchange's outcome, for outlier ejection.
-    pub fn record(&self, endpoint: &Endpoint, failed: bool) {
+    pub(crate) fn record(&self, endpoint: &Endpoint, failed: bool) {
         let Some(spec) = &self.spec.outlier else {
             return;
         };
@@ -256,7 +256,7 @@ impl Upstream {
     }
 
     /// Whether `endpoint` is ejected now (admin API).
-    pub fn is_ejected(&self, endpoint: &Endpoint) -> bool {
+    pub(crate) fn is_ejected(&self, endpoint: &Endpoint) -> bool {
         endpoint.outlier.is_ejected(self.now())
     }
 

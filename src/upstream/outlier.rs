@@ -7,29 +7,29 @@ use std::time::Duration;
 
 /// A validated `outlier:` block.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OutlierSpec {
-    pub consecutive_failures: u32,
+pub(crate) struct OutlierSpec {
+    pub(crate) consecutive_failures: u32,
     /// The first ejection's length; the n-th lasts n times as long (up to ten times).
-    pub eject_for: Duration,
-    pub max_ejected_percent: u32,
+    pub(crate) eject_for: Duration,
+    pub(crate) max_ejected_percent: u32,
 }
 
 /// One endpoint's record, on the upstream's clock (nanoseconds).
 #[derive(Default)]
-pub struct OutlierState {
+pub(crate) struct OutlierState {
     consecutive: AtomicU32,
     ejected_until: AtomicU64,
     ejections: AtomicU32,
 }
 
 impl OutlierState {
-    pub fn is_ejected(&self, now: u64) -> bool {
+    pub(crate) fn is_ejected(&self, now: u64) -> bool {
         self.ejected_until.load(Ordering::Acquire) > now
     }
 
     /// Records a success or failure; `true` when this failure should eject the endpoint
     /// (the caller checks the ejection cap and then calls `eject`).
-    pub fn record(&self, spec: &OutlierSpec, failed: bool) -> bool {
+    pub(crate) fn record(&self, spec: &OutlierSpec, failed: bool) -> bool {
         if !failed {
             self.consecutive.store(0, Ordering::Relaxed);
             return false;
@@ -38,7 +38,7 @@ impl OutlierState {
         in_a_row >= spec.consecutive_failures
     }
 
-    pub fn eject(&self, spec: &OutlierSpec, now: u64) -> Duration {
+    pub(crate) fn eject(&self, spec: &OutlierSpec, now: u64) -> Duration {
         self.consecutive.store(0, Ordering::Relaxed);
         let times = (self.ejections.fetch_add(1, Ordering::AcqRel) + 1).min(10);
         let length = spec.eject_for * times;
@@ -48,7 +48,7 @@ impl OutlierState {
     }
 
     /// Back in service after a success: later ejections start short again.
-    pub fn forgive(&self) {
+    pub(crate) fn forgive(&self) {
         // Read first: most successes find nothing to forgive and leave the line unwritten.
         if self.ejections.load(Ordering::Relaxed) != 0 {
             self.ejections.store(0, Ordering::Relaxed);

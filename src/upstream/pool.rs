@@ -21,7 +21,7 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub fn new(workers: usize, max_idle: usize) -> Pool {
+    pub(crate) fn new(workers: usize, max_idle: usize) -> Pool {
         Pool {
             shards: (0..workers.max(1))
                 .map(|_| Mutex::new(Vec::new()))
@@ -37,7 +37,7 @@ impl Pool {
 
     /// A live connection of this worker, if any. HTTP/1.1 connections are taken out; an
     /// HTTP/2 connection is cloned and stays.
-    pub fn take(&self) -> Option<Sender> {
+    pub(crate) fn take(&self) -> Option<Sender> {
         let mut idle = self.shard().lock().unwrap_or_else(|e| e.into_inner());
         while let Some(sender) = idle.pop() {
             match sender {
@@ -54,7 +54,7 @@ impl Pool {
         None
     }
 
-    pub fn put(&self, sender: Sender) {
+    pub(crate) fn put(&self, sender: Sender) {
         let closed = match &sender {
             Sender::H1(s) => s.is_closed(),
             Sender::H2(s) => s.is_closed(),
@@ -69,7 +69,7 @@ impl Pool {
     }
 
     /// Idle connections across all shards (for tests and the admin API).
-    pub fn idle_count(&self) -> usize {
+    pub(crate) fn idle_count(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().map(|v| v.len()).unwrap_or(0))

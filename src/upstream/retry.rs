@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// A failure that may be retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RetryOn {
+pub(crate) enum RetryOn {
     /// Refused or failed to connect (also a connect timeout): the request never left.
     ConnectError,
     /// The connection broke before a response head arrived.
@@ -21,7 +21,7 @@ pub enum RetryOn {
 }
 
 impl RetryOn {
-    pub fn parse(text: &str) -> Option<RetryOn> {
+    pub(crate) fn parse(text: &str) -> Option<RetryOn> {
         match text {
             "connect_error" => Some(RetryOn::ConnectError),
             "reset" => Some(RetryOn::Reset),
@@ -35,7 +35,7 @@ impl RetryOn {
     }
 
     /// What kind of failure `error` is, if it is one of the retryable kinds.
-    pub fn of_error(error: &ProxyError) -> Option<RetryOn> {
+    pub(crate) fn of_error(error: &ProxyError) -> Option<RetryOn> {
         match error.upstream_failure()? {
             UpstreamFailure::ConnectError | UpstreamFailure::ConnectTimeout => {
                 Some(RetryOn::ConnectError)
@@ -51,25 +51,25 @@ impl RetryOn {
 
 /// A validated `retries:` block.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Retries after the first try.
-    pub attempts: u32,
-    pub on: Vec<RetryOn>,
+    pub(crate) attempts: u32,
+    pub(crate) on: Vec<RetryOn>,
     /// Each try's limit for the response head; `None`: the upstream's response timeout.
-    pub per_try_timeout: Option<Duration>,
-    pub backoff_base: Duration,
-    pub backoff_max: Duration,
+    pub(crate) per_try_timeout: Option<Duration>,
+    pub(crate) backoff_base: Duration,
+    pub(crate) backoff_max: Duration,
     /// Retries in flight may be at most this share of the requests in flight.
-    pub budget: f64,
+    pub(crate) budget: f64,
     /// Methods that may be retried: the idempotent ones unless configured.
-    pub methods: Vec<Method>,
+    pub(crate) methods: Vec<Method>,
     /// Request bodies up to this size are kept so they can be sent again; larger or
     /// unknown-length bodies are never retried.
-    pub buffer_bytes: u64,
+    pub(crate) buffer_bytes: u64,
 }
 
 impl RetryPolicy {
-    pub fn idempotent_methods() -> Vec<Method> {
+    pub(crate) fn idempotent_methods() -> Vec<Method> {
         vec![
             Method::GET,
             Method::HEAD,
@@ -80,13 +80,13 @@ impl RetryPolicy {
         ]
     }
 
-    pub fn retries(&self, failure: RetryOn) -> bool {
+    pub(crate) fn retries(&self, failure: RetryOn) -> bool {
         self.on.contains(&failure)
     }
 
     /// The wait before retry number `retry` (1-based): exponential from `backoff_base`,
     /// capped at `backoff_max`, with full jitter so that retrying clients spread out.
-    pub fn backoff(&self, retry: u32) -> Duration {
+    pub(crate) fn backoff(&self, retry: u32) -> Duration {
         let exp = self
             .backoff_base
             .saturating_mul(1 << (retry.saturating_sub(1)).min(16));
@@ -102,13 +102,13 @@ const MIN_CONCURRENT_RETRIES: u64 = 3;
 /// flight (and at least a few). Under a storm of failures retries stop multiplying the load;
 /// a lone failing request is still retried. Lock-free counters.
 #[derive(Default)]
-pub struct RetryBudget {
+pub(crate) struct RetryBudget {
     requests: AtomicU64,
     retries: AtomicU64,
 }
 
 /// Counts while alive.
-pub struct InFlight<'a>(&'a AtomicU64);
+pub(crate) struct InFlight<'a>(&'a AtomicU64);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -118,13 +118,13 @@ impl Drop for InFlight<'_> {
 
 impl RetryBudget {
     /// A request with a retry policy is under way.
-    pub fn request(&self) -> InFlight<'_> {
+    pub(crate) fn request(&self) -> InFlight<'_> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         InFlight(&self.requests)
     }
 
     /// A retry, if the budget has room; it counts until the guard is dropped.
-    pub fn try_retry(&self, share: f64) -> Option<InFlight<'_>> {
+    pub(crate) fn try_retry(&self, share: f64) -> Option<InFlight<'_>> {
         let requests = self.requests.load(Ordering::Relaxed);
         let allowed = ((requests as f64 * share) as u64).max(MIN_CONCURRENT_RETRIES);
         let taken = self.retries.fetch_add(1, Ordering::Relaxed);

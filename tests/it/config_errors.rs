@@ -1,5 +1,6 @@
 //! Config errors: every problem at once, each with its key path and line, in plain words.
 
+use crate::support::{gateway_env, Client};
 use portcullis::config::{self, ConfigError};
 use std::path::Path;
 use std::process::Command;
@@ -71,18 +72,14 @@ fn values_are_checked() {
     );
 }
 
-#[test]
-fn environment_interpolation() {
-    let ok = config::parse(
+#[tokio::test]
+async fn environment_interpolation() {
+    let gw = gateway_env(
         &format!("{HEAD}routes: [{{ name: a, respond: {{ body: \"${{SET}} ${{UNSET:-fallback}}\" }} }}]\n"),
-        "t",
-        &|name| (name == "SET").then(|| "value".into()),
-    )
-    .unwrap();
-    match &ok.routes[0].action {
-        config::Action::Respond(r) => assert_eq!(r.body, "value fallback"),
-        _ => panic!("wrong action"),
-    }
+        &[("SET", "value")],
+    );
+    let mut client = Client::http1(gw.addr()).await;
+    assert_eq!(client.get("/").await.text(), "value fallback");
     assert_eq!(
         issues(&format!("{HEAD}routes: [{{ name: a, respond: {{ body: \"${{UNSET}}\" }} }}]\n")),
         ["routes[0].respond.body: environment variable UNSET is not set (use ${UNSET:-default} for a default) (line 2)"]
@@ -115,7 +112,7 @@ fn missing_empty_and_broken_files_give_one_clear_line() {
 #[test]
 fn shipped_config_is_valid() {
     let config = config::load(Path::new("gateway.yaml")).expect("gateway.yaml must validate");
-    assert!(config.routes.iter().any(|r| r.name == "hello"));
+    assert!(config.route_table().iter().any(|row| row[0] == "hello"));
 }
 
 fn cli(args: &[&str]) -> (i32, String, String) {

@@ -5,13 +5,13 @@ use super::Purge;
 use crate::filter::Exposed;
 
 /// What a purge request without a selector is told.
-pub const PURGE_USAGE: &str =
+pub(crate) const PURGE_USAGE: &str =
     "say what to purge: key=HOST/PATH?QUERY, prefix=/PATH or HOST/PATH, and/or route=NAME";
 
 /// Removes the entries `query` selects (`key`, `prefix`, `route`) from every cache store;
 /// how many went, or `None` when the query selects nothing (a purge of everything must be
 /// asked for by route).
-pub fn purge(exposed: &Exposed, query: &str) -> Option<usize> {
+pub(crate) fn purge(exposed: &Exposed, query: &str) -> Option<usize> {
     let param = |name: &str| {
         query
             .split('&')

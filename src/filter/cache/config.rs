@@ -23,31 +23,31 @@ const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CacheFilter {
-    pub ttl: Option<Scalar>,
-    pub ttl_override: Option<Scalar>,
-    pub max_size: Option<Scalar>,
-    pub max_object_size: Option<Scalar>,
+pub(crate) struct CacheFilter {
+    pub(crate) ttl: Option<Scalar>,
+    pub(crate) ttl_override: Option<Scalar>,
+    pub(crate) max_size: Option<Scalar>,
+    pub(crate) max_object_size: Option<Scalar>,
     /// `false`, `per_credential` (or `true`), or `shared`.
-    pub cache_authorized: Option<serde_yaml::Value>,
-    pub query: Option<CacheQuery>,
+    pub(crate) cache_authorized: Option<serde_yaml::Value>,
+    pub(crate) query: Option<CacheQuery>,
     /// Extra key parts: `header:NAME`, `claim:NAME`.
-    pub key: Option<OneOrMany>,
-    pub status_header: Option<String>,
-    pub lock_timeout: Option<Scalar>,
-    pub stale_if_error: Option<Scalar>,
-    pub stale_while_revalidate: Option<Scalar>,
+    pub(crate) key: Option<OneOrMany>,
+    pub(crate) status_header: Option<String>,
+    pub(crate) lock_timeout: Option<Scalar>,
+    pub(crate) stale_if_error: Option<Scalar>,
+    pub(crate) stale_while_revalidate: Option<Scalar>,
     /// Targeted cache-control fields (RFC 9213) that override `Cache-Control`, in order.
-    pub targeted: Option<OneOrMany>,
-    pub strip_targeted: Option<bool>,
+    pub(crate) targeted: Option<OneOrMany>,
+    pub(crate) strip_targeted: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CacheQuery {
-    pub sort: Option<bool>,
+pub(crate) struct CacheQuery {
+    pub(crate) sort: Option<bool>,
     #[serde(default)]
-    pub ignore: Vec<String>,
+    pub(crate) ignore: Vec<String>,
 }
 
 pub(crate) fn compile(

@@ -10,32 +10,32 @@ pub(super) const AGE_OVERFLOW: Duration = Duration::from_secs(1 << 31);
 
 /// The `Cache-Control` directives a shared cache acts on.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Directives {
-    pub no_store: bool,
-    pub no_cache: bool,
-    pub private: bool,
-    pub public: bool,
-    pub max_age: Option<u64>,
-    pub s_maxage: Option<u64>,
-    pub must_revalidate: bool,
-    pub proxy_revalidate: bool,
-    pub stale_while_revalidate: Option<u64>,
-    pub stale_if_error: Option<u64>,
-    pub must_understand: bool,
+pub(crate) struct Directives {
+    pub(crate) no_store: bool,
+    pub(crate) no_cache: bool,
+    pub(crate) private: bool,
+    pub(crate) public: bool,
+    pub(crate) max_age: Option<u64>,
+    pub(crate) s_maxage: Option<u64>,
+    pub(crate) must_revalidate: bool,
+    pub(crate) proxy_revalidate: bool,
+    pub(crate) stale_while_revalidate: Option<u64>,
+    pub(crate) stale_if_error: Option<u64>,
+    pub(crate) must_understand: bool,
     /// Request: stale answers are acceptable up to this many seconds past their freshness
     /// (`u64::MAX` when no number is given).
-    pub max_stale: Option<u64>,
+    pub(crate) max_stale: Option<u64>,
     /// Request: the answer must stay fresh for at least this many more seconds.
-    pub min_fresh: Option<u64>,
+    pub(crate) min_fresh: Option<u64>,
     /// Request: answer from the cache or not at all (504).
-    pub only_if_cached: bool,
+    pub(crate) only_if_cached: bool,
 }
 
 impl Directives {
     /// All `Cache-Control` fields of `headers`, comma lists merged; names are
     /// case-insensitive; `private="x"` and `no-cache="x"` count as the plain directive (the
     /// stricter reading).
-    pub fn of(headers: &HeaderMap) -> Directives {
+    pub(crate) fn of(headers: &HeaderMap) -> Directives {
         Directives::parse(
             headers
                 .get_all(CACHE_CONTROL)
@@ -46,7 +46,7 @@ impl Directives {
 
     /// Directives from field lines in the `Cache-Control` syntax: commas inside a quoted
     /// string do not separate directives, and quoted values are unquoted.
-    pub fn parse<'a>(lines: impl IntoIterator<Item = &'a str>) -> Directives {
+    pub(crate) fn parse<'a>(lines: impl IntoIterator<Item = &'a str>) -> Directives {
         let mut d = Directives::default();
         for text in lines {
             for directive in list_items(text) {
@@ -64,7 +64,7 @@ impl Directives {
     /// not a number, or that contradicts an earlier one, makes the response stale (RFC 9111
     /// §4.2.1 lets a cache treat invalid or repeated freshness so); other unusable numbers
     /// are ignored.
-    pub fn set(&mut self, name: &str, arg: Option<&str>) {
+    pub(crate) fn set(&mut self, name: &str, arg: Option<&str>) {
         let seconds = || arg.and_then(delta_seconds);
         let freshness = |earlier: Option<u64>| {
             let value = seconds().unwrap_or(0);
@@ -111,11 +111,11 @@ fn delta_seconds(text: &str) -> Option<u64> {
 
 /// The trimmed, non-empty items of a comma-separated list, where a comma inside a quoted
 /// string (with its backslash escapes) separates nothing.
-pub fn list_items(text: &str) -> ListItems<'_> {
+pub(crate) fn list_items(text: &str) -> ListItems<'_> {
     ListItems { rest: text }
 }
 
-pub struct ListItems<'a> {
+pub(crate) struct ListItems<'a> {
     rest: &'a str,
 }
 

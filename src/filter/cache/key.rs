@@ -142,19 +142,19 @@ impl Cache {
 }
 
 /// What `DELETE /cache` removes.
-pub struct Purge<'a> {
+pub(crate) struct Purge<'a> {
     /// Only this cache filter's entries (its route or named filter).
-    pub owner: Option<&'a str>,
+    pub(crate) owner: Option<&'a str>,
     /// `host/path?query` exactly (every variant of it).
-    pub url: Option<&'a str>,
+    pub(crate) url: Option<&'a str>,
     /// `host/path` prefix, or `/path` prefix on any host.
-    pub prefix: Option<&'a str>,
+    pub(crate) prefix: Option<&'a str>,
 }
 
 impl Purge<'_> {
     /// Whether the stored `key` (owner, then host, path and query, then variant parts)
     /// matches.
-    pub fn matches(&self, key: &str) -> bool {
+    pub(crate) fn matches(&self, key: &str) -> bool {
         let Some((owner, rest)) = key.split_once('\u{1f}') else {
             return false;
         };

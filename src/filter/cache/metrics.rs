@@ -9,17 +9,17 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
 /// What a response cache reports.
-pub struct CacheStats {
-    pub entries: u64,
-    pub bytes: u64,
-    pub hits: u64,
-    pub misses: u64,
-    pub evictions: u64,
+pub(crate) struct CacheStats {
+    pub(crate) entries: u64,
+    pub(crate) bytes: u64,
+    pub(crate) hits: u64,
+    pub(crate) misses: u64,
+    pub(crate) evictions: u64,
 }
 
 /// The stores of the running config, read at scrape time; a store a reload dropped drops out.
 #[derive(Default)]
-pub struct CacheMetrics(pub Registered<CacheStore>);
+pub(crate) struct CacheMetrics(pub Registered<CacheStore>);
 
 type Field = fn(&CacheStats) -> u64;
 

@@ -10,21 +10,21 @@
 //! `range`, the store is filled and refreshed in `fill`, and RFC 9213's targeted fields are
 //! read in [`targeted`].
 
-pub mod admin;
+pub(crate) mod admin;
 pub(super) mod build;
-pub mod config;
+pub(crate) mod config;
 mod directives;
 mod fill;
 mod key;
-pub mod metrics;
-pub mod policy;
+pub(crate) mod metrics;
+pub(crate) mod policy;
 mod range;
 mod serve;
-pub mod store;
-pub mod targeted;
+pub(crate) mod store;
+pub(crate) mod targeted;
 
 use key::request_host;
-pub use key::Purge;
+pub(crate) use key::Purge;
 
 use super::rate_limit::KeyPart;
 use super::{Fetch, Filter, Flow};
@@ -44,35 +44,35 @@ use targeted::Target;
 
 /// How the query string takes part in the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueryKey {
+pub(crate) struct QueryKey {
     /// `a=1&b=2` and `b=2&a=1` are one key.
-    pub sort: bool,
+    pub(crate) sort: bool,
     /// Parameters left out of the key (tracking tags and the like).
-    pub ignore: Vec<String>,
+    pub(crate) ignore: Vec<String>,
 }
 
 /// A validated `cache` filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheSpec {
-    pub lifetimes: Lifetimes,
-    pub max_size: u64,
-    pub max_object_size: u64,
-    pub query: QueryKey,
+pub(crate) struct CacheSpec {
+    pub(crate) lifetimes: Lifetimes,
+    pub(crate) max_size: u64,
+    pub(crate) max_object_size: u64,
+    pub(crate) query: QueryKey,
     /// Extra key parts: request headers or JWT claims.
-    pub key: Vec<KeyPart>,
-    pub status_header: HeaderName,
+    pub(crate) key: Vec<KeyPart>,
+    pub(crate) status_header: HeaderName,
     /// How long a miss waits for another request already fetching the same key.
-    pub lock_timeout: Duration,
+    pub(crate) lock_timeout: Duration,
     /// How long past its freshness a stored response may stand in for an upstream failure
     /// (a response's own `stale-if-error` wins).
-    pub stale_if_error: Option<Duration>,
+    pub(crate) stale_if_error: Option<Duration>,
     /// How long past its freshness a stored response is served while one refresh runs in the
     /// background (a response's own `stale-while-revalidate` wins).
-    pub stale_while_revalidate: Option<Duration>,
+    pub(crate) stale_while_revalidate: Option<Duration>,
     /// Targeted fields (RFC 9213) that override `Cache-Control` for this cache, first first.
-    pub targeted: Vec<Target>,
+    pub(crate) targeted: Vec<Target>,
     /// Remove those fields from responses before they leave.
-    pub strip_targeted: bool,
+    pub(crate) strip_targeted: bool,
 }
 
 impl CacheSpec {
@@ -91,9 +91,9 @@ impl CacheSpec {
     }
 }
 
-pub struct Cache {
-    pub spec: Arc<CacheSpec>,
-    pub store: Arc<CacheStore>,
+pub(crate) struct Cache {
+    pub(crate) spec: Arc<CacheSpec>,
+    pub(crate) store: Arc<CacheStore>,
     /// The route's upstream, for refreshes in the background (stale-while-revalidate).
     fetch: Option<Arc<dyn Fetch>>,
     /// Keys start with the owner (route or named filter), so two routes never share entries.
@@ -173,7 +173,7 @@ fn add_validators(headers: &mut HeaderMap, entry: &Entry) -> bool {
 }
 
 impl Cache {
-    pub fn new(
+    pub(crate) fn new(
         spec: CacheSpec,
         store: Arc<CacheStore>,
         fetch: Option<Arc<dyn Fetch>>,
@@ -302,10 +302,6 @@ fn never_stale(entry: &Entry) -> bool {
 
 #[async_trait::async_trait]
 impl Filter for Cache {
-    fn name(&self) -> &'static str {
-        "cache"
-    }
-
     async fn on_request(&self, req: &mut Parts, ctx: &mut RequestCtx) -> Result<Flow, ProxyError> {
         let head = req.method == Method::HEAD;
         if !is_safe(&req.method) {

@@ -2,22 +2,22 @@
 //! stored response is. Pure functions over headers, so each rule is tested on its own.
 
 use super::directives::AGE_OVERFLOW;
-pub use super::directives::{list_items, Directives};
+pub(crate) use super::directives::{list_items, Directives};
 use http::header::{AGE, AUTHORIZATION, DATE, ETAG, EXPIRES, LAST_MODIFIED, SET_COOKIE, VARY};
 use http::{HeaderMap, StatusCode};
 use std::time::{Duration, SystemTime};
 
 /// The caching rules a response gives this cache.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Rules {
-    pub directives: Directives,
+pub(crate) struct Rules {
+    pub(crate) directives: Directives,
     /// They come from a targeted field (RFC 9213): `Cache-Control` and `Expires` do not count.
-    pub targeted: bool,
+    pub(crate) targeted: bool,
 }
 
 impl Rules {
     /// The rules of `Cache-Control` and `Expires` alone.
-    pub fn untargeted(response: &HeaderMap) -> Rules {
+    pub(crate) fn untargeted(response: &HeaderMap) -> Rules {
         Rules {
             directives: Directives::of(response),
             targeted: false,
@@ -27,7 +27,7 @@ impl Rules {
 
 /// Statuses a cache may store without explicit freshness (RFC 9110 §15.1, "heuristically
 /// cacheable").
-pub fn heuristically_cacheable(status: StatusCode) -> bool {
+pub(crate) fn heuristically_cacheable(status: StatusCode) -> bool {
     matches!(
         status.as_u16(),
         200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
@@ -41,13 +41,13 @@ fn understood(status: StatusCode) -> bool {
 }
 
 /// An HTTP date header, if present and valid.
-pub fn date(headers: &HeaderMap, name: http::HeaderName) -> Option<SystemTime> {
+pub(crate) fn date(headers: &HeaderMap, name: http::HeaderName) -> Option<SystemTime> {
     httpdate::parse_http_date(headers.get(name)?.to_str().ok()?).ok()
 }
 
 /// The freshness the response itself states: `s-maxage`, else `max-age`, else `Expires`
 /// minus `Date` (an invalid `Expires` means already stale; a targeted field ignores it).
-pub fn explicit_freshness(headers: &HeaderMap, rules: &Rules) -> Option<Duration> {
+pub(crate) fn explicit_freshness(headers: &HeaderMap, rules: &Rules) -> Option<Duration> {
     let cc = &rules.directives;
     if let Some(seconds) = cc.s_maxage.or(cc.max_age) {
         return Some(Duration::from_secs(seconds));
@@ -74,7 +74,7 @@ pub fn explicit_freshness(headers: &HeaderMap, rules: &Rules) -> Option<Duration
 
 /// A response's own `Age` field (RFC 9111 §5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReceivedAge {
+pub(crate) enum ReceivedAge {
     Absent,
     Valid(Duration),
     /// Anything but one field line of digits (a word, a sign, a fraction, a list,
@@ -83,7 +83,7 @@ pub enum ReceivedAge {
 }
 
 /// The received `Age`; values too large to count are capped as RFC 9111 §1.2.2 says.
-pub fn received_age(headers: &HeaderMap) -> ReceivedAge {
+pub(crate) fn received_age(headers: &HeaderMap) -> ReceivedAge {
     let mut lines = headers.get_all(AGE).iter();
     let (Some(value), None) = (lines.next(), lines.next()) else {
         return if headers.contains_key(AGE) {
@@ -121,7 +121,7 @@ fn last_modified_heuristic(response: &HeaderMap) -> Option<Duration> {
 /// How old the response already was when it arrived: the larger of its `Age` and the time
 /// since its `Date` (RFC 9111 §4.2.3, without the request delay). `None` when its `Age` is
 /// invalid: such a response counts as stale.
-pub fn initial_age(headers: &HeaderMap, arrived: SystemTime) -> Option<Duration> {
+pub(crate) fn initial_age(headers: &HeaderMap, arrived: SystemTime) -> Option<Duration> {
     let age = match received_age(headers) {
         ReceivedAge::Absent => Duration::ZERO,
         ReceivedAge::Valid(age) => age,
@@ -135,17 +135,17 @@ pub fn initial_age(headers: &HeaderMap, arrived: SystemTime) -> Option<Duration>
 
 /// The route's say in freshness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lifetimes {
+pub(crate) struct Lifetimes {
     /// Used when the response states no freshness.
-    pub ttl: Option<Duration>,
+    pub(crate) ttl: Option<Duration>,
     /// Used whatever the response states.
-    pub ttl_override: Option<Duration>,
-    pub authorized: AuthorizedAnswers,
+    pub(crate) ttl_override: Option<Duration>,
+    pub(crate) authorized: AuthorizedAnswers,
 }
 
 /// `cache_authorized`: what happens to answers to requests that carry `Authorization`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AuthorizedAnswers {
+pub(crate) enum AuthorizedAnswers {
     /// RFC 9111 §3.5: stored only when the response allows sharing (`public`, `s-maxage`,
     /// `must-revalidate`), and then shared.
     #[default]
@@ -160,7 +160,7 @@ pub enum AuthorizedAnswers {
 
 /// Why a response was not stored (for logs and tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotStored {
+pub(crate) enum NotStored {
     Method,
     Status,
     NoStore,
@@ -181,7 +181,7 @@ pub enum NotStored {
 impl NotStored {
     /// Whether the response itself is the reason, so that the next answer for the same key
     /// is likely not storable either (a `HEAD` or credentials are the request's doing).
-    pub fn is_the_responses(self) -> bool {
+    pub(crate) fn is_the_responses(self) -> bool {
         !matches!(self, NotStored::Method | NotStored::Authorized)
     }
 }
@@ -195,7 +195,7 @@ fn has_validator(response: &HeaderMap) -> bool {
 /// is fresh (`rules` are the response's, from [`Rules::untargeted`] or a targeted field). A
 /// response that is stale from the start is stored, with no freshness, only when it has a
 /// validator: every use revalidates it (RFC 9111 §4.3).
-pub fn storable(
+pub(crate) fn storable(
     head_only: bool,
     request: &HeaderMap,
     status: StatusCode,

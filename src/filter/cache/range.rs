@@ -8,7 +8,7 @@ use std::ops::Range;
 
 /// What a request gets from a stored response of `len` bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
+pub(crate) enum Selection {
     /// The whole response: no usable `Range`, or an `If-Range` that does not hold.
     Whole,
     /// `206` with these bytes.
@@ -20,7 +20,12 @@ pub enum Selection {
 /// The selection for a request with `request` headers from a stored `200` with `stored`
 /// headers and a body of `len` bytes (RFC 9110 §14.2: `GET` only; one `Range` line in bytes;
 /// an invalid or multi-range set is ignored; `If-Range` must match exactly).
-pub fn select(method: &Method, request: &HeaderMap, stored: &HeaderMap, len: usize) -> Selection {
+pub(crate) fn select(
+    method: &Method,
+    request: &HeaderMap,
+    stored: &HeaderMap,
+    len: usize,
+) -> Selection {
     if method != Method::GET {
         return Selection::Whole;
     }

@@ -12,26 +12,26 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// A stored response.
-pub struct Entry {
-    pub status: StatusCode,
+pub(crate) struct Entry {
+    pub(crate) status: StatusCode,
     /// As received, minus `Age` (computed when served).
-    pub headers: HeaderMap,
-    pub body: Bytes,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
     /// When it was stored (the cache's clock) and how old it already was then.
-    pub stored: tokio::time::Instant,
-    pub initial_age: Duration,
+    pub(crate) stored: tokio::time::Instant,
+    pub(crate) initial_age: Duration,
     /// Zero for a response stored only for its validators: every use revalidates it.
-    pub freshness: Duration,
+    pub(crate) freshness: Duration,
     /// Its caching directives (from `Cache-Control` or the targeted field that overrides it).
-    pub directives: Directives,
+    pub(crate) directives: Directives,
 }
 
 impl Entry {
-    pub fn age(&self, now: tokio::time::Instant) -> Duration {
+    pub(crate) fn age(&self, now: tokio::time::Instant) -> Duration {
         self.initial_age + now.saturating_duration_since(self.stored)
     }
 
-    pub fn is_fresh(&self, now: tokio::time::Instant) -> bool {
+    pub(crate) fn is_fresh(&self, now: tokio::time::Instant) -> bool {
         self.age(now) < self.freshness
     }
 
@@ -49,7 +49,7 @@ impl Entry {
 /// names of the request headers that select among stored variants, or a note that its last
 /// answer could not be stored.
 #[derive(Clone)]
-pub enum Item {
+pub(crate) enum Item {
     Response(Arc<Entry>),
     Vary(Arc<[HeaderName]>),
     /// Until then, misses for the key go upstream at once instead of waiting for each other:
@@ -114,7 +114,7 @@ impl quick_cache::Lifecycle<String, Item> for Evictions {
 }
 
 /// Held by the one request filling a key; dropping it wakes the requests waiting for it.
-pub struct FillGuard {
+pub(crate) struct FillGuard {
     key: String,
     filling: Arc<Mutex<HashMap<String, watch::Receiver<()>>>>,
     _sender: watch::Sender<()>,
@@ -127,18 +127,17 @@ impl Drop for FillGuard {
     }
 }
 
-pub struct CacheStore {
+pub(crate) struct CacheStore {
     items: quick_cache::sync::Cache<String, Item, Weigher, foldhash::fast::RandomState, Evictions>,
     evictions: Evictions,
     /// Keys being fetched by one request while others wait (request coalescing).
     filling: Arc<Mutex<HashMap<String, watch::Receiver<()>>>>,
-    pub max_size: u64,
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
 }
 
 impl CacheStore {
-    pub fn new(max_size: u64) -> CacheStore {
+    pub(crate) fn new(max_size: u64) -> CacheStore {
         let evictions = Evictions::default();
         // quick_cache sizes its tables from an item estimate: assume 4 KiB per entry.
         let estimated = (max_size / 4096).clamp(16, 1 << 20) as usize;
@@ -152,7 +151,6 @@ impl CacheStore {
             ),
             evictions,
             filling: Arc::default(),
-            max_size,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -161,7 +159,7 @@ impl CacheStore {
     /// The first miss for `key` fills it (`Ok`, holding the guard until the entry is stored
     /// or given up); later ones wait for that (`Err`, a receiver that wakes when the guard
     /// goes).
-    pub fn begin_fill(&self, key: &str) -> Result<FillGuard, watch::Receiver<()>> {
+    pub(crate) fn begin_fill(&self, key: &str) -> Result<FillGuard, watch::Receiver<()>> {
         let mut filling = self.filling.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(waiting) = filling.get(key) {
             if waiting.has_changed().is_ok() {
@@ -177,13 +175,13 @@ impl CacheStore {
         })
     }
 
-    pub fn get(&self, key: &str) -> Option<Item> {
+    pub(crate) fn get(&self, key: &str) -> Option<Item> {
         self.items.get(key)
     }
 
     /// Stores `item`. The index is updated after the store, never while holding its lock,
     /// so its lock and the store's are never taken in opposite orders.
-    pub fn insert(&self, key: String, item: Item) {
+    pub(crate) fn insert(&self, key: String, item: Item) {
         let url = url_of(&key).to_string();
         self.items.insert(key.clone(), item);
         let mut index = self
@@ -197,13 +195,13 @@ impl CacheStore {
         }
     }
 
-    pub fn remove(&self, key: &str) -> bool {
+    pub(crate) fn remove(&self, key: &str) -> bool {
         unindex(&self.evictions.index, key);
         self.items.remove(key).is_some()
     }
 
     /// Removes everything stored for the URL key `url`; how many entries.
-    pub fn invalidate_url(&self, url: &str) -> usize {
+    pub(crate) fn invalidate_url(&self, url: &str) -> usize {
         let keys = {
             let mut index = self
                 .evictions
@@ -218,7 +216,7 @@ impl CacheStore {
     }
 
     /// Removes every entry whose key satisfies `purge`; how many.
-    pub fn remove_where(&self, purge: impl Fn(&str) -> bool) -> usize {
+    pub(crate) fn remove_where(&self, purge: impl Fn(&str) -> bool) -> usize {
         let keys: Vec<String> = self
             .items
             .iter()
@@ -228,22 +226,22 @@ impl CacheStore {
         keys.iter().filter(|key| self.remove(key)).count()
     }
 
-    pub fn entries(&self) -> usize {
+    pub(crate) fn entries(&self) -> usize {
         self.items.len()
     }
 
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.items.weight()
     }
 
-    pub fn evictions(&self) -> u64 {
+    pub(crate) fn evictions(&self) -> u64 {
         self.evictions.count.load(Ordering::Relaxed)
     }
 }
 
 impl CacheStore {
     /// What the store reports to metrics.
-    pub fn stats(&self) -> CacheStats {
+    pub(crate) fn stats(&self) -> CacheStats {
         CacheStats {
             entries: self.entries() as u64,
             bytes: self.bytes(),

@@ -7,7 +7,7 @@ use http::{HeaderMap, HeaderName};
 
 /// A field on the target list.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// A Dictionary Structured Field (RFC 9651), as RFC 9213 defines them:
     /// `CDN-Cache-Control` or a cache-specific name.
     Structured(HeaderName),
@@ -17,10 +17,10 @@ pub enum Target {
 }
 
 /// The device name `Surrogate-Control` directives may target.
-pub const SURROGATE_DEVICE: &str = "portcullis";
+pub(crate) const SURROGATE_DEVICE: &str = "portcullis";
 
 impl Target {
-    pub fn of(name: HeaderName) -> Target {
+    pub(crate) fn of(name: HeaderName) -> Target {
         if name == "surrogate-control" {
             Target::Surrogate
         } else {
@@ -28,7 +28,7 @@ impl Target {
         }
     }
 
-    pub fn name(&self) -> HeaderName {
+    pub(crate) fn name(&self) -> HeaderName {
         match self {
             Target::Structured(name) => name.clone(),
             Target::Surrogate => HeaderName::from_static("surrogate-control"),
@@ -46,7 +46,7 @@ impl Target {
 
 /// The response's rules for a cache with `targets`: the first targeted field that applies,
 /// else `Cache-Control` and `Expires`.
-pub fn rules(response: &HeaderMap, targets: &[Target]) -> Rules {
+pub(crate) fn rules(response: &HeaderMap, targets: &[Target]) -> Rules {
     targets
         .iter()
         .find_map(|target| target.directives(response))

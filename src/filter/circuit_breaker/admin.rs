@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 /// Every breaker in front of `upstream`: its route, state, and when an open one lets a probe
 /// through.
-pub fn upstream_view(exposed: &Exposed, upstream: &str) -> Vec<Value> {
+pub(crate) fn upstream_view(exposed: &Exposed, upstream: &str) -> Vec<Value> {
     exposed
         .of::<Breaker>()
         .filter(|(_, b)| b.upstream == upstream)

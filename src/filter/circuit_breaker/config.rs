@@ -20,15 +20,15 @@ const DEFAULT_HALF_OPEN_REQUESTS: u32 = 1;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CircuitBreakerFilter {
-    pub failure_ratio: Option<f64>,
-    pub window: Option<Scalar>,
-    pub min_requests: Option<u32>,
-    pub consecutive_failures: Option<u32>,
-    pub failure_statuses: Option<Vec<u16>>,
-    pub open_for: Option<Scalar>,
-    pub max_open_for: Option<Scalar>,
-    pub half_open_requests: Option<u32>,
+pub(crate) struct CircuitBreakerFilter {
+    pub(crate) failure_ratio: Option<f64>,
+    pub(crate) window: Option<Scalar>,
+    pub(crate) min_requests: Option<u32>,
+    pub(crate) consecutive_failures: Option<u32>,
+    pub(crate) failure_statuses: Option<Vec<u16>>,
+    pub(crate) open_for: Option<Scalar>,
+    pub(crate) max_open_for: Option<Scalar>,
+    pub(crate) half_open_requests: Option<u32>,
 }
 
 pub(crate) fn compile(

@@ -7,11 +7,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
 #[derive(Default)]
-pub struct BreakerMetrics {
+pub(crate) struct BreakerMetrics {
     /// 0 closed, 1 open, 2 half-open, by route and upstream.
-    pub state: Family<Labels, Gauge>,
+    pub(crate) state: Family<Labels, Gauge>,
     /// Transitions into each state, by route, upstream and state.
-    pub transitions: Family<Labels, Counter>,
+    pub(crate) transitions: Family<Labels, Counter>,
 }
 
 impl MetricSet for BreakerMetrics {

@@ -12,10 +12,10 @@
 //! reach the upstream and do not count. The request path reads one atomic in the closed
 //! state; a lock is taken only to change state.
 
-pub mod admin;
+pub(crate) mod admin;
 pub(super) mod build;
-pub mod config;
-pub mod metrics;
+pub(crate) mod config;
+pub(crate) mod metrics;
 
 use super::{Filter, Flow, Outcome};
 use crate::context::RequestCtx;
@@ -32,20 +32,20 @@ use std::time::Duration;
 
 /// A validated `circuit_breaker` filter.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BreakerSpec {
-    pub failure_ratio: f64,
-    pub window: Duration,
-    pub min_requests: u32,
+pub(crate) struct BreakerSpec {
+    pub(crate) failure_ratio: f64,
+    pub(crate) window: Duration,
+    pub(crate) min_requests: u32,
     /// Trip after this many failures in a row, whatever the ratio; `None`: ratio only.
-    pub consecutive_failures: Option<u32>,
-    pub failure_statuses: Vec<u16>,
-    pub open_for: Duration,
-    pub max_open_for: Duration,
-    pub half_open_requests: u32,
+    pub(crate) consecutive_failures: Option<u32>,
+    pub(crate) failure_statuses: Vec<u16>,
+    pub(crate) open_for: Duration,
+    pub(crate) max_open_for: Duration,
+    pub(crate) half_open_requests: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     Closed = 0,
     Open = 1,
     HalfOpen = 2,
@@ -60,7 +60,7 @@ impl State {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             State::Closed => "closed",
             State::Open => "open",
@@ -82,9 +82,9 @@ struct Bucket {
 
 /// The state of one route's breaker towards its upstream. Outlives snapshots while the
 /// breaker's route, upstream and parameters are unchanged.
-pub struct Breaker {
-    pub route: String,
-    pub upstream: String,
+pub(crate) struct Breaker {
+    pub(crate) route: String,
+    pub(crate) upstream: String,
     spec: BreakerSpec,
     state: AtomicU8,
     /// When the breaker last opened, and for how long (nanoseconds on its clock).
@@ -101,7 +101,7 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    pub fn new(
+    pub(crate) fn new(
         route: &str,
         upstream: &str,
         spec: BreakerSpec,
@@ -139,12 +139,12 @@ impl Breaker {
         instant.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
-    pub fn state(&self) -> State {
+    pub(crate) fn state(&self) -> State {
         State::from_u8(self.state.load(Ordering::Acquire))
     }
 
     /// While open: how long until probes are let through.
-    pub fn retry_in(&self) -> Duration {
+    pub(crate) fn retry_in(&self) -> Duration {
         let until = self.opened_at.load(Ordering::Acquire) + self.open_for.load(Ordering::Acquire);
         Duration::from_nanos(until.saturating_sub(self.now()))
     }
@@ -246,7 +246,7 @@ impl Breaker {
 
     /// Whether a request may go to the upstream now; `Some(probe)` if so, where `probe` says
     /// it is a half-open probe.
-    pub fn admit(&self) -> Option<bool> {
+    pub(crate) fn admit(&self) -> Option<bool> {
         match self.state() {
             State::Closed => Some(false),
             State::Open => {
@@ -276,7 +276,7 @@ impl Breaker {
 
     /// The outcome of a request that was admitted at `started`. `failed: None`: it never
     /// reached the upstream (another filter answered), which says nothing about the upstream.
-    pub fn finish(&self, probe: bool, failed: Option<bool>, started: tokio::time::Instant) {
+    pub(crate) fn finish(&self, probe: bool, failed: Option<bool>, started: tokio::time::Instant) {
         let Some(failed) = failed else {
             if probe {
                 self.probes.fetch_sub(1, Ordering::AcqRel);
@@ -320,8 +320,8 @@ impl Breaker {
 }
 
 /// The `circuit_breaker` filter of one route.
-pub struct CircuitBreaker {
-    pub breaker: Arc<Breaker>,
+pub(crate) struct CircuitBreaker {
+    pub(crate) breaker: Arc<Breaker>,
 }
 
 /// Marks a request admitted as a half-open probe.
@@ -330,10 +330,6 @@ struct Probe;
 
 #[async_trait::async_trait]
 impl Filter for CircuitBreaker {
-    fn name(&self) -> &'static str {
-        "circuit_breaker"
-    }
-
     fn edits_responses(&self) -> bool {
         false
     }

@@ -9,17 +9,17 @@ use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CorsFilter {
-    pub allow_origins: Vec<String>,
+pub(crate) struct CorsFilter {
+    pub(crate) allow_origins: Vec<String>,
     #[serde(default)]
-    pub allow_methods: Vec<String>,
+    pub(crate) allow_methods: Vec<String>,
     #[serde(default)]
-    pub allow_headers: Vec<String>,
+    pub(crate) allow_headers: Vec<String>,
     #[serde(default)]
-    pub expose_headers: Vec<String>,
+    pub(crate) expose_headers: Vec<String>,
     #[serde(default)]
-    pub allow_credentials: bool,
-    pub max_age: Option<Scalar>,
+    pub(crate) allow_credentials: bool,
+    pub(crate) max_age: Option<Scalar>,
 }
 
 pub(crate) fn compile(

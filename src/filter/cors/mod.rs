@@ -4,7 +4,7 @@
 //! allowed passes without CORS headers, so the browser withholds the response.
 
 pub(super) mod build;
-pub mod config;
+pub(crate) mod config;
 use super::{Filter, Flow};
 use crate::body::Body;
 use crate::context::RequestCtx;
@@ -19,7 +19,7 @@ use http::{HeaderName, HeaderValue, Method, Response, StatusCode};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OriginMatch {
+pub(crate) enum OriginMatch {
     Any,
     Exact(String),
     /// `https://*.example.com`: the scheme and a suffix starting with a dot (ports must match too).
@@ -30,7 +30,7 @@ pub enum OriginMatch {
 }
 
 impl OriginMatch {
-    pub fn parse(text: &str) -> Result<OriginMatch, String> {
+    pub(crate) fn parse(text: &str) -> Result<OriginMatch, String> {
         if text == "*" {
             return Ok(OriginMatch::Any);
         }
@@ -72,22 +72,22 @@ impl OriginMatch {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CorsSpec {
-    pub origins: Vec<OriginMatch>,
+pub(crate) struct CorsSpec {
+    pub(crate) origins: Vec<OriginMatch>,
     /// Methods allowed beyond the CORS-safelisted GET, HEAD and POST.
-    pub methods: Vec<Method>,
+    pub(crate) methods: Vec<Method>,
     /// Request headers allowed; `*` allows any.
-    pub headers: Vec<String>,
-    pub expose: Vec<HeaderName>,
-    pub credentials: bool,
-    pub max_age: Option<Duration>,
+    pub(crate) headers: Vec<String>,
+    pub(crate) expose: Vec<HeaderName>,
+    pub(crate) credentials: bool,
+    pub(crate) max_age: Option<Duration>,
 }
 
 /// The origin allowed for this request, kept for `on_response`.
 #[derive(Clone)]
 struct AllowedOrigin(HeaderValue);
 
-pub struct Cors {
+pub(crate) struct Cors {
     spec: CorsSpec,
     allow_methods: HeaderValue,
     allow_headers: Option<HeaderValue>,
@@ -104,7 +104,7 @@ fn join<T: AsRef<str>>(items: &[T]) -> Option<HeaderValue> {
 }
 
 impl Cors {
-    pub fn new(spec: CorsSpec) -> Cors {
+    pub(crate) fn new(spec: CorsSpec) -> Cors {
         let mut methods: Vec<String> = ["GET", "HEAD", "POST"]
             .iter()
             .map(|m| m.to_string())
@@ -227,10 +227,6 @@ impl Cors {
 
 #[async_trait::async_trait]
 impl Filter for Cors {
-    fn name(&self) -> &'static str {
-        "cors"
-    }
-
     async fn on_request(&self, req: &mut Parts, ctx: &mut RequestCtx) -> Result<Flow, ProxyError> {
         let Some(origin) = req.headers.get(ORIGIN).cloned() else {
             return Ok(Flow::Continue);

@@ -9,20 +9,20 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HeadersFilter {
-    pub request: Option<Edits>,
-    pub response: Option<Edits>,
+pub(crate) struct HeadersFilter {
+    pub(crate) request: Option<Edits>,
+    pub(crate) response: Option<Edits>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Edits {
+pub(crate) struct Edits {
     #[serde(default)]
-    pub set: BTreeMap<String, String>,
+    pub(crate) set: BTreeMap<String, String>,
     #[serde(default)]
-    pub add: BTreeMap<String, String>,
+    pub(crate) add: BTreeMap<String, String>,
     #[serde(default)]
-    pub remove: Vec<String>,
+    pub(crate) remove: Vec<String>,
 }
 
 fn header_edits(raw: Edits, path: &str, issues: &mut Issues) -> HeaderEdits {

@@ -2,7 +2,7 @@
 //! response headers (before the client does). Removal first, then set, then add.
 
 pub(super) mod build;
-pub mod config;
+pub(crate) mod config;
 use super::{Filter, Flow};
 use crate::body::Body;
 use crate::context::RequestCtx;
@@ -11,22 +11,22 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeaderEdits {
-    pub remove: Vec<HeaderName>,
+pub(crate) struct HeaderEdits {
+    pub(crate) remove: Vec<HeaderName>,
     /// Replaces every value of the header.
-    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) set: Vec<(HeaderName, HeaderValue)>,
     /// Appends a value, keeping the ones present.
-    pub add: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) add: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl HeaderEdits {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
     }
 }
 
 impl HeaderEdits {
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
         for name in &self.remove {
             headers.remove(name);
         }
@@ -40,17 +40,13 @@ impl HeaderEdits {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers {
-    pub request: HeaderEdits,
-    pub response: HeaderEdits,
+pub(crate) struct Headers {
+    pub(crate) request: HeaderEdits,
+    pub(crate) response: HeaderEdits,
 }
 
 #[async_trait::async_trait]
 impl Filter for Headers {
-    fn name(&self) -> &'static str {
-        "headers"
-    }
-
     fn edits_responses(&self) -> bool {
         !self.response.is_empty()
     }

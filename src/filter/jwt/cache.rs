@@ -9,11 +9,11 @@ use std::sync::Arc;
 /// its `exp` is in the future and under the key set it was verified with. Keyed by a hash of
 /// the whole token, and the token is compared in full on a hit, so a hash collision can never
 /// let a different token through.
-pub struct VerifyCache {
+pub(crate) struct VerifyCache {
     shards: Box<[std::sync::Mutex<CacheShard>]>,
     per_shard: usize,
     hasher: foldhash::fast::RandomState,
-    pub hits: std::sync::atomic::AtomicU64,
+    pub(crate) hits: std::sync::atomic::AtomicU64,
 }
 
 struct CacheEntry {
@@ -30,7 +30,7 @@ struct CacheShard {
 }
 
 impl VerifyCache {
-    pub fn new(capacity: usize, shards: usize) -> VerifyCache {
+    pub(crate) fn new(capacity: usize, shards: usize) -> VerifyCache {
         let shards = shards.max(1);
         VerifyCache {
             shards: (0..shards)

@@ -32,58 +32,58 @@ const DEFAULT_JWKS_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct JwtProvider {
-    pub issuer: Option<String>,
+pub(crate) struct JwtProvider {
+    pub(crate) issuer: Option<String>,
     #[serde(default)]
-    pub audiences: Vec<String>,
+    pub(crate) audiences: Vec<String>,
     #[serde(default)]
-    pub algorithms: Vec<String>,
-    pub secret: Option<String>,
-    pub public_key_file: Option<String>,
-    pub jwks_file: Option<String>,
-    pub jwks_url: Option<String>,
+    pub(crate) algorithms: Vec<String>,
+    pub(crate) secret: Option<String>,
+    pub(crate) public_key_file: Option<String>,
+    pub(crate) jwks_file: Option<String>,
+    pub(crate) jwks_url: Option<String>,
     /// Remote key sets: how often to refetch, the floor between early refetches for unknown
     /// `kid`s, the time a fetch may take, how long readiness waits, and a private CA.
-    pub refresh: Option<Scalar>,
-    pub min_refetch_interval: Option<Scalar>,
-    pub fetch_timeout: Option<Scalar>,
-    pub ready_timeout: Option<Scalar>,
-    pub jwks_ca_file: Option<String>,
-    pub leeway: Option<Scalar>,
-    pub max_token_bytes: Option<Scalar>,
-    pub require_exp: Option<bool>,
-    pub max_lifetime: Option<Scalar>,
-    pub from: Option<TokenFrom>,
+    pub(crate) refresh: Option<Scalar>,
+    pub(crate) min_refetch_interval: Option<Scalar>,
+    pub(crate) fetch_timeout: Option<Scalar>,
+    pub(crate) ready_timeout: Option<Scalar>,
+    pub(crate) jwks_ca_file: Option<String>,
+    pub(crate) leeway: Option<Scalar>,
+    pub(crate) max_token_bytes: Option<Scalar>,
+    pub(crate) require_exp: Option<bool>,
+    pub(crate) max_lifetime: Option<Scalar>,
+    pub(crate) from: Option<TokenFrom>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TokenFrom {
-    pub header: Option<String>,
-    pub cookie: Option<String>,
-    pub query: Option<String>,
+pub(crate) struct TokenFrom {
+    pub(crate) header: Option<String>,
+    pub(crate) cookie: Option<String>,
+    pub(crate) query: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct JwtFilter {
-    pub provider: Option<String>,
+pub(crate) struct JwtFilter {
+    pub(crate) provider: Option<String>,
     #[serde(default)]
-    pub providers: Vec<String>,
-    pub require: Option<JwtRequire>,
+    pub(crate) providers: Vec<String>,
+    pub(crate) require: Option<JwtRequire>,
     #[serde(default)]
-    pub forward_claims: BTreeMap<String, String>,
-    pub forward_token: Option<bool>,
+    pub(crate) forward_claims: BTreeMap<String, String>,
+    pub(crate) forward_token: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct JwtRequire {
+pub(crate) struct JwtRequire {
     #[serde(default)]
-    pub scopes: Vec<String>,
+    pub(crate) scopes: Vec<String>,
     #[serde(default)]
     /// claim → accepted values: strings, numbers or booleans.
-    pub claims: BTreeMap<String, Vec<serde_json::Value>>,
+    pub(crate) claims: BTreeMap<String, Vec<serde_json::Value>>,
 }
 
 pub(crate) fn compile_providers(

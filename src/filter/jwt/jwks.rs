@@ -25,16 +25,16 @@ const MAX_RETRY: Duration = Duration::from_secs(60);
 /// Where a remote key set comes from and how it is kept fresh.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JwksSpec {
-    pub url: Uri,
+    pub(crate) url: Uri,
     /// Refetch this often (sooner when the answer's `Cache-Control: max-age` says so).
-    pub refresh: Duration,
+    pub(crate) refresh: Duration,
     /// At most one early refetch per interval for tokens naming an unknown `kid`.
-    pub min_refetch_interval: Duration,
-    pub fetch_timeout: Duration,
+    pub(crate) min_refetch_interval: Duration,
+    pub(crate) fetch_timeout: Duration,
     /// How long `/ready` waits for the first key set before reporting ready anyway.
-    pub ready_timeout: Duration,
+    pub(crate) ready_timeout: Duration,
     /// For `https` URLs.
-    pub tls: Option<UpstreamTls>,
+    pub(crate) tls: Option<UpstreamTls>,
 }
 
 /// The live key set of one `JwksSpec`; shared by every provider with that spec, and carried
@@ -60,7 +60,7 @@ struct Shared {
 
 impl RemoteKeys {
     /// Starts fetching at once on the runtime behind `handle`.
-    pub fn start(spec: JwksSpec, handle: &tokio::runtime::Handle) -> Arc<RemoteKeys> {
+    pub(crate) fn start(spec: JwksSpec, handle: &tokio::runtime::Handle) -> Arc<RemoteKeys> {
         let (stop_tx, stop_rx) = oneshot::channel();
         let shared = Arc::new(Shared {
             spec,
@@ -78,17 +78,17 @@ impl RemoteKeys {
         })
     }
 
-    pub fn spec(&self) -> &JwksSpec {
+    pub(crate) fn spec(&self) -> &JwksSpec {
         &self.shared.spec
     }
 
     /// The latest good key set; `None` until one has been fetched.
-    pub fn current(&self) -> Option<Arc<KeyRing>> {
+    pub(crate) fn current(&self) -> Option<Arc<KeyRing>> {
         self.shared.ring.load_full()
     }
 
     /// Loaded, or no longer worth waiting for (`ready_timeout` passed).
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.shared.ring.load().is_some()
             || self.shared.born.elapsed() >= self.shared.spec.ready_timeout
     }
@@ -96,7 +96,7 @@ impl RemoteKeys {
     /// A token names a `kid` the current set lacks: wait for a refetch (the one under way, or
     /// a new one unless the last started less than `min_refetch_interval` ago), at most
     /// `fetch_timeout`. The set afterwards, or `None` when no refetch was allowed.
-    pub async fn refetch(&self) -> Option<Arc<KeyRing>> {
+    pub(crate) async fn refetch(&self) -> Option<Arc<KeyRing>> {
         let shared = &self.shared;
         let mut finished = shared.finished.subscribe();
         if !shared.fetching.load(Ordering::Acquire) {

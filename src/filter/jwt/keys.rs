@@ -6,18 +6,18 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
 /// One verification key.
 #[derive(Clone)]
-pub struct Key {
-    pub kid: Option<String>,
-    pub key: DecodingKey,
+pub(crate) struct Key {
+    pub(crate) kid: Option<String>,
+    pub(crate) key: DecodingKey,
     /// The key's type: only algorithms of this family verify with it, so an RSA public key is
     /// never taken for an HMAC secret.
-    pub family: AlgorithmFamily,
+    pub(crate) family: AlgorithmFamily,
     /// The JWK's own `alg`, when it names one: then only that algorithm verifies with it.
-    pub alg: Option<Algorithm>,
+    pub(crate) alg: Option<Algorithm>,
 }
 
 impl Key {
-    pub fn fits(&self, alg: Algorithm) -> bool {
+    pub(crate) fn fits(&self, alg: Algorithm) -> bool {
         alg.family() == self.family && self.alg.is_none_or(|own| own == alg)
     }
 }
@@ -25,8 +25,8 @@ impl Key {
 /// A provider's keys at one moment. `version` changes whenever the keys do, so verifications
 /// remembered under older keys are not served.
 pub struct KeyRing {
-    pub keys: Vec<Key>,
-    pub version: u64,
+    pub(crate) keys: Vec<Key>,
+    pub(crate) version: u64,
 }
 
 impl KeyRing {
@@ -62,7 +62,7 @@ impl KeyRing {
 
     /// A JWK set (RFC 7517). Keys meant for encryption, or of a type or algorithm not
     /// understood, are skipped; a set with no usable key is an error.
-    pub fn from_jwks(bytes: &[u8], version: u64) -> Result<KeyRing, String> {
+    pub(crate) fn from_jwks(bytes: &[u8], version: u64) -> Result<KeyRing, String> {
         let set: JwkSet =
             serde_json::from_slice(bytes).map_err(|e| format!("not a JWK set: {e}"))?;
         let mut keys = Vec::new();
@@ -101,7 +101,7 @@ impl KeyRing {
 
     /// Keys that may verify a token with this header: of the algorithm's family and, when
     /// the token names a `kid`, with that `kid` (keys without one are tried too).
-    pub fn candidates<'a>(
+    pub(crate) fn candidates<'a>(
         &'a self,
         alg: Algorithm,
         kid: Option<&'a str>,
@@ -117,7 +117,7 @@ impl KeyRing {
 
     /// Whether the token's `kid` is one this ring has never heard of: then a refetch of a
     /// remote key set may find it.
-    pub fn lacks_kid(&self, kid: &str) -> bool {
+    pub(crate) fn lacks_kid(&self, kid: &str) -> bool {
         !self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
     }
 }

@@ -11,7 +11,7 @@
 
 pub(super) mod build;
 mod cache;
-pub mod config;
+pub(crate) mod config;
 mod jwks;
 mod keys;
 mod provider;
@@ -20,9 +20,8 @@ mod token;
 use provider::{claim_holds, claim_text, grants_scope, json_segment};
 pub use provider::{KeySpec, Keys, Provider, ProviderSpec, Refusal};
 
-pub use cache::VerifyCache;
 pub use jwks::{JwksSpec, RemoteKeys};
-pub use keys::{Key, KeyRing};
+pub use keys::KeyRing;
 use token::find_token;
 pub use token::TokenSource;
 
@@ -38,30 +37,30 @@ use std::sync::Arc;
 
 /// A validated `jwt` filter.
 #[derive(Debug, Clone)]
-pub struct JwtSpec {
+pub(crate) struct JwtSpec {
     /// Names in `jwt_providers`.
-    pub providers: Vec<String>,
-    pub require_scopes: Vec<String>,
-    pub require_claims: Vec<(String, Vec<serde_json::Value>)>,
-    pub forward_claims: Vec<(String, HeaderName)>,
-    pub forward_token: bool,
+    pub(crate) providers: Vec<String>,
+    pub(crate) require_scopes: Vec<String>,
+    pub(crate) require_claims: Vec<(String, Vec<serde_json::Value>)>,
+    pub(crate) forward_claims: Vec<(String, HeaderName)>,
+    pub(crate) forward_token: bool,
 }
 
-pub struct Jwt {
-    pub providers: Vec<Arc<Provider>>,
+pub(crate) struct Jwt {
+    pub(crate) providers: Vec<Arc<Provider>>,
     /// Every place the providers read tokens from, in order, without repeats.
-    pub sources: Vec<TokenSource>,
-    pub require_scopes: Vec<String>,
+    pub(crate) sources: Vec<TokenSource>,
+    pub(crate) require_scopes: Vec<String>,
     /// claim → accepted values (any one): strings, numbers or booleans.
-    pub require_claims: Vec<(String, Vec<Value>)>,
+    pub(crate) require_claims: Vec<(String, Vec<Value>)>,
     /// claim → upstream header; such headers from the client are always removed.
-    pub forward_claims: Vec<(String, HeaderName)>,
-    pub forward_token: bool,
+    pub(crate) forward_claims: Vec<(String, HeaderName)>,
+    pub(crate) forward_token: bool,
 }
 
 impl Jwt {
     /// Every place `providers` read tokens from, in order, without repeats.
-    pub fn token_sources(providers: &[Arc<Provider>]) -> Vec<TokenSource> {
+    pub(crate) fn token_sources(providers: &[Arc<Provider>]) -> Vec<TokenSource> {
         let mut sources: Vec<TokenSource> = Vec::new();
         for source in providers.iter().flat_map(|p| &p.spec.sources) {
             if !sources.contains(source) {
@@ -148,10 +147,6 @@ impl Jwt {
 
 #[async_trait::async_trait]
 impl Filter for Jwt {
-    fn name(&self) -> &'static str {
-        "jwt"
-    }
-
     fn edits_responses(&self) -> bool {
         false
     }
@@ -185,6 +180,7 @@ impl Filter for Jwt {
 
 #[cfg(test)]
 mod tests {
+    use super::cache::VerifyCache;
     use super::*;
     use base64::Engine as _;
     use jsonwebtoken::Algorithm;

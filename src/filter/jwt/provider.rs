@@ -91,7 +91,7 @@ pub enum KeySpec {
 
 impl KeySpec {
     /// The keys, when they are fixed at load.
-    pub fn fixed(&self) -> Option<Arc<KeyRing>> {
+    pub(crate) fn fixed(&self) -> Option<Arc<KeyRing>> {
         match self {
             KeySpec::Fixed { ring, .. } => Some(Arc::clone(ring)),
             KeySpec::Remote(_) => None,
@@ -125,9 +125,9 @@ pub enum Keys {
 }
 
 pub struct Provider {
-    pub spec: ProviderSpec,
-    pub keys: Keys,
-    pub cache: VerifyCache,
+    pub(crate) spec: ProviderSpec,
+    pub(crate) keys: Keys,
+    pub(crate) cache: VerifyCache,
 }
 
 /// Why a token was refused: logged, never told to the client in detail.
@@ -164,7 +164,7 @@ impl Provider {
         }
     }
 
-    pub fn remote_keys(&self) -> Option<&Arc<RemoteKeys>> {
+    pub(crate) fn remote_keys(&self) -> Option<&Arc<RemoteKeys>> {
         match &self.keys {
             Keys::Remote(remote) => Some(remote),
             Keys::Fixed(_) => None,
@@ -173,7 +173,7 @@ impl Provider {
 
     /// Verifies `token`; a `kid` missing from a remote key set waits for a refetch (at most
     /// one per `min_refetch_interval`) before the token is refused.
-    pub async fn verify(&self, token: &str) -> Result<Arc<Value>, Refusal> {
+    pub(crate) async fn verify(&self, token: &str) -> Result<Arc<Value>, Refusal> {
         match self.verify_now(token) {
             Err(Refusal::UnknownKid) => match self.remote_keys() {
                 Some(remote) => match remote.refetch().await {

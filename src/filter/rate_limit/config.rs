@@ -15,17 +15,17 @@ const DEFAULT_REPLICAS_HINT: u32 = 1;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RateLimitFilter {
-    pub rate: String,
-    pub burst: Option<u64>,
-    pub key: Option<OneOrMany>,
-    pub on_missing_key: Option<String>,
-    pub headers: Option<bool>,
-    pub max_keys: Option<usize>,
+pub(crate) struct RateLimitFilter {
+    pub(crate) rate: String,
+    pub(crate) burst: Option<u64>,
+    pub(crate) key: Option<OneOrMany>,
+    pub(crate) on_missing_key: Option<String>,
+    pub(crate) headers: Option<bool>,
+    pub(crate) max_keys: Option<usize>,
     /// `local` (default) or `redis` (`stores.redis`, one budget across replicas).
-    pub store: Option<String>,
-    pub on_store_error: Option<String>,
-    pub replicas_hint: Option<u32>,
+    pub(crate) store: Option<String>,
+    pub(crate) on_store_error: Option<String>,
+    pub(crate) replicas_hint: Option<u32>,
 }
 
 /// Keys tracked per `rate_limit` filter unless `max_keys` says otherwise.

@@ -8,19 +8,19 @@ use std::time::Duration;
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
-    pub allowed: bool,
+    pub(crate) allowed: bool,
     /// Requests that would pass right now after this one.
-    pub remaining: u64,
+    pub(crate) remaining: u64,
     /// Until the bucket is full again (allowed) or the next request may pass (refused).
-    pub wait: Duration,
+    pub(crate) wait: Duration,
 }
 
 /// The GCRA arithmetic, shared by the local table and the Redis script's callers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gcra {
-    pub interval: u64,
+    pub(crate) interval: u64,
     /// `burst * interval`: how far ahead of `now` a TAT may run.
-    pub tolerance: u64,
+    pub(crate) tolerance: u64,
 }
 
 impl Gcra {
@@ -34,7 +34,7 @@ impl Gcra {
 
     /// Decides a request at `now` for a key whose TAT is `tat` (0 for an unknown key);
     /// returns the decision and the key's new TAT.
-    pub fn decide(&self, tat: u64, now: u64) -> (Decision, u64) {
+    pub(crate) fn decide(&self, tat: u64, now: u64) -> (Decision, u64) {
         let start = tat.max(now);
         let next = start + self.interval;
         if next - now <= self.tolerance {
@@ -102,7 +102,7 @@ impl LocalLimiter {
     }
 
     /// `instant` on the limiter's clock.
-    pub fn at(&self, instant: tokio::time::Instant) -> u64 {
+    pub(crate) fn at(&self, instant: tokio::time::Instant) -> u64 {
         instant.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
@@ -136,15 +136,12 @@ impl LocalLimiter {
         decision
     }
 
-    /// Keys tracked now (for tests and the admin API).
-    pub fn len(&self) -> usize {
+    /// Keys tracked now.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).tats.len())
             .sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }

@@ -6,9 +6,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 #[derive(Default)]
-pub struct RateLimitMetrics {
+pub(crate) struct RateLimitMetrics {
     /// By filter owner and the `on_store_error` mode applied.
-    pub store_failures: Family<Labels, Counter>,
+    pub(crate) store_failures: Family<Labels, Counter>,
 }
 
 impl MetricSet for RateLimitMetrics {

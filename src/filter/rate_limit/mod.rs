@@ -9,9 +9,9 @@
 //! keeps the table bounded.
 
 pub(super) mod build;
-pub mod config;
+pub(crate) mod config;
 mod local;
-pub mod metrics;
+pub(crate) mod metrics;
 
 use super::{Filter, Flow};
 use crate::body::Body;
@@ -27,8 +27,8 @@ use std::time::Duration;
 /// A rate as configured: `count` requests per `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
-    pub count: u64,
-    pub period: Duration,
+    pub(crate) count: u64,
+    pub(crate) period: Duration,
 }
 
 impl Rate {
@@ -51,19 +51,19 @@ impl Rate {
     }
 
     /// Whole requests per second at this rate.
-    pub fn per_second(&self) -> u64 {
+    pub(crate) fn per_second(&self) -> u64 {
         (u128::from(self.count) * 1_000_000_000 / self.period.as_nanos().max(1)) as u64
     }
 
     /// Time between two requests at the steady rate, in nanoseconds (at least 1).
-    pub fn interval_nanos(&self) -> u64 {
+    pub(crate) fn interval_nanos(&self) -> u64 {
         (self.period.as_nanos() / u128::from(self.count)).max(1) as u64
     }
 }
 
 /// One part of a limiter key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyPart {
+pub(crate) enum KeyPart {
     /// The client address as `trusted_proxies` let the gateway see it.
     ClientIp,
     Header(HeaderName),
@@ -74,7 +74,7 @@ pub enum KeyPart {
 
 /// What to do with a request that lacks a part of the key (no such header or claim).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnMissingKey {
+pub(crate) enum OnMissingKey {
     /// 400: the request cannot be told apart from others.
     Reject,
     /// Not limited by this filter.
@@ -85,7 +85,7 @@ pub enum OnMissingKey {
 
 /// What a `store: redis` limit does when Redis cannot answer in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnStoreError {
+pub(crate) enum OnStoreError {
     /// Admit the request.
     FailOpen,
     /// 503 with `Retry-After`.
@@ -96,7 +96,7 @@ pub enum OnStoreError {
 
 /// Where the buckets live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreChoice {
+pub(crate) enum StoreChoice {
     Local,
     /// One budget across replicas.
     Redis {
@@ -107,22 +107,22 @@ pub enum StoreChoice {
 
 /// A validated `rate_limit` filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateLimitSpec {
-    pub rate: Rate,
-    pub burst: u64,
-    pub key: Vec<KeyPart>,
-    pub on_missing_key: OnMissingKey,
+pub(crate) struct RateLimitSpec {
+    pub(crate) rate: Rate,
+    pub(crate) burst: u64,
+    pub(crate) key: Vec<KeyPart>,
+    pub(crate) on_missing_key: OnMissingKey,
     /// Send `RateLimit-Policy` / `RateLimit` on admitted responses too (always on 429).
-    pub headers: bool,
+    pub(crate) headers: bool,
     /// Keys tracked at most; beyond, new keys share one overflow bucket until idle keys expire.
-    pub max_keys: usize,
-    pub store: StoreChoice,
+    pub(crate) max_keys: usize,
+    pub(crate) store: StoreChoice,
 }
 
 impl RateLimitSpec {
     /// The in-memory limiter's arithmetic: the full limit, or with a shared store the
     /// fallback's share of it (rate and burst divided by `replicas_hint`).
-    pub fn local_gcra(&self) -> Gcra {
+    pub(crate) fn local_gcra(&self) -> Gcra {
         match self.store {
             StoreChoice::Local => Gcra::new(self.rate, self.burst),
             StoreChoice::Redis { replicas_hint, .. } => {
@@ -138,26 +138,26 @@ impl RateLimitSpec {
 }
 
 /// The shared side of a `store: redis` limit.
-pub struct RedisLimit {
-    pub store: std::sync::Arc<RedisStore>,
+pub(crate) struct RedisLimit {
+    pub(crate) store: std::sync::Arc<RedisStore>,
     /// Names the filter and its limit, so replicas with the same config share buckets and a
     /// changed limit starts fresh ones.
-    pub prefix: String,
-    pub on_error: OnStoreError,
+    pub(crate) prefix: String,
+    pub(crate) on_error: OnStoreError,
     /// Counts checks the store could not answer.
-    pub failures: prometheus_client::metrics::counter::Counter,
+    pub(crate) failures: prometheus_client::metrics::counter::Counter,
 }
 
 /// The `rate_limit` filter.
-pub struct RateLimit {
-    pub spec: RateLimitSpec,
+pub(crate) struct RateLimit {
+    pub(crate) spec: RateLimitSpec,
     /// The limit itself, or with a shared store the `local` fallback.
-    pub limiter: std::sync::Arc<LocalLimiter>,
-    pub redis: Option<RedisLimit>,
+    pub(crate) limiter: std::sync::Arc<LocalLimiter>,
+    pub(crate) redis: Option<RedisLimit>,
     /// `RateLimit-Policy`, computed once.
-    pub policy: HeaderValue,
+    pub(crate) policy: HeaderValue,
     /// The policy's name in `RateLimit`.
-    pub policy_name: String,
+    pub(crate) policy_name: String,
 }
 
 /// The admitted request's numbers, for the response headers.
@@ -166,7 +166,7 @@ struct Admitted(Decision);
 
 impl RateLimit {
     /// `owner`: the route or named filter, used as the policy's name.
-    pub fn new(
+    pub(crate) fn new(
         spec: RateLimitSpec,
         limiter: std::sync::Arc<LocalLimiter>,
         redis: Option<RedisLimit>,
@@ -275,10 +275,6 @@ const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 #[async_trait::async_trait]
 impl Filter for RateLimit {
-    fn name(&self) -> &'static str {
-        "rate_limit"
-    }
-
     fn edits_responses(&self) -> bool {
         self.spec.headers
     }
