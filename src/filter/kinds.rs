@@ -1,6 +1,7 @@
 //! The macro behind the list of filter kinds in `filter/mod.rs`. From one line per kind it
-//! writes the `filters:` entry as YAML has it, the validated [`FilterSpec`], and the dispatch
-//! to each kind's folder: `KIND/config.rs` (`compile`) and `KIND/build.rs` (`build`).
+//! declares the kind's module (its folder) and writes the `filters:` entry as YAML has it, the
+//! validated [`FilterSpec`], and the dispatch to the folder: `KIND/config.rs` (`compile`) and
+//! `KIND/build.rs` (`build`).
 
 /// Whether a named filter is one instance or one per route that uses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +16,9 @@ pub(crate) enum Sharing {
 }
 
 macro_rules! filter_kinds {
-    ($( $key:ident: $variant:ident($module:ident, $raw:ty => $spec:ty), $sharing:ident; )*) => {
+    ($( $vis:vis $key:ident: $variant:ident($raw:ty => $spec:ty), $sharing:ident; )*) => {
+        $( $vis mod $key; )*
+
         /// One entry of a `filters:` list, as written: `use` of a named filter, or exactly
         /// one kind.
         #[derive(Debug, serde::Deserialize)]
@@ -51,7 +54,7 @@ macro_rules! filter_kinds {
                 $(
                     if let Some(raw) = self.$key {
                         let path = format!("{path}.{}", stringify!($key));
-                        return $module::config::compile(raw, &path, refs, issues)
+                        return $key::config::compile(raw, &path, refs, issues)
                             .map(FilterSpec::$variant);
                     }
                 )*
@@ -76,7 +79,7 @@ macro_rules! filter_kinds {
             /// list): which, with the spec, identifies state to carry over a reload.
             pub(crate) fn build(&self, ctx: &mut BuildCtx, owner: &str, position: usize) -> Arc<dyn Filter> {
                 match self {
-                    $( FilterSpec::$variant(spec) => $module::build::build(spec, ctx, owner, position), )*
+                    $( FilterSpec::$variant(spec) => $key::build::build(spec, ctx, owner, position), )*
                 }
             }
         }

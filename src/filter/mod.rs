@@ -5,18 +5,10 @@
 //! client goes away mid-request: the [`Chain`] does it when dropped).
 
 mod build;
-pub(crate) mod cache;
-pub(crate) mod circuit_breaker;
-pub(crate) mod cors;
-pub(crate) mod headers;
-pub mod jwt;
 mod kinds;
-pub mod rate_limit;
 mod state;
 
 pub(crate) use build::BuildCtx;
-pub(crate) use cors::CorsSpec;
-pub(crate) use headers::Headers;
 pub(crate) use kinds::Sharing;
 pub(crate) use state::{Exposed, FilterStates};
 
@@ -28,15 +20,16 @@ use http::request::Parts;
 use http::Response;
 use std::sync::Arc;
 
-// Every filter kind: its key in a `filters:` entry, its folder, its YAML mirror and validated
-// spec, and how a named one is shared. Adding a filter is its folder and one line here.
+// Every filter kind: its module (a folder of the same name, which is also its key in a
+// `filters:` entry), its variant, its YAML mirror and validated spec, and how a named one is
+// shared. Adding a filter is its folder and one line here.
 kinds::filter_kinds! {
-    headers: Headers(headers, headers::config::HeadersFilter => Headers), Shared;
-    cors: Cors(cors, cors::config::CorsFilter => CorsSpec), Shared;
-    jwt: Jwt(jwt, jwt::config::JwtFilter => jwt::JwtSpec), Shared;
-    rate_limit: RateLimit(rate_limit, rate_limit::config::RateLimitFilter => rate_limit::RateLimitSpec), Shared;
-    circuit_breaker: CircuitBreaker(circuit_breaker, circuit_breaker::config::CircuitBreakerFilter => circuit_breaker::BreakerSpec), PerRoute;
-    cache: Cache(cache, cache::config::CacheFilter => cache::CacheSpec), PerRouteNamedState;
+    pub(crate) headers: Headers(headers::config::HeadersFilter => headers::Headers), Shared;
+    pub(crate) cors: Cors(cors::config::CorsFilter => cors::CorsSpec), Shared;
+    pub jwt: Jwt(jwt::config::JwtFilter => jwt::JwtSpec), Shared;
+    pub rate_limit: RateLimit(rate_limit::config::RateLimitFilter => rate_limit::RateLimitSpec), Shared;
+    pub(crate) circuit_breaker: CircuitBreaker(circuit_breaker::config::CircuitBreakerFilter => circuit_breaker::BreakerSpec), PerRoute;
+    pub(crate) cache: Cache(cache::config::CacheFilter => cache::CacheSpec), PerRouteNamedState;
 }
 
 /// What a filter entry may refer to, besides named filters: JWT providers and stores.
