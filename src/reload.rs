@@ -136,7 +136,7 @@ impl Reloader {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let previous = self.gateway.snapshot.load_full();
         let generation = previous.generation + 1;
-        let snapshot = crate::snapshot::build(
+        let snapshot = crate::snapshot::build::build(
             &config,
             Some(&previous),
             generation,

@@ -5,6 +5,9 @@ mod upstream;
 
 pub(crate) use upstream::{ReturnConnection, UpstreamBody};
 
+/// What sends requests on a pooled HTTP/1.1 connection, given back to its pool with the body.
+pub(crate) type PooledSender = hyper::client::conn::http1::SendRequest<Body>;
+
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -19,7 +22,7 @@ pub(crate) enum Body {
     /// A client's request body on its way upstream, counted against `max_body_bytes`.
     Request(RequestBody),
     /// An upstream's response body on its way to the client.
-    Upstream(UpstreamBody),
+    Upstream(UpstreamBody<PooledSender>),
     /// A body passed through while a copy is kept (the response cache).
     Recording(Box<Recording>),
 }

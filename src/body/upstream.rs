@@ -1,11 +1,11 @@
 //! An upstream response body on its way to the client, and the way its HTTP/1.1 connection
-//! returns to a pool (a trait the pool implements, so that bodies need not know pools).
+//! returns to a pool (a trait the pool implements, so that bodies need not know pools). Generic
+//! over the connection handle, so that this file needs neither the body type the connection
+//! sends nor the pool.
 
-use super::{Body, BoxError};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,9 +13,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
-/// Where an HTTP/1.1 connection goes back once its response body was read to the end.
-pub(crate) trait ReturnConnection: Send + Sync {
-    fn give_back(&self, sender: http1::SendRequest<Body>);
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where an HTTP/1.1 connection (`C`, its request sender) goes back once its response body was
+/// read to the end.
+pub(crate) trait ReturnConnection<C>: Send + Sync {
+    fn give_back(&self, connection: C);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,20 +28,20 @@ pub(crate) struct BodyIdleTimeout(pub Duration);
 /// An upstream response body on its way to the client: enforces the idle timeout between
 /// chunks and returns the HTTP/1.1 connection to its pool once the body was read to the end.
 /// A body that fails or is dropped half-way takes its connection with it.
-pub(crate) struct UpstreamBody {
+pub(crate) struct UpstreamBody<C> {
     inner: Incoming,
     idle: Duration,
     timer: Option<Pin<Box<Sleep>>>,
     done: bool,
-    release: Option<(Arc<dyn ReturnConnection>, http1::SendRequest<Body>)>,
+    release: Option<(Arc<dyn ReturnConnection<C>>, C)>,
 }
 
-impl UpstreamBody {
+impl<C> UpstreamBody<C> {
     pub(crate) fn new(
         inner: Incoming,
         idle: Duration,
-        release: Option<(Arc<dyn ReturnConnection>, http1::SendRequest<Body>)>,
-    ) -> UpstreamBody {
+        release: Option<(Arc<dyn ReturnConnection<C>>, C)>,
+    ) -> UpstreamBody<C> {
         UpstreamBody {
             inner,
             idle,
@@ -49,7 +52,7 @@ impl UpstreamBody {
     }
 }
 
-impl HttpBody for UpstreamBody {
+impl<C: Unpin> HttpBody for UpstreamBody<C> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -96,7 +99,7 @@ impl HttpBody for UpstreamBody {
     }
 }
 
-impl Drop for UpstreamBody {
+impl<C> Drop for UpstreamBody<C> {
     fn drop(&mut self) {
         if self.done || self.inner.is_end_stream() {
             if let Some((pool, sender)) = self.release.take() {

@@ -3,16 +3,17 @@
 //! its key path and line; nothing here runs after load.
 
 use super::filters::{compile_named_filters, FilterRefs, FilterSpec};
+use super::issues::ConfigIssue;
 use super::issues::{duration_field, Issues};
 use super::lines::LineIndex;
 use super::listeners::{
     compile_admin, compile_limits, compile_listeners, compile_trusted, ListenerConfig,
 };
+use super::raw;
 use super::routes::{compile_routes, RouteConfig};
 use super::stores::compile_stores;
 use super::upstreams::compile_upstreams;
 use super::values::interpolate;
-use super::{raw, ConfigIssue};
 use crate::filter::jwt;
 use crate::filter::Refs;
 use crate::snapshot::Limits;

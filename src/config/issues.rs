@@ -4,11 +4,31 @@
 
 use super::lines::LineIndex;
 use super::values::{parse_duration, parse_size, Scalar};
-use super::ConfigIssue;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// One problem in the file: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub(crate) path: String,
+    pub(crate) line: Option<usize>,
+    pub(crate) message: String,
+}
+
+impl std::fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(line) = self.line {
+            write!(f, " (line {line})")?;
+        }
+        Ok(())
+    }
+}
 
 /// Collects issues, resolving each path's line once.
 pub(crate) struct Issues<'a> {

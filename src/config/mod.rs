@@ -21,34 +21,12 @@ pub(crate) mod values;
 
 pub use compile::Config;
 pub(crate) use filters::{FilterRef, FilterSpec};
+pub use issues::ConfigIssue;
 pub(crate) use routes::{Action, RouteConfig};
-pub(crate) use values::parse_duration;
 
 use crate::router::{HostMatch, PathMatch};
-use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-
-/// One problem in the file: where it is and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigIssue {
-    pub(crate) path: String,
-    pub(crate) line: Option<usize>,
-    pub(crate) message: String,
-}
-
-impl fmt::Display for ConfigIssue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if !self.path.is_empty() {
-            write!(f, "{}: ", self.path)?;
-        }
-        f.write_str(&self.message)?;
-        if let Some(line) = self.line {
-            write!(f, " (line {line})")?;
-        }
-        Ok(())
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -7,7 +7,7 @@
 //! retried with backoff. SRV answers use the records of the best (lowest) priority, each
 //! target weighted by its record's weight.
 
-use super::{backoff, publish, DiscoveredEndpoint, Discovery, EndpointSet, Status};
+use super::backend::{backoff, publish, DiscoveredEndpoint, Discovery, EndpointSet, Status};
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};

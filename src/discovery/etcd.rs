@@ -10,8 +10,8 @@
 //! again, trying the next etcd endpoint with backoff while none answers; all that time the
 //! last known set keeps serving.
 
+use super::backend::{backoff, publish, DiscoveredEndpoint, Discovery, EndpointSet, Status};
 use super::static_list::{StaticEndpoint, DEFAULT_WEIGHT};
-use super::{backoff, publish, DiscoveredEndpoint, Discovery, EndpointSet, Status};
 use crate::tls::UpstreamTls;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;

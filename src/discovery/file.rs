@@ -7,8 +7,8 @@
 //! or parsed keeps the last good set (the error is logged once per change of error); a file
 //! that lists no endpoints means none.
 
+use super::backend::{publish, Discovery, EndpointSet, Status};
 use super::static_list::{StaticEndpoint, StaticList, DEFAULT_WEIGHT};
-use super::{publish, Discovery, EndpointSet, Status};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;

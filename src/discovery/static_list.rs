@@ -2,7 +2,7 @@
 //! host names are resolved once through the system resolver (retried with backoff until they
 //! resolve). For names that change, use DNS discovery.
 
-use super::{backoff, publish, DiscoveredEndpoint, Discovery, EndpointSet, Status};
+use super::backend::{backoff, publish, DiscoveredEndpoint, Discovery, EndpointSet, Status};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::sync::watch;

@@ -2,9 +2,7 @@
 //! A request loads the current snapshot once and keeps it to the end, so a reload never
 //! changes a request half-way.
 
-mod build;
-
-pub(crate) use build::build;
+pub(crate) mod build;
 
 use crate::filter::jwt::Provider;
 use crate::filter::{Exposed, Filter, FilterStates};

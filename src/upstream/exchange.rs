@@ -129,7 +129,7 @@ impl Upstream {
                     let release = if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                         None
                     } else {
-                        h1.map(|s| (Arc::clone(endpoint) as Arc<dyn ReturnConnection>, s))
+                        h1.map(|s| (Arc::clone(endpoint) as Arc<dyn ReturnConnection<_>>, s))
                     };
                     return Ok(response.map(|body| {
                         Body::Upstream(UpstreamBody::new(body, timeouts.idle, release))

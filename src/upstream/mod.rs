@@ -3,6 +3,7 @@
 //! performs one exchange with one endpoint and maps every failure onto the error policy.
 
 mod balance;
+mod endpoint;
 mod exchange;
 mod health;
 mod outlier;
@@ -11,14 +12,13 @@ mod retry;
 mod stats;
 
 pub use balance::{hash_key, Balancer, HashOn, Strategy};
+pub use endpoint::Endpoint;
 pub(crate) use health::{HealthSpec, HealthState};
 pub(crate) use outlier::OutlierSpec;
 pub(crate) use retry::{RetryBudget, RetryOn, RetryPolicy};
 
 use crate::discovery::{DiscoverySpec, EndpointSet, Feed};
 use arc_swap::ArcSwap;
-use http::uri::Authority;
-use pool::Pool;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -58,38 +58,6 @@ pub(crate) struct UpstreamSpec {
     pub(crate) retries: Option<RetryPolicy>,
     pub(crate) outlier: Option<OutlierSpec>,
     pub(crate) health: Option<HealthSpec>,
-}
-
-pub struct Endpoint {
-    pub(crate) address: SocketAddr,
-    pub weight: u32,
-    /// Prepared once: the `:authority` of HTTP/2 requests.
-    pub(crate) authority: Authority,
-    pool: Pool,
-    outlier: outlier::OutlierState,
-    pub(crate) health: health::Health,
-    /// Requests sent and not yet answered (counted for `least_request` only).
-    pub(crate) in_flight: std::sync::atomic::AtomicUsize,
-}
-
-impl Endpoint {
-    /// A fresh endpoint: empty pools (one per worker), no failures, nothing in flight.
-    pub fn new(address: SocketAddr, weight: u32, workers: usize, max_idle: usize) -> Endpoint {
-        Endpoint {
-            address,
-            weight,
-            authority: Authority::try_from(address.to_string().as_str())
-                .unwrap_or_else(|_| Authority::from_static("upstream")),
-            pool: Pool::new(workers, max_idle),
-            outlier: outlier::OutlierState::default(),
-            health: health::Health::default(),
-            in_flight: std::sync::atomic::AtomicUsize::new(0),
-        }
-    }
-
-    pub(crate) fn idle_connections(&self) -> usize {
-        self.pool.idle_count()
-    }
 }
 
 pub(crate) struct Upstream {

@@ -4,11 +4,9 @@
 //! without a task per request. An HTTP/2 connection stays in its shard and is shared by the
 //! worker's requests.
 
-use crate::body::{Body, ReturnConnection};
+use crate::body::Body;
 use hyper::client::conn::{http1, http2};
 use std::sync::Mutex;
-
-use super::Endpoint;
 
 pub(crate) enum Sender {
     H1(http1::SendRequest<Body>),
@@ -74,12 +72,5 @@ impl Pool {
             .iter()
             .map(|s| s.lock().map(|v| v.len()).unwrap_or(0))
             .sum()
-    }
-}
-
-/// A connection whose response was read to the end goes back to its endpoint's pool.
-impl ReturnConnection for Endpoint {
-    fn give_back(&self, sender: http1::SendRequest<Body>) {
-        self.pool.put(Sender::H1(sender));
     }
 }

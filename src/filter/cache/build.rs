@@ -2,7 +2,7 @@
 
 use super::metrics::CacheMetrics;
 use super::store::CacheStore;
-use super::{Cache, CacheSpec};
+use super::spec::{Cache, CacheSpec};
 use crate::filter::{BuildCtx, Filter};
 use std::sync::Arc;
 

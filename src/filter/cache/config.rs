@@ -2,7 +2,7 @@
 
 use super::policy::{AuthorizedAnswers, Lifetimes};
 use super::targeted::Target;
-use super::{CacheSpec, QueryKey};
+use super::spec::{CacheSpec, QueryKey};
 use crate::config::issues::{duration_field, optional_duration, size_field, Issues};
 use crate::config::values::{OneOrMany, Scalar};
 use crate::filter::rate_limit::config::key_part;

@@ -3,7 +3,8 @@
 
 use super::policy::NotStored;
 use super::store::{CacheStore, Entry, FillGuard, Item};
-use super::{policy, Cache, CacheSpec};
+use super::policy;
+use super::spec::{Cache, CacheSpec};
 use crate::body::{Body, Recording};
 use http::header::{AGE, ETAG, VARY};
 use http::request::Parts;

@@ -3,7 +3,7 @@
 //! a variant's key adds the request's values of the headers its response varies on.
 
 use super::policy::AuthorizedAnswers;
-use super::Cache;
+use super::spec::Cache;
 use crate::context::RequestCtx;
 use crate::filter::rate_limit::KeyPart;
 use http::header::{AUTHORIZATION, HOST};

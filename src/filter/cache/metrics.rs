@@ -1,21 +1,12 @@
 //! What cache filters report at each scrape: entries, bytes, hits, misses and evictions, by
 //! filter (route or named filter).
 
-use super::store::CacheStore;
+use super::store::{CacheStats, CacheStore};
 use crate::telemetry::{MetricSet, Registered};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
-
-/// What a response cache reports.
-pub(crate) struct CacheStats {
-    pub(crate) entries: u64,
-    pub(crate) bytes: u64,
-    pub(crate) hits: u64,
-    pub(crate) misses: u64,
-    pub(crate) evictions: u64,
-}
 
 /// The stores of the running config, read at scrape time; a store a reload dropped drops out.
 #[derive(Default)]

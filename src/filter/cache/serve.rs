@@ -3,7 +3,8 @@
 
 use super::range::{self, Selection};
 use super::store::Entry;
-use super::{policy, Cache};
+use super::policy;
+use super::spec::Cache;
 use crate::body::Body;
 use http::header::{AGE, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH};
 use http::request::Parts;

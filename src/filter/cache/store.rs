@@ -1,7 +1,6 @@
 //! The in-memory store: a concurrent cache bounded in bytes (quick_cache, with a weigher that
 //! counts each entry's body, headers and key). One per `cache` filter, carried over reloads.
 
-use super::metrics::CacheStats;
 use super::policy::Directives;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, StatusCode};
@@ -250,4 +249,13 @@ impl CacheStore {
             evictions: self.evictions(),
         }
     }
+}
+
+/// What a response cache reports.
+pub(crate) struct CacheStats {
+    pub(crate) entries: u64,
+    pub(crate) bytes: u64,
+    pub(crate) hits: u64,
+    pub(crate) misses: u64,
+    pub(crate) evictions: u64,
 }

@@ -18,12 +18,12 @@ mod provider;
 mod token;
 
 use provider::{claim_holds, claim_text, grants_scope, json_segment};
-pub use provider::{KeySpec, Keys, Provider, ProviderSpec, Refusal};
+pub use provider::{KeySpec, Keys, Provider, ProviderSpec};
 
 pub use jwks::{JwksSpec, RemoteKeys};
 pub use keys::KeyRing;
 use token::find_token;
-pub use token::TokenSource;
+pub use token::{Refusal, TokenSource};
 
 use super::{Filter, Flow};
 use crate::body::Body;

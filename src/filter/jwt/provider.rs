@@ -4,7 +4,7 @@
 use super::cache::VerifyCache;
 use super::jwks::{JwksSpec, RemoteKeys};
 use super::keys::KeyRing;
-use super::token::TokenSource;
+use super::token::{Refusal, TokenSource};
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
@@ -128,20 +128,6 @@ pub struct Provider {
     pub(crate) spec: ProviderSpec,
     pub(crate) keys: Keys,
     pub(crate) cache: VerifyCache,
-}
-
-/// Why a token was refused: logged, never told to the client in detail.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
-    Missing,
-    /// The request carries its token ambiguously (a repeated field, several places).
-    Malformed(&'static str),
-    Invalid(&'static str),
-    /// The token names a `kid` no current key has.
-    UnknownKid,
-    Forbidden(&'static str),
-    /// No key set has ever been loaded (the JWKS endpoint has been unreachable).
-    Unavailable,
 }
 
 fn b64(segment: &str) -> Option<Vec<u8>> {

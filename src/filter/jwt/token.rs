@@ -1,9 +1,22 @@
 //! Finding the request's token: in the places its providers read from, exactly once.
 
-use super::Refusal;
 use http::header::AUTHORIZATION;
 use http::request::Parts;
 use http::HeaderName;
+
+/// Why a token was refused: logged, never told to the client in detail.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Missing,
+    /// The request carries its token ambiguously (a repeated field, several places).
+    Malformed(&'static str),
+    Invalid(&'static str),
+    /// The token names a `kid` no current key has.
+    UnknownKid,
+    Forbidden(&'static str),
+    /// No key set has ever been loaded (the JWKS endpoint has been unreachable).
+    Unavailable,
+}
 
 /// Where a provider's tokens are read from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,9 +1,45 @@
 //! The local limiter: GCRA buckets in sharded maps, swept of idle keys, per gateway process.
 
-use super::Rate;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
+
+/// A rate as configured: `count` requests per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub(crate) count: u64,
+    pub(crate) period: Duration,
+}
+
+impl Rate {
+    /// `100/s`, `6000/m`, `10/h`, `1000/d`, or a count over a duration: `5/10s`.
+    pub fn parse(text: &str) -> Result<Rate, String> {
+        let bad = || format!("invalid rate {text:?}: expected COUNT/PERIOD, e.g. 100/s or 6000/m");
+        let (count, period) = text.trim().split_once('/').ok_or_else(bad)?;
+        let count: u64 = count.trim().parse().map_err(|_| bad())?;
+        let period = match period.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86_400),
+            other => crate::config::values::parse_duration(other).map_err(|_| bad())?,
+        };
+        if count == 0 || period.is_zero() {
+            return Err(format!("invalid rate {text:?}: must be greater than zero"));
+        }
+        Ok(Rate { count, period })
+    }
+
+    /// Whole requests per second at this rate.
+    pub(crate) fn per_second(&self) -> u64 {
+        (u128::from(self.count) * 1_000_000_000 / self.period.as_nanos().max(1)) as u64
+    }
+
+    /// Time between two requests at the steady rate, in nanoseconds (at least 1).
+    pub(crate) fn interval_nanos(&self) -> u64 {
+        (self.period.as_nanos() / u128::from(self.count)).max(1) as u64
+    }
+}
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,256 @@
+//! The per-route filter chain. Each entry of a route's `filters:` compiles once into an
+//! `Arc<dyn Filter>`; a request runs `on_request` in config order until one answers, the
+//! action (proxy, respond, redirect) unless one did, `on_response` in reverse for the filters
+//! that ran, and `on_complete` exactly once for each of them, whatever happened (also when the
+//! client goes away mid-request: the [`Chain`] does it when dropped).
+
+use crate::body::Body;
+use crate::context::RequestCtx;
+use crate::error::ProxyError;
+use http::request::Parts;
+use http::Response;
+use std::sync::Arc;
+
+/// Returned once per filter and moved at most a few times: boxing the response would cost an
+/// allocation on every short-circuit to save copying a couple of hundred bytes.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Flow {
+    Continue,
+    /// Answer now; later filters and the route's action do not run.
+    Respond(Response<Body>),
+}
+
+/// How the request ended, for `on_complete`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    /// The status sent to the client; `None` when the client went away first.
+    pub(crate) status: Option<u16>,
+    /// Where a failure came from (`client`, `upstream`), if the request failed.
+    pub(crate) error: Option<&'static str>,
+}
+
+impl Outcome {
+    pub(crate) const ABORTED: Outcome = Outcome {
+        status: None,
+        error: Some("client"),
+    };
+}
+
+#[async_trait::async_trait]
+pub(crate) trait Filter: Send + Sync + 'static {
+    async fn on_request(
+        &self,
+        _req: &mut Parts,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Flow, ProxyError> {
+        Ok(Flow::Continue)
+    }
+
+    async fn on_response(
+        &self,
+        _res: &mut Response<Body>,
+        _ctx: &mut RequestCtx,
+    ) -> Result<(), ProxyError> {
+        Ok(())
+    }
+
+    /// Whether `on_response` does anything. Filters that leave responses alone say no, and
+    /// the chain skips the call (an async call costs an allocation).
+    fn edits_responses(&self) -> bool {
+        true
+    }
+
+    /// Cannot fail; breakers and metrics record here.
+    fn on_complete(&self, _ctx: &RequestCtx, _outcome: &Outcome) {}
+}
+
+/// A request to the route's upstream outside any client's request: background work such as
+/// refreshing a cache entry. Given to filters that need it when they are built.
+pub(crate) trait Fetch: Send + Sync {
+    fn fetch(
+        &self,
+        req: Parts,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<Body>, ProxyError>> + Send>,
+    >;
+}
+
+/// One request's pass through a route's filters. Owns the request context so that dropping it
+/// (the client went away) still completes every filter that ran.
+pub(crate) struct Chain<'a> {
+    filters: &'a [Arc<dyn Filter>],
+    ran: usize,
+    completed: bool,
+    pub(crate) ctx: RequestCtx,
+}
+
+impl<'a> Chain<'a> {
+    pub(crate) fn new(ctx: RequestCtx) -> Chain<'a> {
+        Chain {
+            filters: &[],
+            ran: 0,
+            completed: false,
+            ctx,
+        }
+    }
+
+    /// Runs `on_request` in order. `Some(response)`: a filter answered or failed.
+    pub(crate) async fn request(
+        &mut self,
+        filters: &'a [Arc<dyn Filter>],
+        req: &mut Parts,
+    ) -> Option<Result<Response<Body>, ProxyError>> {
+        self.filters = filters;
+        for filter in filters {
+            self.ran += 1;
+            match filter.on_request(req, &mut self.ctx).await {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Respond(response)) => return Some(Ok(response)),
+                Err(error) => return Some(Err(error)),
+            }
+        }
+        None
+    }
+
+    /// Runs `on_response` in reverse for the filters that ran.
+    pub(crate) async fn response(
+        &mut self,
+        response: &mut Response<Body>,
+    ) -> Result<(), ProxyError> {
+        for filter in self.filters[..self.ran].iter().rev() {
+            if filter.edits_responses() {
+                filter.on_response(response, &mut self.ctx).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `on_complete` for the filters that ran (once; dropping the chain later does not
+    /// repeat it).
+    pub(crate) fn complete(&mut self, outcome: &Outcome) {
+        self.finish(outcome);
+    }
+
+    fn finish(&mut self, outcome: &Outcome) {
+        if self.completed {
+            return;
+        }
+        self.completed = true;
+        for filter in &self.filters[..self.ran] {
+            filter.on_complete(&self.ctx, outcome);
+        }
+    }
+}
+
+impl Drop for Chain<'_> {
+    fn drop(&mut self) {
+        self.finish(&Outcome::ABORTED);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records every hook call in a shared log.
+    struct Probe {
+        label: &'static str,
+        answer: bool,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Filter for Probe {
+        async fn on_request(
+            &self,
+            _req: &mut Parts,
+            _ctx: &mut RequestCtx,
+        ) -> Result<Flow, ProxyError> {
+            self.log.lock().unwrap().push(format!("req {}", self.label));
+            Ok(if self.answer {
+                Flow::Respond(Response::new(Body::Empty))
+            } else {
+                Flow::Continue
+            })
+        }
+        async fn on_response(
+            &self,
+            _res: &mut Response<Body>,
+            _ctx: &mut RequestCtx,
+        ) -> Result<(), ProxyError> {
+            self.log.lock().unwrap().push(format!("res {}", self.label));
+            Ok(())
+        }
+        fn on_complete(&self, _ctx: &RequestCtx, outcome: &Outcome) {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("done {} {:?}", self.label, outcome.status));
+        }
+    }
+
+    fn probes(log: &Arc<Mutex<Vec<String>>>, answer_at: Option<usize>) -> Vec<Arc<dyn Filter>> {
+        ["a", "b", "c"]
+            .iter()
+            .enumerate()
+            .map(|(i, label)| {
+                Arc::new(Probe {
+                    label,
+                    answer: answer_at == Some(i),
+                    log: Arc::clone(log),
+                }) as Arc<dyn Filter>
+            })
+            .collect()
+    }
+
+    fn parts() -> Parts {
+        http::Request::new(()).into_parts().0
+    }
+
+    #[tokio::test]
+    async fn order_short_circuit_and_completion() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let filters = probes(&log, Some(1));
+        let mut chain = Chain::new(RequestCtx::new(
+            http::HeaderValue::from_static("t"),
+            [127, 0, 0, 1].into(),
+        ));
+        let mut req = parts();
+        let mut response = chain.request(&filters, &mut req).await.unwrap().unwrap();
+        chain.response(&mut response).await.unwrap();
+        chain.complete(&Outcome {
+            status: Some(200),
+            error: None,
+        });
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "req a",
+                "req b",
+                "res b",
+                "res a",
+                "done a Some(200)",
+                "done b Some(200)"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_chain_completes_once_as_aborted() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let filters = probes(&log, None);
+        let mut chain = Chain::new(RequestCtx::new(
+            http::HeaderValue::from_static("t"),
+            [127, 0, 0, 1].into(),
+        ));
+        let mut req = parts();
+        assert!(chain.request(&filters, &mut req).await.is_none());
+        drop(chain);
+        let log = log.lock().unwrap();
+        assert_eq!(log.iter().filter(|l| l.starts_with("done")).count(), 3);
+        assert!(log
+            .iter()
+            .all(|l| !l.starts_with("done") || l.ends_with("None")));
+    }
+}
