@@ -37,12 +37,15 @@ LIMIT = os.environ.get("LIMIT", "")
 # CACHE=1: also measure PORTCULLIS+HIT (a cache filter answering every request) and
 # PORTCULLIS+MISS (a cache filter whose responses are never storable: the miss path).
 CACHE = os.environ.get("CACHE", "") not in ("", "0")
+# BASELINE=/path/to/portcullis: also measure that build (BASELINE) with the same config in the
+# same interleaved rounds, and print this build's ratios to it.
+BASELINE = os.environ.get("BASELINE", "")
 # ENDPOINTS=4: both proxies balance over that many upstream processes (DIRECT still talks to
 # the first), with BALANCE=round_robin (default), random or least_request (nginx: its default
 # round robin, random, least_conn).
 ENDPOINTS = int(os.environ.get("ENDPOINTS", "1"))
 BALANCE = os.environ.get("BALANCE", "round_robin")
-PORTS = {"upstream": 19080, "portcullis": 19081, "nginx": 19082, "redis": 19083}
+PORTS = {"upstream": 19080, "portcullis": 19081, "nginx": 19082, "redis": 19083, "baseline": 19084}
 TICK = os.sysconf("SC_CLK_TCK")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -225,6 +228,13 @@ upstreams:
         portcullis = start(["taskset", "-c", "0", f"{ROOT}/target/release/portcullis",
                             "-c", f"{tmp}/gateway.yaml", "--workers", "1", "--log-level", "warn"])
         wait_port(PORTS["portcullis"])
+        baseline = None
+        if BASELINE:
+            with open(f"{tmp}/baseline.yaml", "w") as f:
+                f.write(config.replace(f"127.0.0.1:{PORTS['portcullis']}", f"127.0.0.1:{PORTS['baseline']}", 1))
+            baseline = start(["taskset", "-c", "0", BASELINE, "-c", f"{tmp}/baseline.yaml",
+                              "--workers", "1", "--log-level", "warn"])
+            wait_port(PORTS["baseline"])
 
         os.makedirs(f"{tmp}/nginx/logs", exist_ok=True)
         with open(f"{tmp}/nginx/nginx.conf", "w") as f:
@@ -258,6 +268,8 @@ http {{
             "PORTCULLIS": (PORTS["portcullis"], [portcullis.pid], proxied, [], "/"),
             "NGINX": (PORTS["nginx"], [nginx.pid] + children(nginx.pid), proxied, [], "/"),
         }
+        if baseline:
+            targets["BASELINE"] = (PORTS["baseline"], [baseline.pid], proxied, [], "/")
         if JWT:
             targets["PORTCULLIS+JWT"] = (PORTS["portcullis"], [portcullis.pid], proxied, jwt_args, "/jwt")
         if CACHE:
@@ -295,6 +307,10 @@ http {{
         print(f"PORTCULLIS/DIRECT  throughput {p['rps'] / d['rps']:.2f}x")
         print(f"PORTCULLIS/NGINX   throughput {p['rps'] / n['rps']:.2f}x   "
               f"cpu/request {p['cpu_us'] / n['cpu_us']:.2f}x   p99 {p['p99'] / n['p99']:.2f}x")
+        if baseline:
+            b = med["BASELINE"]
+            print(f"PORTCULLIS/BASELINE throughput {p['rps'] / b['rps']:.2f}x   "
+                  f"cpu/request {p['cpu_us'] / b['cpu_us']:.2f}x   p99 {p['p99'] / b['p99']:.2f}x")
         if CACHE:
             hit, miss = med["PORTCULLIS+HIT"], med["PORTCULLIS+MISS"]
             print(f"cache HIT/bare     throughput {hit['rps'] / p['rps']:.2f}x   "
