@@ -14,6 +14,9 @@ pub(crate) struct BuildCtx<'a> {
     pub(crate) providers: &'a HashMap<String, Arc<Provider>>,
     pub(crate) redis: Option<&'a Arc<RedisStore>>,
     pub(crate) metrics: &'a ConfigMetrics,
+    /// The control runtime, for a filter's background work (watching a file); a task there
+    /// should end once the filter state it serves is dropped.
+    pub(crate) control: &'a tokio::runtime::Handle,
     /// The upstream of the route being built, if it proxies.
     pub(crate) upstream: Option<&'a str>,
     /// Requests to that upstream outside client requests.

@@ -26,4 +26,5 @@ kinds::filter_kinds! {
     pub rate_limit: RateLimit(rate_limit::config::RateLimitFilter => rate_limit::RateLimitSpec), Shared;
     pub(crate) circuit_breaker: CircuitBreaker(circuit_breaker::config::CircuitBreakerFilter => circuit_breaker::BreakerSpec), PerRoute;
     pub(crate) cache: Cache(cache::config::CacheFilter => cache::CacheSpec), PerRouteNamedState;
+    pub ip_filter: IpFilter(ip_filter::config::IpFilterConfig => ip_filter::IpFilterSpec), Shared;
 }

@@ -61,6 +61,7 @@ pub(crate) fn build(
         providers: &jwt_providers,
         redis: redis.as_ref(),
         metrics,
+        control: handle,
         prev: prev.map(|p| &p.filter_states),
         states: &mut filter_states,
         upstream: None,

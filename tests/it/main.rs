@@ -14,6 +14,7 @@ mod discovery;
 mod filters;
 mod hardening;
 mod health;
+mod ip_filter;
 mod jwks;
 mod jwt;
 mod proxy;
