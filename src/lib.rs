@@ -162,7 +162,7 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
         .iter()
         .map(|l| {
             Arc::new(server::ListenerInfo {
-                name: l.name.clone(),
+                name: l.name.as_str().into(),
                 tls: l.tls.clone(),
             })
         })

@@ -7,7 +7,8 @@ use super::issues::ConfigIssue;
 use super::issues::{duration_field, Issues};
 use super::lines::LineIndex;
 use super::listeners::{
-    compile_admin, compile_limits, compile_listeners, compile_trusted, ListenerConfig,
+    compile_admin, compile_limits, compile_listener_filters, compile_listeners, compile_trusted,
+    ListenerConfig,
 };
 use super::raw;
 use super::routes::{compile_routes, RouteConfig};
@@ -115,7 +116,7 @@ pub(super) fn compile(
     if top.workers == Some(0) {
         issues.add("workers", "must be at least 1");
     }
-    let listeners = compile_listeners(top.listeners, &mut issues);
+    let (mut listeners, listener_filters) = compile_listeners(top.listeners, &mut issues);
     let (admin, admin_token) = compile_admin(top.admin, &listeners, &mut issues);
     let watch = match top.reload {
         Some(reload) if reload.watch => Some(duration_field(
@@ -164,6 +165,7 @@ pub(super) fn compile(
         named: &filters,
         ..refs
     };
+    compile_listener_filters(&mut listeners, listener_filters, &refs, &mut issues);
     let routes = compile_routes(top.routes, &known, &refs, &mut issues);
 
     if issues.list.is_empty() {

@@ -2,7 +2,7 @@
 
 use super::issues::{named_entries, unknown, Issues};
 pub(crate) use crate::filter::{FilterEntry, FilterSpec};
-use crate::filter::{Refs, ENTRY_KEYS};
+use crate::filter::{Refs, Sharing, ENTRY_KEYS};
 
 /// A route's filter: its own, or a named one shared with other routes.
 #[derive(Debug, Clone)]
@@ -72,4 +72,46 @@ pub(super) fn compile_filter(
     entry
         .compile(path, &refs.kinds, issues)
         .map(FilterRef::Inline)
+}
+
+/// A `filters:` list at `path` (a route's or a listener's). Kinds that work for a route's
+/// upstream (a breaker, a cache) are refused where there is none: `proxies` is false.
+pub(super) fn compile_filter_list(
+    entries: Vec<FilterEntry>,
+    path: &str,
+    refs: &FilterRefs,
+    proxies: bool,
+    issues: &mut Issues,
+) -> Vec<FilterRef> {
+    entries
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, entry)| {
+            let path = format!("{path}.filters[{i}]");
+            let filter = compile_filter(entry, &path, refs, issues)?;
+            let spec = match &filter {
+                FilterRef::Inline(spec) => Some(spec),
+                FilterRef::Named(name) => refs
+                    .named
+                    .iter()
+                    .find(|(known, _)| known == name)
+                    .map(|(_, spec)| spec),
+            };
+            if let (Some(spec), false) = (spec, proxies) {
+                if spec.sharing() != Sharing::Shared {
+                    let message = match &filter {
+                        FilterRef::Named(name) => format!(
+                            "{} filter {name:?} needs a route with an upstream",
+                            spec.kind()
+                        ),
+                        FilterRef::Inline(_) => {
+                            format!("{} needs a route with an upstream", spec.kind())
+                        }
+                    };
+                    issues.add(&path, message);
+                }
+            }
+            Some(filter)
+        })
+        .collect()
 }

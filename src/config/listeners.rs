@@ -1,5 +1,6 @@
 //! Listeners (addresses and TLS), the admin listener, request limits and trusted proxies.
 
+use super::filters::{compile_filter_list, FilterEntry, FilterRef, FilterRefs};
 use super::issues::{duration_field, one_of, size_field, Issues};
 use super::raw;
 use crate::snapshot::{Limits, UnderscoreHeaders};
@@ -15,18 +16,28 @@ pub(crate) struct ListenerConfig {
     pub(crate) address: SocketAddr,
     /// TLS termination; `None` for plaintext.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// Run for every request on the listener, before routing.
+    pub(crate) filters: Vec<FilterRef>,
 }
 
-pub(super) fn compile_listeners(items: Vec<Value>, issues: &mut Issues) -> Vec<ListenerConfig> {
+/// A listener's `filters:` as written, compiled by [`compile_listener_filters`] once the named
+/// filters they may use are known.
+pub(super) struct PendingFilters(Vec<(usize, String, Vec<FilterEntry>)>);
+
+pub(super) fn compile_listeners(
+    items: Vec<Value>,
+    issues: &mut Issues,
+) -> (Vec<ListenerConfig>, PendingFilters) {
     if items.is_empty() {
         issues.add("listeners", "at least one listener is required");
     }
     let mut names = HashSet::new();
     let mut addresses = HashSet::new();
     let mut out = Vec::new();
+    let mut pending = Vec::new();
     for (i, value) in items.into_iter().enumerate() {
         let path = format!("listeners[{i}]");
-        let Some(raw) = issues.item::<raw::Listener>(value, &path) else {
+        let Some(mut raw) = issues.item::<raw::Listener>(value, &path) else {
             continue;
         };
         if !names.insert(raw.name.clone()) {
@@ -48,10 +59,14 @@ pub(super) fn compile_listeners(items: Vec<Value>, issues: &mut Issues) -> Vec<L
                         format!("address {address} is used by another listener"),
                     );
                 }
+                if !raw.filters.is_empty() {
+                    pending.push((out.len(), path.clone(), std::mem::take(&mut raw.filters)));
+                }
                 out.push(ListenerConfig {
                     name: raw.name,
                     address,
                     tls,
+                    filters: Vec::new(),
                 });
             }
             Err(_) => issues.add(
@@ -63,7 +78,19 @@ pub(super) fn compile_listeners(items: Vec<Value>, issues: &mut Issues) -> Vec<L
             ),
         }
     }
-    out
+    (out, PendingFilters(pending))
+}
+
+/// Compiles the listeners' `filters:`. Kinds that work for a route's upstream are refused.
+pub(super) fn compile_listener_filters(
+    listeners: &mut [ListenerConfig],
+    pending: PendingFilters,
+    refs: &FilterRefs,
+    issues: &mut Issues,
+) {
+    for (at, path, entries) in pending.0 {
+        listeners[at].filters = compile_filter_list(entries, &path, refs, false, issues);
+    }
 }
 
 fn compile_listener_tls(

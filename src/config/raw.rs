@@ -48,6 +48,9 @@ pub(crate) struct Listener {
     pub(crate) name: String,
     pub(crate) address: String,
     pub(crate) tls: Option<ListenerTls>,
+    /// Run for every request on this listener, before routing.
+    #[serde(default)]
+    pub(crate) filters: Vec<filter::FilterEntry>,
 }
 
 #[derive(Debug, Deserialize)]

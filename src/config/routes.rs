@@ -1,10 +1,9 @@
 //! Routes: match criteria, the action (proxy with its rewrite, respond, redirect) and the
 //! filters each route runs.
 
-use super::filters::{compile_filter, FilterRef, FilterRefs};
+use super::filters::{compile_filter_list, FilterRef, FilterRefs};
 use super::issues::{count_set, methods, unknown, Issues};
 use super::raw;
-use crate::filter::Sharing;
 use crate::router::{HeaderMatcher, HostMatch, MethodSet, PathMatch, RouteMatch};
 use crate::snapshot::{RedirectTarget, Respond, Rewrite};
 use bytes::Bytes;
@@ -63,37 +62,13 @@ pub(super) fn compile_routes(
         let matcher = compile_match(&raw.matcher, &format!("{path}.match"), issues);
         let action = compile_action(&raw, &matcher, upstreams, &path, issues);
         let proxies = raw.upstream.is_some();
-        let filters: Vec<FilterRef> = std::mem::take(&mut raw.filters)
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, entry)| {
-                let path = format!("{path}.filters[{i}]");
-                let filter = compile_filter(entry, &path, refs, issues)?;
-                let spec = match &filter {
-                    FilterRef::Inline(spec) => Some(spec),
-                    FilterRef::Named(name) => refs
-                        .named
-                        .iter()
-                        .find(|(known, _)| known == name)
-                        .map(|(_, spec)| spec),
-                };
-                if let (Some(spec), false) = (spec, proxies) {
-                    if spec.sharing() != Sharing::Shared {
-                        let message = match &filter {
-                            FilterRef::Named(name) => format!(
-                                "{} filter {name:?} needs a route with an upstream",
-                                spec.kind()
-                            ),
-                            FilterRef::Inline(_) => {
-                                format!("{} needs a route with an upstream", spec.kind())
-                            }
-                        };
-                        issues.add(&path, message);
-                    }
-                }
-                Some(filter)
-            })
-            .collect();
+        let filters = compile_filter_list(
+            std::mem::take(&mut raw.filters),
+            &path,
+            refs,
+            proxies,
+            issues,
+        );
         if let (Some(matcher), Some(action)) = (matcher, action) {
             out.push(RouteConfig {
                 name: raw.name,

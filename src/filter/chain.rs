@@ -75,11 +75,21 @@ pub(crate) trait Fetch: Send + Sync {
     >;
 }
 
-/// One request's pass through a route's filters. Owns the request context so that dropping it
-/// (the client went away) still completes every filter that ran.
+/// Where a filter list is attached. The listener's filters run first (before routing), then
+/// the route's; responses pass back through them in reverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Listener = 0,
+    Route = 1,
+}
+
+/// One request's pass through its listener's and its route's filters. Owns the request context
+/// so that dropping it (the client went away) still completes every filter that ran.
 pub(crate) struct Chain<'a> {
-    filters: &'a [Arc<dyn Filter>],
-    ran: usize,
+    /// The filters of each stage, by [`Stage`].
+    stages: [&'a [Arc<dyn Filter>]; 2],
+    /// How many of each stage's filters ran.
+    ran: [usize; 2],
     completed: bool,
     pub(crate) ctx: RequestCtx,
 }
@@ -87,22 +97,25 @@ pub(crate) struct Chain<'a> {
 impl<'a> Chain<'a> {
     pub(crate) fn new(ctx: RequestCtx) -> Chain<'a> {
         Chain {
-            filters: &[],
-            ran: 0,
+            stages: [&[], &[]],
+            ran: [0, 0],
             completed: false,
             ctx,
         }
     }
 
-    /// Runs `on_request` in order. `Some(response)`: a filter answered or failed.
+    /// Runs `on_request` of one stage's filters in order. `Some(response)`: a filter answered
+    /// or failed.
     pub(crate) async fn request(
         &mut self,
+        stage: Stage,
         filters: &'a [Arc<dyn Filter>],
         req: &mut Parts,
     ) -> Option<Result<Response<Body>, ProxyError>> {
-        self.filters = filters;
+        let at = stage as usize;
+        self.stages[at] = filters;
         for filter in filters {
-            self.ran += 1;
+            self.ran[at] += 1;
             match filter.on_request(req, &mut self.ctx).await {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Respond(response)) => return Some(Ok(response)),
@@ -112,14 +125,22 @@ impl<'a> Chain<'a> {
         None
     }
 
-    /// Runs `on_response` in reverse for the filters that ran.
+    /// Whether any filter ran (and so may want to see the response).
+    pub(crate) fn ran_any(&self) -> bool {
+        self.ran != [0, 0]
+    }
+
+    /// Runs `on_response` in reverse for the filters that ran: the route's, then the
+    /// listener's.
     pub(crate) async fn response(
         &mut self,
         response: &mut Response<Body>,
     ) -> Result<(), ProxyError> {
-        for filter in self.filters[..self.ran].iter().rev() {
-            if filter.edits_responses() {
-                filter.on_response(response, &mut self.ctx).await?;
+        for at in [Stage::Route as usize, Stage::Listener as usize] {
+            for filter in self.stages[at][..self.ran[at]].iter().rev() {
+                if filter.edits_responses() {
+                    filter.on_response(response, &mut self.ctx).await?;
+                }
             }
         }
         Ok(())
@@ -136,8 +157,10 @@ impl<'a> Chain<'a> {
             return;
         }
         self.completed = true;
-        for filter in &self.filters[..self.ran] {
-            filter.on_complete(&self.ctx, outcome);
+        for at in [Stage::Listener as usize, Stage::Route as usize] {
+            for filter in &self.stages[at][..self.ran[at]] {
+                filter.on_complete(&self.ctx, outcome);
+            }
         }
     }
 }
@@ -217,7 +240,11 @@ mod tests {
             [127, 0, 0, 1].into(),
         ));
         let mut req = parts();
-        let mut response = chain.request(&filters, &mut req).await.unwrap().unwrap();
+        let mut response = chain
+            .request(Stage::Route, &filters, &mut req)
+            .await
+            .unwrap()
+            .unwrap();
         chain.response(&mut response).await.unwrap();
         chain.complete(&Outcome {
             status: Some(200),
@@ -245,12 +272,62 @@ mod tests {
             [127, 0, 0, 1].into(),
         ));
         let mut req = parts();
-        assert!(chain.request(&filters, &mut req).await.is_none());
+        assert!(chain
+            .request(Stage::Route, &filters, &mut req)
+            .await
+            .is_none());
         drop(chain);
         let log = log.lock().unwrap();
         assert_eq!(log.iter().filter(|l| l.starts_with("done")).count(), 3);
         assert!(log
             .iter()
             .all(|l| !l.starts_with("done") || l.ends_with("None")));
+    }
+
+    #[tokio::test]
+    async fn listener_filters_run_first_and_see_the_response_last() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let listener: Vec<Arc<dyn Filter>> = vec![Arc::new(Probe {
+            label: "l",
+            answer: false,
+            log: Arc::clone(&log),
+        })];
+        let route = probes(&log, None);
+        let mut chain = Chain::new(RequestCtx::new(
+            http::HeaderValue::from_static("t"),
+            [127, 0, 0, 1].into(),
+        ));
+        let mut req = parts();
+        assert!(chain
+            .request(Stage::Listener, &listener, &mut req)
+            .await
+            .is_none());
+        assert!(chain
+            .request(Stage::Route, &route, &mut req)
+            .await
+            .is_none());
+        let mut response = Response::new(Body::Empty);
+        chain.response(&mut response).await.unwrap();
+        chain.complete(&Outcome {
+            status: Some(200),
+            error: None,
+        });
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "req l",
+                "req a",
+                "req b",
+                "req c",
+                "res c",
+                "res b",
+                "res a",
+                "res l",
+                "done l Some(200)",
+                "done a Some(200)",
+                "done b Some(200)",
+                "done c Some(200)"
+            ]
+        );
     }
 }

@@ -8,7 +8,7 @@ mod refs;
 mod state;
 
 pub(crate) use build::BuildCtx;
-pub(crate) use chain::{Chain, Fetch, Filter, Flow, Outcome};
+pub(crate) use chain::{Chain, Fetch, Filter, Flow, Outcome, Stage};
 pub(crate) use kinds::Sharing;
 pub(crate) use refs::Refs;
 pub(crate) use state::{Exposed, FilterStates};

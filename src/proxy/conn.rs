@@ -52,6 +52,8 @@ pub(crate) struct ConnInfo {
     /// The peer's IP as a header value, for X-Forwarded-For.
     pub(crate) peer_ip: HeaderValue,
     pub(crate) scheme: &'static str,
+    /// The listener's name, for its filters.
+    pub(crate) listener: Arc<str>,
     pub(crate) activity: Activity,
 }
 
@@ -103,6 +105,7 @@ impl ConnInfo {
         gateway: Arc<Gateway>,
         peer: SocketAddr,
         scheme: &'static str,
+        listener: Arc<str>,
         slot: ConnSlot,
     ) -> ConnInfo {
         let peer_ip = HeaderValue::try_from(peer.ip().to_string())
@@ -113,6 +116,7 @@ impl ConnInfo {
             peer,
             peer_ip,
             scheme,
+            listener,
             activity: Activity::new(),
         }
     }

@@ -9,7 +9,7 @@ use super::headers::{
 use crate::body::Body;
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
-use crate::filter::{Chain, Outcome};
+use crate::filter::{Chain, Outcome, Stage};
 use crate::snapshot::{RedirectTarget, Respond, Route, RouteAction, Snapshot, UnderscoreHeaders};
 use http::header::{HOST, LOCATION, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
@@ -129,9 +129,9 @@ fn millis(elapsed: Duration) -> f64 {
     elapsed.as_micros() as f64 / 1000.0
 }
 
-/// Routes the request and runs the route's filters around its action. Every failure is
-/// turned into its response here, before `on_response`, so filters see (and can decorate)
-/// error responses too.
+/// Runs the listener's filters, routes the request, and runs the route's filters around its
+/// action. Every failure is turned into its response here, before `on_response`, so filters
+/// see (and can decorate) error responses too.
 async fn serve<'a>(
     snapshot: &'a Snapshot,
     conn: &Arc<ConnInfo>,
@@ -146,6 +146,19 @@ async fn serve<'a>(
     }) {
         return fail(&mut chain.ctx, error);
     }
+    if !snapshot.listener_filters.is_empty() {
+        if let Some(filters) = snapshot.listener_filters.get(&*conn.listener) {
+            let (mut parts, body) = request.into_parts();
+            if let Some(answer) = chain.request(Stage::Listener, filters, &mut parts).await {
+                let mut response = answer.unwrap_or_else(|error| fail(&mut chain.ctx, error));
+                if let Err(error) = chain.response(&mut response).await {
+                    response = fail(&mut chain.ctx, error);
+                }
+                return response;
+            }
+            request = Request::from_parts(parts, body);
+        }
+    }
     let lookup = snapshot.router.lookup(
         request_host(&request),
         request.uri().path(),
@@ -153,17 +166,25 @@ async fn serve<'a>(
         request.headers(),
     );
     let Some(route) = lookup else {
-        return fail(&mut chain.ctx, ProxyError::NoRoute);
+        let mut response = fail(&mut chain.ctx, ProxyError::NoRoute);
+        if chain.ran_any() {
+            if let Err(error) = chain.response(&mut response).await {
+                response = fail(&mut chain.ctx, error);
+            }
+        }
+        return response;
     };
     chain.ctx.route = Some(Arc::clone(&route.name));
     // One call site for the action, so the request's future holds its state once.
-    let filtered = !route.filters.is_empty();
     let (mut parts, body) = request.into_parts();
-    let answered = if filtered {
-        chain.request(&route.filters, &mut parts).await
-    } else {
+    let answered = if route.filters.is_empty() {
         None
+    } else {
+        chain
+            .request(Stage::Route, &route.filters, &mut parts)
+            .await
     };
+    let filtered = chain.ran_any();
     let mut response = match answered {
         Some(Ok(response)) => response,
         Some(Err(error)) => fail(&mut chain.ctx, error),

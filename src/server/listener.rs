@@ -45,7 +45,7 @@ pub(crate) fn bind(address: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// (the current snapshot's, taken at each accept, win; these stay if a reload drops them,
 /// because switching TLS off needs a restart).
 pub(crate) struct ListenerInfo {
-    pub(crate) name: String,
+    pub(crate) name: Arc<str>,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -76,7 +76,7 @@ pub(crate) async fn accept_loop(
         let tls = info
             .tls
             .as_ref()
-            .map(|initial| Arc::clone(snapshot.listener_tls.get(&info.name).unwrap_or(initial)));
+            .map(|initial| Arc::clone(snapshot.listener_tls.get(&*info.name).unwrap_or(initial)));
         drop(snapshot);
         let Some(slot) = counter.admit(limits.max_connections, &gauge) else {
             tracing::debug!(%peer, "max_connections reached, connection refused");
@@ -84,10 +84,14 @@ pub(crate) async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(
+        let accepted = Accepted {
             stream,
             peer,
+            listener: Arc::clone(&info.name),
             tls,
+        };
+        tokio::spawn(serve_connection(
+            accepted,
             Arc::clone(&gateway),
             limits,
             Arc::clone(&shutdown),
@@ -154,15 +158,28 @@ macro_rules! drive {
     }};
 }
 
-async fn serve_connection(
+/// A connection as accepted: the socket, its peer, the listener it came in on and, for a TLS
+/// listener, the settings to handshake with.
+struct Accepted {
     stream: TcpStream,
     peer: SocketAddr,
+    listener: Arc<str>,
     tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+async fn serve_connection(
+    accepted: Accepted,
     gateway: Arc<Gateway>,
     limits: Limits,
     shutdown: Arc<Shutdown>,
     slot: ConnSlot,
 ) {
+    let Accepted {
+        stream,
+        peer,
+        listener,
+        tls,
+    } = accepted;
     let Some(tls) = tls else {
         let h2 = match tokio::time::timeout(limits.header_read_timeout, first_bytes(&stream)).await
         {
@@ -173,7 +190,7 @@ async fn serve_connection(
                 return;
             }
         };
-        let info = Arc::new(ConnInfo::new(gateway, peer, "http", slot));
+        let info = Arc::new(ConnInfo::new(gateway, peer, "http", listener, slot));
         return serve_http(TokioIo::new(stream), h2, info, limits, shutdown).await;
     };
     // The handshake counts against the header-read timeout too.
@@ -192,7 +209,7 @@ async fn serve_connection(
         }
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2);
-    let info = Arc::new(ConnInfo::new(gateway, peer, "https", slot));
+    let info = Arc::new(ConnInfo::new(gateway, peer, "https", listener, slot));
     serve_http(TokioIo::new(stream), h2, info, limits, shutdown).await;
 }
 

@@ -71,7 +71,6 @@ pub(crate) fn build(
     // A named filter is one instance, shared by every route that uses it (a named rate limit
     // is one budget across those routes); a per-route kind is built for each route.
     // name → (spec, the shared instance unless built per route)
-    type Named<'c> = HashMap<&'c str, (&'c FilterSpec, Option<Arc<dyn Filter>>)>;
     let named: Named = config
         .filters
         .iter()
@@ -107,21 +106,7 @@ pub(crate) fn build(
             )),
             _ => None,
         };
-        let mut filters = Vec::with_capacity(route.filters.len());
-        for (position, filter) in route.filters.iter().enumerate() {
-            let built = match filter {
-                FilterRef::Named(name) => match named.get(name.as_str()) {
-                    Some((_, Some(shared))) => Arc::clone(shared),
-                    Some((spec, None)) if spec.sharing() == Sharing::PerRouteNamedState => {
-                        spec.build(&mut build, name, 0)
-                    }
-                    Some((spec, None)) => spec.build(&mut build, &route.name, position),
-                    None => continue,
-                },
-                FilterRef::Inline(spec) => spec.build(&mut build, &route.name, position),
-            };
-            filters.push(built);
-        }
+        let filters = build_list(&route.filters, &route.name, &named, &mut build);
         let compiled = Route {
             name: route.name.as_str().into(),
             action,
@@ -129,11 +114,25 @@ pub(crate) fn build(
         };
         routes.push((route.matcher.clone(), Arc::new(compiled)));
     }
+    build.upstream = None;
+    build.fetch = None;
+    let listener_filters: HashMap<String, Vec<Arc<dyn Filter>>> = config
+        .listeners
+        .iter()
+        .filter(|listener| !listener.filters.is_empty())
+        .map(|listener| {
+            // Owners of listener filters are named apart from routes of the same name.
+            let owner = format!("listener:{}", listener.name);
+            let filters = build_list(&listener.filters, &owner, &named, &mut build);
+            (listener.name.clone(), filters)
+        })
+        .collect();
     let exposed = std::mem::take(&mut build.exposed);
     Snapshot {
         generation,
         router: Router::new(routes),
         exposed,
+        listener_filters,
         upstreams,
         jwt_providers,
         filter_states,
@@ -186,4 +185,32 @@ fn build_jwt_providers(
         );
     }
     out
+}
+
+/// Named filters: name → (spec, the shared instance unless built per route).
+type Named<'c> = HashMap<&'c str, (&'c FilterSpec, Option<Arc<dyn Filter>>)>;
+
+/// The runtime filters of one `filters:` list (a route's or a listener's) at `owner`.
+fn build_list(
+    list: &[FilterRef],
+    owner: &str,
+    named: &Named,
+    build: &mut BuildCtx,
+) -> Vec<Arc<dyn Filter>> {
+    let mut filters = Vec::with_capacity(list.len());
+    for (position, filter) in list.iter().enumerate() {
+        let built = match filter {
+            FilterRef::Named(name) => match named.get(name.as_str()) {
+                Some((_, Some(shared))) => Arc::clone(shared),
+                Some((spec, None)) if spec.sharing() == Sharing::PerRouteNamedState => {
+                    spec.build(build, name, 0)
+                }
+                Some((spec, None)) => spec.build(build, owner, position),
+                None => continue,
+            },
+            FilterRef::Inline(spec) => spec.build(build, owner, position),
+        };
+        filters.push(built);
+    }
+    filters
 }

@@ -172,6 +172,9 @@ pub(crate) struct Snapshot {
     /// TLS settings by listener name, taken at each accept: new certificates apply to new
     /// connections after a reload.
     pub(crate) listener_tls: HashMap<String, Arc<rustls::ServerConfig>>,
+    /// Filters run for every request on a listener, before routing, by listener name; only
+    /// listeners that have some.
+    pub(crate) listener_filters: HashMap<String, Vec<Arc<dyn Filter>>>,
 }
 
 impl Snapshot {

@@ -185,7 +185,7 @@ routes:
             "limitz: unknown field `limitz`, expected one of `workers`, `listeners`, `admin`, `reload`, `access_log`, `shutdown_grace`, `limits`, `trusted_proxies`, `upstreams`, `jwt_providers`, `stores`, `filters`, `routes` (line 3)",
             "access_log: invalid type: string \"maybe\", expected a boolean (line 4)",
             "listeners[0].tls: invalid type: integer `5`, expected struct ListenerTls (line 2)",
-            "listeners[0].extra: unknown field `extra`, expected one of `name`, `address`, `tls` (line 2)",
+            "listeners[0].extra: unknown field `extra`, expected one of `name`, `address`, `tls`, `filters` (line 2)",
             "upstreams.u.timeouts.connect: expected a duration or size, found a list (line 8)",
             "upstreams.u.timeouts.idle: expected a duration or size, found a mapping (line 8)",
             "routes[0].match.paht: unknown field `paht`, expected one of `host`, `path`, `path_prefix`, `path_regex`, `methods`, `headers` (line 11)",

@@ -212,3 +212,50 @@ fn filter_config_errors() {
         ]
     );
 }
+
+#[tokio::test]
+async fn listener_filters_run_before_the_route_and_see_its_response_last() {
+    let up = upstream().run().await;
+    let gw = gateway(&format!(
+        "listeners:\n\
+         \x20 - name: http\n    address: 127.0.0.1:0\n    filters:\n\
+         \x20     - headers: {{ request: {{ add: {{ x-order: listener }} }}, response: {{ add: {{ x-order: listener }} }} }}\n\
+         upstreams:\n  up: {{ discovery: {{ static: [{}] }} }}\n\
+         routes:\n  - name: api\n    match: {{ path_prefix: /api }}\n    upstream: up\n    filters:\n\
+         \x20     - headers: {{ request: {{ add: {{ x-order: route }} }}, response: {{ add: {{ x-order: route }} }} }}\n",
+        up.addr
+    ));
+    let mut client = Client::http1(gw.addr()).await;
+    let reply = client.get("/api").await;
+    let seen: Vec<_> = up
+        .last()
+        .headers
+        .get_all("x-order")
+        .iter()
+        .cloned()
+        .collect();
+    assert_eq!(seen, ["listener", "route"]);
+    let order: Vec<_> = reply.headers.get_all("x-order").iter().collect();
+    assert_eq!(order, ["route", "listener"]);
+    // A request no route serves still passes through the listener's filters.
+    let missing = client.get("/elsewhere").await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.header("x-order"), Some("listener"));
+}
+
+#[test]
+fn listener_filters_that_need_an_upstream_are_refused() {
+    let errors = config_errors(
+        "listeners:\n\
+         \x20 - { name: http, address: 127.0.0.1:0, filters: [ { circuit_breaker: {} }, { cache: {} }, { use: nope } ] }\n\
+         routes: [ { name: a, respond: { body: a } } ]\n",
+    );
+    assert_eq!(
+        errors,
+        [
+            "listeners[0].filters[0]: circuit_breaker needs a route with an upstream (line 2)",
+            "listeners[0].filters[1]: cache needs a route with an upstream (line 2)",
+            "listeners[0].filters[2].use: unknown filter \"nope\" (known: none defined) (line 2)",
+        ]
+    );
+}

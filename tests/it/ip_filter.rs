@@ -238,3 +238,42 @@ fn config_errors_name_the_key_and_the_file_line() {
     assert_eq!(errors.len(), 7, "{errors:?}");
     let _ = std::fs::remove_file(&file);
 }
+
+#[tokio::test]
+async fn as_a_listener_default_it_guards_every_route_and_unrouted_paths_of_that_listener() {
+    let up = upstream().run().await;
+    let config = |deny: &str| {
+        format!(
+            "listeners:\n\
+             \x20 - {{ name: public, address: 127.0.0.1:0, filters: [ {{ use: blocklist }} ] }}\n\
+             \x20 - {{ name: internal, address: 127.0.0.1:0 }}\n\
+             filters:\n  blocklist: {{ ip_filter: {{ deny: [{deny}] }} }}\n\
+             upstreams:\n  up: {{ discovery: {{ static: [{}] }} }}\n\
+             routes:\n  - {{ name: api, match: {{ path_prefix: /api }}, upstream: up }}\n",
+            up.addr
+        )
+    };
+    let gw = gateway(&config("127.0.0.1"));
+    let public = gw.addr_of("public");
+    let (status, text) = get_from(ONE, public, "/api/x", "").await;
+    assert_eq!(status, 403, "{text}");
+    // Refused before routing: a path no route serves gets 403, not 404.
+    assert_eq!(get_from(ONE, public, "/nowhere", "").await.0, 403);
+    assert_eq!(get_from(TWO, public, "/api/x", "").await.0, 200);
+    assert_eq!(get_from(TWO, public, "/nowhere", "").await.0, 404);
+    // The other listener has no default filters.
+    assert_eq!(
+        get_from(ONE, gw.addr_of("internal"), "/api/x", "").await.0,
+        200
+    );
+    assert_eq!(up.requests(), 2);
+    // A reload changes the listener's filters in place (the listener stays bound).
+    let applied = gw.reload(&config("127.0.0.2")).unwrap();
+    assert!(
+        applied.needs_restart.is_empty(),
+        "{:?}",
+        applied.needs_restart
+    );
+    assert_eq!(get_from(ONE, public, "/api/x", "").await.0, 200);
+    assert_eq!(get_from(TWO, public, "/api/x", "").await.0, 403);
+}
