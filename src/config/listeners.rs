@@ -3,6 +3,7 @@
 use super::filters::{compile_filter_list, FilterEntry, FilterRef, FilterRefs};
 use super::issues::{duration_field, one_of, size_field, Issues};
 use super::raw;
+use crate::filter::rate_limit::{Gcra, Rate};
 use crate::snapshot::{Limits, UnderscoreHeaders};
 use ipnet::IpNet;
 use serde_yaml::Value;
@@ -216,6 +217,36 @@ pub(super) fn compile_limits(raw: raw::Limits, issues: &mut Issues) -> Limits {
     if max_connections == 0 {
         issues.add("limits.max_connections", "must be at least 1");
     }
+    if raw.max_connections_per_ip == Some(0) {
+        issues.add("limits.max_connections_per_ip", "must be at least 1");
+    }
+    let connection_rate_per_ip = match &raw.connection_rate_per_ip {
+        Some(text) => match Rate::parse(text) {
+            Ok(rate) => {
+                // Without a burst, a second's worth of connections may come at once.
+                let burst = raw
+                    .connection_burst_per_ip
+                    .unwrap_or(rate.per_second().max(1));
+                if burst == 0 {
+                    issues.add("limits.connection_burst_per_ip", "must be at least 1");
+                }
+                Some(Gcra::new(rate, burst))
+            }
+            Err(message) => {
+                issues.add("limits.connection_rate_per_ip", message);
+                None
+            }
+        },
+        None => {
+            if raw.connection_burst_per_ip.is_some() {
+                issues.add(
+                    "limits.connection_burst_per_ip",
+                    "applies only with connection_rate_per_ip",
+                );
+            }
+            None
+        }
+    };
     let headers_with_underscores = one_of(
         raw.headers_with_underscores.as_deref(),
         "value",
@@ -265,6 +296,8 @@ pub(super) fn compile_limits(raw: raw::Limits, issues: &mut Issues) -> Limits {
             issues,
         ),
         max_connections,
+        max_connections_per_ip: raw.max_connections_per_ip,
+        connection_rate_per_ip,
         h2_max_concurrent_streams: raw
             .h2_max_concurrent_streams
             .unwrap_or(d.h2_max_concurrent_streams)

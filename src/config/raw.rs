@@ -116,6 +116,10 @@ pub(crate) struct Limits {
     pub(crate) header_read_timeout: Option<Scalar>,
     pub(crate) idle_timeout: Option<Scalar>,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) max_connections_per_ip: Option<u32>,
+    /// `COUNT/PERIOD`, e.g. `20/s`.
+    pub(crate) connection_rate_per_ip: Option<String>,
+    pub(crate) connection_burst_per_ip: Option<u64>,
     pub(crate) h2_max_concurrent_streams: Option<u32>,
     pub(crate) h2_max_pending_reset_streams: Option<usize>,
     pub(crate) h2_max_local_reset_streams: Option<usize>,

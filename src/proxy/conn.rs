@@ -1,44 +1,85 @@
 //! What one client connection carries: who it is, its activity (for `idle_timeout`), and its
 //! slot in the connection books (`max_connections`, `connections_active`, draining).
 
+use super::per_ip::{PerIpLimits, PerIpRefusal, PerIpSlot, PerIpTable};
 use crate::snapshot::Gateway;
 use http::HeaderValue;
 use prometheus_client::metrics::gauge::Gauge;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Open client connections across all workers, for `max_connections` and draining. A
-/// connection upgraded to a tunnel (WebSocket …) stays counted until the tunnel closes.
+/// Open client connections across all workers, for `max_connections`, the per-address
+/// limits and draining. A connection upgraded to a tunnel (WebSocket …) stays counted until
+/// the tunnel closes.
 #[derive(Default)]
-pub(crate) struct ConnCounter(AtomicUsize);
+pub(crate) struct ConnCounter {
+    total: AtomicUsize,
+    per_ip: Arc<PerIpTable>,
+}
 
-impl ConnCounter {
-    pub(crate) fn active(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
+/// Why a new connection was closed at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    MaxConnections,
+    PerIp(PerIpRefusal),
+}
 
-    /// Takes a slot for a new connection, or `None` when `max` are open already.
-    pub(crate) fn admit(self: &Arc<Self>, max: usize, gauge: &Gauge) -> Option<ConnSlot> {
-        if self.0.fetch_add(1, Ordering::Relaxed) >= max {
-            self.0.fetch_sub(1, Ordering::Relaxed);
-            return None;
+impl Refused {
+    /// The `reason` label of `connections_refused_total`.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Refused::MaxConnections => "max_connections",
+            Refused::PerIp(PerIpRefusal::Open) => "max_connections_per_ip",
+            Refused::PerIp(PerIpRefusal::Rate) => "connection_rate_per_ip",
         }
-        gauge.inc();
-        Some(ConnSlot(Arc::clone(self), gauge.clone()))
     }
 }
 
-/// One open connection: counted for `max_connections` and in its listener's gauge until
-/// dropped.
-pub(crate) struct ConnSlot(Arc<ConnCounter>, Gauge);
+impl ConnCounter {
+    pub(crate) fn active(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Takes a slot for a new connection, or says why not: `max` are open already, or the
+    /// peer `per_ip` names (when it is subject to them) is over its own limits.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        max: usize,
+        per_ip: Option<(IpAddr, PerIpLimits)>,
+        gauge: &Gauge,
+    ) -> Result<ConnSlot, Refused> {
+        let per_ip = match per_ip {
+            Some((ip, limits)) => Some(self.per_ip.admit(ip, limits).map_err(Refused::PerIp)?),
+            None => None,
+        };
+        if self.total.fetch_add(1, Ordering::Relaxed) >= max {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            return Err(Refused::MaxConnections);
+        }
+        gauge.inc();
+        Ok(ConnSlot {
+            counter: Arc::clone(self),
+            gauge: gauge.clone(),
+            _per_ip: per_ip,
+        })
+    }
+}
+
+/// One open connection: counted for `max_connections`, for its address and in its
+/// listener's gauge until dropped.
+pub(crate) struct ConnSlot {
+    counter: Arc<ConnCounter>,
+    gauge: Gauge,
+    _per_ip: Option<PerIpSlot>,
+}
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        self.0 .0.fetch_sub(1, Ordering::Relaxed);
-        self.1.dec();
+        self.counter.total.fetch_sub(1, Ordering::Relaxed);
+        self.gauge.dec();
     }
 }
 

@@ -1,16 +1,19 @@
 //! One request, top to bottom: `handler` checks it, routes it and answers or forwards it;
 //! `forward` prepares the upstream request and relays the exchange, through `retry` (the
 //! retry loop, and the one place an exchange's outcome is recorded); `headers` holds the
-//! header work both share; `conn` the connection's state; `background` requests the gateway
-//! makes on its own (cache refreshes).
+//! header work both share; `conn` the connection's state and `per_ip` its address's share of
+//! the connection limits; `background` requests the gateway makes on its own (cache
+//! refreshes).
 
 mod background;
 mod conn;
 mod forward;
 mod handler;
 mod headers;
+mod per_ip;
 mod retry;
 
 pub(crate) use background::Background;
 pub(crate) use conn::{ConnCounter, ConnInfo, ConnSlot};
 pub(crate) use handler::handle;
+pub(crate) use per_ip::PerIpLimits;

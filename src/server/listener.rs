@@ -7,7 +7,7 @@
 //! configured from `limits:`.
 
 use super::shutdown::Shutdown;
-use crate::proxy::{handle, ConnCounter, ConnInfo, ConnSlot};
+use crate::proxy::{handle, ConnCounter, ConnInfo, ConnSlot, PerIpLimits};
 use crate::snapshot::{Gateway, Limits};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -77,11 +77,29 @@ pub(crate) async fn accept_loop(
             .tls
             .as_ref()
             .map(|initial| Arc::clone(snapshot.listener_tls.get(&*info.name).unwrap_or(initial)));
+        // Trusted proxies carry many clients: their connections are not held to one
+        // client's share.
+        let per_ip = (limits.max_connections_per_ip.is_some()
+            || limits.connection_rate_per_ip.is_some())
+            && !snapshot.is_trusted(peer.ip());
         drop(snapshot);
-        let Some(slot) = counter.admit(limits.max_connections, &gauge) else {
-            tracing::debug!(%peer, "max_connections reached, connection refused");
-            drop(stream);
-            continue;
+        let per_ip = per_ip.then_some((
+            peer.ip(),
+            PerIpLimits {
+                max_open: limits.max_connections_per_ip,
+                rate: limits.connection_rate_per_ip,
+            },
+        ));
+        let slot = match counter.admit(limits.max_connections, per_ip, &gauge) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                tracing::debug!(%peer, reason = refused.label(), "connection refused");
+                gateway
+                    .metrics
+                    .connection_refused(&info.name, refused.label());
+                drop(stream);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let accepted = Accepted {

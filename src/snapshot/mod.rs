@@ -5,6 +5,7 @@
 pub(crate) mod build;
 
 use crate::filter::jwt::Provider;
+use crate::filter::rate_limit::Gcra;
 use crate::filter::{Exposed, Filter, FilterStates};
 use crate::router::Router;
 use crate::store::RedisStore;
@@ -29,6 +30,10 @@ pub(crate) struct Limits {
     pub(crate) header_read_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_connections: usize,
+    /// Connections one peer address may hold open; peers in `trusted_proxies` are exempt.
+    pub(crate) max_connections_per_ip: Option<u32>,
+    /// How fast one peer address may open connections (likewise).
+    pub(crate) connection_rate_per_ip: Option<Gcra>,
     /// HTTP/2: streams open at once per connection.
     pub(crate) h2_max_concurrent_streams: u32,
     /// HTTP/2 rapid reset (CVE-2023-44487): streams a client may open and cancel before the
@@ -63,6 +68,8 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            max_connections_per_ip: None,
+            connection_rate_per_ip: None,
             h2_max_concurrent_streams: 256,
             h2_max_pending_reset_streams: 20,
             h2_max_local_reset_streams: 1024,

@@ -49,6 +49,7 @@ pub(crate) struct Metrics {
     pub(crate) config_reloads: Family<Labels, Counter>,
     pub(crate) config_generation: Gauge,
     pub(crate) connections_active: Family<Labels, Gauge>,
+    connections_refused: Family<Labels, Counter>,
     pub(crate) filters: ConfigMetrics,
 }
 
@@ -103,6 +104,12 @@ impl Metrics {
             "Open client connections by listener",
             connections_active.clone(),
         );
+        let connections_refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept, by listener and reason (max_connections, max_connections_per_ip, connection_rate_per_ip)",
+            connections_refused.clone(),
+        );
         let filters = ConfigMetrics::default();
         registry.register_collector(Box::new(filters.upstreams.clone()));
         registry.register_collector(Box::new(filters.filters.clone()));
@@ -113,6 +120,7 @@ impl Metrics {
             config_reloads,
             config_generation,
             connections_active,
+            connections_refused,
         }
     }
 
@@ -129,6 +137,16 @@ impl Metrics {
     pub(crate) fn connections(&self, listener: &str) -> Gauge {
         self.connections_active
             .get_or_create_owned(&vec![("listener", listener.to_string())])
+    }
+
+    /// Counts a connection closed at accept on `listener` for `reason`.
+    pub(crate) fn connection_refused(&self, listener: &str, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&vec![
+                ("listener", listener.to_string()),
+                ("reason", reason.to_string()),
+            ])
+            .inc();
     }
 
     /// Prometheus / OpenMetrics text.

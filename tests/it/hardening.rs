@@ -276,7 +276,10 @@ async fn silent_connections_are_closed_after_the_header_timeout() {
 #[tokio::test]
 async fn connections_beyond_the_maximum_are_refused() {
     let up = upstream().run().await;
-    let gw = gateway(&simple_yaml(up.addr, "limits: { max_connections: 2 }\n"));
+    let gw = gateway(&with_test_admin(&simple_yaml(
+        up.addr,
+        "limits: { max_connections: 2 }\n",
+    )));
     let mut first = Client::http1(gw.addr()).await;
     let mut second = Client::http1(gw.addr()).await;
     assert_eq!(first.get("/").await.status, 200);
@@ -286,6 +289,12 @@ async fn connections_beyond_the_maximum_are_refused() {
         reply.closed && reply.text.is_empty(),
         "third connection served: {}",
         reply.text
+    );
+    let metrics = get(gw.admin(), "/metrics").await.text();
+    assert!(
+        metrics
+            .contains("connections_refused_total{listener=\"http\",reason=\"max_connections\"} 1"),
+        "{metrics}"
     );
     drop(first);
     // A slot frees up once a connection closes.

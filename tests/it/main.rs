@@ -8,6 +8,7 @@ mod balance;
 mod cache;
 mod cache_rfc;
 mod circuit_breaker;
+mod client_limits;
 mod config_errors;
 mod deploy;
 mod discovery;
