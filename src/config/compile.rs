@@ -157,6 +157,7 @@ pub(super) fn compile(
         named: &[],
         kinds: Refs {
             providers: &providers,
+            upstreams: &upstreams,
             redis: redis.is_some(),
         },
     };

@@ -21,6 +21,8 @@ pub(crate) struct BuildCtx<'a> {
     pub(crate) upstream: Option<&'a str>,
     /// Requests to that upstream outside client requests.
     pub(crate) fetch: Option<Arc<dyn Fetch>>,
+    /// Requests to any upstream by name, for filters that call a service of their own.
+    pub(crate) fetch_to: &'a dyn Fn(&str) -> Option<Arc<dyn Fetch>>,
     /// What the built filters show the admin API.
     pub(crate) exposed: Exposed,
     pub(crate) prev: Option<&'a FilterStates>,

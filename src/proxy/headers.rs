@@ -72,7 +72,7 @@ pub(super) fn without_port(authority: &str) -> &str {
 /// RFC 9110 §7.6.1: Connection and the headers it names, plus the fixed hop-by-hop set.
 /// `TE: trailers` survives: gRPC needs it end to end. Most messages carry none of these, so
 /// one pass over the names decides whether any removal (and its hashing) is needed.
-pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let fixed = [
         &KEEP_ALIVE,
         &PROXY_CONNECTION,

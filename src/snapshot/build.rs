@@ -2,11 +2,11 @@
 //! and every route's filters, each carried over from the previous snapshot when its stable
 //! key and parameters are unchanged.
 
-use super::{Route, RouteAction, Snapshot};
+use super::{Rewrite, Route, RouteAction, Snapshot};
 use crate::config::{Action, Config, FilterRef, FilterSpec};
 use crate::discovery::Feed;
 use crate::filter::jwt::{KeySpec, Keys, Provider, RemoteKeys};
-use crate::filter::{BuildCtx, Exposed, Filter, FilterStates, Sharing};
+use crate::filter::{BuildCtx, Exposed, Fetch, Filter, FilterStates, Sharing};
 use crate::router::Router;
 use crate::store::RedisStore;
 use crate::telemetry::{ConfigMetrics, UpstreamStateSource};
@@ -57,6 +57,14 @@ pub(crate) fn build(
             .or_else(|| RedisStore::start(spec.clone(), workers, handle))
     });
     let mut filter_states = FilterStates::default();
+    let fetch_to = |name: &str| {
+        upstreams.get(name).map(|upstream| {
+            Arc::new(crate::proxy::Background::new(
+                Arc::clone(upstream),
+                Rewrite::default(),
+            )) as Arc<dyn Fetch>
+        })
+    };
     let mut build = BuildCtx {
         providers: &jwt_providers,
         redis: redis.as_ref(),
@@ -66,6 +74,7 @@ pub(crate) fn build(
         states: &mut filter_states,
         upstream: None,
         fetch: None,
+        fetch_to: &fetch_to,
         exposed: Exposed::default(),
     };
     // A named filter is one instance, shared by every route that uses it (a named rate limit

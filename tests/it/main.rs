@@ -12,6 +12,7 @@ mod client_limits;
 mod config_errors;
 mod deploy;
 mod discovery;
+mod ext_authz;
 mod filters;
 mod hardening;
 mod health;

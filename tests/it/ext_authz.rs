@@ -1,0 +1,272 @@
+//! `ext_authz`: a real authorization service in the test decides; allowed requests carry its
+//! headers (never the client's copies), refusals reach the client as the service sent them,
+//! and a slow or dead service fails closed (or open, when configured).
+
+use crate::support::*;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the service saw: path and headers of each check.
+type Checks = Arc<Mutex<Vec<(String, http::HeaderMap)>>>;
+
+/// The service: `Bearer good` → 200 with `x-user-id: 42` and `x-other: 1`; `Bearer slow` →
+/// the same after two seconds; anything else → 401 with `WWW-Authenticate` and a JSON body.
+async fn auth_service() -> (SocketAddr, Checks) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let checks: Checks = Arc::default();
+    let seen = Arc::clone(&checks);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let seen = Arc::clone(&seen);
+                    async move {
+                        let path = req.uri().to_string();
+                        let auth = req
+                            .headers()
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        seen.lock().unwrap().push((path, req.headers().clone()));
+                        if auth == "Bearer slow" {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                        }
+                        let response = if auth == "Bearer good" || auth == "Bearer slow" {
+                            http::Response::builder()
+                                .header("x-user-id", "42")
+                                .header("x-other", "1")
+                                .body(Full::new(Bytes::new()))
+                        } else {
+                            http::Response::builder()
+                                .status(401)
+                                .header("www-authenticate", "Bearer realm=\"api\"")
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from_static(
+                                    b"{\"error\":\"who are you\"}",
+                                )))
+                        };
+                        Ok::<_, std::convert::Infallible>(response.unwrap())
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, checks)
+}
+
+fn yaml(up: SocketAddr, auth: SocketAddr, filter: &str) -> String {
+    with_test_admin(&format!(
+        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+         upstreams:\n  up: {{ discovery: {{ static: [{up}] }} }}\n  auth: {{ discovery: {{ static: [{auth}] }} }}\n\
+         routes:\n  - name: api\n    upstream: up\n    filters: [ {{ ext_authz: {{ upstream: auth, path: /check, upstream_headers: [x-user-id, x-user-roles]{filter} }} }} ]\n"
+    ))
+}
+
+#[tokio::test]
+async fn an_allowed_request_carries_the_services_headers_and_never_the_clients() {
+    let up = upstream().run().await;
+    let (auth, checks) = auth_service().await;
+    let gw = gateway(&yaml(up.addr, auth, ""));
+    let mut client = Client::http1(gw.addr()).await;
+    let reply = client
+        .request(
+            req("POST", "/api/items?x=1")
+                .header("host", "api.example")
+                .header("authorization", "Bearer good")
+                .header("x-user-id", "1")
+                .header("x-user-roles", "admin")
+                .body(body("payload"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let seen = up.last();
+    assert_eq!(
+        seen.headers.get_all("x-user-id").iter().collect::<Vec<_>>(),
+        ["42"]
+    );
+    assert!(
+        seen.headers.get("x-user-roles").is_none(),
+        "a spoofed header the service did not set"
+    );
+    assert!(
+        seen.headers.get("x-other").is_none(),
+        "only the configured headers are copied"
+    );
+    // What the service was asked.
+    let checks = checks.lock().unwrap();
+    assert_eq!(checks.len(), 1);
+    let (path, headers) = &checks[0];
+    assert_eq!(path, "/check");
+    assert_eq!(headers["authorization"], "Bearer good");
+    assert_eq!(headers["x-forwarded-method"], "POST");
+    assert_eq!(headers["x-forwarded-uri"], "/api/items?x=1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-forwarded-host"], "api.example");
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert!(
+        headers.get("x-user-id").is_none(),
+        "the client's copy never reaches the service"
+    );
+}
+
+#[tokio::test]
+async fn a_refusal_reaches_the_client_as_the_service_sent_it() {
+    let up = upstream().run().await;
+    let (auth, _) = auth_service().await;
+    let gw = gateway(&yaml(up.addr, auth, ""));
+    let mut client = Client::http1(gw.addr()).await;
+    let reply = client
+        .request(
+            req("GET", "/api")
+                .header("authorization", "Bearer bad")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some("Bearer realm=\"api\"")
+    );
+    assert_eq!(reply.text(), "{\"error\":\"who are you\"}");
+    let reply = client.get("/api").await;
+    assert_eq!(reply.status, 401, "no credentials at all");
+    assert_eq!(up.requests(), 0);
+    let metrics = get(gw.admin(), "/metrics").await.text();
+    assert!(
+        metrics.contains("ext_authz_decisions_total{filter=\"api\",decision=\"denied\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_or_dead_service_fails_closed_quickly_or_open_when_configured() {
+    let up = upstream().run().await;
+    let (auth, _) = auth_service().await;
+    let gw = gateway(&yaml(up.addr, auth, ", timeout: 200ms"));
+    let mut client = Client::http1(gw.addr()).await;
+    let started = Instant::now();
+    let reply = client
+        .request(
+            req("GET", "/api")
+                .header("authorization", "Bearer slow")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 503);
+    assert!(reply.text().contains("authorization service unavailable"));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let dead = gateway(&yaml(up.addr, dead_address(), ""));
+    let mut client = Client::http1(dead.addr()).await;
+    let reply = client
+        .request(
+            req("GET", "/api")
+                .header("authorization", "Bearer good")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(up.requests(), 0);
+
+    let open = gateway(&yaml(up.addr, dead_address(), ", on_error: allow"));
+    let mut client = Client::http1(open.addr()).await;
+    let reply = client
+        .request(
+            req("GET", "/api")
+                .header("x-user-id", "1")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        up.last().headers.get("x-user-id").is_none(),
+        "fail open never trusts the client's copy"
+    );
+}
+
+#[tokio::test]
+async fn allow_decisions_are_kept_per_credential_refusals_never() {
+    let up = upstream().run().await;
+    let (auth, checks) = auth_service().await;
+    let gw = gateway(&yaml(
+        up.addr,
+        auth,
+        ", cache: { ttl: 60s, key: [authorization] }",
+    ));
+    let mut client = Client::http1(gw.addr()).await;
+    let with = |token: &str| {
+        req("GET", "/api")
+            .header("authorization", format!("Bearer {token}"))
+            .body(empty())
+            .unwrap()
+    };
+    for _ in 0..3 {
+        assert_eq!(client.request(with("good")).await.status, 200);
+        assert_eq!(
+            up.last().headers["x-user-id"],
+            "42",
+            "cached allows copy the headers too"
+        );
+    }
+    assert_eq!(checks.lock().unwrap().len(), 1);
+    for _ in 0..2 {
+        assert_eq!(client.request(with("bad")).await.status, 401);
+    }
+    assert_eq!(
+        checks.lock().unwrap().len(),
+        3,
+        "refusals are asked every time"
+    );
+    let metrics = get(gw.admin(), "/metrics").await.text();
+    assert!(
+        metrics.contains("ext_authz_decisions_total{filter=\"api\",decision=\"cached\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let errors = config_errors(
+        "listeners: [{ name: http, address: 127.0.0.1:0 }]\n\
+         upstreams:\n  h2: { discovery: { static: [127.0.0.1:1] }, protocol: http2 }\n\
+         routes:\n  - name: a\n    respond: { body: a }\n    filters:\n\
+         \x20     - ext_authz: { upstream: nope }\n\
+         \x20     - ext_authz: { upstream: h2, path: check, upstream_headers: [host, \"bad name\"], on_error: maybe, cache: { ttl: 0s, key: [] } }\n",
+    );
+    assert_eq!(
+        errors,
+        [
+            "routes[0].filters[0].ext_authz.upstream: unknown upstream \"nope\" (known: h2) (line 8)",
+            "routes[0].filters[1].ext_authz.upstream: the authorization service must speak HTTP/1.1 (protocol: http1) (line 9)",
+            "routes[0].filters[1].ext_authz.path: \"check\" is not a path: it must start with / and be a valid request target (line 9)",
+            "routes[0].filters[1].ext_authz.upstream_headers[1]: invalid header name \"bad name\" (line 9)",
+            "routes[0].filters[1].ext_authz.upstream_headers[0]: host frames or routes the request: the service may not set it (line 9)",
+            "routes[0].filters[1].ext_authz.on_error: unknown value \"maybe\": expected deny or allow (line 9)",
+            "routes[0].filters[1].ext_authz.cache.ttl: must be greater than zero (line 9)",
+            "routes[0].filters[1].ext_authz.cache.key: needs at least one header: decisions are kept per client (line 9)",
+        ]
+    );
+}
