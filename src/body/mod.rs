@@ -25,6 +25,9 @@ pub(crate) enum Body {
     Upstream(UpstreamBody<PooledSender>),
     /// A body passed through while a copy is kept (the response cache).
     Recording(Box<Recording>),
+    /// A body a filter rewrites as it streams (compression): boxed, so filters need no
+    /// variant of their own.
+    Transformed(Pin<Box<dyn HttpBody<Data = Bytes, Error = BoxError> + Send>>),
 }
 
 impl Body {
@@ -60,6 +63,7 @@ impl HttpBody for Body {
             Body::Request(body) => body.poll_frame(cx),
             Body::Upstream(body) => Pin::new(body).poll_frame(cx),
             Body::Recording(body) => body.poll_frame(cx),
+            Body::Transformed(body) => body.as_mut().poll_frame(cx),
         }
     }
 
@@ -70,6 +74,7 @@ impl HttpBody for Body {
             Body::Request(body) => body.inner.is_end_stream(),
             Body::Upstream(body) => body.is_end_stream(),
             Body::Recording(body) => body.inner.is_end_stream(),
+            Body::Transformed(body) => body.is_end_stream(),
         }
     }
 
@@ -80,6 +85,7 @@ impl HttpBody for Body {
             Body::Request(body) => body.inner.size_hint(),
             Body::Upstream(body) => body.size_hint(),
             Body::Recording(body) => body.inner.size_hint(),
+            Body::Transformed(body) => body.size_hint(),
         }
     }
 }

@@ -28,4 +28,5 @@ kinds::filter_kinds! {
     pub(crate) cache: Cache(cache::config::CacheFilter => cache::CacheSpec), PerRouteNamedState;
     pub ip_filter: IpFilter(ip_filter::config::IpFilterConfig => ip_filter::IpFilterSpec), Shared;
     pub(crate) ext_authz: ExtAuthz(ext_authz::config::ExtAuthzConfig => ext_authz::ExtAuthzSpec), Shared;
+    pub(crate) compress: Compress(compress::config::CompressFilter => compress::CompressSpec), Shared;
 }

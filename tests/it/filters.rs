@@ -207,7 +207,7 @@ fn filter_config_errors() {
         [
             "filters.shared.use: unknown filter \"other\" (known: none defined) (line 3)",
             "routes[0].filters[0].use: unknown filter \"missing\" (known: none defined) (line 8)",
-            "routes[0].filters[1]: a filter entry needs exactly one of use, headers, cors, jwt, rate_limit, circuit_breaker, cache, ip_filter, ext_authz (line 9)",
+            "routes[0].filters[1]: a filter entry needs exactly one of use, headers, cors, jwt, rate_limit, circuit_breaker, cache, ip_filter, ext_authz, compress (line 9)",
             "routes[0].filters[2].cors.allow_origins[0]: invalid origin \"app.example.com\": expected scheme://host[:port] or * (line 10)",
         ]
     );

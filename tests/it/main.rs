@@ -9,6 +9,7 @@ mod cache;
 mod cache_rfc;
 mod circuit_breaker;
 mod client_limits;
+mod compress;
 mod config_errors;
 mod deploy;
 mod discovery;
