@@ -19,7 +19,7 @@ import time
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = int(os.environ.get("DURATION", "10"))
-BODY = int(os.environ.get("BODY", "100"))
+BODY = int(os.environ.get("BODY", "16384" if os.environ.get("COMPRESS", "") not in ("", "0") else "100"))
 CONNECTIONS = int(os.environ.get("CONNECTIONS", "64"))
 EXTRA_YAML = os.environ.get("EXTRA_ROUTE_YAML", "")
 # TLS=1: both proxies terminate TLS (a self-signed certificate made with openssl) and wrk
@@ -37,6 +37,13 @@ LIMIT = os.environ.get("LIMIT", "")
 # CACHE=1: also measure PORTCULLIS+HIT (a cache filter answering every request) and
 # PORTCULLIS+MISS (a cache filter whose responses are never storable: the miss path).
 CACHE = os.environ.get("CACHE", "") not in ("", "0")
+# COMPRESS=1: the upstream sends a JSON document of BODY bytes (default 16 KiB); also measure
+# PORTCULLIS+GZIP and NGINX+GZIP (both gzip level 1, nginx's default) for clients that accept
+# gzip, with the bytes each sends.
+COMPRESS = os.environ.get("COMPRESS", "") not in ("", "0")
+# EXT_AUTHZ=1: also measure PORTCULLIS+AUTHZ, a route with ext_authz against a second fast
+# upstream on the upstream's core that allows everything, and print the p50 it adds.
+EXT_AUTHZ = os.environ.get("EXT_AUTHZ", "") not in ("", "0")
 # BASELINE=/path/to/portcullis: also measure that build (BASELINE) with the same config in the
 # same interleaved rounds, and print this build's ratios to it.
 BASELINE = os.environ.get("BASELINE", "")
@@ -45,7 +52,8 @@ BASELINE = os.environ.get("BASELINE", "")
 # round robin, random, least_conn).
 ENDPOINTS = int(os.environ.get("ENDPOINTS", "1"))
 BALANCE = os.environ.get("BALANCE", "round_robin")
-PORTS = {"upstream": 19080, "portcullis": 19081, "nginx": 19082, "redis": 19083, "baseline": 19084}
+PORTS = {"upstream": 19080, "portcullis": 19081, "nginx": 19082, "redis": 19083, "baseline": 19084,
+         "auth": 19085}
 TICK = os.sysconf("SC_CLK_TCK")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -89,6 +97,13 @@ def wait_port(port, timeout=10):
         except OSError:
             time.sleep(0.05)
     sys.exit(f"nothing listening on {port}")
+
+
+def gzip_size(port, scheme="http"):
+    """Bytes of one gzip answer from `port`'s /gzip route."""
+    out = subprocess.run(["curl", "-sk", "-H", "Accept-Encoding: gzip", "-o", "/dev/null", "-w", "%{size_download}",
+                          f"{scheme}://127.0.0.1:{port}/gzip"], capture_output=True, text=True, check=True)
+    return int(out.stdout)
 
 
 def to_ms(value, unit):
@@ -144,8 +159,12 @@ def main():
         upstream_ports = [PORTS["upstream"]] + [19090 + i for i in range(1, ENDPOINTS)]
         for port in upstream_ports:
             start(["taskset", "-c", "1", f"{ROOT}/target/release/examples/bench_upstream",
-                   f"127.0.0.1:{port}", str(BODY)])
+                   f"127.0.0.1:{port}", str(BODY)] + (["json"] if COMPRESS else []))
             wait_port(port)
+        if EXT_AUTHZ:
+            start(["taskset", "-c", "1", f"{ROOT}/target/release/examples/bench_upstream",
+                   f"127.0.0.1:{PORTS['auth']}", "0"])
+            wait_port(PORTS["auth"])
         endpoints = ", ".join(f"127.0.0.1:{port}" for port in upstream_ports)
         nginx_servers = " ".join(f"server 127.0.0.1:{port};" for port in upstream_ports)
         nginx_balance = {"round_robin": "", "random": "random;", "least_request": "least_conn;"}[BALANCE]
@@ -213,13 +232,27 @@ end
     upstream: bench
     filters: [ { cache: {} } ]
 """
+        if COMPRESS:
+            cache_routes += """  - name: gzip
+    match: { path_prefix: /gzip }
+    upstream: bench
+    filters: [ { compress: { algorithms: [gzip], levels: { gzip: 1 } } } ]
+"""
+        auth_yaml = ""
+        if EXT_AUTHZ:
+            auth_yaml = f"  auth: {{ discovery: {{ static: [127.0.0.1:{PORTS['auth']}] }} }}\n"
+            cache_routes += """  - name: authz
+    match: { path_prefix: /authz }
+    upstream: bench
+    filters: [ { ext_authz: { upstream: auth, path: /check, upstream_headers: [x-user-id] } } ]
+"""
         # Like nginx below: no access log. Metrics stay on.
         config = f"""listeners: [{{ name: http, address: 127.0.0.1:{PORTS['portcullis']}{tls_yaml} }}]
 admin: {{ address: 127.0.0.1:0 }}
 access_log: false
 upstreams:
   bench: {{ discovery: {{ static: [{endpoints}] }}, balance: {BALANCE} }}
-{jwt_yaml}{limit_yaml}routes:
+{auth_yaml}{jwt_yaml}{limit_yaml}routes:
 {EXTRA_YAML}{jwt_route}{limit_route}{cache_routes}  - name: all
     upstream: bench
 """
@@ -254,6 +287,14 @@ http {{
             proxy_set_header Connection "";
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         }}
+        location /gzip {{
+            proxy_pass http://bench;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            gzip on; gzip_comp_level 1; gzip_proxied any; gzip_min_length 1024;
+            gzip_types application/json; gzip_vary on;
+        }}
     }}
 }}
 """)
@@ -275,6 +316,12 @@ http {{
         if CACHE:
             targets["PORTCULLIS+HIT"] = (PORTS["portcullis"], [portcullis.pid], proxied, [], "/hit")
             targets["PORTCULLIS+MISS"] = (PORTS["portcullis"], [portcullis.pid], proxied, [], "/miss")
+        gzip_args = ["-H", "Accept-Encoding: gzip"]
+        if COMPRESS:
+            targets["PORTCULLIS+GZIP"] = (PORTS["portcullis"], [portcullis.pid], proxied, gzip_args, "/gzip")
+            targets["NGINX+GZIP"] = (PORTS["nginx"], [nginx.pid] + children(nginx.pid), proxied, gzip_args, "/gzip")
+        if EXT_AUTHZ:
+            targets["PORTCULLIS+AUTHZ"] = (PORTS["portcullis"], [portcullis.pid], proxied, [], "/authz")
         if LIMIT:
             targets["PORTCULLIS+LIMIT"] = (PORTS["portcullis"], [portcullis.pid], proxied, [], "/limited")
         idle = {name: rss_kib(pids) / 1024 for name, (_, pids, *_) in targets.items() if pids}
@@ -322,6 +369,18 @@ http {{
             print(f"LIMIT route/bare   throughput {lim['rps'] / p['rps']:.2f}x   "
                   f"cpu/request {lim['cpu_us'] / p['cpu_us']:.2f}x   "
                   f"p50 +{(lim['p50'] - p['p50']) * 1000:.0f} us")
+        if COMPRESS:
+            pg, ng = med["PORTCULLIS+GZIP"], med["NGINX+GZIP"]
+            sizes = {name: gzip_size(PORTS[port], scheme=proxied)
+                     for name, port in (("PORTCULLIS+GZIP", "portcullis"), ("NGINX+GZIP", "nginx"))}
+            print(f"gzip, {BODY} B JSON  PORTCULLIS/NGINX throughput {pg['rps'] / ng['rps']:.2f}x   "
+                  f"cpu/request {pg['cpu_us'] / ng['cpu_us']:.2f}x   "
+                  f"bytes sent: Portcullis {sizes['PORTCULLIS+GZIP']} ({100 * sizes['PORTCULLIS+GZIP'] / BODY:.1f}%), "
+                  f"nginx {sizes['NGINX+GZIP']} ({100 * sizes['NGINX+GZIP'] / BODY:.1f}%)")
+        if EXT_AUTHZ:
+            a = med["PORTCULLIS+AUTHZ"]
+            print(f"AUTHZ route/bare   throughput {a['rps'] / p['rps']:.2f}x   "
+                  f"cpu/request {a['cpu_us'] / p['cpu_us']:.2f}x   p50 +{(a['p50'] - p['p50']) * 1000:.0f} us")
         if JWT:
             j = med["PORTCULLIS+JWT"]
             print(f"JWT route/bare     throughput {j['rps'] / p['rps']:.2f}x   "

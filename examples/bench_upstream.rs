@@ -1,5 +1,6 @@
 //! A minimal, fast HTTP/1.1 upstream for the load benchmark: answers every request with a
-//! fixed body. `bench_upstream ADDRESS BODY_BYTES`.
+//! fixed body. `bench_upstream ADDRESS BODY_BYTES [json]`: with `json`, the body is a JSON
+//! document of about that size, sent as `application/json` (for the compression benchmark).
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -13,7 +14,8 @@ fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let address = args.next().unwrap_or_else(|| "127.0.0.1:19000".into());
     let size: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(100);
-    let body = Bytes::from(vec![b'x'; size]);
+    let json = args.next().as_deref() == Some("json");
+    let body = Bytes::from(if json { document(size) } else { vec![b'x'; size] });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -25,8 +27,14 @@ fn main() -> std::io::Result<()> {
             let body = body.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |_req| {
-                    let body = body.clone();
-                    async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
+                    let mut response = Response::new(Full::new(body.clone()));
+                    if json {
+                        response.headers_mut().insert(
+                            hyper::header::CONTENT_TYPE,
+                            hyper::header::HeaderValue::from_static("application/json"),
+                        );
+                    }
+                    async move { Ok::<_, Infallible>(response) }
                 });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -34,4 +42,26 @@ fn main() -> std::io::Result<()> {
             });
         }
     })
+}
+
+/// A JSON array of user records, about `size` bytes: as repetitive as real API answers.
+fn document(size: usize) -> Vec<u8> {
+    let mut out = String::from("[");
+    let mut i = 0;
+    while out.len() + 2 < size {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            "{{\"id\":{i},\"user\":\"user-{}\",\"email\":\"u{}@example.com\",\"active\":{},\"score\":{}.{}}}",
+            i * 7919 % 1000,
+            i * 31 % 977,
+            i % 3 == 0,
+            i * 13 % 100,
+            i % 10
+        ));
+        i += 1;
+    }
+    out.push(']');
+    out.into_bytes()
 }
