@@ -15,7 +15,11 @@ fn main() -> std::io::Result<()> {
     let address = args.next().unwrap_or_else(|| "127.0.0.1:19000".into());
     let size: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(100);
     let json = args.next().as_deref() == Some("json");
-    let body = Bytes::from(if json { document(size) } else { vec![b'x'; size] });
+    let body = Bytes::from(if json {
+        document(size)
+    } else {
+        vec![b'x'; size]
+    });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
