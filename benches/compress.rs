@@ -4,26 +4,8 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use std::io::Write;
 
-fn document() -> Vec<u8> {
-    let mut out = String::from("[");
-    let mut i = 0;
-    while out.len() < 16 << 10 {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&format!(
-            "{{\"id\":{i},\"user\":\"user-{}\",\"email\":\"u{}@example.com\",\"active\":{},\"score\":{}.{}}}",
-            i * 7919 % 1000,
-            i * 31 % 977,
-            i % 3 == 0,
-            i * 13 % 100,
-            i % 10
-        ));
-        i += 1;
-    }
-    out.push(']');
-    out.into_bytes()
-}
+#[path = "json_document.rs"]
+mod json_document;
 
 fn gzip(body: &[u8], level: u32) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
@@ -42,7 +24,7 @@ fn zstd(body: &[u8], level: i32) -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    let body = document();
+    let body = json_document::document(16 << 10);
     type Case = (&'static str, u32, fn(&[u8], u32) -> Vec<u8>);
     let cases: [Case; 9] = [
         ("gzip", 1, gzip),

@@ -10,6 +10,10 @@ use hyper::Response;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 
+#[path = "../benches/json_document.rs"]
+mod json_document;
+use json_document::document;
+
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let address = args.next().unwrap_or_else(|| "127.0.0.1:19000".into());
@@ -46,26 +50,4 @@ fn main() -> std::io::Result<()> {
             });
         }
     })
-}
-
-/// A JSON array of user records, about `size` bytes: as repetitive as real API answers.
-fn document(size: usize) -> Vec<u8> {
-    let mut out = String::from("[");
-    let mut i = 0;
-    while out.len() + 2 < size {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&format!(
-            "{{\"id\":{i},\"user\":\"user-{}\",\"email\":\"u{}@example.com\",\"active\":{},\"score\":{}.{}}}",
-            i * 7919 % 1000,
-            i * 31 % 977,
-            i % 3 == 0,
-            i * 13 % 100,
-            i % 10
-        ));
-        i += 1;
-    }
-    out.push(']');
-    out.into_bytes()
 }
