@@ -18,6 +18,10 @@ const SHARDS: usize = 64;
 /// than refused (a flood of addresses must not lock out everyone else).
 const MAX_PER_SHARD: usize = 16_384;
 
+/// A full shard sweeps at most this often, so a flood of new addresses cannot make every
+/// accept walk the whole shard.
+const SWEEP_EVERY_NANOS: u64 = 100_000_000;
+
 /// The per-address limits in force at an accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PerIpLimits {
@@ -41,8 +45,14 @@ struct Entry {
     tat: u64,
 }
 
+#[derive(Default)]
+struct Shard {
+    entries: HashMap<IpAddr, Entry>,
+    last_sweep: u64,
+}
+
 pub(crate) struct PerIpTable {
-    shards: Box<[Mutex<HashMap<IpAddr, Entry>>]>,
+    shards: Box<[Mutex<Shard>]>,
     /// Seeded per process, so addresses that share a shard cannot be chosen from outside.
     hasher: foldhash::fast::RandomState,
     epoch: Instant,
@@ -71,11 +81,18 @@ impl PerIpTable {
             .saturating_duration_since(self.epoch)
             .as_nanos() as u64;
         let mut shard = self.shard(ip);
-        if shard.len() >= MAX_PER_SHARD && !shard.contains_key(&ip) {
-            shard.retain(|_, entry| entry.open > 0 || entry.tat > now);
+        let known = shard.entries.contains_key(&ip);
+        if shard.entries.len() >= MAX_PER_SHARD
+            && !known
+            && now.saturating_sub(shard.last_sweep) >= SWEEP_EVERY_NANOS
+        {
+            shard.last_sweep = now;
+            shard
+                .entries
+                .retain(|_, entry| entry.open > 0 || entry.tat > now);
         }
-        let tracked = shard.len() < MAX_PER_SHARD || shard.contains_key(&ip);
-        let mut entry = shard.get(&ip).copied().unwrap_or_default();
+        let tracked = known || shard.entries.len() < MAX_PER_SHARD;
+        let mut entry = shard.entries.get(&ip).copied().unwrap_or_default();
         if limits.max_open.is_some_and(|max| entry.open >= max) {
             return Err(PerIpRefusal::Open);
         }
@@ -88,7 +105,7 @@ impl PerIpTable {
         }
         entry.open += 1;
         if tracked {
-            shard.insert(ip, entry);
+            shard.entries.insert(ip, entry);
         }
         Ok(PerIpSlot {
             table: Arc::clone(self),
@@ -96,7 +113,7 @@ impl PerIpTable {
         })
     }
 
-    fn shard(&self, ip: IpAddr) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Entry>> {
+    fn shard(&self, ip: IpAddr) -> std::sync::MutexGuard<'_, Shard> {
         let at = self.hasher.hash_one(ip) as usize % SHARDS;
         self.shards[at].lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -104,7 +121,7 @@ impl PerIpTable {
     /// Connections open from `ip` (for tests).
     #[cfg(test)]
     fn open(&self, ip: IpAddr) -> u32 {
-        self.shard(ip).get(&ip).map_or(0, |e| e.open)
+        self.shard(ip).entries.get(&ip).map_or(0, |e| e.open)
     }
 }
 
@@ -124,10 +141,10 @@ impl Drop for PerIpSlot {
             .saturating_duration_since(self.table.epoch)
             .as_nanos() as u64;
         let mut shard = self.table.shard(ip);
-        if let Some(entry) = shard.get_mut(&ip) {
+        if let Some(entry) = shard.entries.get_mut(&ip) {
             entry.open = entry.open.saturating_sub(1);
             if entry.open == 0 && entry.tat <= now {
-                shard.remove(&ip);
+                shard.entries.remove(&ip);
             }
         }
     }

@@ -270,3 +270,41 @@ fn config_errors_name_the_key() {
         ]
     );
 }
+
+#[tokio::test]
+async fn an_underscore_spelling_of_a_service_header_never_reaches_the_upstream() {
+    // With underscores allowed through, an upstream that folds `_` into `-` would read
+    // `x_user_id` as the service's `x-user-id`.
+    let up = upstream().run().await;
+    let (auth, _) = auth_service().await;
+    let config = yaml(up.addr, auth, "").replacen(
+        "upstreams:",
+        "limits: { headers_with_underscores: allow }\nupstreams:",
+        1,
+    );
+    let gw = gateway(&config);
+    let mut client = Client::http1(gw.addr()).await;
+    let reply = client
+        .request(
+            req("GET", "/api")
+                .header("authorization", "Bearer good")
+                .header("x_user_id", "1")
+                .header("X_User_Roles", "admin")
+                .header("x_trace", "kept")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let seen = up.last();
+    assert_eq!(
+        seen.headers.get_all("x-user-id").iter().collect::<Vec<_>>(),
+        ["42"]
+    );
+    assert!(seen.headers.get("x_user_id").is_none());
+    assert!(seen.headers.get("x_user_roles").is_none());
+    assert_eq!(
+        seen.headers["x_trace"], "kept",
+        "other underscore headers pass as configured"
+    );
+}
