@@ -23,6 +23,9 @@ pub(crate) struct RequestCtx {
     pub(crate) claims: Option<Arc<serde_json::Value>>,
     /// What filters hand to each other or to their own `on_response`.
     pub(crate) extensions: http::Extensions,
+    /// The request body, read whole before the route's filters when one of them asked to see
+    /// it (`Filter::reads_body`); `None` otherwise.
+    pub(crate) body: Option<bytes::Bytes>,
 }
 
 impl RequestCtx {
@@ -49,6 +52,7 @@ impl RequestCtx {
             error: None,
             claims: None,
             extensions: http::Extensions::new(),
+            body: None,
         }
     }
 }

@@ -90,6 +90,31 @@ impl HttpBody for Body {
     }
 }
 
+/// A client's request body on its way to the route's action: as it streams, or read whole
+/// already because a filter asked to see it.
+pub(crate) enum ClientBody {
+    Streaming(Incoming),
+    Buffered(Bytes),
+}
+
+impl ClientBody {
+    pub(crate) fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Streaming(body) => body.is_end_stream(),
+            ClientBody::Buffered(bytes) => bytes.is_empty(),
+        }
+    }
+
+    /// The body to send upstream, counted against `limit` (`max_body_bytes`) as it streams.
+    pub(crate) fn into_body(self, limit: u64) -> Body {
+        match self {
+            ClientBody::Streaming(body) if body.is_end_stream() => Body::Empty,
+            ClientBody::Streaming(body) => Body::request(body, limit),
+            ClientBody::Buffered(bytes) => Body::full(bytes),
+        }
+    }
+}
+
 /// Called with the whole body once it has been read to its end without error.
 pub(crate) type OnComplete = Box<dyn FnOnce(Bytes) + Send>;
 

@@ -62,14 +62,23 @@ pub(crate) trait Filter: Send + Sync + 'static {
 
     /// Cannot fail; breakers and metrics record here.
     fn on_complete(&self, _ctx: &RequestCtx, _outcome: &Outcome) {}
+
+    /// Up to how many bytes of the request body the filter wants to see (in `ctx.body`).
+    /// When any of a route's filters says so, the body is read whole before they run; a
+    /// longer body is refused with 413.
+    fn reads_body(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A request to the route's upstream outside any client's request: background work such as
 /// refreshing a cache entry. Given to filters that need it when they are built.
 pub(crate) trait Fetch: Send + Sync {
+    /// `req` as it should go (its method included), with `body` (empty: none).
     fn fetch(
         &self,
         req: Parts,
+        body: bytes::Bytes,
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<Response<Body>, ProxyError>> + Send>,
     >;

@@ -1,6 +1,6 @@
-//! Requests to a route's upstream that no client is waiting for (a cache refreshing an entry
-//! in the background). They carry the route's rewrite and `Host`, and the outcome counts for
-//! outlier ejection like any other exchange.
+//! Requests to an upstream that no client is waiting for (a cache refreshing an entry in the
+//! background, an authorization check). They carry the route's rewrite and `Host`, and the
+//! outcome counts for outlier ejection like any other exchange.
 
 use super::forward::upstream_path;
 use super::headers::remove_hop_by_hop;
@@ -32,6 +32,7 @@ impl Fetch for Background {
     fn fetch(
         &self,
         mut parts: Parts,
+        body: bytes::Bytes,
     ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, ProxyError>> + Send>> {
         let upstream = Arc::clone(&self.upstream);
         let rewrite = self.rewrite.clone();
@@ -43,17 +44,21 @@ impl Fetch for Background {
                 return Err(ProxyError::BadRequest("background requests use HTTP/1.1"));
             }
             let path = upstream_path(&parts.uri, &rewrite)?;
-            // A GET without a body; the client's connection-level headers stay with it.
+            // The client's connection-level headers stay with it; the length is the body's.
             remove_hop_by_hop(&mut parts.headers);
             parts.headers.remove(CONTENT_LENGTH);
+            if !body.is_empty() {
+                parts
+                    .headers
+                    .insert(CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+            }
             if let Some(host) = &rewrite.host {
                 parts.headers.insert(HOST, host.clone());
             }
             parts.uri = Uri::from(path);
             parts.version = Version::HTTP_11;
-            parts.method = http::Method::GET;
             let result = upstream
-                .send(&endpoint, Request::from_parts(parts, Body::Empty))
+                .send(&endpoint, Request::from_parts(parts, Body::full(body)))
                 .await;
             retry::record(&upstream, &endpoint, &result);
             result

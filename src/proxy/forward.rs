@@ -8,7 +8,7 @@
 use super::conn::ConnInfo;
 use super::headers::{content_length, host_value, remove_hop_by_hop, set_forwarded, X_REQUEST_ID};
 use super::retry;
-use crate::body::Body;
+use crate::body::{Body, ClientBody};
 use crate::context::{cookie, RequestCtx};
 use crate::error::ProxyError;
 use crate::snapshot::{Rewrite, Snapshot};
@@ -17,8 +17,6 @@ use crate::upstream::{hash_key, HashOn, Protocol, Strategy, Upstream};
 use http::header::{CONNECTION, HOST, UPGRADE};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
-use http_body::Body as _;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -31,7 +29,7 @@ pub(super) async fn proxy(
     ctx: &mut RequestCtx,
     upstream: &Upstream,
     rewrite: &Rewrite,
-    mut request: Request<Incoming>,
+    mut request: Request<ClientBody>,
 ) -> Result<Response<Body>, ProxyError> {
     let limit = snapshot.limits.max_body_bytes;
     if content_length(request.headers()).is_some_and(|len| len > limit) {
@@ -100,11 +98,7 @@ pub(super) async fn proxy(
             retry::send_with_retries(upstream, policy, endpoint, parts, body, limit, ctx).await
         }
         None => {
-            let body = if body.is_end_stream() {
-                Body::Empty
-            } else {
-                Body::request(body, limit)
-            };
+            let body = body.into_body(limit);
             let result = upstream
                 .send(&endpoint, Request::from_parts(parts, body))
                 .await;

@@ -6,7 +6,7 @@ use super::forward;
 use super::headers::{
     client_address, host_value, request_host, request_id, without_port, X_REQUEST_ID,
 };
-use crate::body::Body;
+use crate::body::{Body, ClientBody};
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
 use crate::filter::{Chain, Outcome, Stage};
@@ -177,6 +177,18 @@ async fn serve<'a>(
     chain.ctx.route = Some(Arc::clone(&route.name));
     // One call site for the action, so the request's future holds its state once.
     let (mut parts, body) = request.into_parts();
+    let body = match route.body_limit {
+        None => ClientBody::Streaming(body),
+        Some(most) => {
+            match read_body(body, &parts.headers, most, snapshot.limits.max_body_bytes).await {
+                Ok(bytes) => {
+                    chain.ctx.body = Some(bytes.clone());
+                    ClientBody::Buffered(bytes)
+                }
+                Err(error) => return fail(&mut chain.ctx, error),
+            }
+        }
+    };
     let answered = if route.filters.is_empty() {
         None
     } else {
@@ -204,13 +216,34 @@ async fn serve<'a>(
     response
 }
 
+/// Reads the whole body for filters that asked to see it: at most `most` bytes (a longer one
+/// is refused with 413, as one over `max_body_bytes` is).
+async fn read_body(
+    body: Incoming,
+    headers: &HeaderMap,
+    most: u64,
+    max_body_bytes: u64,
+) -> Result<bytes::Bytes, ProxyError> {
+    if super::headers::content_length(headers).is_some_and(|length| length > most) {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    let limited = http_body_util::Limited::new(Body::request(body, max_body_bytes), most as usize);
+    match http_body_util::BodyExt::collect(limited).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(ProxyError::BodyTooLarge)
+        }
+        Err(error) => Err(ProxyError::from_body(error)),
+    }
+}
+
 /// The route's action: answer, redirect or proxy.
 async fn act(
     snapshot: &Snapshot,
     conn: &Arc<ConnInfo>,
     ctx: &mut RequestCtx,
     route: &Route,
-    request: Request<Incoming>,
+    request: Request<ClientBody>,
 ) -> Result<Response<Body>, ProxyError> {
     match &route.action {
         RouteAction::Respond(respond) => Ok(respond_with(respond)),

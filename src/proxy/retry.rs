@@ -2,15 +2,13 @@
 //! recorded for outlier ejection.
 
 use super::headers::content_length;
-use crate::body::Body;
+use crate::body::{Body, ClientBody};
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
 use crate::upstream::{Endpoint, RetryOn, RetryPolicy, Upstream};
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use std::sync::Arc;
 
 /// Records an exchange with `endpoint` for outlier ejection: an error on the way to the
@@ -36,20 +34,22 @@ pub(super) async fn send_with_retries(
     policy: &RetryPolicy,
     mut endpoint: Arc<Endpoint>,
     parts: http::request::Parts,
-    body: Incoming,
+    body: ClientBody,
     limit: u64,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Body>, ProxyError> {
     let replay = if body.is_end_stream() {
         Bytes::new()
+    } else if let ClientBody::Buffered(bytes) = body {
+        bytes
     } else if content_length(&parts.headers).is_some_and(|len| len <= policy.buffer_bytes) {
-        Body::request(body, limit)
+        body.into_body(limit)
             .collect()
             .await
             .map_err(ProxyError::from_body)?
             .to_bytes()
     } else {
-        let request = Request::from_parts(parts, Body::request(body, limit));
+        let request = Request::from_parts(parts, body.into_body(limit));
         let result = upstream.send(&endpoint, request).await;
         record(upstream, &endpoint, &result);
         return result;

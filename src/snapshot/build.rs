@@ -116,10 +116,12 @@ pub(crate) fn build(
             _ => None,
         };
         let filters = build_list(&route.filters, &route.name, &named, &mut build);
+        let body_limit = filters.iter().filter_map(|f| f.reads_body()).max();
         let compiled = Route {
             name: route.name.as_str().into(),
             action,
             filters,
+            body_limit,
         };
         routes.push((route.matcher.clone(), Arc::new(compiled)));
     }

@@ -83,6 +83,9 @@ pub(crate) struct Route {
     pub(crate) action: RouteAction,
     /// Run in order around the action; empty for most routes.
     pub(crate) filters: Vec<Arc<dyn Filter>>,
+    /// The most of the request body any of the filters wants to see: read whole before they
+    /// run. `None` for almost every route: the body streams.
+    pub(crate) body_limit: Option<u64>,
 }
 
 pub(crate) enum RouteAction {

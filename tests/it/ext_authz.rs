@@ -11,11 +11,19 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// What the service saw: path and headers of each check.
-type Checks = Arc<Mutex<Vec<(String, http::HeaderMap)>>>;
+/// What the service saw of each check.
+struct Check {
+    path: String,
+    method: http::Method,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+type Checks = Arc<Mutex<Vec<Check>>>;
 
 /// The service: `Bearer good` → 200 with `x-user-id: 42` and `x-other: 1`; `Bearer slow` →
-/// the same after two seconds; anything else → 401 with `WWW-Authenticate` and a JSON body.
+/// the same after two seconds; a body containing `forbidden` → 403; anything else → 401 with
+/// `WWW-Authenticate` and a JSON body.
 async fn auth_service() -> (SocketAddr, Checks) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -38,11 +46,26 @@ async fn auth_service() -> (SocketAddr, Checks) {
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or("")
                             .to_string();
-                        seen.lock().unwrap().push((path, req.headers().clone()));
+                        let (parts, body) = req.into_parts();
+                        let body = http_body_util::BodyExt::collect(body)
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let forbidden = body.windows(9).any(|w| w == b"forbidden");
+                        seen.lock().unwrap().push(Check {
+                            path,
+                            method: parts.method,
+                            headers: parts.headers,
+                            body,
+                        });
                         if auth == "Bearer slow" {
                             tokio::time::sleep(Duration::from_secs(2)).await;
                         }
-                        let response = if auth == "Bearer good" || auth == "Bearer slow" {
+                        let response = if forbidden {
+                            http::Response::builder()
+                                .status(403)
+                                .body(Full::new(Bytes::from_static(b"not that")))
+                        } else if auth == "Bearer good" || auth == "Bearer slow" {
                             http::Response::builder()
                                 .header("x-user-id", "42")
                                 .header("x-other", "1")
@@ -110,8 +133,15 @@ async fn an_allowed_request_carries_the_services_headers_and_never_the_clients()
     // What the service was asked.
     let checks = checks.lock().unwrap();
     assert_eq!(checks.len(), 1);
-    let (path, headers) = &checks[0];
+    let Check {
+        path,
+        method,
+        headers,
+        body,
+    } = &checks[0];
     assert_eq!(path, "/check");
+    assert_eq!(method, http::Method::GET);
+    assert!(body.is_empty(), "no body without max_body");
     assert_eq!(headers["authorization"], "Bearer good");
     assert_eq!(headers["x-forwarded-method"], "POST");
     assert_eq!(headers["x-forwarded-uri"], "/api/items?x=1");
@@ -307,4 +337,98 @@ async fn an_underscore_spelling_of_a_service_header_never_reaches_the_upstream()
         seen.headers["x_trace"], "kept",
         "other underscore headers pass as configured"
     );
+}
+
+#[tokio::test]
+async fn with_max_body_the_check_carries_the_body_and_the_upstream_still_gets_it() {
+    let up = upstream().run().await;
+    let (auth, checks) = auth_service().await;
+    let gw = gateway(&yaml(up.addr, auth, ", max_body: 1KiB"));
+    let mut client = Client::http1(gw.addr()).await;
+    let post = |text: &'static str| {
+        req("POST", "/api/orders")
+            .header("authorization", "Bearer good")
+            .header("content-type", "text/plain")
+            .body(body(text))
+            .unwrap()
+    };
+    assert_eq!(client.request(post("an order")).await.status, 200);
+    {
+        let checks = checks.lock().unwrap();
+        let check = &checks[0];
+        assert_eq!(check.method, http::Method::POST);
+        assert_eq!(check.body, "an order");
+        assert_eq!(check.headers["content-type"], "text/plain");
+        assert_eq!(check.headers["x-forwarded-method"], "POST");
+    }
+    assert_eq!(up.last().body_len, 8, "the upstream gets the body too");
+    // The service decides on the body.
+    let refused = client.request(post("a forbidden order")).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.text(), "not that");
+    assert_eq!(up.requests(), 1);
+
+    // Longer than max_body: 413, with or without a Content-Length, and nobody is asked.
+    let long = "x".repeat(2048);
+    let reply = client
+        .request(
+            req("POST", "/api/orders")
+                .header("authorization", "Bearer good")
+                .body(body(long.clone()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 413);
+    let mut client = Client::http1(gw.addr()).await;
+    let (tx, chunked) = channel_body();
+    let sending = tokio::spawn(async move {
+        for _ in 0..3 {
+            let frame = hyper::body::Frame::data(Bytes::from(vec![b'y'; 800]));
+            if tx.send(Ok(frame)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let reply = client
+        .request(
+            req("POST", "/api/orders")
+                .header("authorization", "Bearer good")
+                .body(chunked)
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 413);
+    let _ = sending.await;
+    assert_eq!(checks.lock().unwrap().len(), 2);
+    assert_eq!(up.requests(), 1);
+}
+
+#[tokio::test]
+async fn a_body_read_for_the_check_is_replayed_by_retries() {
+    let up = upstream().run().await;
+    let (auth, _) = auth_service().await;
+    let config = yaml(up.addr, auth, ", max_body: 1KiB").replacen(
+        &format!("up: {{ discovery: {{ static: [{}] }} }}", up.addr),
+        &format!(
+            "up: {{ discovery: {{ static: [{}, {}] }}, retries: {{ attempts: 2, on: [connect_error] }} }}",
+            dead_address(),
+            up.addr
+        ),
+        1,
+    );
+    assert!(config.contains("retries"), "{config}");
+    let gw = gateway(&config);
+    let mut client = Client::http1(gw.addr()).await;
+    for _ in 0..4 {
+        let reply = client
+            .request(
+                req("PUT", "/api/item")
+                    .header("authorization", "Bearer good")
+                    .body(body("twelve bytes"))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(up.last().body_len, 12);
+    }
 }

@@ -86,7 +86,7 @@ impl Cache {
         parts.headers = req.headers.clone();
         tokio::spawn(async move {
             let request = parts.headers.clone();
-            match fetch.fetch(parts).await {
+            match fetch.fetch(parts, bytes::Bytes::new()).await {
                 Ok(mut response) => {
                     let status = response.status();
                     store_response(

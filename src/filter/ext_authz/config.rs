@@ -1,7 +1,7 @@
 //! The `ext_authz` filter's config: its YAML mirror and validation into an [`ExtAuthzSpec`].
 
 use super::{CacheSpec, ExtAuthzSpec, OnError};
-use crate::config::issues::{duration_field, one_of, unknown, Issues};
+use crate::config::issues::{duration_field, one_of, size_field, unknown, Issues};
 use crate::config::values::Scalar;
 use crate::filter::Refs;
 use crate::upstream::Protocol;
@@ -33,6 +33,8 @@ pub(crate) struct ExtAuthzConfig {
     pub(crate) request_headers: Option<Vec<String>>,
     pub(crate) upstream_headers: Option<Vec<String>>,
     pub(crate) timeout: Option<Scalar>,
+    /// Send the request body, up to this size, with the check.
+    pub(crate) max_body: Option<Scalar>,
     /// `deny` (default) or `allow`.
     pub(crate) on_error: Option<String>,
     pub(crate) cache: Option<DecisionCache>,
@@ -89,6 +91,9 @@ pub(crate) fn compile(
         }
     }
     let timeout = duration_field(raw.timeout, DEFAULT_TIMEOUT, &format!("{path}.timeout"), issues);
+    let max_body = raw
+        .max_body
+        .map(|size| size_field(Some(size), 0, 1, &format!("{path}.max_body"), issues));
     let on_error = one_of(
         raw.on_error.as_deref(),
         "value",
@@ -119,6 +124,7 @@ pub(crate) fn compile(
         request_headers,
         upstream_headers,
         timeout,
+        max_body,
         on_error,
         cache,
     })

@@ -3,7 +3,8 @@
 //! a GET to `path` with the chosen request headers and `X-Forwarded-Method`, `-Uri`, `-Host`,
 //! `-Proto` and `-For`. A 2xx lets the request through, with the headers the service named
 //! copied onto it (after removing any the client sent itself); any other answer goes to the
-//! client as it came. When the service cannot answer in time, `on_error` decides.
+//! client as it came. When the service cannot answer in time, `on_error` decides. With
+//! `max_body`, the check is a POST carrying the request body.
 
 pub(crate) mod build;
 mod decisions;
@@ -34,6 +35,8 @@ pub(crate) struct ExtAuthzSpec {
     /// client.
     pub(crate) upstream_headers: Vec<HeaderName>,
     pub(crate) timeout: Duration,
+    /// With a limit, the check is a POST carrying the request body (a longer body gets 413).
+    pub(crate) max_body: Option<u64>,
     pub(crate) on_error: OnError,
     /// Allow decisions kept this long, by the values of `cache_key` headers.
     pub(crate) cache: Option<CacheSpec>,
@@ -101,7 +104,16 @@ impl ExtAuthz {
             headers.insert(http::header::HOST, host.clone());
         }
         let (mut parts, ()) = Request::new(()).into_parts();
-        parts.method = Method::GET;
+        parts.method = match self.spec.max_body {
+            Some(_) => {
+                // The body goes along: say what it is.
+                if let Some(kind) = req.headers.get(http::header::CONTENT_TYPE) {
+                    headers.insert(http::header::CONTENT_TYPE, kind.clone());
+                }
+                Method::POST
+            }
+            None => Method::GET,
+        };
         parts.uri = http::Uri::try_from(self.spec.path.as_str()).unwrap_or_default();
         parts.headers = headers;
         parts
@@ -167,10 +179,14 @@ impl Filter for ExtAuthz {
                 return Ok(Flow::Continue);
             }
         }
+        let body = match self.spec.max_body {
+            Some(_) => ctx.body.clone().unwrap_or_default(),
+            None => bytes::Bytes::new(),
+        };
         let started = tokio::time::Instant::now();
         let answer = tokio::time::timeout(
             self.spec.timeout,
-            self.service.fetch(self.check_request(req, ctx)),
+            self.service.fetch(self.check_request(req, ctx), body),
         )
         .await;
         self.latency.observe(started.elapsed().as_secs_f64());
@@ -196,5 +212,9 @@ impl Filter for ExtAuthz {
 
     fn edits_responses(&self) -> bool {
         false
+    }
+
+    fn reads_body(&self) -> Option<u64> {
+        self.spec.max_body
     }
 }
