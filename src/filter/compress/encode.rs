@@ -155,13 +155,18 @@ impl HttpBody for Encoding {
                         // Trailers end the data: finish, then send them.
                         this.trailers = frame.into_trailers().ok();
                         let last = this.encoder.take().map(Encoder::finish).transpose()?;
-                        return this.out(last.unwrap_or_default());
+                        if let Some(last) = last.filter(|l| !l.is_empty()) {
+                            return this.out(last);
+                        }
                     }
                 },
                 Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
                 Poll::Ready(None) => {
+                    // Never an empty data frame: in a chunked message it would read as the end.
                     let last = this.encoder.take().map(Encoder::finish).transpose()?;
-                    return this.out(last.unwrap_or_default());
+                    if let Some(last) = last.filter(|l| !l.is_empty()) {
+                        return this.out(last);
+                    }
                 }
                 Poll::Pending => {
                     if this.unflushed {
