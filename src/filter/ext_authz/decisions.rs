@@ -19,7 +19,7 @@ pub(crate) struct CacheSpec {
 pub(crate) struct Decisions {
     key: Vec<HeaderName>,
     ttl: Duration,
-    kept: quick_cache::sync::Cache<String, (Instant, Arc<HeaderMap>)>,
+    kept: quick_cache::sync::Cache<Vec<u8>, (Instant, Arc<HeaderMap>)>,
 }
 
 impl Decisions {
@@ -31,31 +31,32 @@ impl Decisions {
         }
     }
 
-    /// The request's key: each key header's values in order, absent ones marked as such.
-    pub(crate) fn key(&self, headers: &HeaderMap) -> String {
-        let mut key = String::new();
+    /// The request's key: each key header's values, byte for byte, in order, absent ones
+    /// marked as such. The separators are control bytes no header value may hold.
+    pub(crate) fn key(&self, headers: &HeaderMap) -> Vec<u8> {
+        let mut key = Vec::new();
         for name in &self.key {
             let mut values = headers.get_all(name).iter().peekable();
             if values.peek().is_none() {
-                key.push('\u{0}');
+                key.push(0);
             }
             for value in values {
-                key.push_str(&String::from_utf8_lossy(value.as_bytes()));
-                key.push('\u{1f}');
+                key.extend_from_slice(value.as_bytes());
+                key.push(0x1f);
             }
-            key.push('\u{1e}');
+            key.push(0x1e);
         }
         key
     }
 
     /// The headers an allowing answer for `key` copied, while it is fresh.
-    pub(crate) fn get(&self, key: &str) -> Option<Arc<HeaderMap>> {
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<HeaderMap>> {
         let (stored, headers) = self.kept.get(key)?;
         (stored.elapsed() < self.ttl).then_some(headers)
     }
 
     /// Keeps an allowing answer: the `copied` headers of `answer`.
-    pub(crate) fn put(&self, key: String, answer: &HeaderMap, copied: &[HeaderName]) {
+    pub(crate) fn put(&self, key: Vec<u8>, answer: &HeaderMap, copied: &[HeaderName]) {
         let mut headers = HeaderMap::new();
         for name in copied {
             for value in answer.get_all(name) {
@@ -87,13 +88,18 @@ mod tests {
         one.append("authorization", "a".parse().unwrap());
         let mut two = one.clone();
         two.append("authorization", "b".parse().unwrap());
-        let mut joined = HeaderMap::new();
-        joined.insert("authorization", "a\u{1f}b".parse().unwrap_or("x".parse().unwrap()));
+        // Two values that are not UTF-8 and differ only there.
+        let mut ff = HeaderMap::new();
+        ff.insert("authorization", http::HeaderValue::from_bytes(b"token\xff").unwrap());
+        let mut fe = HeaderMap::new();
+        fe.insert("authorization", http::HeaderValue::from_bytes(b"token\xfe").unwrap());
         let keys = [
             d.key(&HeaderMap::new()),
             d.key(&empty),
             d.key(&one),
             d.key(&two),
+            d.key(&ff),
+            d.key(&fe),
         ];
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {
@@ -108,10 +114,10 @@ mod tests {
         let mut answer = HeaderMap::new();
         answer.insert("x-user-id", "42".parse().unwrap());
         answer.insert("set-cookie", "s=1".parse().unwrap());
-        d.put("k".into(), &answer, &[HeaderName::from_static("x-user-id")]);
-        let kept = d.get("k").unwrap();
+        d.put(b"k".to_vec(), &answer, &[HeaderName::from_static("x-user-id")]);
+        let kept = d.get(b"k").unwrap();
         assert_eq!(kept["x-user-id"], "42");
         assert!(kept.get("set-cookie").is_none());
-        assert!(d.get("other").is_none());
+        assert!(d.get(b"other").is_none());
     }
 }
