@@ -10,6 +10,25 @@ use http::header::{AUTHORIZATION, HOST};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName};
 
+/// A header value as key text, one to one: bytes that are not plain ASCII, and `%` itself,
+/// are written `%XX`. (Replacing invalid UTF-8 would let two different values share a key.)
+fn key_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    if bytes.iter().all(|b| b.is_ascii() && *b != b'%') {
+        // All ASCII: valid UTF-8 as it is.
+        return std::borrow::Cow::Borrowed(std::str::from_utf8(bytes).unwrap_or_default());
+    }
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for &byte in bytes {
+        if byte.is_ascii() && byte != b'%' {
+            out.push(byte as char);
+        } else {
+            use std::fmt::Write as _;
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// The authority the request addressed: its target's, else its `Host`.
 pub(super) fn request_host(req: &Parts) -> &str {
     req.uri
@@ -83,7 +102,7 @@ impl Cache {
                         if i > 0 {
                             key.push_str(", ");
                         }
-                        key.push_str(&String::from_utf8_lossy(value.as_bytes()));
+                        key.push_str(&key_text(value.as_bytes()));
                     }
                 }
                 KeyPart::Claim(name) => key.push_str(&ctx.claim(name)?),
@@ -120,7 +139,7 @@ impl Cache {
             // case-insensitive and weighted by their own q values, also lowercased and sorted.
             let mut items: Vec<String> = Vec::new();
             for value in request.get_all(name) {
-                let text = String::from_utf8_lossy(value.as_bytes());
+                let text = key_text(value.as_bytes());
                 let words = text.split(',').map(|item| item.split_whitespace());
                 items.extend(
                     words
@@ -174,5 +193,24 @@ impl Purge<'_> {
             Some(prefix) => url.starts_with(&prefix.to_ascii_lowercase()),
             None => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_text_is_one_to_one() {
+        let values: [&[u8]; 6] = [b"token\xff", b"token\xfe", b"token%FF", b"token%", b"token", b"t\xc3\xa9"];
+        let texts: Vec<String> = values.iter().map(|v| key_text(v).into_owned()).collect();
+        for (i, a) in texts.iter().enumerate() {
+            for b in &texts[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(texts[0], "token%FF");
+        assert_eq!(texts[2], "token%25FF");
+        assert_eq!(key_text(b"plain value"), "plain value");
     }
 }
