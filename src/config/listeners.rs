@@ -3,12 +3,13 @@
 use super::filters::{compile_filter_list, FilterEntry, FilterRef, FilterRefs};
 use super::issues::{duration_field, one_of, size_field, Issues};
 use super::raw;
+use super::values::parse_prefix;
 use crate::filter::rate_limit::{Gcra, Rate};
 use crate::snapshot::{Limits, UnderscoreHeaders};
 use ipnet::IpNet;
 use serde_yaml::Value;
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -314,15 +315,9 @@ pub(super) fn compile_limits(raw: raw::Limits, issues: &mut Issues) -> Limits {
 pub(super) fn compile_trusted(items: &[String], issues: &mut Issues) -> Vec<IpNet> {
     let mut out = Vec::new();
     for (i, text) in items.iter().enumerate() {
-        let parsed = text
-            .parse::<IpNet>()
-            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
-        match parsed {
+        match parse_prefix(text) {
             Ok(net) => out.push(net),
-            Err(_) => issues.add(
-                &format!("trusted_proxies[{i}]"),
-                format!("invalid CIDR {text:?}: expected e.g. 10.0.0.0/8 or 192.0.2.1"),
-            ),
+            Err(message) => issues.add(&format!("trusted_proxies[{i}]"), message),
         }
     }
     out

@@ -1,8 +1,10 @@
 //! The small value languages of `gateway.yaml`: durations (`250ms`, `10s`, `5m`), sizes
 //! (`64KiB`, `10MiB`, plain bytes) and `${ENV}` / `${ENV:-default}` interpolation.
 
+use ipnet::IpNet;
 use serde::Deserialize;
 use serde_yaml::Value;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// `250ms`, `10s`, `5m`, `1h`. A unit is required: a bare number is ambiguous.
@@ -32,6 +34,18 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// `64KiB`, `10MiB`, `1GiB`, `512B`, or a plain number of bytes. `KB`/`MB` are decimal.
+/// One prefix as written: `10.0.0.0/8`, `2001:db8::/32`, or a bare address (one host). Bits
+/// below the prefix length are ignored (`10.1.2.3/8` is `10.0.0.0/8`), as nginx does.
+pub fn parse_prefix(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| {
+            format!("invalid prefix {text:?}: expected an address or ADDRESS/BITS, e.g. 10.0.0.0/8 or 2001:db8::/32")
+        })
+}
+
 pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text

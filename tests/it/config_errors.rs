@@ -63,7 +63,7 @@ fn values_are_checked() {
         [
             "limits.max_body_bytes: invalid size \"10XB\": unit must be B, KiB, MiB, GiB, KB, MB or GB (line 3)",
             "limits.header_read_timeout: must be greater than zero (line 4)",
-            "trusted_proxies[0]: invalid CIDR \"10.0.0.0/33\": expected e.g. 10.0.0.0/8 or 192.0.2.1 (line 5)",
+            "trusted_proxies[0]: invalid prefix \"10.0.0.0/33\": expected an address or ADDRESS/BITS, e.g. 10.0.0.0/8 or 2001:db8::/32 (line 5)",
             "routes[0].match.host: invalid host \"bad host\": expected a name like api.example.com or *.example.com (no port) (line 8)",
             "routes[0].match.path_regex: invalid regex \"(\": unclosed group (line 8)",
             "routes[0].match.methods[0]: invalid method \"G T\" (line 8)",

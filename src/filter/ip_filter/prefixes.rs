@@ -2,6 +2,7 @@
 //! prefixes become sorted, merged, disjoint address ranges, one list per family, searched by
 //! bisection. Built once per list (at config load or file change), never per request.
 
+pub use crate::config::values::parse_prefix;
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -79,18 +80,6 @@ impl Successor for u128 {
     fn successor(self) -> Option<u128> {
         self.checked_add(1)
     }
-}
-
-/// One prefix as written: `10.0.0.0/8`, `2001:db8::/32`, or a bare address (one host). Bits
-/// below the prefix length are ignored (`10.1.2.3/8` is `10.0.0.0/8`), as nginx does.
-pub fn parse_prefix(text: &str) -> Result<IpNet, String> {
-    let text = text.trim();
-    text.parse::<IpNet>()
-        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-        .map(|net| net.trunc())
-        .map_err(|_| {
-            format!("invalid prefix {text:?}: expected an address or ADDRESS/BITS, e.g. 10.0.0.0/8 or 2001:db8::/32")
-        })
 }
 
 /// A list file: one prefix per line; blank lines and `#` comments are skipped. The first bad
