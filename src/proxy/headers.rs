@@ -181,7 +181,7 @@ fn forwarded_client(headers: &HeaderMap, snapshot: &Snapshot) -> Option<IpAddr> 
 }
 
 /// The request's `Content-Length`, when it is one valid number.
-pub(super) fn content_length(headers: &HeaderMap) -> Option<u64> {
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 

@@ -16,5 +16,5 @@ mod retry;
 pub(crate) use background::Background;
 pub(crate) use conn::{ConnCounter, ConnInfo, ConnSlot};
 pub(crate) use handler::handle;
-pub(crate) use headers::remove_hop_by_hop;
+pub(crate) use headers::{content_length, remove_hop_by_hop};
 pub(crate) use per_ip::PerIpLimits;

@@ -54,7 +54,7 @@ async fn site() -> SocketAddr {
                             .body(full(doc)),
                         "/no-transform" => response
                             .header("content-type", "text/plain")
-                            .header("cache-control", "public, no-transform")
+                            .header("cache-control", "public, No-Transform")
                             .body(full(doc)),
                         "/partial" => response
                             .status(206)

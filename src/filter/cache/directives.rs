@@ -29,6 +29,8 @@ pub(crate) struct Directives {
     pub(crate) min_fresh: Option<u64>,
     /// Request: answer from the cache or not at all (504).
     pub(crate) only_if_cached: bool,
+    /// Intermediaries must not change the content (no compression).
+    pub(crate) no_transform: bool,
 }
 
 impl Directives {
@@ -93,6 +95,7 @@ impl Directives {
             }
             "min-fresh" => self.min_fresh = seconds().or(self.min_fresh),
             "only-if-cached" => self.only_if_cached = true,
+            "no-transform" => self.no_transform = true,
             _ => {}
         }
     }

@@ -11,13 +11,15 @@ mod encode;
 pub(crate) mod metrics;
 mod negotiate;
 
+use super::cache::policy::Directives;
 use super::{Filter, Flow};
+use crate::proxy::content_length;
 use crate::body::Body;
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
 use encode::{Encoding, Levels, Tally};
 use http::header::{
-    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
+    ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
     ETAG, VARY,
 };
 use http::request::Parts;
@@ -78,22 +80,14 @@ fn eligible(spec: &CompressSpec, status: StatusCode, headers: &HeaderMap) -> boo
     let encoded = headers
         .get(CONTENT_ENCODING)
         .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    let no_transform = headers.get_all(CACHE_CONTROL).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
-        })
-    });
-    let small = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .is_some_and(|length| length < spec.min_size);
+    let small = content_length(headers).is_some_and(|length| length < spec.min_size);
     status_ok
         && !encoded
-        && !no_transform
         && !small
         && !headers.contains_key(CONTENT_RANGE)
         && spec.compressible(headers)
+        // Last: the one check that parses a whole field.
+        && !Directives::of(headers).no_transform
 }
 
 /// Adds `Accept-Encoding` to `Vary` unless it is there (or `*` is).
