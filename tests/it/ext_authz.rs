@@ -91,6 +91,14 @@ async fn auth_service() -> (SocketAddr, Checks) {
     (addr, checks)
 }
 
+/// `GET /api` with `Authorization: Bearer TOKEN`.
+fn bearer(token: &str) -> http::Request<BoxBody> {
+    req("GET", "/api")
+        .header("authorization", format!("Bearer {token}"))
+        .body(empty())
+        .unwrap()
+}
+
 fn yaml(up: SocketAddr, auth: SocketAddr, filter: &str) -> String {
     with_test_admin(&format!(
         "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
@@ -160,14 +168,7 @@ async fn a_refusal_reaches_the_client_as_the_service_sent_it() {
     let (auth, _) = auth_service().await;
     let gw = gateway(&yaml(up.addr, auth, ""));
     let mut client = Client::http1(gw.addr()).await;
-    let reply = client
-        .request(
-            req("GET", "/api")
-                .header("authorization", "Bearer bad")
-                .body(empty())
-                .unwrap(),
-        )
-        .await;
+    let reply = client.request(bearer("bad")).await;
     assert_eq!(reply.status, 401);
     assert_eq!(
         reply.header("www-authenticate"),
@@ -191,14 +192,7 @@ async fn a_slow_or_dead_service_fails_closed_quickly_or_open_when_configured() {
     let gw = gateway(&yaml(up.addr, auth, ", timeout: 200ms"));
     let mut client = Client::http1(gw.addr()).await;
     let started = Instant::now();
-    let reply = client
-        .request(
-            req("GET", "/api")
-                .header("authorization", "Bearer slow")
-                .body(empty())
-                .unwrap(),
-        )
-        .await;
+    let reply = client.request(bearer("slow")).await;
     assert_eq!(reply.status, 503);
     assert!(reply.text().contains("authorization service unavailable"));
     assert!(
@@ -209,14 +203,7 @@ async fn a_slow_or_dead_service_fails_closed_quickly_or_open_when_configured() {
 
     let dead = gateway(&yaml(up.addr, dead_address(), ""));
     let mut client = Client::http1(dead.addr()).await;
-    let reply = client
-        .request(
-            req("GET", "/api")
-                .header("authorization", "Bearer good")
-                .body(empty())
-                .unwrap(),
-        )
-        .await;
+    let reply = client.request(bearer("good")).await;
     assert_eq!(reply.status, 503);
     assert_eq!(up.requests(), 0);
 
@@ -247,14 +234,8 @@ async fn allow_decisions_are_kept_per_credential_refusals_never() {
         ", cache: { ttl: 60s, key: [authorization] }",
     ));
     let mut client = Client::http1(gw.addr()).await;
-    let with = |token: &str| {
-        req("GET", "/api")
-            .header("authorization", format!("Bearer {token}"))
-            .body(empty())
-            .unwrap()
-    };
     for _ in 0..3 {
-        assert_eq!(client.request(with("good")).await.status, 200);
+        assert_eq!(client.request(bearer("good")).await.status, 200);
         assert_eq!(
             up.last().headers["x-user-id"],
             "42",
@@ -263,7 +244,7 @@ async fn allow_decisions_are_kept_per_credential_refusals_never() {
     }
     assert_eq!(checks.lock().unwrap().len(), 1);
     for _ in 0..2 {
-        assert_eq!(client.request(with("bad")).await.status, 401);
+        assert_eq!(client.request(bearer("bad")).await.status, 401);
     }
     assert_eq!(
         checks.lock().unwrap().len(),
