@@ -86,6 +86,21 @@ async fn one_address_cannot_open_connections_faster_than_its_rate() {
 }
 
 #[tokio::test]
+async fn without_a_burst_one_seconds_worth_may_come_at_once() {
+    let gw = gateway(&yaml("connection_rate_per_ip: 3/m", ""));
+    // 3 a minute is 0 a second: the burst is at least one connection.
+    assert!(open_from(ONE, gw.addr()).await.is_some());
+    assert!(open_from(ONE, gw.addr()).await.is_none());
+    let gw = gateway(&yaml("connection_rate_per_ip: 2/s", ""));
+    assert!(open_from(ONE, gw.addr()).await.is_some());
+    assert!(open_from(ONE, gw.addr()).await.is_some());
+    assert!(
+        open_from(ONE, gw.addr()).await.is_none(),
+        "a third within the burst of two"
+    );
+}
+
+#[tokio::test]
 async fn trusted_proxies_are_not_held_to_one_clients_share() {
     let gw = gateway(&yaml(
         "max_connections_per_ip: 1, connection_rate_per_ip: 1/m, connection_burst_per_ip: 1",

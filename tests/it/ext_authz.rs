@@ -183,6 +183,10 @@ async fn a_refusal_reaches_the_client_as_the_service_sent_it() {
         metrics.contains("ext_authz_decisions_total{filter=\"api\",decision=\"denied\"} 2"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("ext_authz_duration_seconds_count{filter=\"api\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
