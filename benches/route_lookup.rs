@@ -3,7 +3,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, Method};
-use portcullis::router::{HostMatch, PathMatch, RouteMatch, Router};
+use portcullis::router::{Fields, HostMatch, PathMatch, RouteMatch, Router};
 use regex::Regex;
 use std::sync::Arc;
 
@@ -28,7 +28,7 @@ fn routes() -> Router<usize> {
                 host,
                 path,
                 methods: None,
-                headers: Vec::new(),
+                conditions: Vec::new(),
             },
             Arc::new(i),
         ));
@@ -39,6 +39,10 @@ fn routes() -> Router<usize> {
 fn bench(c: &mut Criterion) {
     let router = routes();
     let headers = HeaderMap::new();
+    let fields = Fields {
+        headers: &headers,
+        query: None,
+    };
     let get = Method::GET;
     let cases = [
         (
@@ -56,7 +60,7 @@ fn bench(c: &mut Criterion) {
     ];
     for (name, host, path) in cases {
         c.bench_function(&format!("lookup_1000_routes/{name}"), |b| {
-            b.iter(|| router.lookup(black_box(Some(host)), black_box(path), &get, &headers))
+            b.iter(|| router.lookup(black_box(Some(host)), black_box(path), &get, fields))
         });
     }
 }

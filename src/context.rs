@@ -66,20 +66,5 @@ pub(crate) fn bearer(value: &http::HeaderValue) -> Option<&[u8]> {
 
 /// The value of cookie `name` in the request's `Cookie` headers (the first, if repeated).
 pub(crate) fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
-    cookies(headers, name).next()
-}
-
-/// Every value of cookie `name` in the request's `Cookie` headers, in order.
-pub(crate) fn cookies<'h, 'n>(
-    headers: &'h http::HeaderMap,
-    name: &'n str,
-) -> impl Iterator<Item = &'h str> + use<'h, 'n> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(move |(k, _)| *k == name)
-        .map(|(_, v)| v)
+    crate::router::cookies(headers, name).next()
 }

@@ -24,7 +24,7 @@ pub(crate) use filters::{FilterRef, FilterSpec};
 pub use issues::ConfigIssue;
 pub(crate) use routes::{Action, RouteConfig};
 
-use crate::router::{HostMatch, PathMatch};
+use crate::router::{Condition, HostMatch, PathMatch, ValueMatch};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -108,9 +108,7 @@ impl RouteConfig {
             let names: Vec<String> = methods.iter().map(|m| m.to_string()).collect();
             parts.push(format!("methods={}", names.join(",")));
         }
-        if !m.headers.is_empty() {
-            parts.push(format!("headers={}", m.headers.len()));
-        }
+        parts.extend(m.conditions.iter().map(describe_condition));
         parts.join(" ")
     }
 
@@ -196,4 +194,25 @@ pub(crate) fn parse_in(
     let mut config = compile::compile(value, &lines, env, base).map_err(ConfigError::Invalid)?;
     config.text = Arc::from(text);
     Ok(config)
+}
+
+/// `header:x-canary=1`, `cookie:canary`, `query:v~[0-9]+` (present, exact, regex).
+fn describe_condition(condition: &Condition) -> String {
+    let (kind, name, want) = match condition {
+        Condition::Header(name, want) => ("header", name.as_str(), want),
+        Condition::Cookie(name, want) => ("cookie", &**name, want),
+        Condition::Query(name, want) => ("query", &**name, want),
+    };
+    match want {
+        ValueMatch::Present => format!("{kind}:{name}"),
+        ValueMatch::Exact(value) => format!("{kind}:{name}={}", String::from_utf8_lossy(value)),
+        ValueMatch::Regex(regex) => {
+            let pattern = regex.as_str();
+            let inner = pattern
+                .strip_prefix("^(?:")
+                .and_then(|p| p.strip_suffix(")$"))
+                .unwrap_or(pattern);
+            format!("{kind}:{name}~{inner}")
+        }
+    }
 }

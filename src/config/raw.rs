@@ -312,14 +312,19 @@ pub(crate) struct Match {
     pub(crate) path_regex: Option<String>,
     pub(crate) methods: Option<Vec<String>>,
     #[serde(default)]
-    pub(crate) headers: Vec<HeaderMatch>,
+    pub(crate) headers: Vec<FieldMatch>,
+    #[serde(default)]
+    pub(crate) cookies: Vec<FieldMatch>,
+    #[serde(default)]
+    pub(crate) query: Vec<FieldMatch>,
 }
 
+/// A header field, cookie or query parameter a route requires.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct HeaderMatch {
+pub(crate) struct FieldMatch {
     pub(crate) name: String,
-    /// Exact value. With neither `value` nor `regex`, the header only has to be present.
+    /// Exact value. With neither `value` nor `regex`, the field only has to be present.
     pub(crate) value: Option<String>,
     pub(crate) regex: Option<String>,
 }

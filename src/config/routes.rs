@@ -4,7 +4,7 @@
 use super::filters::{compile_filter_list, FilterRef, FilterRefs};
 use super::issues::{count_set, methods, unknown, Issues};
 use super::raw;
-use crate::router::{HeaderMatcher, HostMatch, MethodSet, PathMatch, RouteMatch};
+use crate::router::{Condition, HostMatch, MethodSet, PathMatch, RouteMatch, ValueMatch};
 use crate::snapshot::{RedirectTarget, Respond, Rewrite};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -150,35 +150,80 @@ fn compile_match(raw: &raw::Match, path: &str, issues: &mut Issues) -> Option<Ro
         }
         set
     });
-    let mut headers = Vec::new();
-    for (i, h) in raw.headers.iter().enumerate() {
-        let hpath = format!("{path}.headers[{i}]");
-        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
-            issues.add(
-                &format!("{hpath}.name"),
-                format!("invalid header name {:?}", h.name),
-            );
-            continue;
-        };
-        match (&h.value, &h.regex) {
-            (Some(_), Some(_)) => issues.add(&hpath, "use either value or regex, not both"),
-            (Some(value), None) => match HeaderValue::from_str(value) {
-                Ok(value) => headers.push(HeaderMatcher::Exact(name, value)),
-                Err(_) => issues.add(&format!("{hpath}.value"), "invalid header value"),
-            },
-            (None, Some(pattern)) => match anchored_regex(pattern) {
-                Ok(regex) => headers.push(HeaderMatcher::Regex(name, regex)),
-                Err(e) => issues.add(&format!("{hpath}.regex"), e),
-            },
-            (None, None) => headers.push(HeaderMatcher::Present(name)),
+    let mut conditions = Vec::new();
+    for (key, list) in [
+        ("headers", &raw.headers),
+        ("cookies", &raw.cookies),
+        ("query", &raw.query),
+    ] {
+        for (i, field) in list.iter().enumerate() {
+            let fpath = format!("{path}.{key}[{i}]");
+            if let Some(condition) = compile_condition(key, field, &fpath, issues) {
+                conditions.push(condition);
+            }
         }
     }
     (issues.list.len() == before).then_some(RouteMatch {
         host,
         path: path_match,
         methods,
-        headers,
+        conditions,
     })
+}
+
+/// One entry of `headers`, `cookies` or `query` (`key`).
+fn compile_condition(
+    key: &str,
+    field: &raw::FieldMatch,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<Condition> {
+    let want = match (&field.value, &field.regex) {
+        (Some(_), Some(_)) => {
+            issues.add(path, "use either value or regex, not both");
+            return None;
+        }
+        (Some(value), None) => {
+            if key == "headers" && HeaderValue::from_str(value).is_err() {
+                issues.add(&format!("{path}.value"), "invalid header value");
+                return None;
+            }
+            ValueMatch::Exact(value.as_bytes().into())
+        }
+        (None, Some(pattern)) => match anchored_regex(pattern) {
+            Ok(regex) => ValueMatch::Regex(regex),
+            Err(e) => {
+                issues.add(&format!("{path}.regex"), e);
+                return None;
+            }
+        },
+        (None, None) => ValueMatch::Present,
+    };
+    let name = field.name.as_str();
+    let invalid = |what: &str, issues: &mut Issues| {
+        issues.add(
+            &format!("{path}.name"),
+            format!("invalid {what} name {name:?}"),
+        );
+    };
+    match key {
+        "headers" => match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(header) => return Some(Condition::Header(header, want)),
+            Err(_) => invalid("header", issues),
+        },
+        // A cookie name is an RFC 9110 token: no separators, spaces or `=`.
+        "cookies" if !name.is_empty() && name.bytes().all(is_token_byte) => {
+            return Some(Condition::Cookie(name.into(), want));
+        }
+        "cookies" => invalid("cookie", issues),
+        _ if !name.is_empty() => return Some(Condition::Query(name.into(), want)),
+        _ => invalid("query parameter", issues),
+    }
+    None
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Compiles a regex that must match the whole input; the error is one line.

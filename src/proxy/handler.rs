@@ -10,6 +10,7 @@ use crate::body::{Body, ClientBody};
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
 use crate::filter::{Chain, Outcome, Stage};
+use crate::router::Fields;
 use crate::snapshot::{RedirectTarget, Respond, Route, RouteAction, Snapshot, UnderscoreHeaders};
 use http::header::{HOST, LOCATION, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
@@ -163,7 +164,10 @@ async fn serve<'a>(
         request_host(&request),
         request.uri().path(),
         request.method(),
-        request.headers(),
+        Fields {
+            headers: request.headers(),
+            query: request.uri().query(),
+        },
     );
     let Some(route) = lookup else {
         let mut response = fail(&mut chain.ctx, ProxyError::NoRoute);

@@ -28,7 +28,7 @@ fn all_errors_are_reported_at_once_with_paths_and_lines() {
             "routes[1].upstream: route \"orders\" names unknown upstream \"userz\" (known: users) (line 13)",
             "routes[2].name: duplicate route name \"users\" (line 14)",
             "routes[2]: route \"users\" needs exactly one of upstream, respond or redirect (line 14)",
-            "routes[3].match.paht: unknown field `paht`, expected one of `host`, `path`, `path_prefix`, `path_regex`, `methods`, `headers` (line 18)",
+            "routes[3].match.paht: unknown field `paht`, expected one of `host`, `path`, `path_prefix`, `path_regex`, `methods`, `headers`, `cookies`, `query` (line 18)",
         ]
     );
     let text = error.to_string();
@@ -188,7 +188,7 @@ routes:
             "listeners[0].extra: unknown field `extra`, expected one of `name`, `address`, `tls`, `filters` (line 2)",
             "upstreams.u.timeouts.connect: expected a duration or size, found a list (line 8)",
             "upstreams.u.timeouts.idle: expected a duration or size, found a mapping (line 8)",
-            "routes[0].match.paht: unknown field `paht`, expected one of `host`, `path`, `path_prefix`, `path_regex`, `methods`, `headers` (line 11)",
+            "routes[0].match.paht: unknown field `paht`, expected one of `host`, `path`, `path_prefix`, `path_regex`, `methods`, `headers`, `cookies`, `query` (line 11)",
             "routes[0].match.methods: invalid type: string \"GET\", expected a sequence (line 11)",
             "routes[0].upstream: invalid type: integer `7`, expected a string (line 12)",
             "routes[1].match.headers[0].valu: unknown field `valu`, expected one of `name`, `value`, `regex` (line 14)",

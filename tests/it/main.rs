@@ -27,4 +27,5 @@ mod reload;
 mod retries;
 mod signals;
 mod tls;
+mod traffic;
 mod upstream_failures;

@@ -43,7 +43,7 @@ pub(super) fn find_token<'r>(req: &'r Parts, sources: &[TokenSource]) -> Result<
             TokenSource::Header(name) => only(req.headers.get_all(name).iter())?
                 .and_then(|v| v.to_str().ok())
                 .map(str::trim),
-            TokenSource::Cookie(name) => only(crate::context::cookies(&req.headers, name))?,
+            TokenSource::Cookie(name) => only(crate::router::cookies(&req.headers, name))?,
             TokenSource::Query(name) => only(query_values(req.uri.query().unwrap_or(""), name))?,
         };
         match (found, token.filter(|t| !t.is_empty())) {

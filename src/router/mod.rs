@@ -1,18 +1,24 @@
-//! Host + path + method + headers → route. Knows nothing of proxying: the route payload is a
+//! Host + path + method + header fields, cookies and query parameters → route. Knows nothing of proxying: the route payload is a
 //! type parameter.
 //!
 //! Precedence, first match wins:
 //! 1. host tier: an exact host, then wildcard hosts from the longest suffix to the shortest,
 //!    then routes without a host. A tier with no matching route falls through to the next.
 //! 2. within a tier: exact paths, then prefixes from the longest to the shortest, then regexes.
-//! 3. routes with the same path key are tried in config order against `methods` and `headers`.
+//! 3. routes with the same path key are tried in config order against `methods` and the
+//!    conditions on header fields, cookies and query parameters (`conditions.rs`).
 //!
 //! Prefixes match on segment boundaries: `/api` matches `/api`, `/api/` and `/api/x`, never
 //! `/apix`. Host matching ignores case and any port; `*.example.com` matches `a.example.com`
 //! and `a.b.example.com` but not `example.com`. Lookup costs one hash probe per host tier and
 //! per path segment, however many routes there are; only regex routes are scanned.
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+mod conditions;
+
+pub(crate) use conditions::cookies;
+pub use conditions::{Condition, Fields, ValueMatch};
+
+use http::Method;
 use regex::Regex;
 use std::sync::Arc;
 
@@ -94,44 +100,23 @@ impl MethodSet {
 }
 
 #[derive(Debug, Clone)]
-pub enum HeaderMatcher {
-    Present(HeaderName),
-    Exact(HeaderName, HeaderValue),
-    /// Anchored to the whole value; a value that is not UTF-8 never matches.
-    Regex(HeaderName, Regex),
-}
-
-impl HeaderMatcher {
-    fn matches(&self, headers: &HeaderMap) -> bool {
-        match self {
-            HeaderMatcher::Present(name) => headers.contains_key(name),
-            HeaderMatcher::Exact(name, value) => headers.get_all(name).iter().any(|v| v == value),
-            HeaderMatcher::Regex(name, regex) => headers
-                .get_all(name)
-                .iter()
-                .any(|v| v.to_str().is_ok_and(|s| regex.is_match(s))),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
 pub struct RouteMatch {
     pub host: HostMatch,
     pub path: PathMatch,
     pub methods: Option<MethodSet>,
-    pub headers: Vec<HeaderMatcher>,
+    pub conditions: Vec<Condition>,
 }
 
 struct Candidate<R> {
     methods: Option<MethodSet>,
-    headers: Box<[HeaderMatcher]>,
+    conditions: Box<[Condition]>,
     route: Arc<R>,
 }
 
 impl<R> Candidate<R> {
-    fn matches(&self, method: &Method, headers: &HeaderMap) -> bool {
+    fn matches(&self, method: &Method, fields: Fields<'_>) -> bool {
         self.methods.as_ref().is_none_or(|m| m.contains(method))
-            && self.headers.iter().all(|h| h.matches(headers))
+            && self.conditions.iter().all(|c| c.matches(fields))
     }
 }
 
@@ -154,17 +139,17 @@ impl<R> Default for Table<R> {
 fn first<'a, R>(
     list: Option<&'a Vec<Candidate<R>>>,
     method: &Method,
-    headers: &HeaderMap,
+    fields: Fields<'_>,
 ) -> Option<&'a Arc<R>> {
     list?
         .iter()
-        .find(|c| c.matches(method, headers))
+        .find(|c| c.matches(method, fields))
         .map(|c| &c.route)
 }
 
 impl<R> Table<R> {
-    fn lookup(&self, path: &str, method: &Method, headers: &HeaderMap) -> Option<&Arc<R>> {
-        if let Some(route) = first(self.exact.get(path), method, headers) {
+    fn lookup(&self, path: &str, method: &Method, fields: Fields<'_>) -> Option<&Arc<R>> {
+        if let Some(route) = first(self.exact.get(path), method, fields) {
             return Some(route);
         }
         if !self.prefix.is_empty() && path.starts_with('/') {
@@ -172,7 +157,7 @@ impl<R> Table<R> {
             let mut end = path.len();
             loop {
                 let key = if end == 0 { "/" } else { &path[..end] };
-                if let Some(route) = first(self.prefix.get(key), method, headers) {
+                if let Some(route) = first(self.prefix.get(key), method, fields) {
                     return Some(route);
                 }
                 if end == 0 {
@@ -183,7 +168,7 @@ impl<R> Table<R> {
         }
         self.regex
             .iter()
-            .find(|(regex, c)| c.matches(method, headers) && regex.is_match(path))
+            .find(|(regex, c)| c.matches(method, fields) && regex.is_match(path))
             .map(|(_, c)| &c.route)
     }
 }
@@ -210,7 +195,7 @@ impl<R> Router<R> {
             };
             let candidate = Candidate {
                 methods: m.methods,
-                headers: m.headers.into_boxed_slice(),
+                conditions: m.conditions.into_boxed_slice(),
                 route,
             };
             match m.path {
@@ -234,7 +219,7 @@ impl<R> Router<R> {
         host: Option<&str>,
         path: &str,
         method: &Method,
-        headers: &HeaderMap,
+        fields: Fields<'_>,
     ) -> Option<&Arc<R>> {
         let mut buf = [0u8; 256];
         let host = host.map(strip_port).and_then(|h| {
@@ -246,21 +231,21 @@ impl<R> Router<R> {
         });
         if let Some(host) = host {
             if let Some(table) = self.exact_hosts.get(host) {
-                if let Some(route) = table.lookup(path, method, headers) {
+                if let Some(route) = table.lookup(path, method, fields) {
                     return Some(route);
                 }
             }
             if !self.suffix_hosts.is_empty() {
                 for (i, _) in host.match_indices('.') {
                     if let Some(table) = self.suffix_hosts.get(&host[i..]) {
-                        if let Some(route) = table.lookup(path, method, headers) {
+                        if let Some(route) = table.lookup(path, method, fields) {
                             return Some(route);
                         }
                     }
                 }
             }
         }
-        self.any_host.lookup(path, method, headers)
+        self.any_host.lookup(path, method, fields)
     }
 }
 
@@ -286,13 +271,21 @@ fn lowercase<'a>(host: &str, buf: &'a mut [u8; 256]) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::{HeaderMap, HeaderName, HeaderValue};
+
+    fn fields(headers: &HeaderMap) -> Fields<'_> {
+        Fields {
+            headers,
+            query: None,
+        }
+    }
 
     fn m(host: HostMatch, path: PathMatch) -> RouteMatch {
         RouteMatch {
             host,
             path,
             methods: None,
-            headers: Vec::new(),
+            conditions: Vec::new(),
         }
     }
 
@@ -301,7 +294,7 @@ mod tests {
     }
 
     fn find(r: &Router<&'static str>, host: &str, path: &str) -> Option<&'static str> {
-        r.lookup(Some(host), path, &Method::GET, &HeaderMap::new())
+        r.lookup(Some(host), path, &Method::GET, fields(&HeaderMap::new()))
             .map(|r| **r)
     }
 
@@ -391,9 +384,9 @@ mod tests {
                     host: HostMatch::Any,
                     path: PathMatch::prefix("/x"),
                     methods: Some(get),
-                    headers: vec![HeaderMatcher::Exact(
+                    conditions: vec![Condition::Header(
                         HeaderName::from_static("x-canary"),
-                        HeaderValue::from_static("1"),
+                        ValueMatch::Exact(b"1".to_vec().into_boxed_slice()),
                     )],
                 },
                 Arc::new("canary"),
@@ -405,16 +398,19 @@ mod tests {
         ]);
         let mut headers = HeaderMap::new();
         assert_eq!(
-            r.lookup(None, "/x", &Method::GET, &headers).map(|r| **r),
+            r.lookup(None, "/x", &Method::GET, fields(&headers))
+                .map(|r| **r),
             Some("stable")
         );
         headers.insert("x-canary", HeaderValue::from_static("1"));
         assert_eq!(
-            r.lookup(None, "/x", &Method::GET, &headers).map(|r| **r),
+            r.lookup(None, "/x", &Method::GET, fields(&headers))
+                .map(|r| **r),
             Some("canary")
         );
         assert_eq!(
-            r.lookup(None, "/x", &Method::POST, &headers).map(|r| **r),
+            r.lookup(None, "/x", &Method::POST, fields(&headers))
+                .map(|r| **r),
             Some("stable")
         );
     }
