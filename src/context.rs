@@ -17,6 +17,9 @@ pub(crate) struct RequestCtx {
     /// The endpoint the request was sent to, if it was proxied.
     pub(crate) endpoint: Option<SocketAddr>,
     pub(crate) upstream: Option<UpstreamOutcome>,
+    /// Which of the route's upstreams serves the request (an index into its split), once
+    /// chosen.
+    pub(crate) target: Option<usize>,
     /// Where the request failed (`client`, `upstream`), if it did.
     pub(crate) error: Option<&'static str>,
     /// Claims of the token a `jwt` filter verified, for later filters (`claim:sub` keys).
@@ -49,6 +52,7 @@ impl RequestCtx {
             started: Instant::now(),
             endpoint: None,
             upstream: None,
+            target: None,
             error: None,
             claims: None,
             extensions: http::Extensions::new(),

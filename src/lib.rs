@@ -148,7 +148,7 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
     };
 
     let metrics = Arc::new(Metrics::new(workers, control.clone()));
-    let snapshot = snapshot::build::build(&config, None, 1, workers, &control, &metrics.filters);
+    let snapshot = snapshot::build::build(&config, None, 1, workers, &control, &metrics.config);
     let gateway = Arc::new(Gateway::new(snapshot, Arc::clone(&metrics)));
     let connections = Arc::new(ConnCounter::default());
     let grace = config.shutdown_grace;

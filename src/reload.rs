@@ -142,7 +142,7 @@ impl Reloader {
             generation,
             self.workers,
             &self.control,
-            &self.metrics.filters,
+            &self.metrics.config,
         );
         self.gateway.snapshot.store(Arc::new(snapshot));
         self.metrics.config_generation.set(generation as i64);

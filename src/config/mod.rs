@@ -22,7 +22,7 @@ pub(crate) mod values;
 pub use compile::Config;
 pub(crate) use filters::{FilterRef, FilterSpec};
 pub use issues::ConfigIssue;
-pub(crate) use routes::{Action, RouteConfig};
+pub(crate) use routes::{Action, Destination, RouteConfig};
 
 use crate::router::{Condition, HostMatch, PathMatch, ValueMatch};
 use std::path::Path;
@@ -131,7 +131,7 @@ impl RouteConfig {
     /// What the route does, e.g. `upstream users`, `respond 200`.
     pub(crate) fn describe_action(&self) -> String {
         match &self.action {
-            Action::Proxy { upstream, .. } => format!("upstream {upstream}"),
+            Action::Proxy { destination, .. } => describe_destination(destination),
             Action::Respond(respond) => format!("respond {}", respond.status.as_u16()),
             Action::Redirect { status, .. } => format!("redirect {}", status.as_u16()),
         }
@@ -194,6 +194,28 @@ pub(crate) fn parse_in(
     let mut config = compile::compile(value, &lines, env, base).map_err(ConfigError::Invalid)?;
     config.text = Arc::from(text);
     Ok(config)
+}
+
+/// `upstream users`, or `split v1:95,v2:5 sticky cookie:user`.
+fn describe_destination(destination: &Destination) -> String {
+    use crate::upstream::HashOn;
+    match destination {
+        Destination::Upstream(name) => format!("upstream {name}"),
+        Destination::Split { targets, sticky } => {
+            let shares: Vec<String> = targets
+                .iter()
+                .map(|(name, weight)| format!("{name}:{weight}"))
+                .collect();
+            let sticky = match sticky {
+                None => String::new(),
+                Some(HashOn::Header(name)) => format!(" sticky header:{name}"),
+                Some(HashOn::Cookie(name)) => format!(" sticky cookie:{name}"),
+                Some(HashOn::Claim(name)) => format!(" sticky claim:{name}"),
+                Some(HashOn::ClientIp) => " sticky client_ip".to_string(),
+            };
+            format!("split {}{sticky}", shares.join(","))
+        }
+    }
 }
 
 /// `header:x-canary=1`, `cookie:canary`, `query:v~[0-9]+` (present, exact, regex).

@@ -281,12 +281,58 @@ pub(crate) struct Route {
     pub(crate) name: String,
     #[serde(rename = "match", default)]
     pub(crate) matcher: Match,
-    pub(crate) upstream: Option<String>,
+    pub(crate) upstream: Option<Destination>,
     pub(crate) rewrite: Option<Rewrite>,
     pub(crate) respond: Option<Respond>,
     pub(crate) redirect: Option<Redirect>,
     #[serde(default)]
     pub(crate) filters: Vec<filter::FilterEntry>,
+}
+
+/// `upstream: NAME`, or `upstream: { split: [...], sticky: { cookie: NAME } }`.
+#[derive(Debug)]
+pub(crate) enum Destination {
+    Name(String),
+    Split(Split),
+}
+
+impl<'de> Deserialize<'de> for Destination {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Either;
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = Destination;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an upstream's name or { split: [{ upstream: NAME, weight: N }, ...] }")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Destination, E> {
+                Ok(Destination::Name(name.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Destination, A::Error> {
+                let split = Split::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Destination::Split(split))
+            }
+        }
+        deserializer.deserialize_any(Either)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Split {
+    pub(crate) split: Vec<SplitTarget>,
+    /// What keeps one user on one target: `{ header | cookie | claim: NAME }` or
+    /// `{ client_ip: true }`, as for a consistent-hash balancer.
+    pub(crate) sticky: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SplitTarget {
+    pub(crate) upstream: String,
+    pub(crate) weight: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -4,8 +4,10 @@
 use super::filters::{compile_filter_list, FilterRef, FilterRefs};
 use super::issues::{count_set, methods, unknown, Issues};
 use super::raw;
+use super::upstreams::hash_on;
 use crate::router::{Condition, HostMatch, MethodSet, PathMatch, RouteMatch, ValueMatch};
 use crate::snapshot::{RedirectTarget, Respond, Rewrite};
+use crate::upstream::HashOn;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use regex::Regex;
@@ -25,13 +27,24 @@ pub(crate) struct RouteConfig {
 #[derive(Debug, Clone)]
 pub(crate) enum Action {
     Proxy {
-        upstream: String,
+        destination: Destination,
         rewrite: Rewrite,
     },
     Respond(Respond),
     Redirect {
         status: StatusCode,
         target: RedirectTarget,
+    },
+}
+
+/// Where a proxying route sends its requests.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Destination {
+    Upstream(String),
+    /// Weighted, in config order; `sticky` keeps a key on one target while weights hold.
+    Split {
+        targets: Vec<(String, u32)>,
+        sticky: Option<HashOn>,
     },
 }
 
@@ -269,20 +282,14 @@ fn compile_action(
         );
     }
     if let Some(upstream) = &raw.upstream {
-        if !upstreams.contains(&upstream.as_str()) {
-            let unknown = unknown("upstream", upstream, upstreams.iter().copied());
-            issues.add(
-                &format!("{path}.upstream"),
-                format!("route {:?} names {unknown}", raw.name),
-            );
-        }
+        let destination = compile_destination(upstream, &raw.name, upstreams, path, issues);
         let rewrite = raw
             .rewrite
             .as_ref()
             .map(|r| compile_rewrite(r, matcher, &format!("{path}.rewrite"), issues))
             .unwrap_or_default();
         return Some(Action::Proxy {
-            upstream: upstream.clone(),
+            destination,
             rewrite,
         });
     }
@@ -356,6 +363,69 @@ fn compile_action(
         }
     };
     Some(Action::Redirect { status, target })
+}
+
+/// `upstream: NAME` or `upstream: { split: [{ upstream, weight }, ...], sticky }`.
+fn compile_destination(
+    raw: &raw::Destination,
+    route: &str,
+    upstreams: &[&str],
+    path: &str,
+    issues: &mut Issues,
+) -> Destination {
+    let upath = format!("{path}.upstream");
+    let check = |name: &str, at: &str, issues: &mut Issues| {
+        if !upstreams.contains(&name) {
+            let unknown = unknown("upstream", name, upstreams.iter().copied());
+            issues.add(at, format!("route {route:?} names {unknown}"));
+        }
+    };
+    let raw = match raw {
+        raw::Destination::Name(name) => {
+            check(name, &upath, issues);
+            return Destination::Upstream(name.clone());
+        }
+        raw::Destination::Split(split) => split,
+    };
+    if raw.split.is_empty() {
+        issues.add(&format!("{upath}.split"), "must list at least one upstream");
+    }
+    let mut seen = HashSet::new();
+    for (i, target) in raw.split.iter().enumerate() {
+        let at = format!("{upath}.split[{i}].upstream");
+        check(&target.upstream, &at, issues);
+        if !seen.insert(target.upstream.as_str()) {
+            issues.add(
+                &at,
+                format!("upstream {:?} is listed twice", target.upstream),
+            );
+        }
+    }
+    let total: u64 = raw.split.iter().map(|t| u64::from(t.weight)).sum();
+    if total == 0 && !raw.split.is_empty() {
+        issues.add(
+            &format!("{upath}.split"),
+            "weights sum to 0: at least one upstream needs a weight above 0",
+        );
+    }
+    let sticky = raw.sticky.as_ref().and_then(|value| {
+        let on = hash_on(value);
+        if on.is_none() {
+            issues.add(
+                &format!("{upath}.sticky"),
+                "expected { header: NAME }, { cookie: NAME }, { claim: NAME } or { client_ip: true }",
+            );
+        }
+        on
+    });
+    Destination::Split {
+        targets: raw
+            .split
+            .iter()
+            .map(|t| (t.upstream.clone(), t.weight))
+            .collect(),
+        sticky,
+    }
 }
 
 fn compile_rewrite(

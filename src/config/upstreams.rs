@@ -278,21 +278,10 @@ pub(super) fn compile_balance(
             }
         },
         Some(Value::Mapping(map)) => {
-            let on = map
+            let hash_on = map
                 .get("consistent_hash")
-                .and_then(Value::as_mapping)
                 .filter(|_| map.len() == 1)
-                .filter(|on| on.len() == 1)
-                .and_then(|on| on.iter().next());
-            let hash_on = on.and_then(|(key, value)| match (key.as_str()?, value) {
-                ("header", Value::String(name)) => http::HeaderName::from_bytes(name.as_bytes())
-                    .ok()
-                    .map(HashOn::Header),
-                ("cookie", Value::String(name)) => Some(HashOn::Cookie(name.clone())),
-                ("claim", Value::String(name)) => Some(HashOn::Claim(name.clone())),
-                ("client_ip", Value::Bool(true)) => Some(HashOn::ClientIp),
-                _ => None,
-            });
+                .and_then(hash_on);
             match hash_on {
                 Some(on) => Strategy::ConsistentHash(on),
                 None => {
@@ -305,6 +294,23 @@ pub(super) fn compile_balance(
             issues.add(path, format!("invalid balancer: {expected}"));
             Strategy::RoundRobin
         }
+    }
+}
+
+/// A request key: `{ header: NAME }`, `{ cookie: NAME }`, `{ claim: NAME }` or
+/// `{ client_ip: true }`, for consistent hashing and sticky splits.
+pub(super) fn hash_on(value: &serde_yaml::Value) -> Option<HashOn> {
+    use serde_yaml::Value;
+    let on = value.as_mapping().filter(|on| on.len() == 1)?;
+    let (key, value) = on.iter().next()?;
+    match (key.as_str()?, value) {
+        ("header", Value::String(name)) => http::HeaderName::from_bytes(name.as_bytes())
+            .ok()
+            .map(HashOn::Header),
+        ("cookie", Value::String(name)) => Some(HashOn::Cookie(name.clone())),
+        ("claim", Value::String(name)) => Some(HashOn::Claim(name.clone())),
+        ("client_ip", Value::Bool(true)) => Some(HashOn::ClientIp),
+        _ => None,
     }
 }
 

@@ -5,6 +5,7 @@ use super::jwt::Provider;
 use super::{Exposed, Fetch, FilterStates};
 use crate::store::RedisStore;
 use crate::telemetry::ConfigMetrics;
+use crate::upstream::split::Split;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -17,8 +18,8 @@ pub(crate) struct BuildCtx<'a> {
     /// The control runtime, for a filter's background work (watching a file); a task there
     /// should end once the filter state it serves is dropped.
     pub(crate) control: &'a tokio::runtime::Handle,
-    /// The upstream of the route being built, if it proxies.
-    pub(crate) upstream: Option<&'a str>,
+    /// Where the route being built sends its requests, if it proxies.
+    pub(crate) split: Option<Arc<Split>>,
     /// Requests to that upstream outside client requests.
     pub(crate) fetch: Option<Arc<dyn Fetch>>,
     /// Requests to any upstream by name, for filters that call a service of their own.

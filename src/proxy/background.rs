@@ -9,7 +9,8 @@ use crate::body::Body;
 use crate::error::ProxyError;
 use crate::filter::Fetch;
 use crate::snapshot::Rewrite;
-use crate::upstream::{Protocol, Upstream};
+use crate::upstream::split::Split;
+use crate::upstream::Protocol;
 use http::header::{CONTENT_LENGTH, HOST};
 use http::request::Parts;
 use http::{Request, Response, Uri, Version};
@@ -18,13 +19,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub(crate) struct Background {
-    upstream: Arc<Upstream>,
+    /// A split route's requests go to a target drawn by weight.
+    split: Arc<Split>,
     rewrite: Rewrite,
 }
 
 impl Background {
-    pub(crate) fn new(upstream: Arc<Upstream>, rewrite: Rewrite) -> Background {
-        Background { upstream, rewrite }
+    pub(crate) fn new(split: Arc<Split>, rewrite: Rewrite) -> Background {
+        Background { split, rewrite }
     }
 }
 
@@ -34,7 +36,7 @@ impl Fetch for Background {
         mut parts: Parts,
         body: bytes::Bytes,
     ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, ProxyError>> + Send>> {
-        let upstream = Arc::clone(&self.upstream);
+        let upstream = Arc::clone(self.split.draw());
         let rewrite = self.rewrite.clone();
         Box::pin(async move {
             let endpoint = upstream

@@ -9,16 +9,16 @@ use super::conn::ConnInfo;
 use super::headers::{content_length, host_value, remove_hop_by_hop, set_forwarded, X_REQUEST_ID};
 use super::retry;
 use crate::body::{Body, ClientBody};
-use crate::context::{cookie, RequestCtx};
+use crate::context::RequestCtx;
 use crate::error::ProxyError;
 use crate::snapshot::{Rewrite, Snapshot};
 use crate::telemetry::UpstreamOutcome;
-use crate::upstream::{hash_key, HashOn, Protocol, Strategy, Upstream};
+use crate::upstream::split::key_hash;
+use crate::upstream::{Protocol, Strategy, Upstream, BALANCE_SEED};
 use http::header::{CONNECTION, HOST, UPGRADE};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -39,7 +39,7 @@ pub(super) async fn proxy(
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let host = host_value(&request);
     let key = match &upstream.spec.balance {
-        Strategy::ConsistentHash(on) => balance_key(on, request.headers(), ctx),
+        Strategy::ConsistentHash(on) => key_hash(on, request.headers(), ctx, BALANCE_SEED),
         _ => None,
     };
     let Some(endpoint) = upstream.pick_for(key) else {
@@ -142,19 +142,6 @@ pub(super) async fn proxy(
         remove_hop_by_hop(response.headers_mut());
     }
     Ok(response)
-}
-
-/// The consistent-hashing key of a request; `None` when it lacks the part (round robin).
-fn balance_key(on: &HashOn, headers: &HeaderMap, ctx: &RequestCtx) -> Option<u64> {
-    match on {
-        HashOn::Header(name) => Some(hash_key(headers.get(name)?.as_bytes())),
-        HashOn::Cookie(name) => Some(hash_key(cookie(headers, name)?.as_bytes())),
-        HashOn::ClientIp => Some(match ctx.client_ip {
-            IpAddr::V4(ip) => hash_key(&ip.octets()),
-            IpAddr::V6(ip) => hash_key(&ip.octets()),
-        }),
-        HashOn::Claim(name) => Some(hash_key(ctx.claim(name)?.as_bytes())),
-    }
 }
 
 /// `Upgrade` value of an HTTP/1.1 request that asks for one (`Connection: upgrade`).

@@ -118,6 +118,7 @@ impl AccessEntry {
             bytes_out = response.body().size_hint().exact(),
             duration_ms = millis(elapsed),
             route,
+            upstream = ctx.upstream.as_ref().map_or("-", |u| &*u.upstream),
             endpoint = ctx.endpoint.map(|e| e.to_string()).as_deref().unwrap_or("-"),
             "request"
         );
@@ -252,7 +253,8 @@ async fn act(
     match &route.action {
         RouteAction::Respond(respond) => Ok(respond_with(respond)),
         RouteAction::Redirect { status, target } => Ok(redirect(&request, *status, target)),
-        RouteAction::Proxy { upstream, rewrite } => {
+        RouteAction::Proxy { split, rewrite } => {
+            let upstream = split.upstream(split.choose(request.headers(), ctx));
             forward::proxy(snapshot, conn, ctx, upstream, rewrite, request).await
         }
     }

@@ -3,13 +3,14 @@
 //! key and parameters are unchanged.
 
 use super::{Rewrite, Route, RouteAction, Snapshot};
-use crate::config::{Action, Config, FilterRef, FilterSpec};
+use crate::config::{Action, Config, Destination, FilterRef, FilterSpec};
 use crate::discovery::Feed;
 use crate::filter::jwt::{KeySpec, Keys, Provider, RemoteKeys};
 use crate::filter::{BuildCtx, Exposed, Fetch, Filter, FilterStates, Sharing};
 use crate::router::Router;
 use crate::store::RedisStore;
 use crate::telemetry::{ConfigMetrics, UpstreamStateSource};
+use crate::upstream::split::{Split, SplitMetrics};
 use crate::upstream::Upstream;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,11 +61,12 @@ pub(crate) fn build(
     let fetch_to = |name: &str| {
         upstreams.get(name).map(|upstream| {
             Arc::new(crate::proxy::Background::new(
-                Arc::clone(upstream),
+                Arc::new(Split::single(Arc::clone(upstream))),
                 Rewrite::default(),
             )) as Arc<dyn Fetch>
         })
     };
+    let split_metrics = metrics.sets.get::<SplitMetrics>();
     let mut build = BuildCtx {
         providers: &jwt_providers,
         redis: redis.as_ref(),
@@ -72,7 +74,7 @@ pub(crate) fn build(
         control: handle,
         prev: prev.map(|p| &p.filter_states),
         states: &mut filter_states,
-        upstream: None,
+        split: None,
         fetch: None,
         fetch_to: &fetch_to,
         exposed: Exposed::default(),
@@ -92,9 +94,12 @@ pub(crate) fn build(
     let mut routes = Vec::with_capacity(config.routes.len());
     for route in &config.routes {
         let action = match &route.action {
-            Action::Proxy { upstream, rewrite } => match upstreams.get(upstream) {
-                Some(upstream) => RouteAction::Proxy {
-                    upstream: Arc::clone(upstream),
+            Action::Proxy {
+                destination,
+                rewrite,
+            } => match build_split(destination, &route.name, &upstreams, &split_metrics) {
+                Some(split) => RouteAction::Proxy {
+                    split: Arc::new(split),
                     rewrite: rewrite.clone(),
                 },
                 None => continue,
@@ -105,14 +110,15 @@ pub(crate) fn build(
                 target: target.clone(),
             },
         };
-        build.upstream = match &route.action {
-            Action::Proxy { upstream, .. } => Some(upstream.as_str()),
+        build.split = match &action {
+            RouteAction::Proxy { split, .. } => Some(Arc::clone(split)),
             _ => None,
         };
         build.fetch = match &action {
-            RouteAction::Proxy { upstream, rewrite } => Some(Arc::new(
-                crate::proxy::Background::new(Arc::clone(upstream), rewrite.clone()),
-            )),
+            RouteAction::Proxy { split, rewrite } => Some(Arc::new(crate::proxy::Background::new(
+                Arc::clone(split),
+                rewrite.clone(),
+            ))),
             _ => None,
         };
         let filters = build_list(&route.filters, &route.name, &named, &mut build);
@@ -125,7 +131,7 @@ pub(crate) fn build(
         };
         routes.push((route.matcher.clone(), Arc::new(compiled)));
     }
-    build.upstream = None;
+    build.split = None;
     build.fetch = None;
     let listener_filters: HashMap<String, Vec<Arc<dyn Filter>>> = config
         .listeners
@@ -157,6 +163,26 @@ pub(crate) fn build(
             .iter()
             .filter_map(|l| Some((l.name.clone(), Arc::clone(l.tls.as_ref()?))))
             .collect(),
+    }
+}
+
+/// The running split of a route's destination; `None` if an upstream is missing (the config
+/// check prevents that).
+fn build_split(
+    destination: &Destination,
+    route: &str,
+    upstreams: &HashMap<String, Arc<Upstream>>,
+    metrics: &SplitMetrics,
+) -> Option<Split> {
+    match destination {
+        Destination::Upstream(name) => Some(Split::single(Arc::clone(upstreams.get(name)?))),
+        Destination::Split { targets, sticky } => {
+            let targets = targets
+                .iter()
+                .map(|(name, weight)| Some((Arc::clone(upstreams.get(name)?), *weight)))
+                .collect::<Option<Vec<_>>>()?;
+            Some(Split::new(route, targets, sticky.clone(), metrics))
+        }
     }
 }
 

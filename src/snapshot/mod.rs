@@ -10,6 +10,7 @@ use crate::filter::{Exposed, Filter, FilterStates};
 use crate::router::Router;
 use crate::store::RedisStore;
 use crate::telemetry::Metrics;
+use crate::upstream::split::Split;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -90,7 +91,8 @@ pub(crate) struct Route {
 
 pub(crate) enum RouteAction {
     Proxy {
-        upstream: Arc<Upstream>,
+        /// One upstream, or a weighted split across several.
+        split: Arc<Split>,
         rewrite: Rewrite,
     },
     Respond(Respond),

@@ -50,7 +50,7 @@ pub(crate) struct Metrics {
     pub(crate) config_generation: Gauge,
     pub(crate) connections_active: Family<Labels, Gauge>,
     connections_refused: Family<Labels, Counter>,
-    pub(crate) filters: ConfigMetrics,
+    pub(crate) config: ConfigMetrics,
 }
 
 /// Reads the control runtime's task count at scrape time.
@@ -75,7 +75,8 @@ impl Collector for BackgroundTasks {
 #[derive(Clone, Default)]
 pub(crate) struct ConfigMetrics {
     pub(crate) upstreams: UpstreamRegistry,
-    pub(crate) filters: MetricSets,
+    /// Sets of families defined beside what they measure (a filter kind's, a split's).
+    pub(crate) sets: MetricSets,
 }
 
 impl Metrics {
@@ -110,12 +111,12 @@ impl Metrics {
             "Connections closed at accept, by listener and reason (max_connections, max_connections_per_ip, connection_rate_per_ip)",
             connections_refused.clone(),
         );
-        let filters = ConfigMetrics::default();
-        registry.register_collector(Box::new(filters.upstreams.clone()));
-        registry.register_collector(Box::new(filters.filters.clone()));
+        let config = ConfigMetrics::default();
+        registry.register_collector(Box::new(config.upstreams.clone()));
+        registry.register_collector(Box::new(config.sets.clone()));
         Metrics {
             registry,
-            filters,
+            config,
             requests,
             config_reloads,
             config_generation,

@@ -123,10 +123,13 @@ impl Balancer {
     }
 }
 
+/// The seed of the consistent hash's key hashing.
+pub const BALANCE_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
 /// The hash of a consistent-hashing key; fixed, so every worker and replica agrees.
 pub fn hash_key(bytes: &[u8]) -> u64 {
     use std::hash::BuildHasher;
-    foldhash::fast::FixedState::with_seed(0x9e37_79b9_7f4a_7c15).hash_one(bytes)
+    foldhash::fast::FixedState::with_seed(BALANCE_SEED).hash_one(bytes)
 }
 
 fn ring(endpoints: &[Arc<Endpoint>]) -> Box<[(u64, u32)]> {

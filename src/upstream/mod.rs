@@ -9,9 +9,10 @@ mod health;
 mod outlier;
 mod pool;
 mod retry;
+pub(crate) mod split;
 mod stats;
 
-pub use balance::{hash_key, Balancer, HashOn, Strategy};
+pub use balance::{hash_key, Balancer, HashOn, Strategy, BALANCE_SEED};
 pub use endpoint::Endpoint;
 pub(crate) use health::{HealthSpec, HealthState};
 pub(crate) use outlier::OutlierSpec;

@@ -190,7 +190,7 @@ routes:
             "upstreams.u.timeouts.idle: expected a duration or size, found a mapping (line 8)",
             "routes[0].match.paht: unknown field `paht`, expected one of `host`, `path`, `path_prefix`, `path_regex`, `methods`, `headers`, `cookies`, `query` (line 11)",
             "routes[0].match.methods: invalid type: string \"GET\", expected a sequence (line 11)",
-            "routes[0].upstream: invalid type: integer `7`, expected a string (line 12)",
+            "routes[0].upstream: invalid type: integer `7`, expected an upstream's name or { split: [{ upstream: NAME, weight: N }, ...] } (line 12)",
             "routes[1].match.headers[0].valu: unknown field `valu`, expected one of `name`, `value`, `regex` (line 14)",
             "routes[1].match.headers[1].regexp: unknown field `regexp`, expected one of `name`, `value`, `regex` (line 14)",
         ]

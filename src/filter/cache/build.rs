@@ -20,7 +20,7 @@ pub(crate) fn build(
         .states
         .carry(ctx.prev, key, || CacheStore::new(spec.max_size));
     ctx.metrics
-        .filters
+        .sets
         .get::<CacheMetrics>()
         .0
         .register(owner, &store);

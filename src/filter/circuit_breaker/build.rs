@@ -1,4 +1,5 @@
-//! Building a `circuit_breaker` filter: one breaker per owner, upstream and parameters.
+//! Building a `circuit_breaker` filter: one breaker per owner, upstream and parameters (on
+//! a split route, one for each of its upstreams).
 
 use super::metrics::BreakerMetrics;
 use super::{Breaker, BreakerSpec, CircuitBreaker};
@@ -13,12 +14,25 @@ pub(crate) fn build(
     owner: &str,
     _position: usize,
 ) -> Arc<dyn Filter> {
-    let upstream = ctx.upstream.unwrap_or("-");
-    let key = format!("circuit_breaker/{owner}/{upstream}/{spec:?}");
-    let metrics = ctx.metrics.filters.get::<BreakerMetrics>();
-    let breaker = ctx.states.carry(ctx.prev, key, || {
-        Breaker::new(owner, upstream, spec.clone(), &metrics)
-    });
-    ctx.exposed.add(owner, &breaker);
-    Arc::new(CircuitBreaker { breaker })
+    let metrics = ctx.metrics.sets.get::<BreakerMetrics>();
+    let split = ctx.split.clone();
+    let names: Vec<Arc<str>> = match &split {
+        Some(split) => split.targets().iter().map(|t| t.upstream.name.clone()).collect(),
+        None => vec![Arc::from("-")],
+    };
+    let breakers = names
+        .iter()
+        .map(|upstream| {
+            let key = format!("circuit_breaker/{owner}/{upstream}/{spec:?}");
+            let breaker = ctx.states.carry(ctx.prev, key, || {
+                Breaker::new(owner, upstream, spec.clone(), &metrics)
+            });
+            ctx.exposed.add(owner, &breaker);
+            breaker
+        })
+        .collect();
+    Arc::new(CircuitBreaker {
+        breakers,
+        split: split.filter(|split| split.is_split()),
+    })
 }

@@ -20,6 +20,7 @@ pub(crate) mod metrics;
 use super::{Filter, Flow, Outcome};
 use crate::context::RequestCtx;
 use crate::error::{error_response, ProxyError};
+use crate::upstream::split::Split;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode};
 use metrics::BreakerMetrics;
@@ -319,9 +320,20 @@ impl Breaker {
     }
 }
 
-/// The `circuit_breaker` filter of one route.
+/// The `circuit_breaker` filter of one route: a breaker for each upstream it sends to.
 pub(crate) struct CircuitBreaker {
-    pub(crate) breaker: Arc<Breaker>,
+    /// In the order of the route's split targets; one when the route has a single upstream.
+    pub(crate) breakers: Box<[Arc<Breaker>]>,
+    /// The route's split, when it has several targets: the request's target is chosen here,
+    /// so its own breaker decides.
+    pub(crate) split: Option<Arc<Split>>,
+}
+
+impl CircuitBreaker {
+    fn breaker(&self, ctx: &RequestCtx) -> &Breaker {
+        let index = ctx.target.unwrap_or(0);
+        &self.breakers[index.min(self.breakers.len() - 1)]
+    }
 }
 
 /// Marks a request admitted as a half-open probe.
@@ -334,8 +346,12 @@ impl Filter for CircuitBreaker {
         false
     }
 
-    async fn on_request(&self, _req: &mut Parts, ctx: &mut RequestCtx) -> Result<Flow, ProxyError> {
-        match self.breaker.admit() {
+    async fn on_request(&self, req: &mut Parts, ctx: &mut RequestCtx) -> Result<Flow, ProxyError> {
+        if let Some(split) = &self.split {
+            split.choose(&req.headers, ctx);
+        }
+        let breaker = self.breaker(ctx);
+        match breaker.admit() {
             Some(false) => Ok(Flow::Continue),
             Some(true) => {
                 ctx.extensions.insert(Probe);
@@ -348,7 +364,7 @@ impl Filter for CircuitBreaker {
                     &ctx.request_id,
                     false,
                 );
-                let wait = self.breaker.retry_in();
+                let wait = breaker.retry_in();
                 let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
                 response
                     .headers_mut()
@@ -362,13 +378,14 @@ impl Filter for CircuitBreaker {
     /// breaker may have replaced a 5xx with a stale copy.
     fn on_complete(&self, ctx: &RequestCtx, _outcome: &Outcome) {
         let probe = ctx.extensions.get::<Probe>().is_some();
+        let breaker = self.breaker(ctx);
         let failed = ctx.upstream.as_ref().map(|upstream| {
             upstream.error.is_some()
                 || upstream
                     .status
-                    .is_some_and(|s| self.breaker.spec.failure_statuses.contains(&s))
+                    .is_some_and(|s| breaker.spec.failure_statuses.contains(&s))
         });
-        self.breaker.finish(probe, failed, ctx.started);
+        breaker.finish(probe, failed, ctx.started);
     }
 }
 

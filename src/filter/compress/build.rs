@@ -12,7 +12,7 @@ pub(crate) fn build(
     _owner: &str,
     _position: usize,
 ) -> Arc<dyn Filter> {
-    let metrics = ctx.metrics.filters.get::<CompressMetrics>();
+    let metrics = ctx.metrics.sets.get::<CompressMetrics>();
     let tallies = spec
         .algorithms
         .iter()

@@ -14,7 +14,7 @@ pub(crate) fn build(
     owner: &str,
     _position: usize,
 ) -> Arc<dyn Filter> {
-    let metrics = ctx.metrics.filters.get::<ExtAuthzMetrics>();
+    let metrics = ctx.metrics.sets.get::<ExtAuthzMetrics>();
     let decision = |kind: &str| {
         metrics
             .decisions

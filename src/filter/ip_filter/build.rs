@@ -16,7 +16,7 @@ pub(crate) fn build(
     owner: &str,
     _position: usize,
 ) -> Arc<dyn Filter> {
-    let metrics = ctx.metrics.filters.get::<IpFilterMetrics>();
+    let metrics = ctx.metrics.sets.get::<IpFilterMetrics>();
     let mut lists = |inline: &[ipnet::IpNet], file: Option<&Path>| Lists {
         inline: PrefixSet::new(inline),
         file: file.map(|path| {

@@ -36,7 +36,7 @@ pub(crate) fn build(
                 on_error,
                 failures: ctx
                     .metrics
-                    .filters
+                    .sets
                     .get::<RateLimitMetrics>()
                     .store_failures
                     .get_or_create(&labels)
