@@ -22,6 +22,9 @@ pub(crate) struct RequestCtx {
     pub(crate) target: Option<usize>,
     /// Where the request failed (`client`, `upstream`), if it did.
     pub(crate) error: Option<&'static str>,
+    /// Why the route's fallback answered (`connect_error`, `circuit_open`, `status` …), if it
+    /// did. The upstream's failure stays in `upstream`.
+    pub(crate) fallback: Option<&'static str>,
     /// Claims of the token a `jwt` filter verified, for later filters (`claim:sub` keys).
     pub(crate) claims: Option<Arc<serde_json::Value>>,
     /// What filters hand to each other or to their own `on_response`.
@@ -54,6 +57,7 @@ impl RequestCtx {
             upstream: None,
             target: None,
             error: None,
+            fallback: None,
             claims: None,
             extensions: http::Extensions::new(),
             body: None,

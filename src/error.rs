@@ -35,6 +35,11 @@ pub(crate) enum ProxyError {
     BadGatewayProtocol(&'static str),
 }
 
+/// Marks a response that stands in for an upstream the gateway chose not to call (an open
+/// circuit breaker), so the route's fallback may answer instead.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CircuitOpen;
+
 /// How an exchange with an upstream failed: what retries, outlier ejection and metrics decide
 /// on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

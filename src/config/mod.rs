@@ -16,13 +16,15 @@ mod listeners;
 pub(crate) mod raw;
 mod routes;
 mod stores;
+mod traffic;
 mod upstreams;
 pub(crate) mod values;
 
 pub use compile::Config;
 pub(crate) use filters::{FilterRef, FilterSpec};
 pub use issues::ConfigIssue;
-pub(crate) use routes::{Action, Destination, RouteConfig};
+pub(crate) use routes::{Action, Proxy, RouteConfig};
+pub(crate) use traffic::{Destination, FallbackAnswer, FallbackSpec};
 
 use crate::router::{Condition, HostMatch, PathMatch, ValueMatch};
 use std::path::Path;
@@ -131,7 +133,7 @@ impl RouteConfig {
     /// What the route does, e.g. `upstream users`, `respond 200`.
     pub(crate) fn describe_action(&self) -> String {
         match &self.action {
-            Action::Proxy { destination, .. } => describe_destination(destination),
+            Action::Proxy(proxy) => describe_proxy(proxy),
             Action::Respond(respond) => format!("respond {}", respond.status.as_u16()),
             Action::Redirect { status, .. } => format!("redirect {}", status.as_u16()),
         }
@@ -196,7 +198,26 @@ pub(crate) fn parse_in(
     Ok(config)
 }
 
-/// `upstream users`, or `split v1:95,v2:5 sticky cookie:user`.
+/// `upstream users`, or `split v1:95,v2:5 sticky cookie:user`, then ` fallback …`.
+fn describe_proxy(proxy: &Proxy) -> String {
+    let fallback = match &proxy.fallback {
+        None => String::new(),
+        Some(FallbackSpec {
+            answer: FallbackAnswer::Respond(r),
+            ..
+        }) => {
+            format!(" fallback respond {}", r.status.as_u16())
+        }
+        Some(FallbackSpec {
+            answer: FallbackAnswer::Upstream(name),
+            ..
+        }) => {
+            format!(" fallback upstream {name}")
+        }
+    };
+    format!("{}{fallback}", describe_destination(&proxy.destination))
+}
+
 fn describe_destination(destination: &Destination) -> String {
     use crate::upstream::HashOn;
     match destination {

@@ -285,8 +285,19 @@ pub(crate) struct Route {
     pub(crate) rewrite: Option<Rewrite>,
     pub(crate) respond: Option<Respond>,
     pub(crate) redirect: Option<Redirect>,
+    pub(crate) fallback: Option<Fallback>,
     #[serde(default)]
     pub(crate) filters: Vec<filter::FilterEntry>,
+}
+
+/// `fallback: { respond: {...} | upstream: NAME, statuses: [503] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Fallback {
+    pub(crate) respond: Option<Respond>,
+    pub(crate) upstream: Option<String>,
+    #[serde(default)]
+    pub(crate) statuses: Vec<u16>,
 }
 
 /// `upstream: NAME`, or `upstream: { split: [...], sticky: { cookie: NAME } }`.

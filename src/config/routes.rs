@@ -2,14 +2,14 @@
 //! filters each route runs.
 
 use super::filters::{compile_filter_list, FilterRef, FilterRefs};
-use super::issues::{count_set, methods, unknown, Issues};
+use super::issues::{count_set, methods, Issues};
 use super::raw;
-use super::upstreams::hash_on;
+use super::traffic::{
+    compile_destination, compile_fallback, compile_respond, Destination, FallbackSpec,
+};
 use crate::router::{Condition, HostMatch, MethodSet, PathMatch, RouteMatch, ValueMatch};
 use crate::snapshot::{RedirectTarget, Respond, Rewrite};
-use crate::upstream::HashOn;
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 use regex::Regex;
 use serde_yaml::Value;
 use std::collections::HashSet;
@@ -26,10 +26,7 @@ pub(crate) struct RouteConfig {
 
 #[derive(Debug, Clone)]
 pub(crate) enum Action {
-    Proxy {
-        destination: Destination,
-        rewrite: Rewrite,
-    },
+    Proxy(Box<Proxy>),
     Respond(Respond),
     Redirect {
         status: StatusCode,
@@ -37,15 +34,13 @@ pub(crate) enum Action {
     },
 }
 
-/// Where a proxying route sends its requests.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Destination {
-    Upstream(String),
-    /// Weighted, in config order; `sticky` keeps a key on one target while weights hold.
-    Split {
-        targets: Vec<(String, u32)>,
-        sticky: Option<HashOn>,
-    },
+/// What a proxying route does: where it sends requests, how it rewrites them, and what
+/// answers when that fails.
+#[derive(Debug, Clone)]
+pub(crate) struct Proxy {
+    pub(crate) destination: Destination,
+    pub(crate) rewrite: Rewrite,
+    pub(crate) fallback: Option<FallbackSpec>,
 }
 
 pub(super) fn compile_routes(
@@ -275,11 +270,16 @@ fn compile_action(
         );
         return None;
     }
-    if raw.rewrite.is_some() && raw.upstream.is_none() {
-        issues.add(
-            &format!("{path}.rewrite"),
-            "rewrite applies only to routes with an upstream",
-        );
+    for (key, given) in [
+        ("rewrite", raw.rewrite.is_some()),
+        ("fallback", raw.fallback.is_some()),
+    ] {
+        if given && raw.upstream.is_none() {
+            issues.add(
+                &format!("{path}.{key}"),
+                format!("{key} applies only to routes with an upstream"),
+            );
+        }
     }
     if let Some(upstream) = &raw.upstream {
         let destination = compile_destination(upstream, &raw.name, upstreams, path, issues);
@@ -288,43 +288,24 @@ fn compile_action(
             .as_ref()
             .map(|r| compile_rewrite(r, matcher, &format!("{path}.rewrite"), issues))
             .unwrap_or_default();
-        return Some(Action::Proxy {
+        let fallback = raw.fallback.as_ref().and_then(|f| {
+            compile_fallback(
+                f,
+                &destination,
+                upstreams,
+                &format!("{path}.fallback"),
+                issues,
+            )
+        });
+        return Some(Action::Proxy(Box::new(Proxy {
             destination,
             rewrite,
-        });
+            fallback,
+        })));
     }
     if let Some(respond) = &raw.respond {
         let rpath = format!("{path}.respond");
-        let status = match StatusCode::from_u16(respond.status) {
-            Ok(status) if status.as_u16() >= 200 => status,
-            _ => {
-                issues.add(
-                    &format!("{rpath}.status"),
-                    format!("invalid status {}: expected 200-599", respond.status),
-                );
-                StatusCode::OK
-            }
-        };
-        let mut headers = HeaderMap::new();
-        for (name, value) in &respond.headers {
-            match (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(value),
-            ) {
-                (Ok(name), Ok(value)) => {
-                    headers.append(name, value);
-                }
-                _ => issues.add(
-                    &format!("{rpath}.headers.{name}"),
-                    "invalid header name or value",
-                ),
-            }
-        }
-        return Some(Action::Respond(Respond {
-            status,
-            headers,
-            body: Bytes::from(respond.body.clone()),
-        }));
+        return Some(Action::Respond(compile_respond(respond, &rpath, issues)));
     }
     let redirect = raw.redirect.as_ref()?;
     let rpath = format!("{path}.redirect");
@@ -363,69 +344,6 @@ fn compile_action(
         }
     };
     Some(Action::Redirect { status, target })
-}
-
-/// `upstream: NAME` or `upstream: { split: [{ upstream, weight }, ...], sticky }`.
-fn compile_destination(
-    raw: &raw::Destination,
-    route: &str,
-    upstreams: &[&str],
-    path: &str,
-    issues: &mut Issues,
-) -> Destination {
-    let upath = format!("{path}.upstream");
-    let check = |name: &str, at: &str, issues: &mut Issues| {
-        if !upstreams.contains(&name) {
-            let unknown = unknown("upstream", name, upstreams.iter().copied());
-            issues.add(at, format!("route {route:?} names {unknown}"));
-        }
-    };
-    let raw = match raw {
-        raw::Destination::Name(name) => {
-            check(name, &upath, issues);
-            return Destination::Upstream(name.clone());
-        }
-        raw::Destination::Split(split) => split,
-    };
-    if raw.split.is_empty() {
-        issues.add(&format!("{upath}.split"), "must list at least one upstream");
-    }
-    let mut seen = HashSet::new();
-    for (i, target) in raw.split.iter().enumerate() {
-        let at = format!("{upath}.split[{i}].upstream");
-        check(&target.upstream, &at, issues);
-        if !seen.insert(target.upstream.as_str()) {
-            issues.add(
-                &at,
-                format!("upstream {:?} is listed twice", target.upstream),
-            );
-        }
-    }
-    let total: u64 = raw.split.iter().map(|t| u64::from(t.weight)).sum();
-    if total == 0 && !raw.split.is_empty() {
-        issues.add(
-            &format!("{upath}.split"),
-            "weights sum to 0: at least one upstream needs a weight above 0",
-        );
-    }
-    let sticky = raw.sticky.as_ref().and_then(|value| {
-        let on = hash_on(value);
-        if on.is_none() {
-            issues.add(
-                &format!("{upath}.sticky"),
-                "expected { header: NAME }, { cookie: NAME }, { claim: NAME } or { client_ip: true }",
-            );
-        }
-        on
-    });
-    Destination::Split {
-        targets: raw
-            .split
-            .iter()
-            .map(|t| (t.upstream.clone(), t.weight))
-            .collect(),
-        sticky,
-    }
 }
 
 fn compile_rewrite(

@@ -2,6 +2,7 @@
 //! failure becomes a response here (through `error.rs`), never an `Err` to hyper.
 
 use super::conn::ConnInfo;
+use super::fallback;
 use super::forward;
 use super::headers::{
     client_address, host_value, request_host, request_id, without_port, X_REQUEST_ID,
@@ -11,7 +12,7 @@ use crate::context::RequestCtx;
 use crate::error::ProxyError;
 use crate::filter::{Chain, Outcome, Stage};
 use crate::router::Fields;
-use crate::snapshot::{RedirectTarget, Respond, Route, RouteAction, Snapshot, UnderscoreHeaders};
+use crate::snapshot::{RedirectTarget, Route, RouteAction, Snapshot, UnderscoreHeaders};
 use http::header::{HOST, LOCATION, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -119,6 +120,7 @@ impl AccessEntry {
             duration_ms = millis(elapsed),
             route,
             upstream = ctx.upstream.as_ref().map_or("-", |u| &*u.upstream),
+            fallback = ctx.fallback.unwrap_or("-"),
             endpoint = ctx.endpoint.map(|e| e.to_string()).as_deref().unwrap_or("-"),
             "request"
         );
@@ -202,21 +204,41 @@ async fn serve<'a>(
             .await
     };
     let filtered = chain.ran_any();
+    let fallback = route.fallback();
+    let mut failure = None;
+    let mut kept = None;
     let mut response = match answered {
-        Some(Ok(response)) => response,
+        Some(Ok(response)) => {
+            failure = fallback.and_then(|_| fallback::refused(&response));
+            response
+        }
         Some(Err(error)) => fail(&mut chain.ctx, error),
         None => {
+            kept = fallback.and_then(|f| fallback::keep(f, &parts, &body));
             let request = Request::from_parts(parts, body);
-            match act(snapshot, conn, &mut chain.ctx, route, request).await {
-                Ok(response) => response,
-                Err(error) => fail(&mut chain.ctx, error),
-            }
+            let result = act(snapshot, conn, &mut chain.ctx, route, request).await;
+            failure = fallback.and_then(|f| fallback::failure_of(f, &result));
+            result.unwrap_or_else(|error| fail(&mut chain.ctx, error))
         }
     };
+    if let (Some(fallback), Some(reason), RouteAction::Proxy { rewrite, .. }) =
+        (fallback, failure, &route.action)
+    {
+        let ctx = &mut chain.ctx;
+        let failed = response;
+        let answer = fallback::answer(fallback, reason, kept, rewrite, snapshot, conn, ctx, failed);
+        response = answer
+            .await
+            .unwrap_or_else(|error| fail(&mut chain.ctx, error));
+    }
     if filtered {
         if let Err(error) = chain.response(&mut response).await {
             response = fail(&mut chain.ctx, error);
         }
+    }
+    // Counted once the filters are done: a stale cached copy may have replaced the answer.
+    if let (Some(reason), Some(fallback)) = (chain.ctx.fallback, fallback) {
+        fallback::count(fallback, &route.name, reason);
     }
     response
 }
@@ -251,9 +273,9 @@ async fn act(
     request: Request<ClientBody>,
 ) -> Result<Response<Body>, ProxyError> {
     match &route.action {
-        RouteAction::Respond(respond) => Ok(respond_with(respond)),
+        RouteAction::Respond(respond) => Ok(respond.response()),
         RouteAction::Redirect { status, target } => Ok(redirect(&request, *status, target)),
-        RouteAction::Proxy { split, rewrite } => {
+        RouteAction::Proxy { split, rewrite, .. } => {
             let upstream = split.upstream(split.choose(request.headers(), ctx));
             forward::proxy(snapshot, conn, ctx, upstream, rewrite, request).await
         }
@@ -371,13 +393,6 @@ fn has_dot_segment(path: &str) -> bool {
         let decoded = segment.replace("%2e", ".").replace("%2E", ".");
         decoded == "." || decoded == ".."
     })
-}
-
-fn respond_with(respond: &Respond) -> Response<Body> {
-    let mut response = Response::new(Body::full(respond.body.clone()));
-    *response.status_mut() = respond.status;
-    *response.headers_mut() = respond.headers.clone();
-    response
 }
 
 fn redirect<B>(

@@ -7,6 +7,7 @@
 
 mod background;
 mod conn;
+mod fallback;
 mod forward;
 mod handler;
 mod headers;
@@ -15,6 +16,7 @@ mod retry;
 
 pub(crate) use background::Background;
 pub(crate) use conn::{ConnCounter, ConnInfo, ConnSlot};
+pub(crate) use fallback::FallbackMetrics;
 pub(crate) use handler::handle;
 pub(crate) use headers::{content_length, remove_hop_by_hop};
 pub(crate) use per_ip::PerIpLimits;

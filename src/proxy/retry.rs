@@ -98,7 +98,7 @@ pub(super) async fn send_with_retries(
 }
 
 /// A copy of a request head for another try (extensions are cleared before sending).
-fn copy_parts(parts: &http::request::Parts) -> http::request::Parts {
+pub(super) fn copy_parts(parts: &http::request::Parts) -> http::request::Parts {
     let mut request = Request::new(());
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = parts.uri.clone();

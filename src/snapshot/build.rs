@@ -2,11 +2,14 @@
 //! and every route's filters, each carried over from the previous snapshot when its stable
 //! key and parameters are unchanged.
 
-use super::{Rewrite, Route, RouteAction, Snapshot};
-use crate::config::{Action, Config, Destination, FilterRef, FilterSpec};
+use super::{Fallback, FallbackTarget, Rewrite, Route, RouteAction, Snapshot};
+use crate::config::{
+    Action, Config, Destination, FallbackAnswer, FallbackSpec, FilterRef, FilterSpec,
+};
 use crate::discovery::Feed;
 use crate::filter::jwt::{KeySpec, Keys, Provider, RemoteKeys};
 use crate::filter::{BuildCtx, Exposed, Fetch, Filter, FilterStates, Sharing};
+use crate::proxy::FallbackMetrics;
 use crate::router::Router;
 use crate::store::RedisStore;
 use crate::telemetry::{ConfigMetrics, UpstreamStateSource};
@@ -67,6 +70,7 @@ pub(crate) fn build(
         })
     };
     let split_metrics = metrics.sets.get::<SplitMetrics>();
+    let fallback_metrics = metrics.sets.get::<FallbackMetrics>();
     let mut build = BuildCtx {
         providers: &jwt_providers,
         redis: redis.as_ref(),
@@ -94,16 +98,25 @@ pub(crate) fn build(
     let mut routes = Vec::with_capacity(config.routes.len());
     for route in &config.routes {
         let action = match &route.action {
-            Action::Proxy {
-                destination,
-                rewrite,
-            } => match build_split(destination, &route.name, &upstreams, &split_metrics) {
-                Some(split) => RouteAction::Proxy {
+            Action::Proxy(proxy) => {
+                let fallback = match &proxy.fallback {
+                    None => None,
+                    Some(spec) => match build_fallback(spec, &upstreams, &fallback_metrics) {
+                        Some(fallback) => Some(Box::new(fallback)),
+                        None => continue,
+                    },
+                };
+                let Some(split) =
+                    build_split(&proxy.destination, &route.name, &upstreams, &split_metrics)
+                else {
+                    continue;
+                };
+                RouteAction::Proxy {
                     split: Arc::new(split),
-                    rewrite: rewrite.clone(),
-                },
-                None => continue,
-            },
+                    rewrite: proxy.rewrite.clone(),
+                    fallback,
+                }
+            }
             Action::Respond(respond) => RouteAction::Respond(respond.clone()),
             Action::Redirect { status, target } => RouteAction::Redirect {
                 status: *status,
@@ -115,10 +128,9 @@ pub(crate) fn build(
             _ => None,
         };
         build.fetch = match &action {
-            RouteAction::Proxy { split, rewrite } => Some(Arc::new(crate::proxy::Background::new(
-                Arc::clone(split),
-                rewrite.clone(),
-            ))),
+            RouteAction::Proxy { split, rewrite, .. } => Some(Arc::new(
+                crate::proxy::Background::new(Arc::clone(split), rewrite.clone()),
+            )),
             _ => None,
         };
         let filters = build_list(&route.filters, &route.name, &named, &mut build);
@@ -184,6 +196,26 @@ fn build_split(
             Some(Split::new(route, targets, sticky.clone(), metrics))
         }
     }
+}
+
+/// A route's running fallback; `None` if its upstream is missing (the config check prevents
+/// that).
+fn build_fallback(
+    spec: &FallbackSpec,
+    upstreams: &HashMap<String, Arc<Upstream>>,
+    metrics: &FallbackMetrics,
+) -> Option<Fallback> {
+    let answer = match &spec.answer {
+        FallbackAnswer::Respond(respond) => FallbackTarget::Respond(respond.clone()),
+        FallbackAnswer::Upstream(name) => {
+            FallbackTarget::Upstream(Arc::clone(upstreams.get(name)?))
+        }
+    };
+    Some(Fallback {
+        answer,
+        statuses: spec.statuses.clone().into_boxed_slice(),
+        counted: metrics.answered.clone(),
+    })
 }
 
 /// JWT providers whose spec is unchanged are carried over (with their cache of verified

@@ -9,13 +9,15 @@ use crate::filter::rate_limit::Gcra;
 use crate::filter::{Exposed, Filter, FilterStates};
 use crate::router::Router;
 use crate::store::RedisStore;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Labels, Metrics};
 use crate::upstream::split::Split;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use ipnet::IpNet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -89,17 +91,41 @@ pub(crate) struct Route {
     pub(crate) body_limit: Option<u64>,
 }
 
+impl Route {
+    pub(crate) fn fallback(&self) -> Option<&Fallback> {
+        match &self.action {
+            RouteAction::Proxy { fallback, .. } => fallback.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 pub(crate) enum RouteAction {
     Proxy {
         /// One upstream, or a weighted split across several.
         split: Arc<Split>,
         rewrite: Rewrite,
+        fallback: Option<Box<Fallback>>,
     },
     Respond(Respond),
     Redirect {
         status: StatusCode,
         target: RedirectTarget,
     },
+}
+
+/// What answers when a proxying route's upstream fails.
+pub(crate) struct Fallback {
+    pub(crate) answer: FallbackTarget,
+    /// Upstream statuses that count as failures too.
+    pub(crate) statuses: Box<[u16]>,
+    /// `fallback_responses_total`, labelled on the failure path only.
+    pub(crate) counted: Family<Labels, Counter>,
+}
+
+pub(crate) enum FallbackTarget {
+    Respond(Respond),
+    Upstream(Arc<Upstream>),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -153,6 +179,15 @@ pub(crate) struct Respond {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
+}
+
+impl Respond {
+    pub(crate) fn response(&self) -> http::Response<crate::body::Body> {
+        let mut response = http::Response::new(crate::body::Body::full(self.body.clone()));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers.clone();
+        response
+    }
 }
 
 #[derive(Debug, Clone)]

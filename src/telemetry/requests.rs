@@ -138,15 +138,15 @@ impl RequestStats {
         }
         stats.duration.observe(elapsed.as_secs_f64());
         if let Some(outcome) = upstream {
-            let stats = slot(&mut shard.upstreams, &outcome.upstream);
-            stats.duration.observe(outcome.elapsed.as_secs_f64());
-            if let Some(kind) = outcome.error {
-                match stats.errors.iter_mut().find(|(k, _)| *k == kind) {
-                    Some((_, n)) => *n += 1,
-                    None => stats.errors.push((kind, 1)),
-                }
-            }
+            upstream_outcome(&mut shard, outcome);
         }
+    }
+
+    /// Records an upstream exchange that is not the request's own (a fallback's).
+    pub(crate) fn record_upstream(&self, outcome: &UpstreamOutcome) {
+        let index = crate::worker::index() % self.shards.len();
+        let mut shard = self.shards[index].lock().unwrap_or_else(|e| e.into_inner());
+        upstream_outcome(&mut shard, outcome);
     }
 
     /// All shards added up, by name (a reload gives routes new `Arc`s with the same names).
@@ -182,6 +182,17 @@ impl RequestStats {
             }
         }
         total
+    }
+}
+
+fn upstream_outcome(shard: &mut Shard, outcome: &UpstreamOutcome) {
+    let stats = slot(&mut shard.upstreams, &outcome.upstream);
+    stats.duration.observe(outcome.elapsed.as_secs_f64());
+    if let Some(kind) = outcome.error {
+        match stats.errors.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => stats.errors.push((kind, 1)),
+        }
     }
 }
 

@@ -14,6 +14,7 @@ mod config_errors;
 mod deploy;
 mod discovery;
 mod ext_authz;
+mod fallback;
 mod filters;
 mod hardening;
 mod health;

@@ -7,12 +7,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn config(upstream: SocketAddr, extra_route: &str) -> String {
+    let gone = dead_address();
     format!(
         "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
          admin: {{ address: 127.0.0.1:0 }}\n\
          shutdown_grace: 10s\n\
-         upstreams:\n  up: {{ discovery: {{ static: [{upstream}] }} }}\n\
+         upstreams:\n  up: {{ discovery: {{ static: [{upstream}] }} }}\n  gone: {{ discovery: {{ static: [{gone}] }} }}\n\
          routes:\n\
+         \x20 - {{ name: degraded, match: {{ path: /degraded }}, upstream: gone, fallback: {{ respond: {{ body: later }} }} }}\n\
          \x20 - {{ name: {extra_route}, match: {{ path: /{extra_route} }}, respond: {{ body: {extra_route} }} }}\n\
          \x20 - {{ name: slow, match: {{ path_prefix: /delay }}, upstream: up }}\n"
     )
@@ -83,16 +85,19 @@ async fn sighup_reloads_and_sigterm_drains() {
     assert_eq!(get(http, "/first").await.text(), "first");
 
     // One access log line per request, as JSON.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let access = loop {
-        let line = log
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("no access log line");
-        let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if entry["target"] == "access" {
-            break entry;
+    let next_access = || {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let line = log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("no access log line");
+            let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if entry["target"] == "access" {
+                break entry;
+            }
         }
     };
+    let access = next_access();
     assert_eq!(access["method"], "GET");
     assert_eq!(access["path"], "/first");
     assert_eq!(access["status"], 200);
@@ -103,6 +108,20 @@ async fn sighup_reloads_and_sigterm_drains() {
         Some(32),
         "{access}"
     );
+    assert_eq!(
+        (&access["upstream"], &access["fallback"]),
+        (&"-".into(), &"-".into())
+    );
+    // A proxied request names its upstream and endpoint; a fallback's answer, why it answered.
+    assert_eq!(get(http, "/delay/1").await.status, 200);
+    let access = next_access();
+    assert_eq!(access["upstream"], "up", "{access}");
+    assert_eq!(access["endpoint"], up.addr.to_string(), "{access}");
+    assert_eq!(get(http, "/degraded").await.text(), "later");
+    let access = next_access();
+    assert_eq!(access["route"], "degraded", "{access}");
+    assert_eq!(access["upstream"], "gone", "{access}");
+    assert_eq!(access["fallback"], "connect_error", "{access}");
 
     // A good file: applied on SIGHUP.
     std::fs::write(&path, config(up.addr, "second")).unwrap();

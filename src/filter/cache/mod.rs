@@ -359,11 +359,14 @@ impl Cache {
             };
         // The upstream failed (or an open breaker answered): a stale copy still within its
         // stale-if-error window is better than an error.
-        let failed = ctx.error.is_some() || res.status().is_server_error();
+        // A route's fallback answer stands for a failure too: a stale copy comes first.
+        let failed =
+            ctx.error.is_some() || ctx.fallback.is_some() || res.status().is_server_error();
         if let (true, Some(entry)) = (failed, &stale) {
             if fallback && self.may_serve_stale(entry, ctx.started) {
                 let parts = serve::request_parts(request, head);
                 *res = self.serve(entry, &parts, ctx.started, STALE);
+                ctx.fallback = None;
                 return;
             }
             // A copy that must be revalidated could not be: the client gets an error, never
@@ -402,8 +405,9 @@ impl Cache {
             return;
         }
         res.headers_mut().insert(label.clone(), MISS);
-        // Errors made by the gateway itself (502, 504 …) are not the upstream's answers.
-        if ctx.error.is_some() {
+        // Errors made by the gateway itself (502, 504 …) and fallback answers are not the
+        // upstream's answers.
+        if ctx.error.is_some() || ctx.fallback.is_some() {
             return;
         }
         store_response(&self.spec, &self.store, key, request, head, fill, res);

@@ -19,7 +19,7 @@ pub(crate) mod metrics;
 
 use super::{Filter, Flow, Outcome};
 use crate::context::RequestCtx;
-use crate::error::{error_response, ProxyError};
+use crate::error::{error_response, CircuitOpen, ProxyError};
 use crate::upstream::split::Split;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode};
@@ -369,6 +369,7 @@ impl Filter for CircuitBreaker {
                 response
                     .headers_mut()
                     .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+                response.extensions_mut().insert(CircuitOpen);
                 Ok(Flow::Respond(response))
             }
         }
