@@ -95,12 +95,18 @@ impl HttpBody for Body {
 pub(crate) enum ClientBody {
     Streaming(Incoming),
     Buffered(Bytes),
+    /// Streams as it comes while a copy of up to `keep` bytes is kept for `done` (a mirror).
+    Teed {
+        body: Incoming,
+        keep: usize,
+        done: OnComplete,
+    },
 }
 
 impl ClientBody {
     pub(crate) fn is_end_stream(&self) -> bool {
         match self {
-            ClientBody::Streaming(body) => body.is_end_stream(),
+            ClientBody::Streaming(body) | ClientBody::Teed { body, .. } => body.is_end_stream(),
             ClientBody::Buffered(bytes) => bytes.is_empty(),
         }
     }
@@ -111,6 +117,9 @@ impl ClientBody {
             ClientBody::Streaming(body) if body.is_end_stream() => Body::Empty,
             ClientBody::Streaming(body) => Body::request(body, limit),
             ClientBody::Buffered(bytes) => Body::full(bytes),
+            ClientBody::Teed { body, keep, done } => {
+                Recording::wrap(Body::request(body, limit), keep, done)
+            }
         }
     }
 }

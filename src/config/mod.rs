@@ -24,7 +24,7 @@ pub use compile::Config;
 pub(crate) use filters::{FilterRef, FilterSpec};
 pub use issues::ConfigIssue;
 pub(crate) use routes::{Action, Proxy, RouteConfig};
-pub(crate) use traffic::{Destination, FallbackAnswer, FallbackSpec};
+pub(crate) use traffic::{Destination, FallbackAnswer, FallbackSpec, MirrorSpec};
 
 use crate::router::{Condition, HostMatch, PathMatch, ValueMatch};
 use std::path::Path;
@@ -215,7 +215,14 @@ fn describe_proxy(proxy: &Proxy) -> String {
             format!(" fallback upstream {name}")
         }
     };
-    format!("{}{fallback}", describe_destination(&proxy.destination))
+    let mirror = match &proxy.mirror {
+        None => String::new(),
+        Some(m) => format!(" mirror {} {}%", m.upstream, m.fraction * 100.0),
+    };
+    format!(
+        "{}{mirror}{fallback}",
+        describe_destination(&proxy.destination)
+    )
 }
 
 fn describe_destination(destination: &Destination) -> String {

@@ -286,8 +286,21 @@ pub(crate) struct Route {
     pub(crate) respond: Option<Respond>,
     pub(crate) redirect: Option<Redirect>,
     pub(crate) fallback: Option<Fallback>,
+    pub(crate) mirror: Option<Mirror>,
     #[serde(default)]
     pub(crate) filters: Vec<filter::FilterEntry>,
+}
+
+/// `mirror: { upstream: NAME, percent, max_body, max_in_flight, header, host_suffix }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Mirror {
+    pub(crate) upstream: String,
+    pub(crate) percent: Option<f64>,
+    pub(crate) max_body: Option<Scalar>,
+    pub(crate) max_in_flight: Option<usize>,
+    pub(crate) header: Option<String>,
+    pub(crate) host_suffix: Option<String>,
 }
 
 /// `fallback: { respond: {...} | upstream: NAME, statuses: [503] }`.

@@ -5,7 +5,8 @@ use super::filters::{compile_filter_list, FilterRef, FilterRefs};
 use super::issues::{count_set, methods, Issues};
 use super::raw;
 use super::traffic::{
-    compile_destination, compile_fallback, compile_respond, Destination, FallbackSpec,
+    compile_destination, compile_fallback, compile_mirror, compile_respond, Destination,
+    FallbackSpec, MirrorSpec,
 };
 use crate::router::{Condition, HostMatch, MethodSet, PathMatch, RouteMatch, ValueMatch};
 use crate::snapshot::{RedirectTarget, Respond, Rewrite};
@@ -41,6 +42,7 @@ pub(crate) struct Proxy {
     pub(crate) destination: Destination,
     pub(crate) rewrite: Rewrite,
     pub(crate) fallback: Option<FallbackSpec>,
+    pub(crate) mirror: Option<MirrorSpec>,
 }
 
 pub(super) fn compile_routes(
@@ -273,6 +275,7 @@ fn compile_action(
     for (key, given) in [
         ("rewrite", raw.rewrite.is_some()),
         ("fallback", raw.fallback.is_some()),
+        ("mirror", raw.mirror.is_some()),
     ] {
         if given && raw.upstream.is_none() {
             issues.add(
@@ -297,10 +300,20 @@ fn compile_action(
                 issues,
             )
         });
+        let mirror = raw.mirror.as_ref().map(|m| {
+            compile_mirror(
+                m,
+                &destination,
+                upstreams,
+                &format!("{path}.mirror"),
+                issues,
+            )
+        });
         return Some(Action::Proxy(Box::new(Proxy {
             destination,
             rewrite,
             fallback,
+            mirror,
         })));
     }
     if let Some(respond) = &raw.respond {

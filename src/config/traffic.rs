@@ -1,7 +1,8 @@
-//! Where a proxying route sends its requests (one upstream or a weighted split) and what
-//! answers when they fail (a fixed response or another upstream).
+//! Where a proxying route sends its requests (one upstream or a weighted split), where it
+//! sends copies (a mirror), and what answers when they fail (a fixed response or another
+//! upstream).
 
-use super::issues::{unknown, Issues};
+use super::issues::{size_field, unknown, Issues};
 use super::raw;
 use super::upstreams::hash_on;
 use crate::snapshot::Respond;
@@ -152,6 +153,92 @@ pub(super) fn compile_fallback(
         answer,
         statuses: raw.statuses.clone(),
     })
+}
+
+/// Requests copied to another upstream whose answers are dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MirrorSpec {
+    pub(crate) upstream: String,
+    /// The share of requests copied, 0 to 1.
+    pub(crate) fraction: f64,
+    /// Larger bodies are not copied, and neither are their requests.
+    pub(crate) max_body: u64,
+    pub(crate) max_in_flight: usize,
+    /// Set to `1` on every copy.
+    pub(crate) header: HeaderName,
+    /// Appended to the copy's host name (`api.example.com-shadow`), as Envoy does.
+    pub(crate) host_suffix: Option<String>,
+}
+
+pub(crate) const DEFAULT_MIRROR_PERCENT: f64 = 100.0;
+pub(crate) const DEFAULT_MIRROR_MAX_BODY: u64 = 64 << 10;
+pub(crate) const DEFAULT_MIRROR_MAX_IN_FLIGHT: usize = 100;
+pub(crate) const DEFAULT_MIRROR_HEADER: &str = "x-mirrored";
+
+pub(super) fn compile_mirror(
+    raw: &raw::Mirror,
+    destination: &Destination,
+    upstreams: &[&str],
+    path: &str,
+    issues: &mut Issues,
+) -> MirrorSpec {
+    let at = format!("{path}.upstream");
+    let name = &raw.upstream;
+    if !upstreams.contains(&name.as_str()) {
+        let unknown = unknown("upstream", name, upstreams.iter().copied());
+        issues.add(&at, format!("names {unknown}"));
+    } else if destination.upstreams().any(|primary| primary == name) {
+        issues.add(
+            &at,
+            format!("upstream {name:?} is the route's own: a mirror must be another"),
+        );
+    }
+    let percent = raw.percent.unwrap_or(DEFAULT_MIRROR_PERCENT);
+    if !(0.0..=100.0).contains(&percent) {
+        issues.add(
+            &format!("{path}.percent"),
+            format!("{percent} is not a percentage: expected 0 to 100"),
+        );
+    }
+    let max_in_flight = raw.max_in_flight.unwrap_or(DEFAULT_MIRROR_MAX_IN_FLIGHT);
+    if max_in_flight == 0 {
+        issues.add(&format!("{path}.max_in_flight"), "must be at least 1");
+    }
+    let header_name = raw.header.as_deref().unwrap_or(DEFAULT_MIRROR_HEADER);
+    let header = HeaderName::from_bytes(header_name.as_bytes()).unwrap_or_else(|_| {
+        issues.add(
+            &format!("{path}.header"),
+            format!("invalid header name {header_name:?}"),
+        );
+        HeaderName::from_static(DEFAULT_MIRROR_HEADER)
+    });
+    let host_suffix = raw.host_suffix.clone().filter(|suffix| {
+        let valid = !suffix.is_empty()
+            && suffix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !valid {
+            issues.add(
+                &format!("{path}.host_suffix"),
+                format!("invalid host suffix {suffix:?}: letters, digits, '-' and '.' only"),
+            );
+        }
+        valid
+    });
+    MirrorSpec {
+        upstream: name.clone(),
+        fraction: percent.clamp(0.0, 100.0) / 100.0,
+        max_body: size_field(
+            raw.max_body.clone(),
+            DEFAULT_MIRROR_MAX_BODY,
+            0,
+            &format!("{path}.max_body"),
+            issues,
+        ),
+        max_in_flight,
+        header,
+        host_suffix,
+    }
 }
 
 /// A fixed answer: `{ status, headers, body }`.

@@ -61,8 +61,8 @@ pub(super) fn keep(fallback: &Fallback, parts: &Parts, body: &ClientBody) -> Opt
     }
     let body = match body {
         ClientBody::Buffered(bytes) => bytes.clone(),
-        ClientBody::Streaming(_) if body.is_end_stream() => Bytes::new(),
-        ClientBody::Streaming(_) => return None,
+        _ if body.is_end_stream() => Bytes::new(),
+        ClientBody::Streaming(_) | ClientBody::Teed { .. } => return None,
     };
     Some(Kept {
         parts: copy_parts(parts),

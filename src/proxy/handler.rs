@@ -7,6 +7,7 @@ use super::forward;
 use super::headers::{
     client_address, host_value, request_host, request_id, without_port, X_REQUEST_ID,
 };
+use super::mirror;
 use crate::body::{Body, ClientBody};
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
@@ -215,6 +216,13 @@ async fn serve<'a>(
         Some(Err(error)) => fail(&mut chain.ctx, error),
         None => {
             kept = fallback.and_then(|f| fallback::keep(f, &parts, &body));
+            let body = match route.mirror() {
+                Some(copies) => {
+                    let trusted = snapshot.is_trusted(conn.peer.ip());
+                    mirror::start(copies, &parts, body, conn, trusted, &chain.ctx)
+                }
+                None => body,
+            };
             let request = Request::from_parts(parts, body);
             let result = act(snapshot, conn, &mut chain.ctx, route, request).await;
             failure = fallback.and_then(|f| fallback::failure_of(f, &result));

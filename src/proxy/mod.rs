@@ -11,6 +11,7 @@ mod fallback;
 mod forward;
 mod handler;
 mod headers;
+mod mirror;
 mod per_ip;
 mod retry;
 
@@ -19,4 +20,5 @@ pub(crate) use conn::{ConnCounter, ConnInfo, ConnSlot};
 pub(crate) use fallback::FallbackMetrics;
 pub(crate) use handler::handle;
 pub(crate) use headers::{content_length, remove_hop_by_hop};
+pub(crate) use mirror::MirrorMetrics;
 pub(crate) use per_ip::PerIpLimits;

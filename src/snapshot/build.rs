@@ -2,14 +2,14 @@
 //! and every route's filters, each carried over from the previous snapshot when its stable
 //! key and parameters are unchanged.
 
-use super::{Fallback, FallbackTarget, Rewrite, Route, RouteAction, Snapshot};
+use super::{Fallback, FallbackTarget, Mirror, Rewrite, Route, RouteAction, Snapshot};
 use crate::config::{
-    Action, Config, Destination, FallbackAnswer, FallbackSpec, FilterRef, FilterSpec,
+    Action, Config, Destination, FallbackAnswer, FallbackSpec, FilterRef, FilterSpec, MirrorSpec,
 };
 use crate::discovery::Feed;
 use crate::filter::jwt::{KeySpec, Keys, Provider, RemoteKeys};
 use crate::filter::{BuildCtx, Exposed, Fetch, Filter, FilterStates, Sharing};
-use crate::proxy::FallbackMetrics;
+use crate::proxy::{FallbackMetrics, MirrorMetrics};
 use crate::router::Router;
 use crate::store::RedisStore;
 use crate::telemetry::{ConfigMetrics, UpstreamStateSource};
@@ -71,6 +71,7 @@ pub(crate) fn build(
     };
     let split_metrics = metrics.sets.get::<SplitMetrics>();
     let fallback_metrics = metrics.sets.get::<FallbackMetrics>();
+    let mirror_metrics = metrics.sets.get::<MirrorMetrics>();
     let mut build = BuildCtx {
         providers: &jwt_providers,
         redis: redis.as_ref(),
@@ -111,10 +112,29 @@ pub(crate) fn build(
                 else {
                     continue;
                 };
+                let mirror = match &proxy.mirror {
+                    None => None,
+                    Some(spec) => {
+                        let mirror = build_mirror(
+                            spec,
+                            &route.name,
+                            &proxy.rewrite,
+                            &upstreams,
+                            &mirror_metrics,
+                            prev.map(|p| &p.filter_states),
+                            build.states,
+                        );
+                        match mirror {
+                            Some(mirror) => Some(Box::new(mirror)),
+                            None => continue,
+                        }
+                    }
+                };
                 RouteAction::Proxy {
                     split: Arc::new(split),
                     rewrite: proxy.rewrite.clone(),
                     fallback,
+                    mirror,
                 }
             }
             Action::Respond(respond) => RouteAction::Respond(respond.clone()),
@@ -215,6 +235,41 @@ fn build_fallback(
         answer,
         statuses: spec.statuses.clone().into_boxed_slice(),
         counted: metrics.answered.clone(),
+    })
+}
+
+/// A route's running mirror, its in-flight count carried over from `prev` while the route's
+/// mirror settings are unchanged; `None` if its upstream is missing.
+fn build_mirror(
+    spec: &MirrorSpec,
+    route: &str,
+    rewrite: &Rewrite,
+    upstreams: &HashMap<String, Arc<Upstream>>,
+    metrics: &MirrorMetrics,
+    prev: Option<&FilterStates>,
+    states: &mut FilterStates,
+) -> Option<Mirror> {
+    let upstream = Arc::clone(upstreams.get(&spec.upstream)?);
+    // The copy's Host is set per request (with the suffix); the path rewrite applies as is.
+    let path_only = Rewrite {
+        host: None,
+        ..rewrite.clone()
+    };
+    let fetch = Arc::new(crate::proxy::Background::new(
+        Arc::new(Split::single(upstream)),
+        path_only,
+    ));
+    let state = states.carry(prev, format!("mirror/{route}/{spec:?}"), || {
+        metrics.state(route, spec.max_in_flight)
+    });
+    Some(Mirror {
+        fetch,
+        fraction: spec.fraction,
+        max_body: spec.max_body,
+        header: spec.header.clone(),
+        host: rewrite.host.clone(),
+        host_suffix: spec.host_suffix.clone(),
+        state,
     })
 }
 

@@ -6,7 +6,7 @@ pub(crate) mod build;
 
 use crate::filter::jwt::Provider;
 use crate::filter::rate_limit::Gcra;
-use crate::filter::{Exposed, Filter, FilterStates};
+use crate::filter::{Exposed, Fetch, Filter, FilterStates};
 use crate::router::Router;
 use crate::store::RedisStore;
 use crate::telemetry::{Labels, Metrics};
@@ -14,12 +14,13 @@ use crate::upstream::split::Split;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use ipnet::IpNet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,6 +99,13 @@ impl Route {
             _ => None,
         }
     }
+
+    pub(crate) fn mirror(&self) -> Option<&Mirror> {
+        match &self.action {
+            RouteAction::Proxy { mirror, .. } => mirror.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 pub(crate) enum RouteAction {
@@ -106,12 +114,40 @@ pub(crate) enum RouteAction {
         split: Arc<Split>,
         rewrite: Rewrite,
         fallback: Option<Box<Fallback>>,
+        mirror: Option<Box<Mirror>>,
     },
     Respond(Respond),
     Redirect {
         status: StatusCode,
         target: RedirectTarget,
     },
+}
+
+/// Copies of a route's requests sent to another upstream, whose answers are dropped.
+pub(crate) struct Mirror {
+    /// Sends a copy; the route's rewrite applies, its `Host` is set here.
+    pub(crate) fetch: Arc<dyn Fetch>,
+    /// The share of requests copied, 0 to 1.
+    pub(crate) fraction: f64,
+    pub(crate) max_body: u64,
+    pub(crate) header: HeaderName,
+    /// The route's rewritten `Host`, if it sets one.
+    pub(crate) host: Option<HeaderValue>,
+    pub(crate) host_suffix: Option<String>,
+    pub(crate) state: Arc<MirrorState>,
+}
+
+/// Outlives reloads while the route's mirror settings are unchanged, so `max_in_flight`
+/// holds across them.
+pub(crate) struct MirrorState {
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) max_in_flight: usize,
+    /// Copies answered (below 500), failed (no answer or 5xx), skipped (too many in flight),
+    /// and not copied because the body was over `max_body` or did not arrive whole.
+    pub(crate) mirrored: Counter,
+    pub(crate) failed: Counter,
+    pub(crate) skipped: Counter,
+    pub(crate) body_skipped: Counter,
 }
 
 /// What answers when a proxying route's upstream fails.

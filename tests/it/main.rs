@@ -21,6 +21,7 @@ mod health;
 mod ip_filter;
 mod jwks;
 mod jwt;
+mod mirror;
 mod proxy;
 mod rate_limit;
 mod rate_limit_redis;
