@@ -44,6 +44,10 @@ COMPRESS = os.environ.get("COMPRESS", "") not in ("", "0")
 # EXT_AUTHZ=1: also measure PORTCULLIS+AUTHZ, a route with ext_authz against a second fast
 # upstream on the upstream's core that allows everything, and print the p50 it adds.
 EXT_AUTHZ = os.environ.get("EXT_AUTHZ", "") not in ("", "0")
+# TRAFFIC=1: also measure PORTCULLIS+SPLIT (a 90/10 split across two upstreams over the same
+# endpoints, sticky by a header every request carries) and PORTCULLIS+MIRROR (10% of requests
+# copied to a third such upstream) against the bare route.
+TRAFFIC = os.environ.get("TRAFFIC", "") not in ("", "0")
 # BASELINE=/path/to/portcullis: also measure that build (BASELINE) with the same config in the
 # same interleaved rounds, and print this build's ratios to it.
 BASELINE = os.environ.get("BASELINE", "")
@@ -246,6 +250,18 @@ end
     upstream: bench
     filters: [ { ext_authz: { upstream: auth, path: /check, upstream_headers: [x-user-id] } } ]
 """
+        if TRAFFIC:
+            auth_yaml += f"""  canary: {{ discovery: {{ static: [{endpoints}] }}, balance: {BALANCE} }}
+  shadow: {{ discovery: {{ static: [{endpoints}] }} }}
+"""
+            cache_routes += """  - name: split
+    match: { path_prefix: /split }
+    upstream: { split: [{ upstream: bench, weight: 90 }, { upstream: canary, weight: 10 }], sticky: { header: x-user } }
+  - name: mirror
+    match: { path_prefix: /mirror }
+    upstream: bench
+    mirror: { upstream: shadow, percent: 10 }
+"""
         # Like nginx below: no access log. Metrics stay on.
         config = f"""listeners: [{{ name: http, address: 127.0.0.1:{PORTS['portcullis']}{tls_yaml} }}]
 admin: {{ address: 127.0.0.1:0 }}
@@ -322,6 +338,10 @@ http {{
             targets["NGINX+GZIP"] = (PORTS["nginx"], [nginx.pid] + children(nginx.pid), proxied, gzip_args, "/gzip")
         if EXT_AUTHZ:
             targets["PORTCULLIS+AUTHZ"] = (PORTS["portcullis"], [portcullis.pid], proxied, [], "/authz")
+        if TRAFFIC:
+            targets["PORTCULLIS+SPLIT"] = (PORTS["portcullis"], [portcullis.pid], proxied,
+                                           ["-H", "x-user: 42"], "/split")
+            targets["PORTCULLIS+MIRROR"] = (PORTS["portcullis"], [portcullis.pid], proxied, [], "/mirror")
         if LIMIT:
             targets["PORTCULLIS+LIMIT"] = (PORTS["portcullis"], [portcullis.pid], proxied, [], "/limited")
         idle = {name: rss_kib(pids) / 1024 for name, (_, pids, *_) in targets.items() if pids}
@@ -381,6 +401,11 @@ http {{
             a = med["PORTCULLIS+AUTHZ"]
             print(f"AUTHZ route/bare   throughput {a['rps'] / p['rps']:.2f}x   "
                   f"cpu/request {a['cpu_us'] / p['cpu_us']:.2f}x   p50 +{(a['p50'] - p['p50']) * 1000:.0f} us")
+        if TRAFFIC:
+            for label, name in (("SPLIT route/bare  ", "PORTCULLIS+SPLIT"), ("MIRROR 10%/bare   ", "PORTCULLIS+MIRROR")):
+                t = med[name]
+                print(f"{label} throughput {t['rps'] / p['rps']:.2f}x   "
+                      f"cpu/request {t['cpu_us'] / p['cpu_us']:.2f}x   p99 {t['p99'] / p['p99']:.2f}x")
         if JWT:
             j = med["PORTCULLIS+JWT"]
             print(f"JWT route/bare     throughput {j['rps'] / p['rps']:.2f}x   "

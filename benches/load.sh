@@ -2,7 +2,7 @@
 # Load benchmark: DIRECT vs PORTCULLIS vs NGINX in one run, on loopback.
 # Installs nginx-light and wrk when missing, builds release binaries, then runs benches/load.py.
 # Settings (environment): ROUNDS (3), DURATION (10 s), BODY (100 bytes), CONNECTIONS (64),
-# TLS=1, JWT=HS256|RS256 with JWT_TOKENS, LIMIT=local|redis, CACHE=1, ENDPOINTS=4 with
+# TLS=1, JWT=HS256|RS256 with JWT_TOKENS, LIMIT=local|redis, CACHE=1, TRAFFIC=1, ENDPOINTS=4 with
 # BALANCE=round_robin|random|least_request (see load.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -70,7 +70,7 @@ pub(super) fn compile_routes(
             );
         }
         let matcher = compile_match(&raw.matcher, &format!("{path}.match"), issues);
-        let action = compile_action(&raw, &matcher, upstreams, &path, issues);
+        let action = compile_action(&raw, &matcher, upstreams, refs, &path, issues);
         let proxies = raw.upstream.is_some();
         let filters = compile_filter_list(
             std::mem::take(&mut raw.filters),
@@ -254,6 +254,7 @@ fn compile_action(
     raw: &raw::Route,
     matcher: &Option<RouteMatch>,
     upstreams: &[&str],
+    refs: &FilterRefs,
     path: &str,
     issues: &mut Issues,
 ) -> Option<Action> {
@@ -295,7 +296,7 @@ fn compile_action(
             compile_fallback(
                 f,
                 &destination,
-                upstreams,
+                refs.kinds.upstreams,
                 &format!("{path}.fallback"),
                 issues,
             )
@@ -304,7 +305,7 @@ fn compile_action(
             compile_mirror(
                 m,
                 &destination,
-                upstreams,
+                refs.kinds.upstreams,
                 &format!("{path}.mirror"),
                 issues,
             )

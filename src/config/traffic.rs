@@ -6,7 +6,7 @@ use super::issues::{size_field, unknown, Issues};
 use super::raw;
 use super::upstreams::hash_on;
 use crate::snapshot::Respond;
-use crate::upstream::HashOn;
+use crate::upstream::{HashOn, Protocol, UpstreamSpec};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::collections::HashSet;
@@ -115,7 +115,7 @@ pub(crate) enum FallbackAnswer {
 pub(super) fn compile_fallback(
     raw: &raw::Fallback,
     destination: &Destination,
-    upstreams: &[&str],
+    upstreams: &[UpstreamSpec],
     path: &str,
     issues: &mut Issues,
 ) -> Option<FallbackSpec> {
@@ -133,15 +133,7 @@ pub(super) fn compile_fallback(
         }
         (None, Some(name)) => {
             let at = format!("{path}.upstream");
-            if !upstreams.contains(&name.as_str()) {
-                let unknown = unknown("upstream", name, upstreams.iter().copied());
-                issues.add(&at, format!("names {unknown}"));
-            } else if destination.upstreams().any(|primary| primary == name) {
-                issues.add(
-                    &at,
-                    format!("upstream {name:?} is the route's own: a fallback must be another"),
-                );
-            }
+            other_upstream(name, "a fallback", destination, upstreams, &at, issues);
             FallbackAnswer::Upstream(name.clone())
         }
         _ => {
@@ -178,19 +170,17 @@ pub(crate) const DEFAULT_MIRROR_HEADER: &str = "x-mirrored";
 pub(super) fn compile_mirror(
     raw: &raw::Mirror,
     destination: &Destination,
-    upstreams: &[&str],
+    upstreams: &[UpstreamSpec],
     path: &str,
     issues: &mut Issues,
 ) -> MirrorSpec {
     let at = format!("{path}.upstream");
     let name = &raw.upstream;
-    if !upstreams.contains(&name.as_str()) {
-        let unknown = unknown("upstream", name, upstreams.iter().copied());
-        issues.add(&at, format!("names {unknown}"));
-    } else if destination.upstreams().any(|primary| primary == name) {
+    let upstream = other_upstream(name, "a mirror", destination, upstreams, &at, issues);
+    if upstream.is_some_and(|u| u.protocol != Protocol::Http1) {
         issues.add(
             &at,
-            format!("upstream {name:?} is the route's own: a mirror must be another"),
+            format!("upstream {name:?} speaks HTTP/2: copies are sent over HTTP/1.1"),
         );
     }
     let percent = raw.percent.unwrap_or(DEFAULT_MIRROR_PERCENT);
@@ -239,6 +229,31 @@ pub(super) fn compile_mirror(
         header,
         host_suffix,
     }
+}
+
+/// The upstream `name` that `what` (a mirror, a fallback) sends to: known, and not one the
+/// route sends to already.
+fn other_upstream<'u>(
+    name: &str,
+    what: &str,
+    destination: &Destination,
+    upstreams: &'u [UpstreamSpec],
+    at: &str,
+    issues: &mut Issues,
+) -> Option<&'u UpstreamSpec> {
+    let Some(upstream) = upstreams.iter().find(|u| u.name == name) else {
+        let known = upstreams.iter().map(|u| u.name.as_str());
+        issues.add(at, format!("names {}", unknown("upstream", name, known)));
+        return None;
+    };
+    if destination.upstreams().any(|primary| primary == name) {
+        issues.add(
+            at,
+            format!("upstream {name:?} is the route's own: {what} must be another"),
+        );
+        return None;
+    }
+    Some(upstream)
 }
 
 /// A fixed answer: `{ status, headers, body }`.

@@ -212,23 +212,25 @@ async fn percent_copies_that_share_of_requests() {
 fn mirror_mistakes_are_reported_with_key_paths() {
     let errors = config_errors(
         "listeners: [{ name: http, address: 127.0.0.1:0 }]\n\
-         upstreams:\n  v1: { discovery: { static: [127.0.0.1:1] } }\n  v2: { discovery: { static: [127.0.0.1:2] } }\n\
+         upstreams:\n  v1: { discovery: { static: [127.0.0.1:1] } }\n  v2: { discovery: { static: [127.0.0.1:2] } }\n  h2: { discovery: { static: [127.0.0.1:3] }, protocol: http2 }\n\
          routes:\n\
          \x20 - { name: a, upstream: v1, mirror: { upstream: v1, percent: 120, max_in_flight: 0 } }\n\
+         \x20 - { name: h, upstream: v1, mirror: { upstream: h2 } }\n\
          \x20 - { name: b, upstream: v1, mirror: { upstream: v3, header: \"x y\", host_suffix: \"/x\", max_body: lots } }\n\
          \x20 - { name: c, respond: { body: x }, mirror: { upstream: v2 } }\n",
     );
     assert_eq!(
         errors,
         [
-            "routes[0].mirror.upstream: upstream \"v1\" is the route's own: a mirror must be another (line 6)",
-            "routes[0].mirror.percent: 120 is not a percentage: expected 0 to 100 (line 6)",
-            "routes[0].mirror.max_in_flight: must be at least 1 (line 6)",
-            "routes[1].mirror.upstream: names unknown upstream \"v3\" (known: v1, v2) (line 7)",
-            "routes[1].mirror.header: invalid header name \"x y\" (line 7)",
-            "routes[1].mirror.host_suffix: invalid host suffix \"/x\": letters, digits, '-' and '.' only (line 7)",
-            "routes[1].mirror.max_body: invalid size \"lots\": expected a number with an optional unit, e.g. \"64KiB\" (line 7)",
-            "routes[2].mirror: mirror applies only to routes with an upstream (line 8)",
+            "routes[0].mirror.upstream: upstream \"v1\" is the route's own: a mirror must be another (line 7)",
+            "routes[0].mirror.percent: 120 is not a percentage: expected 0 to 100 (line 7)",
+            "routes[0].mirror.max_in_flight: must be at least 1 (line 7)",
+            "routes[1].mirror.upstream: upstream \"h2\" speaks HTTP/2: copies are sent over HTTP/1.1 (line 8)",
+            "routes[2].mirror.upstream: names unknown upstream \"v3\" (known: v1, v2, h2) (line 9)",
+            "routes[2].mirror.header: invalid header name \"x y\" (line 9)",
+            "routes[2].mirror.host_suffix: invalid host suffix \"/x\": letters, digits, '-' and '.' only (line 9)",
+            "routes[2].mirror.max_body: invalid size \"lots\": expected a number with an optional unit, e.g. \"64KiB\" (line 9)",
+            "routes[3].mirror: mirror applies only to routes with an upstream (line 10)",
         ]
     );
 }

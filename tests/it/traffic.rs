@@ -172,10 +172,26 @@ async fn assign(
     keys: std::ops::Range<usize>,
     round: usize,
 ) -> Vec<&'static str> {
+    assign_by(gw, v1, v2, keys, round, |key| {
+        ("cookie", format!("user={key}"))
+    })
+    .await
+}
+
+/// As [`assign`], with the header field `key_field` makes for each key.
+async fn assign_by(
+    gw: &TestGateway,
+    v1: &Upstream,
+    v2: &Upstream,
+    keys: std::ops::Range<usize>,
+    round: usize,
+    key_field: impl Fn(usize) -> (&'static str, String),
+) -> Vec<&'static str> {
     let mut client = Client::http1(gw.addr()).await;
     for key in keys.clone() {
+        let (name, value) = key_field(key);
         let request = req("GET", &format!("/k/{key}/{round}"))
-            .header("cookie", format!("user={key}"))
+            .header(name, value)
             .body(empty())
             .unwrap();
         assert_eq!(client.request(request).await.status, 200);
@@ -223,6 +239,47 @@ async fn sticky_keys_keep_their_upstream_and_moving_weight_moves_only_its_share(
         moved.len()
     );
     assert!(moved.iter().all(|&k| raised[k] == "v2"), "a key left v2");
+}
+
+#[tokio::test]
+async fn stickiness_by_a_verified_claim_or_the_client_address() {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
+    let token = |sub: usize| {
+        let exp = jsonwebtoken::get_current_timestamp() + 600;
+        let claims = serde_json::json!({"sub": format!("user-{sub}"), "exp": exp});
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    };
+    let (v1, v2) = (upstream().run().await, upstream().run().await);
+    // The breaker needs the target before the route's action: the token is verified first,
+    // so the claim is there when the target is chosen.
+    let by_claim = format!(
+        "      sticky: {{ claim: sub }}\n    filters:\n      - jwt: {{ provider: main }}\n      - circuit_breaker: {{}}\njwt_providers:\n  main: {{ algorithms: [HS256], secret: {SECRET} }}\n"
+    );
+    let by_address = "      sticky: { client_ip: true }\ntrusted_proxies: [127.0.0.1/32]\n";
+    type KeyField = Box<dyn Fn(usize) -> (&'static str, String)>;
+    let cases: [(String, KeyField); 2] = [
+        (
+            by_claim,
+            Box::new(move |k| ("authorization", format!("Bearer {}", token(k)))),
+        ),
+        (
+            by_address.to_string(),
+            Box::new(|k| ("x-forwarded-for", format!("10.0.{}.{}", k / 256, k % 256))),
+        ),
+    ];
+    for (round, (sticky, key_field)) in cases.into_iter().enumerate() {
+        let gw = gateway(&split_yaml(v1.addr, v2.addr, (50, 50), &sticky));
+        let first = assign_by(&gw, &v1, &v2, 0..200, 2 * round, &key_field).await;
+        let again = assign_by(&gw, &v1, &v2, 0..200, 2 * round + 1, &key_field).await;
+        assert_eq!(first, again, "{sticky}");
+        let on_v2 = first.iter().filter(|u| **u == "v2").count();
+        assert!(
+            (50..=150).contains(&on_v2),
+            "{on_v2} of 200 on v2 with {sticky}"
+        );
+    }
 }
 
 #[tokio::test]
