@@ -6,8 +6,9 @@ instruction count does not. This starts the fast upstream and Portcullis (one wo
 `valgrind --tool=callgrind`, warms every route up, then for each route zeroes the counters,
 sends REQUESTS requests one after another on one keep-alive connection, and dumps: the
 instructions Portcullis spent, divided by the requests. Routes: the bare route, a `cache`
-route answering from memory (HIT), and a `cache` route whose answers are never storable
-(MISS). Argument: the binary to measure (default target/release/portcullis), so two builds can
+route answering from memory (HIT), a `cache` route whose answers are never storable (MISS),
+a 90/10 split across two upstreams over the same endpoint (SPLIT), and a route mirroring 10%
+of its requests to a third (MIRROR: the copies' work counts too). Argument: the binary to measure (default target/release/portcullis), so two builds can
 be compared on the same machine.
 """
 
@@ -26,13 +27,22 @@ BINARY = sys.argv[1] if len(sys.argv) > 1 else f"{ROOT}/target/release/portculli
 REQUESTS = int(os.environ.get("REQUESTS", "2000"))
 WARMUP = 300
 PORTS = {"upstream": 19180, "portcullis": 19181}
-ROUTES = {"bare": "/", "HIT": "/hit", "MISS": "/miss"}
+ROUTES = {"bare": "/", "HIT": "/hit", "MISS": "/miss", "SPLIT": "/split", "MIRROR": "/mirror"}
 CONFIG = f"""listeners: [{{ name: http, address: 127.0.0.1:{PORTS['portcullis']} }}]
 admin: {{ address: 127.0.0.1:0 }}
 access_log: false
 upstreams:
   bench: {{ discovery: {{ static: [127.0.0.1:{PORTS['upstream']}] }} }}
+  canary: {{ discovery: {{ static: [127.0.0.1:{PORTS['upstream']}] }} }}
+  shadow: {{ discovery: {{ static: [127.0.0.1:{PORTS['upstream']}] }} }}
 routes:
+  - name: split
+    match: {{ path_prefix: /split }}
+    upstream: {{ split: [{{ upstream: bench, weight: 90 }}, {{ upstream: canary, weight: 10 }}] }}
+  - name: mirror
+    match: {{ path_prefix: /mirror }}
+    upstream: bench
+    mirror: {{ upstream: shadow, percent: 10 }}
   - name: hit
     match: {{ path_prefix: /hit }}
     upstream: bench
@@ -94,7 +104,7 @@ def main():
     bare = per_request["bare"]
     print(f"{os.path.basename(BINARY)}: instructions per request over {REQUESTS} requests")
     for name, count in per_request.items():
-        print(f"  {name:<5} {count:9.0f}   {count / bare:.3f}x bare")
+        print(f"  {name:<6} {count:9.0f}   {count / bare:.3f}x bare")
 
 
 if __name__ == "__main__":
