@@ -211,6 +211,9 @@ async fn serve<'a>(
     let mut response = match answered {
         Some(Ok(response)) => {
             failure = fallback.and_then(|_| fallback::refused(&response));
+            if failure.is_some() {
+                kept = fallback.and_then(|f| fallback::keep(f, &parts, &body));
+            }
             response
         }
         Some(Err(error)) => fail(&mut chain.ctx, error),

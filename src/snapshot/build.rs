@@ -213,7 +213,7 @@ fn build_split(
                 .iter()
                 .map(|(name, weight)| Some((Arc::clone(upstreams.get(name)?), *weight)))
                 .collect::<Option<Vec<_>>>()?;
-            Some(Split::new(route, targets, sticky.clone(), metrics))
+            Split::new(route, targets, sticky.clone(), metrics)
         }
     }
 }

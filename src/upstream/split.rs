@@ -52,13 +52,17 @@ impl Split {
         }
     }
 
-    /// `targets` in config order with their weights (validated: not all zero).
+    /// `targets` in config order with their weights (validated: not all zero); `None` for
+    /// none at all, so a split always has a target to index.
     pub(crate) fn new(
         route: &str,
         targets: Vec<(Arc<Upstream>, u32)>,
         sticky: Option<HashOn>,
         metrics: &SplitMetrics,
-    ) -> Split {
+    ) -> Option<Split> {
+        if targets.is_empty() {
+            return None;
+        }
         let weights: Vec<u32> = targets.iter().map(|(_, weight)| *weight).collect();
         let targets = targets
             .into_iter()
@@ -77,7 +81,7 @@ impl Split {
                 }
             })
             .collect();
-        Split { targets, sticky }
+        Some(Split { targets, sticky })
     }
 
     pub(crate) fn targets(&self) -> &[Target] {

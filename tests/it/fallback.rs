@@ -138,7 +138,7 @@ async fn another_upstream_answers_requests_it_can_be_given() {
         &dead.to_string(),
         old.addr,
         "{ upstream: old }",
-        "{ circuit_breaker: { consecutive_failures: 100, open_for: 1m } }",
+        "{ circuit_breaker: { consecutive_failures: 2, open_for: 1m } }",
     ));
     let mut client = Client::http1(gw.addr()).await;
     let reply = client.get("/page?x=1").await;
@@ -151,14 +151,19 @@ async fn another_upstream_answers_requests_it_can_be_given() {
         .await;
     assert_eq!(post.status, 502);
     assert_eq!(old.requests(), 1);
+    // Two failures opened the breaker: the request never left, and the fallback takes it.
+    let refused = client.get("/after").await;
+    assert_eq!(refused.status, 200);
+    assert_eq!(old.last().path, "/after");
     let metrics = get(gw.admin(), "/metrics").await.text();
     assert_eq!(fallback_count(&metrics, "connect_error"), 1);
+    assert_eq!(fallback_count(&metrics, "circuit_open"), 1);
     // Each upstream keeps its own figures: the route's failed, the fallback's answered.
     assert!(
         metrics.contains("upstream_errors_total{upstream=\"up\",kind=\"connect_error\"} 2"),
         "{metrics}"
     );
-    assert!(metrics.contains("upstream_request_duration_seconds_count{upstream=\"old\"} 1"));
+    assert!(metrics.contains("upstream_request_duration_seconds_count{upstream=\"old\"} 2"));
 }
 
 #[tokio::test]
