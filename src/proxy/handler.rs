@@ -237,8 +237,10 @@ async fn serve<'a>(
     {
         let ctx = &mut chain.ctx;
         let failed = response;
+        // Boxed: the failure path's future (another upstream exchange) stays out of every
+        // request's own.
         let answer = fallback::answer(fallback, reason, kept, rewrite, snapshot, conn, ctx, failed);
-        response = answer
+        response = Box::pin(answer)
             .await
             .unwrap_or_else(|error| fail(&mut chain.ctx, error));
     }
