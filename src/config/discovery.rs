@@ -5,7 +5,7 @@ use super::issues::{count_set, duration_field, one_of, optional_duration};
 use super::raw;
 use crate::discovery::{
     DiscoverySpec, DnsSpec, EtcdSpec, FileFormat, FileSpec, RecordKind, StaticEndpoint,
-    DEFAULT_WEIGHT,
+    ZooKeeperAuth, ZooKeeperFormat, ZooKeeperSpec, DEFAULT_WEIGHT,
 };
 use http::Uri;
 use std::net::{IpAddr, SocketAddr};
@@ -13,6 +13,8 @@ use std::time::Duration;
 
 /// How often an endpoints file is checked for changes.
 const DEFAULT_FILE_INTERVAL: Duration = Duration::from_secs(1);
+/// A ZooKeeper session ends this long after the ensemble last heard from the gateway.
+const DEFAULT_ZOOKEEPER_SESSION: Duration = Duration::from_secs(10);
 /// DNS names are re-resolved at least this often, whatever their TTL.
 const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(30);
 /// Nor more often than this, however short their TTL.
@@ -30,9 +32,13 @@ pub(super) fn compile_discovery(
         raw.file.is_some(),
         raw.dns.is_some(),
         raw.etcd.is_some(),
+        raw.zookeeper.is_some(),
     ];
     if count_set(&backends) != 1 {
-        issues.add(path, "needs exactly one backend: static, file, dns or etcd");
+        issues.add(
+            path,
+            "needs exactly one backend: static, file, dns, etcd or zookeeper",
+        );
         return None;
     }
     let spec = if let Some(items) = raw.static_list {
@@ -41,8 +47,10 @@ pub(super) fn compile_discovery(
         compile_file(file, &format!("{path}.file"), issues)
     } else if let Some(dns) = raw.dns {
         compile_dns(dns, &format!("{path}.dns"), issues)?
+    } else if let Some(etcd) = raw.etcd {
+        compile_etcd(etcd, &format!("{path}.etcd"), issues)?
     } else {
-        compile_etcd(raw.etcd?, &format!("{path}.etcd"), issues)?
+        compile_zookeeper(raw.zookeeper?, &format!("{path}.zookeeper"), issues)?
     };
     Some((spec, max_stale))
 }
@@ -231,5 +239,83 @@ fn compile_etcd(
         username: etcd.username,
         password: etcd.password,
         tls,
+    }))
+}
+
+fn compile_zookeeper(
+    zk: raw::ZooKeeperDiscovery,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<DiscoverySpec> {
+    if zk.servers.is_empty() {
+        issues.add(
+            &format!("{path}.servers"),
+            "needs at least one server, e.g. 127.0.0.1:2181",
+        );
+    }
+    for (i, server) in zk.servers.iter().enumerate() {
+        let valid = server.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }) && !server.contains(['/', ',', ' ']);
+        if !valid {
+            issues.add(
+                &format!("{path}.servers[{i}]"),
+                format!("invalid server {server:?}: expected host:port, e.g. 127.0.0.1:2181"),
+            );
+        }
+    }
+    let valid_path = zk.path.starts_with('/')
+        && (zk.path == "/" || !zk.path.ends_with('/'))
+        && !zk.path.contains("//");
+    if !valid_path {
+        issues.add(
+            &format!("{path}.path"),
+            format!(
+                "invalid znode path {:?}: expected e.g. /services/orders",
+                zk.path
+            ),
+        );
+    }
+    let format = match zk.format.as_deref() {
+        None | Some("curator") => ZooKeeperFormat::Curator,
+        Some("address") => ZooKeeperFormat::Address,
+        Some(other) => {
+            issues.add(
+                &format!("{path}.format"),
+                format!("unknown format {other:?}: expected curator or address"),
+            );
+            ZooKeeperFormat::Curator
+        }
+    };
+    let session_timeout = duration_field(
+        zk.session_timeout,
+        DEFAULT_ZOOKEEPER_SESSION,
+        &format!("{path}.session_timeout"),
+        issues,
+    );
+    let auth = zk.auth.map(|auth| {
+        if auth.scheme != "digest" {
+            issues.add(
+                &format!("{path}.auth.scheme"),
+                format!("unknown scheme {:?}: expected digest", auth.scheme),
+            );
+        }
+        if !auth.credentials.contains(':') {
+            issues.add(
+                &format!("{path}.auth.credentials"),
+                "expected user:password",
+            );
+        }
+        ZooKeeperAuth {
+            scheme: auth.scheme,
+            credentials: auth.credentials,
+        }
+    });
+    Some(DiscoverySpec::ZooKeeper(ZooKeeperSpec {
+        servers: zk.servers,
+        path: zk.path,
+        format,
+        session_timeout,
+        auth,
     }))
 }

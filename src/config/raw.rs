@@ -203,6 +203,7 @@ pub(crate) struct Discovery {
     pub(crate) file: Option<FileDiscovery>,
     pub(crate) dns: Option<DnsDiscovery>,
     pub(crate) etcd: Option<EtcdDiscovery>,
+    pub(crate) zookeeper: Option<ZooKeeperDiscovery>,
     /// With no successful read of the registry for this long, the upstream is reported
     /// degraded (it keeps its last endpoints).
     pub(crate) max_stale: Option<Scalar>,
@@ -235,6 +236,27 @@ pub(crate) struct EtcdDiscovery {
     pub(crate) password: Option<String>,
     /// CA bundle for `https` endpoints (default: the system's roots).
     pub(crate) ca_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ZooKeeperDiscovery {
+    /// `host:port` of the ensemble's members.
+    pub(crate) servers: Vec<String>,
+    /// The znode whose children are the instances.
+    pub(crate) path: String,
+    /// `curator` (default) or `address`.
+    pub(crate) format: Option<String>,
+    pub(crate) session_timeout: Option<Scalar>,
+    pub(crate) auth: Option<ZooKeeperAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ZooKeeperAuth {
+    /// `digest` (`user:password`).
+    pub(crate) scheme: String,
+    pub(crate) credentials: String,
 }
 
 #[derive(Debug, Deserialize)]

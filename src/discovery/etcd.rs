@@ -10,7 +10,8 @@
 //! again, trying the next etcd endpoint with backoff while none answers; all that time the
 //! last known set keeps serving.
 
-use super::backend::{backoff, publish, DiscoveredEndpoint, Discovery, EndpointSet, Status};
+use super::backend::{backoff, publish, Discovery, EndpointSet, Status};
+use super::registered::Registered;
 use super::static_list::{StaticEndpoint, DEFAULT_WEIGHT};
 use crate::tls::UpstreamTls;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -21,7 +22,7 @@ use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -45,9 +46,7 @@ pub(crate) struct EtcdSpec {
 
 pub(crate) struct EtcdList {
     spec: EtcdSpec,
-    /// The last good resolution of each registered host name, used while it fails to
-    /// resolve (a resolver blink must not drop registered endpoints).
-    resolved: std::sync::Mutex<HashMap<(String, u16), Vec<DiscoveredEndpoint>>>,
+    registered: Registered,
 }
 
 /// Why a sync ended.
@@ -62,7 +61,7 @@ impl EtcdList {
     pub(crate) fn new(spec: EtcdSpec) -> EtcdList {
         EtcdList {
             spec,
-            resolved: std::sync::Mutex::default(),
+            registered: Registered::default(),
         }
     }
 
@@ -217,39 +216,8 @@ impl EtcdList {
         tx: &watch::Sender<EndpointSet>,
         status: &Status,
     ) {
-        let mut found = Vec::new();
-        for endpoint in entries.values().flatten() {
-            let name = (endpoint.host.clone(), endpoint.port);
-            match endpoint.resolve().await {
-                Ok(addresses) => {
-                    if endpoint.literal().is_none() {
-                        let mut resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
-                        resolved.insert(name, addresses.clone());
-                    }
-                    found.extend(addresses);
-                }
-                Err(error) => {
-                    status.failed();
-                    tracing::warn!(host = %endpoint.host, %error, "registered host does not resolve; keeping its last addresses");
-                    let resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
-                    let last = resolved.get(&name).into_iter().flatten();
-                    found.extend(last.map(|d| DiscoveredEndpoint {
-                        weight: endpoint.weight,
-                        ..*d
-                    }));
-                }
-            }
-        }
-        // Forget names no longer registered.
-        self.resolved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(host, port), _| {
-                entries
-                    .values()
-                    .flatten()
-                    .any(|e| e.host == *host && e.port == *port)
-            });
+        let listed: Vec<&StaticEndpoint> = entries.values().flatten().collect();
+        let found = self.registered.addresses(&listed, status).await;
         let count = found.len();
         if publish(tx, found.into()) {
             tracing::info!(prefix = %self.spec.prefix, endpoints = count, "etcd endpoints changed");

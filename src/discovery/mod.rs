@@ -9,13 +9,16 @@ mod backend;
 mod dns;
 mod etcd;
 mod file;
+mod registered;
 mod static_list;
+mod zookeeper;
 
 pub(crate) use backend::{Discovery, EndpointSet, Status};
 pub(crate) use dns::{DnsSpec, RecordKind};
 pub(crate) use etcd::EtcdSpec;
 pub(crate) use file::{FileFormat, FileSpec};
 pub(crate) use static_list::{StaticEndpoint, DEFAULT_WEIGHT};
+pub(crate) use zookeeper::{ZooKeeperAuth, ZooKeeperFormat, ZooKeeperSpec};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -28,6 +31,7 @@ pub(crate) enum DiscoverySpec {
     File(FileSpec),
     Dns(DnsSpec),
     Etcd(EtcdSpec),
+    ZooKeeper(ZooKeeperSpec),
 }
 
 impl DiscoverySpec {
@@ -37,6 +41,7 @@ impl DiscoverySpec {
             DiscoverySpec::File(spec) => Box::new(file::FileList::new(spec.clone())),
             DiscoverySpec::Dns(spec) => Box::new(dns::DnsList::new(spec.clone())),
             DiscoverySpec::Etcd(spec) => Box::new(etcd::EtcdList::new(spec.clone())),
+            DiscoverySpec::ZooKeeper(spec) => Box::new(zookeeper::ZooKeeperList::new(spec.clone())),
         }
     }
 
@@ -47,6 +52,7 @@ impl DiscoverySpec {
             DiscoverySpec::File(_) => "file",
             DiscoverySpec::Dns(_) => "dns",
             DiscoverySpec::Etcd(_) => "etcd",
+            DiscoverySpec::ZooKeeper(_) => "zookeeper",
         }
     }
 
@@ -63,7 +69,9 @@ impl DiscoverySpec {
                 .and_then(|text| file::parse(&text, spec.format).ok())
                 .map(|list| list.iter().filter_map(StaticEndpoint::literal).collect())
                 .unwrap_or_else(|| EndpointSet::from(Vec::new())),
-            DiscoverySpec::Dns(_) | DiscoverySpec::Etcd(_) => EndpointSet::from(Vec::new()),
+            DiscoverySpec::Dns(_) | DiscoverySpec::Etcd(_) | DiscoverySpec::ZooKeeper(_) => {
+                EndpointSet::from(Vec::new())
+            }
         }
     }
 }

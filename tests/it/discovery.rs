@@ -5,7 +5,11 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// Sends `count` requests and returns how many each upstream served; every answer must be 200.
-async fn spread(client: &mut Client, upstreams: &[&Upstream], count: usize) -> Vec<usize> {
+pub(crate) async fn spread(
+    client: &mut Client,
+    upstreams: &[&Upstream],
+    count: usize,
+) -> Vec<usize> {
     let before: Vec<usize> = upstreams.iter().map(|u| u.requests()).collect();
     for _ in 0..count {
         assert_eq!(client.get("/").await.status, 200, "a request failed");
@@ -18,7 +22,11 @@ async fn spread(client: &mut Client, upstreams: &[&Upstream], count: usize) -> V
 }
 
 /// Polls with requests until `upstream` serves one; returns how long that took.
-async fn until_served(client: &mut Client, upstream: &Upstream, within: Duration) -> Duration {
+pub(crate) async fn until_served(
+    client: &mut Client,
+    upstream: &Upstream,
+    within: Duration,
+) -> Duration {
     let start = Instant::now();
     let before = upstream.requests();
     while upstream.requests() == before {
@@ -34,7 +42,11 @@ async fn until_served(client: &mut Client, upstream: &Upstream, within: Duration
 }
 
 /// Polls until 20 requests in a row avoid `upstream`.
-async fn until_avoided(client: &mut Client, upstream: &Upstream, within: Duration) -> Duration {
+pub(crate) async fn until_avoided(
+    client: &mut Client,
+    upstream: &Upstream,
+    within: Duration,
+) -> Duration {
     let start = Instant::now();
     loop {
         let before = upstream.requests();
@@ -53,7 +65,7 @@ async fn until_avoided(client: &mut Client, upstream: &Upstream, within: Duratio
     }
 }
 
-async fn upstream_status(gw: &TestGateway, name: &str) -> Value {
+pub(crate) async fn upstream_status(gw: &TestGateway, name: &str) -> Value {
     let answer = get(gw.admin(), "/upstreams").await.json();
     answer["upstreams"]
         .as_array()
@@ -65,7 +77,7 @@ async fn upstream_status(gw: &TestGateway, name: &str) -> Value {
 }
 
 /// The value of one series in `/metrics`, e.g. `discovery_errors_total{upstream="api"}`.
-async fn metric(gw: &TestGateway, series: &str) -> Option<f64> {
+pub(crate) async fn metric(gw: &TestGateway, series: &str) -> Option<f64> {
     let text = get(gw.admin(), "/metrics").await.text();
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
@@ -465,6 +477,34 @@ fn discovery_config_errors_name_the_key() {
         (
             "{ file: { path: /dev/null, format: toml } }",
             "upstreams.up.discovery.file.format: unknown format",
+        ),
+        (
+            "{ zookeeper: { servers: [], path: /s } }",
+            "upstreams.up.discovery.zookeeper.servers: needs at least one server",
+        ),
+        (
+            "{ zookeeper: { servers: [\"zk1\"], path: /s } }",
+            "upstreams.up.discovery.zookeeper.servers[0]: invalid server \"zk1\": expected host:port",
+        ),
+        (
+            "{ zookeeper: { servers: [\"zk1:2181\"], path: services/ } }",
+            "upstreams.up.discovery.zookeeper.path: invalid znode path \"services/\"",
+        ),
+        (
+            "{ zookeeper: { servers: [\"zk1:2181\"], path: /s, format: dubbo } }",
+            "upstreams.up.discovery.zookeeper.format: unknown format \"dubbo\": expected curator or address",
+        ),
+        (
+            "{ zookeeper: { servers: [\"zk1:2181\"], path: /s, session_timeout: 0s } }",
+            "upstreams.up.discovery.zookeeper.session_timeout: must be greater than zero",
+        ),
+        (
+            "{ zookeeper: { servers: [\"zk1:2181\"], path: /s, auth: { scheme: sasl, credentials: x } } }",
+            "upstreams.up.discovery.zookeeper.auth.scheme: unknown scheme \"sasl\": expected digest",
+        ),
+        (
+            "{ zookeeper: { servers: [\"zk1:2181\"], path: /s, auth: { scheme: digest, credentials: x } } }",
+            "upstreams.up.discovery.zookeeper.auth.credentials: expected user:password",
         ),
     ];
     for (discovery, expected) in cases {

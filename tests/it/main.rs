@@ -31,3 +31,4 @@ mod signals;
 mod tls;
 mod traffic;
 mod upstream_failures;
+mod zookeeper;

@@ -1,4 +1,5 @@
-//! Real services the tests start on loopback (redis-server, etcd, dnsmasq), stopped by PID.
+//! Real services the tests start on loopback (redis-server, etcd, dnsmasq, ZooKeeper), stopped
+//! by PID.
 
 use super::gateway::temp_path;
 use serde_json::{json, Value};
@@ -425,5 +426,72 @@ impl Drop for DnsServer {
         self.stop();
         let _ = std::fs::remove_file(&self.hosts);
         let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// The jar Debian's `zookeeper` package installs; the server runs from it on a JVM.
+const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
+
+/// A standalone ZooKeeper on an ephemeral loopback port with its data in a temp folder,
+/// started by the test and stopped (by its PID) when dropped. Its tick is 200 ms, so sessions
+/// may be as short as 400 ms.
+pub struct ZooKeeperServer {
+    pub port: u16,
+    data: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl ZooKeeperServer {
+    pub fn start() -> Option<ZooKeeperServer> {
+        if !installed("java", "zookeeper") {
+            return None;
+        }
+        if !std::path::Path::new(ZOOKEEPER_JAR).exists() {
+            if std::env::var_os("CI").is_some() {
+                panic!("{ZOOKEEPER_JAR} is missing (scripts/test.sh installs zookeeper)");
+            }
+            eprintln!("skipped: {ZOOKEEPER_JAR} is missing (scripts/test.sh installs zookeeper)");
+            return None;
+        }
+        let mut server = ZooKeeperServer {
+            port: free_port(),
+            data: temp_path("zookeeper"),
+            child: None,
+        };
+        server.restart();
+        Some(server)
+    }
+
+    /// `127.0.0.1:PORT`, as a `servers:` entry.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port and data, and waits until it accepts
+    /// connections.
+    pub fn restart(&mut self) {
+        std::fs::create_dir_all(&self.data).unwrap();
+        let child = spawn_listening(
+            std::process::Command::new("java")
+                .args(["-Xmx128m", "-Dzookeeper.admin.enableServer=false"])
+                .args(["-cp", ZOOKEEPER_JAR])
+                .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
+                .arg(self.port.to_string())
+                .arg(&self.data)
+                .arg("200"),
+            self.port,
+        );
+        self.child = Some(child);
+    }
+
+    pub fn stop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+impl Drop for ZooKeeperServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.data);
     }
 }
