@@ -50,6 +50,24 @@ impl Registrar {
     }
 }
 
+/// Polls `GET /upstreams` every 2 ms until `addr` is among the upstream's endpoints.
+async fn until_listed(gw: &TestGateway, addr: std::net::SocketAddr) -> Duration {
+    let start = Instant::now();
+    let wanted = addr.to_string();
+    loop {
+        let status = upstream_status(gw, "orders").await;
+        let endpoints = status["endpoints"].as_array().cloned().unwrap_or_default();
+        if endpoints.iter().any(|e| e["address"] == wanted.as_str()) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{addr} not listed within 1s"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 fn curator(id: &str, addr: std::net::SocketAddr, enabled: bool) -> String {
     format!(
         r#"{{"name":"orders","id":"{id}","address":"{}","port":{},"sslPort":null,"payload":null,"registrationTimeUTC":1700000000000,"serviceType":"DYNAMIC","uriSpec":{{"parts":[]}},"enabled":{enabled}}}"#,
@@ -108,7 +126,8 @@ async fn curator_instances_route_follow_changes_within_a_second_and_survive_an_o
     registrar
         .set("/services/orders/c", &curator("c", c.addr, true))
         .await;
-    let enabled = until_served(&mut client, &c, Duration::from_secs(1)).await;
+    let listed = until_listed(&gw, c.addr).await;
+    let enabled = listed + until_served(&mut client, &c, Duration::from_secs(1)).await;
     registrar.remove("/services/orders/a").await;
     let removed = until_avoided(&mut client, &a, Duration::from_secs(1)).await;
     registrar
@@ -116,7 +135,7 @@ async fn curator_instances_route_follow_changes_within_a_second_and_survive_an_o
         .await;
     let added = until_served(&mut client, &a, Duration::from_secs(1)).await;
     eprintln!(
-        "zookeeper change to traffic: enabled {enabled:?}, removed {removed:?}, added {added:?} ({:?} in all)",
+        "zookeeper change to traffic: enabled {enabled:?} (in the balancer after {listed:?}), removed {removed:?}, added {added:?} ({:?} in all)",
         started.elapsed()
     );
 
