@@ -22,9 +22,6 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Keys whose values are never shown, wherever they appear.
-const SECRET_KEYS: [&str; 5] = ["secret", "password", "token", "key", "private_key"];
-
 pub(crate) struct AdminState {
     pub(crate) gateway: Arc<Gateway>,
     pub(crate) reloader: Arc<Reloader>,
@@ -107,12 +104,7 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body
         }
         (Method::GET, "/config") => {
             let config = state.reloader.config();
-            let mut value = serde_json::to_value(&config.source).unwrap_or(Value::Null);
-            for path in &config.from_env {
-                redact_path(&mut value, path);
-            }
-            redact_keys(&mut value);
-            json_response(StatusCode::OK, &value)
+            json_response(StatusCode::OK, &config.redacted_source())
         }
         (Method::GET, "/routes") => {
             let config = state.reloader.config();
@@ -249,61 +241,4 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
-}
-
-/// Replaces the value at a config key path (`a.b[2].c`) with a marker.
-fn redact_path(value: &mut Value, path: &str) {
-    let mut node = value;
-    for part in path.split('.') {
-        let (key, indexes) = match part.find('[') {
-            Some(at) => (&part[..at], &part[at..]),
-            None => (part, ""),
-        };
-        if !key.is_empty() {
-            node = match node.get_mut(key) {
-                Some(next) => next,
-                None => return,
-            };
-        }
-        for index in indexes.split(['[', ']']).filter(|s| !s.is_empty()) {
-            node = match index.parse::<usize>().ok().and_then(|i| node.get_mut(i)) {
-                Some(next) => next,
-                None => return,
-            };
-        }
-    }
-    *node = Value::String("<redacted>".into());
-}
-
-fn redact_keys(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for (key, item) in map.iter_mut() {
-                if SECRET_KEYS.iter().any(|s| key.eq_ignore_ascii_case(s)) {
-                    *item = Value::String("<redacted>".into());
-                } else {
-                    redact_keys(item);
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(redact_keys),
-        _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redaction_by_path_and_by_key() {
-        let mut value =
-            json!({"a": {"b": [1, {"c": "x"}]}, "stores": {"redis": {"password": "p"}}});
-        redact_path(&mut value, "a.b[1].c");
-        redact_keys(&mut value);
-        assert_eq!(value["a"]["b"][1]["c"], "<redacted>");
-        assert_eq!(value["a"]["b"][0], 1);
-        assert_eq!(value["stores"]["redis"]["password"], "<redacted>");
-        redact_path(&mut value, "missing.path[3]");
-    }
 }

@@ -72,7 +72,7 @@ impl Reloader {
         bound_listeners: Vec<(String, SocketAddr, bool)>,
         metrics: Arc<Metrics>,
     ) -> Reloader {
-        metrics.config_generation.set(1);
+        metrics.serving(1, config.hash());
         Reloader {
             source,
             gateway,
@@ -145,7 +145,7 @@ impl Reloader {
             &self.metrics.config,
         );
         self.gateway.snapshot.store(Arc::new(snapshot));
-        self.metrics.config_generation.set(generation as i64);
+        self.metrics.serving(generation, config.hash());
         let needs_restart = self.needs_restart(&config);
         *current = Arc::new(config);
         Applied {

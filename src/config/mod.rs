@@ -14,6 +14,7 @@ pub(crate) mod issues;
 mod lines;
 mod listeners;
 pub(crate) mod raw;
+mod redact;
 mod routes;
 mod stores;
 mod traffic;

@@ -81,6 +81,9 @@ pub(super) async fn send_with_retries(
         }
         _retrying = budget;
         retry += 1;
+        if let Some(reason) = failure {
+            upstream.count_retry(reason);
+        }
         tracing::debug!(
             request_id = ctx.request_id.to_str().unwrap_or("-"),
             upstream = %upstream.name,

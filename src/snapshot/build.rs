@@ -14,7 +14,7 @@ use crate::router::Router;
 use crate::store::RedisStore;
 use crate::telemetry::{ConfigMetrics, UpstreamStateSource};
 use crate::upstream::split::{Split, SplitMetrics};
-use crate::upstream::Upstream;
+use crate::upstream::{RetryMetrics, Upstream};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -44,8 +44,10 @@ pub(crate) fn build(
                 if prev.is_some() {
                     tracing::info!(upstream = %spec.name, "upstream (re)started with fresh connections");
                 }
+                let retried = metrics.sets.get::<RetryMetrics>().retried.clone();
+                let previous = previous.map(|u| &**u);
                 let upstream =
-                    Upstream::start(spec.clone(), feed, previous.map(|u| &**u), workers, handle);
+                    Upstream::start(spec.clone(), feed, previous, workers, handle, retried);
                 let stats: Arc<dyn UpstreamStateSource> = upstream.clone();
                 metrics.upstreams.register(&spec.name, &stats);
                 upstream

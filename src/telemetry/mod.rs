@@ -47,7 +47,9 @@ pub(crate) struct Metrics {
     registry: Registry,
     pub(crate) requests: Arc<RequestStats>,
     pub(crate) config_reloads: Family<Labels, Counter>,
-    pub(crate) config_generation: Gauge,
+    config_generation: Gauge,
+    /// One series, `build_info{version, config_hash} 1`: what a replica runs.
+    build_info: Family<Labels, Gauge>,
     pub(crate) connections_active: Family<Labels, Gauge>,
     connections_refused: Family<Labels, Counter>,
     pub(crate) config: ConfigMetrics,
@@ -99,6 +101,12 @@ impl Metrics {
             "Generation of the config being served (1 at start)",
             config_generation.clone(),
         );
+        let build_info = Family::<Labels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "Always 1: the gateway's version and the hash of the config it serves (secrets left out)",
+            build_info.clone(),
+        );
         let connections_active = Family::<Labels, Gauge>::default();
         registry.register(
             "connections_active",
@@ -120,9 +128,21 @@ impl Metrics {
             requests,
             config_reloads,
             config_generation,
+            build_info,
             connections_active,
             connections_refused,
         }
+    }
+
+    /// Says which config is being served: its generation and hash.
+    pub(crate) fn serving(&self, generation: u64, config_hash: String) {
+        self.config_generation.set(generation as i64);
+        self.build_info.clear();
+        let labels = vec![
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+            ("config_hash", config_hash),
+        ];
+        self.build_info.get_or_create(&labels).set(1);
     }
 
     pub(crate) fn reload_result(&self, ok: bool) {

@@ -16,10 +16,13 @@ pub use balance::{hash_key, Balancer, HashOn, Strategy, BALANCE_SEED};
 pub use endpoint::Endpoint;
 pub(crate) use health::{HealthSpec, HealthState};
 pub(crate) use outlier::OutlierSpec;
-pub(crate) use retry::{RetryBudget, RetryOn, RetryPolicy};
+pub(crate) use retry::{RetryBudget, RetryMetrics, RetryOn, RetryPolicy};
 
 use crate::discovery::{DiscoverySpec, EndpointSet, Feed};
+use crate::telemetry::Labels;
 use arc_swap::ArcSwap;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -80,6 +83,8 @@ pub(crate) struct Upstream {
     epoch: std::time::Instant,
     /// Wakes the health checker: new endpoints to check.
     joined: Arc<Notify>,
+    /// `upstream_retries_total`, by upstream and reason; lives as long as the process.
+    retried: Family<Labels, Counter>,
     /// Dropped with the upstream; ends its background tasks.
     _stop: watch::Sender<()>,
 }
@@ -93,6 +98,7 @@ impl Upstream {
         prev: Option<&Upstream>,
         workers: usize,
         handle: &tokio::runtime::Handle,
+        retried: Family<Labels, Counter>,
     ) -> Arc<Upstream> {
         let (stop_tx, stop_rx) = watch::channel(());
         let upstream = Arc::new(Upstream {
@@ -107,6 +113,7 @@ impl Upstream {
             retry_budget: RetryBudget::default(),
             epoch: std::time::Instant::now(),
             joined: Arc::new(Notify::new()),
+            retried,
             _stop: stop_tx,
         });
         let known = prev
@@ -172,6 +179,15 @@ impl Upstream {
             .find(|e| !e.outlier.is_ejected(now))
             .or(Some(first))
             .cloned()
+    }
+
+    /// Counts a retry and why it was made.
+    pub(crate) fn count_retry(&self, reason: RetryOn) {
+        let labels = vec![
+            ("upstream", self.name.to_string()),
+            ("reason", reason.label()),
+        ];
+        self.retried.get_or_create(&labels).inc();
     }
 
     /// For a retry: an endpoint other than `previous` when there is one.

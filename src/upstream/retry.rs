@@ -3,7 +3,11 @@
 //! already struggling.
 
 use crate::error::{ProxyError, UpstreamFailure};
+use crate::telemetry::{encode_family, Labels, MetricSet};
 use http::Method;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -31,6 +35,16 @@ impl RetryOn {
                 .ok()
                 .filter(|s| (500..=599).contains(s))
                 .map(RetryOn::Status),
+        }
+    }
+
+    /// As written in `retry_on`: `connect_error`, `reset`, `timeout` or the status.
+    pub(crate) fn label(self) -> String {
+        match self {
+            RetryOn::ConnectError => "connect_error".into(),
+            RetryOn::Reset => "reset".into(),
+            RetryOn::Timeout => "timeout".into(),
+            RetryOn::Status(status) => status.to_string(),
         }
     }
 
@@ -191,5 +205,22 @@ mod tests {
         assert_eq!(RetryOn::parse("503"), Some(RetryOn::Status(503)));
         assert_eq!(RetryOn::parse("404"), None);
         assert_eq!(RetryOn::parse("sometimes"), None);
+    }
+}
+
+/// What retries report: retries made, by upstream and reason.
+#[derive(Default)]
+pub(crate) struct RetryMetrics {
+    pub(crate) retried: Family<Labels, Counter>,
+}
+
+impl MetricSet for RetryMetrics {
+    fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        encode_family(
+            encoder,
+            "upstream_retries",
+            "Retries made, by upstream and the failure retried (connect_error, reset, timeout or the status)",
+            &self.retried,
+        )
     }
 }

@@ -278,3 +278,44 @@ fn an_admin_address_other_hosts_reach_needs_a_token() {
         short.issues()
     );
 }
+
+/// The `build_info` series: `(version, config_hash)`, and how many there are.
+async fn build_info(gw: &TestGateway) -> (String, String, usize) {
+    let metrics = get(gw.admin(), "/metrics").await.text();
+    let lines: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("build_info{"))
+        .collect();
+    let line = lines.first().copied().unwrap_or_default();
+    let label = |name: &str| {
+        let start = line.find(&format!("{name}=\"")).map(|i| i + name.len() + 2);
+        start
+            .and_then(|s| Some(line[s..][..line[s..].find('"')?].to_string()))
+            .unwrap_or_default()
+    };
+    assert!(line.ends_with(" 1"), "{metrics}");
+    (label("version"), label("config_hash"), lines.len())
+}
+
+#[tokio::test]
+async fn build_info_names_the_version_and_the_config_without_its_secrets() {
+    let up = upstream().run().await;
+    let yaml = file_config(up.addr, "first", "PORTCULLIS_ADMIN_TEST_SECRET_C");
+    let one = gateway_env(&yaml, &[("PORTCULLIS_ADMIN_TEST_SECRET_C", "one")]);
+    let two = gateway_env(&yaml, &[("PORTCULLIS_ADMIN_TEST_SECRET_C", "two")]);
+    let (version, hash, series) = build_info(&one).await;
+    assert_eq!(version, env!("CARGO_PKG_VERSION"));
+    assert_eq!((hash.len(), series), (12, 1), "{hash}");
+    // Another secret, the same config: the same hash (the hash says nothing of secrets).
+    assert_eq!(build_info(&two).await.1, hash);
+    // Another config: another hash, and the old series is gone.
+    one.reload(&file_config(
+        up.addr,
+        "second",
+        "PORTCULLIS_ADMIN_TEST_SECRET_C",
+    ))
+    .unwrap();
+    let (_, changed, series) = build_info(&one).await;
+    assert_ne!(changed, hash);
+    assert_eq!(series, 1);
+}

@@ -44,6 +44,12 @@ async fn a_burst_then_429_with_retry_after_and_ratelimit_headers() {
     assert_eq!(up.requests(), 3);
     // The connection stays usable after a 429.
     assert_eq!(status_with(&mut client, None).await.status, 429);
+    let metrics = get(gw.admin(), "/metrics").await.text();
+    for (result, count) in [("allowed", 3), ("limited", 2), ("no_key", 0)] {
+        let line =
+            format!("rate_limit_decisions_total{{filter=\"api\",result=\"{result}\"}} {count}");
+        assert!(metrics.contains(&line), "{line} not in {metrics}");
+    }
 }
 
 #[tokio::test]
@@ -105,6 +111,11 @@ async fn missing_keys_skip_or_share() {
     for _ in 0..5 {
         assert_eq!(status_with(&mut client, None).await.status, 200);
     }
+    let metrics = get(gw.admin(), "/metrics").await.text();
+    assert!(
+        metrics.contains("rate_limit_decisions_total{filter=\"api\",result=\"no_key\"} 5"),
+        "{metrics}"
+    );
     let gw = gateway(&config(
         up.addr,
         "{ rate: 1/m, burst: 2, key: header:x-api-key }",

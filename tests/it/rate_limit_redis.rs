@@ -122,6 +122,15 @@ async fn each_failure_mode_holds_while_redis_is_down_and_limits_resume_after() {
     assert_eq!(statuses(&mut client, "/closed", 3).await, [429, 429, 429]);
     assert_eq!(count(&statuses(&mut client, "/open", 4).await, 429), 3);
 
+    // Until the first connection is made, /closed may have been refused for the store too.
+    let closed_errors = |metrics: &str| {
+        let series = "rate_limit_decisions_total{filter=\"closed\",result=\"store_error\"} ";
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = closed_errors(&get(gw.admin(), "/metrics").await.text());
     redis.stop();
     // fail_open: everything passes; the gateway keeps serving.
     let open = statuses(&mut client, "/open", 20).await;
@@ -140,6 +149,15 @@ async fn each_failure_mode_holds_while_redis_is_down_and_limits_resume_after() {
         metrics.contains("rate_limit_store_failures_total{filter=\"open\",mode=\"fail_open\"} 20"),
         "{metrics}"
     );
+    // Decided without the store: fail_open and fail_closed count as store_error; local
+    // counts its own decisions.
+    assert_eq!(closed_errors(&metrics), before + 1);
+    for (filter, result, count) in [("open", "store_error", 20), ("local", "limited", 4)] {
+        let line = format!(
+            "rate_limit_decisions_total{{filter=\"{filter}\",result=\"{result}\"}} {count}"
+        );
+        assert!(metrics.contains(&line), "{line} not in {metrics}");
+    }
 
     // Redis is back: the gateway reconnects in the background and limits globally again.
     redis.restart();

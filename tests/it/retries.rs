@@ -91,6 +91,10 @@ async fn connect_errors_and_bad_statuses_are_retried_on_another_endpoint() {
         assert_eq!(send(&mut client, "GET", 0).await.status, 200);
     }
     assert_eq!(good.requests(), 10);
+    let retried =
+        |reason: &str| format!("upstream_retries_total{{upstream=\"up\",reason=\"{reason}\"}} 10");
+    let metrics = get(gw.admin(), "/metrics").await.text();
+    assert!(metrics.contains(&retried("connect_error")), "{metrics}");
 
     // A 503 from one endpoint: the request is tried again on the other.
     let failing = fixed(503, Duration::ZERO).await;
@@ -105,6 +109,8 @@ async fn connect_errors_and_bad_statuses_are_retried_on_another_endpoint() {
     // Round robin counts the retry's pick too, so each request meets the failing endpoint
     // first, once: tried there, then answered by the other.
     assert_eq!(failing.requests.load(Ordering::SeqCst), 10);
+    let metrics = get(gw.admin(), "/metrics").await.text();
+    assert!(metrics.contains(&retried("503")), "{metrics}");
 }
 
 #[tokio::test]

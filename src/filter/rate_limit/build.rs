@@ -45,5 +45,6 @@ pub(crate) fn build(
         }
         _ => None,
     };
-    Arc::new(RateLimit::new(spec.clone(), limiter, redis, owner))
+    let decisions = ctx.metrics.sets.get::<RateLimitMetrics>().decisions(owner);
+    Arc::new(RateLimit::new(spec.clone(), limiter, redis, owner, decisions))
 }

@@ -18,6 +18,7 @@ use crate::body::Body;
 use crate::context::RequestCtx;
 use crate::error::{error_response, ProxyError};
 use crate::store::RedisStore;
+use metrics::Decisions;
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 pub use local::{Decision, Gcra, LocalLimiter, Rate};
@@ -121,6 +122,7 @@ pub(crate) struct RateLimit {
     pub(crate) policy: HeaderValue,
     /// The policy's name in `RateLimit`.
     pub(crate) policy_name: String,
+    pub(crate) decisions: Decisions,
 }
 
 /// The admitted request's numbers, for the response headers.
@@ -134,6 +136,7 @@ impl RateLimit {
         limiter: std::sync::Arc<LocalLimiter>,
         redis: Option<RedisLimit>,
         owner: &str,
+        decisions: Decisions,
     ) -> RateLimit {
         let policy_name: String = owner
             .chars()
@@ -151,6 +154,7 @@ impl RateLimit {
             redis,
             policy,
             policy_name,
+            decisions,
         }
     }
 
@@ -245,9 +249,13 @@ impl Filter for RateLimit {
     async fn on_request(&self, req: &mut Parts, ctx: &mut RequestCtx) -> Result<Flow, ProxyError> {
         let key = match (self.key(req, ctx), self.spec.on_missing_key) {
             (Some(key), _) => key,
-            (None, OnMissingKey::Skip) => return Ok(Flow::Continue),
+            (None, OnMissingKey::Skip) => {
+                self.decisions.no_key.inc();
+                return Ok(Flow::Continue);
+            }
             (None, OnMissingKey::Shared) => 0,
             (None, OnMissingKey::Reject) => {
+                self.decisions.no_key.inc();
                 return Ok(Flow::Respond(error_response(
                     StatusCode::BAD_REQUEST,
                     "missing rate limit key",
@@ -279,8 +287,12 @@ impl Filter for RateLimit {
                     Err(_) => {
                         redis.failures.inc();
                         match redis.on_error {
-                            OnStoreError::FailOpen => return Ok(Flow::Continue),
+                            OnStoreError::FailOpen => {
+                                self.decisions.store_error.inc();
+                                return Ok(Flow::Continue);
+                            }
                             OnStoreError::FailClosed => {
+                                self.decisions.store_error.inc();
                                 let mut response = error_response(
                                     StatusCode::SERVICE_UNAVAILABLE,
                                     "rate limit store unavailable",
@@ -299,8 +311,10 @@ impl Filter for RateLimit {
             }
         };
         if !decision.allowed {
+            self.decisions.limited.inc();
             return Ok(Flow::Respond(self.refuse(&decision, ctx)));
         }
+        self.decisions.allowed.inc();
         if self.spec.headers {
             ctx.extensions.insert(Admitted(decision));
         }
@@ -345,7 +359,8 @@ mod tests {
             store: StoreChoice::Local,
         };
         let limiter = LocalLimiter::new(spec.local_gcra(), spec.max_keys);
-        RateLimit::new(spec, std::sync::Arc::new(limiter), None, "r")
+        let decisions = metrics::RateLimitMetrics::default().decisions("r");
+        RateLimit::new(spec, std::sync::Arc::new(limiter), None, "r", decisions)
     }
 
     async fn admitted(filter: &RateLimit, n: usize) -> usize {
