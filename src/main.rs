@@ -40,9 +40,20 @@ enum Format {
 enum Command {
     /// Run the gateway (the default).
     Run,
-    /// Validate the config and print the routing table.
-    Check,
+    /// Validate the config and print the routing table; with --diff, compare it with the
+    /// running gateway instead (exit 0: no change, 1: invalid or unreachable, 2: changes).
+    Check {
+        /// Compare with the config the running gateway serves.
+        #[arg(long)]
+        diff: bool,
+        /// The running gateway's admin API (default: the address the config gives it).
+        #[arg(long, requires = "diff")]
+        admin: Option<String>,
+    },
 }
+
+/// `check --diff` found changes.
+const EXIT_CHANGES: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -59,7 +70,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command.unwrap_or(Command::Run) {
-        Command::Check => {
+        Command::Check { diff: true, admin } => return check_diff(&config, admin),
+        Command::Check { .. } => {
             print_routes(&config);
             Ok(())
         }
@@ -123,6 +135,57 @@ async fn serve_signals(running: &portcullis::Running) -> anyhow::Result<()> {
 #[cfg(not(unix))]
 async fn serve_signals(_running: &portcullis::Running) -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await.context("Ctrl-C handler")
+}
+
+/// Prints what `config` changes against the running gateway's, by section.
+fn check_diff(config: &Config, admin: Option<String>) -> ExitCode {
+    use portcullis::config::diff::ItemChange;
+    let Some(admin) = admin.or_else(|| config.admin_url()) else {
+        eprintln!("error: the config turns the admin API off: give --admin URL");
+        return ExitCode::FAILURE;
+    };
+    let running = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| runtime.block_on(portcullis::running_config(&admin)));
+    let running = match running {
+        Ok(running) => running,
+        Err(error) => {
+            eprintln!("error: cannot read the running config: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let changes = config.diff_against(&running);
+    if changes.is_empty() {
+        println!("configuration OK: no changes against the gateway at {admin}");
+        return ExitCode::SUCCESS;
+    }
+    let mut section = "";
+    for change in &changes {
+        if change.section != section {
+            section = &change.section;
+            println!("{section}:");
+        }
+        let restart = if change.needs_restart {
+            "  (needs a restart: a reload does not apply it)"
+        } else {
+            ""
+        };
+        match &change.change {
+            ItemChange::Added => println!("  + {}{restart}", change.name),
+            ItemChange::Removed => println!("  - {}{restart}", change.name),
+            ItemChange::Changed(keys) => {
+                println!("  ~ {}: {}{restart}", change.name, keys.join(", "))
+            }
+        }
+    }
+    let restarts = changes.iter().filter(|c| c.needs_restart).count();
+    println!(
+        "\n{} change(s) against the gateway at {admin}, {restarts} needing a restart",
+        changes.len()
+    );
+    ExitCode::from(EXIT_CHANGES)
 }
 
 fn print_routes(config: &Config) {

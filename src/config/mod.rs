@@ -8,6 +8,7 @@
 //! builds what runs: the runtime snapshot is built from a `Config` in `snapshot/build.rs`.
 
 mod compile;
+pub mod diff;
 mod discovery;
 mod filters;
 pub(crate) mod issues;

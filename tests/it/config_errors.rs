@@ -115,7 +115,7 @@ fn shipped_config_is_valid() {
     assert!(config.route_table().iter().any(|row| row[0] == "hello"));
 }
 
-fn cli(args: &[&str]) -> (i32, String, String) {
+pub(crate) fn cli(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(args)
         .output()

@@ -7,6 +7,7 @@ mod admin;
 mod balance;
 mod cache;
 mod cache_rfc;
+mod check_diff;
 mod circuit_breaker;
 mod client_limits;
 mod compress;
