@@ -222,7 +222,7 @@ async fn serve<'a>(
             let body = match route.mirror() {
                 Some(copies) => {
                     let trusted = snapshot.is_trusted(conn.peer.ip());
-                    mirror::start(copies, &parts, body, conn, trusted, &chain.ctx)
+                    mirror::start(copies, &mut parts, body, conn, trusted, &chain.ctx)
                 }
                 None => body,
             };

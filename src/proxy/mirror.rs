@@ -27,14 +27,18 @@ use std::sync::Arc;
 
 /// Decides whether this request is copied, and when its body allows, starts the copy (now,
 /// or when the body has streamed through). Returns the body to send to the route's upstream.
+///
+/// The mark is the gateway's alone: a client's own `x-mirrored` is removed first, so an
+/// upstream that skips side effects for copies cannot be told to skip them for a real request.
 pub(super) fn start(
     mirror: &Mirror,
-    parts: &Parts,
+    parts: &mut Parts,
     body: ClientBody,
     conn: &ConnInfo,
     trusted: bool,
     ctx: &RequestCtx,
 ) -> ClientBody {
+    parts.headers.remove(&mirror.header);
     if mirror.fraction < 1.0 && fastrand::f64() >= mirror.fraction {
         return body;
     }

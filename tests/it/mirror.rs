@@ -44,10 +44,12 @@ async fn the_mirror_gets_a_marked_copy_of_each_request_with_its_body() {
         "{ upstream: shadow, max_body: 1KiB, host_suffix: -shadow }",
     ));
     let mut client = Client::http1(gw.addr()).await;
+    // A client's own mark never reaches the route's upstream.
     let reply = client
         .request(
             req("POST", "/orders?id=7")
                 .header("x-request-id", "abc123")
+                .header("x-mirrored", "1")
                 .body(body("hello"))
                 .unwrap(),
         )
