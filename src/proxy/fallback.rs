@@ -55,7 +55,8 @@ pub(super) struct Kept {
 }
 
 /// Keeps what a fallback upstream needs, before the request goes to the route's upstream.
-pub(super) fn keep(fallback: &Fallback, parts: &Parts, body: &ClientBody) -> Option<Kept> {
+/// Boxed: every request's future holds room for it, and few routes have a fallback upstream.
+pub(super) fn keep(fallback: &Fallback, parts: &Parts, body: &ClientBody) -> Option<Box<Kept>> {
     if !matches!(fallback.answer, FallbackTarget::Upstream(_)) {
         return None;
     }
@@ -64,10 +65,10 @@ pub(super) fn keep(fallback: &Fallback, parts: &Parts, body: &ClientBody) -> Opt
         _ if body.is_end_stream() => Bytes::new(),
         ClientBody::Streaming(_) | ClientBody::Teed { .. } => return None,
     };
-    Some(Kept {
+    Some(Box::new(Kept {
         parts: copy_parts(parts),
         body,
-    })
+    }))
 }
 
 /// The fallback's answer to a request whose upstream failed for `reason`; `failed` (the
@@ -76,7 +77,7 @@ pub(super) fn keep(fallback: &Fallback, parts: &Parts, body: &ClientBody) -> Opt
 pub(super) async fn answer(
     fallback: &Fallback,
     reason: &'static str,
-    kept: Option<Kept>,
+    kept: Option<Box<Kept>>,
     rewrite: &Rewrite,
     snapshot: &Snapshot,
     conn: &Arc<ConnInfo>,
