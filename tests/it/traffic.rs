@@ -1,6 +1,7 @@
 //! Traffic management: routes matched by header fields, cookies and query parameters.
 
 use crate::support::*;
+use std::time::Duration;
 
 /// Routes that answer with their own name, one per kind of condition, above a catch-all.
 const MATCH_ROUTES: &str = "listeners: [{ name: http, address: 127.0.0.1:0 }]\n\
@@ -417,4 +418,35 @@ fn split_mistakes_are_reported_with_key_paths() {
             "routes[3].upstream: invalid type: sequence, expected an upstream's name or { split: [{ upstream: NAME, weight: N }, ...] } (line 12)",
         ]
     );
+}
+
+#[tokio::test]
+async fn a_background_cache_refresh_on_a_split_goes_to_a_target_drawn_by_weight() {
+    use crate::support::origin::{fetch, origin};
+    let origin = origin().await;
+    let drained = upstream().run().await;
+    let yaml = format!(
+        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+         upstreams:\n  drained: {{ discovery: {{ static: [{}] }} }}\n  origin: {{ discovery: {{ static: [{}] }} }}\n\
+         routes:\n\
+         \x20 - name: site\n    upstream: {{ split: [{{ upstream: drained, weight: 0 }}, {{ upstream: origin, weight: 1 }}] }}\n\
+         \x20   filters: [{{ cache: {{ stale_while_revalidate: 1m }} }}]\n",
+        drained.addr, origin.addr
+    );
+    let gw = gateway(&yaml);
+    let mut client = Client::http1(gw.addr()).await;
+    assert_eq!(
+        fetch(&mut client, "/w?cc=max-age:1", &[]).await.text(),
+        "/w #1 enc="
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let stale = fetch(&mut client, "/w?cc=max-age:1", &[]).await;
+    assert_eq!(stale.header("x-cache"), Some("STALE"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while origin.count("/w") < 2 {
+        assert!(std::time::Instant::now() < deadline, "never refreshed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The drained target (weight 0) never got the refresh.
+    assert_eq!(drained.requests(), 0);
 }
