@@ -8,7 +8,9 @@ sends REQUESTS requests one after another on one keep-alive connection, and dump
 instructions Portcullis spent, divided by the requests. Routes: the bare route, a `cache`
 route answering from memory (HIT), a `cache` route whose answers are never storable (MISS),
 a 90/10 split across two upstreams over the same endpoint (SPLIT), and a route mirroring 10%
-of its requests to a third (MIRROR: the copies' work counts too). Argument: the binary to measure (default target/release/portcullis), so two builds can
+of its requests to a third (MIRROR: the copies' work counts too); then FLOOR, the minimal hyper
+proxy of examples/floor_proxy.rs, the same way. Allocations are the calls to malloc, calloc
+and realloc in the same window. Argument: the binary to measure (default target/release/portcullis), so two builds can
 be compared on the same machine.
 """
 
@@ -26,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = sys.argv[1] if len(sys.argv) > 1 else f"{ROOT}/target/release/portcullis"
 REQUESTS = int(os.environ.get("REQUESTS", "2000"))
 WARMUP = 300
-PORTS = {"upstream": 19180, "portcullis": 19181}
+PORTS = {"upstream": 19180, "portcullis": 19181, "floor": 19182}
 ROUTES = {"bare": "/", "HIT": "/hit", "MISS": "/miss", "SPLIT": "/split", "MIRROR": "/mirror"}
 CONFIG = f"""listeners: [{{ name: http, address: 127.0.0.1:{PORTS['portcullis']} }}]
 admin: {{ address: 127.0.0.1:0 }}
@@ -56,55 +58,90 @@ routes:
 """
 
 
-def send(path, count):
-    connection = http.client.HTTPConnection("127.0.0.1", PORTS["portcullis"])
+def send(port, path, count):
+    connection = http.client.HTTPConnection("127.0.0.1", port)
     for _ in range(count):
         connection.request("GET", path)
         connection.getresponse().read()
     connection.close()
 
 
-def instructions(dump):
+def counts(dump):
+    """Instructions, and calls to malloc, calloc and realloc, in a callgrind dump."""
+    total, allocations, names, wanted = None, 0, {}, False
     for line in open(dump):
         if line.startswith(("summary:", "totals:")):
-            return int(line.split()[1])
-    sys.exit(f"no totals in {dump}")
+            total = int(line.split()[1])
+        elif line.startswith("cfn="):
+            # `cfn=name`, or compressed: `cfn=(id) name` the first time, `cfn=(id)` after.
+            text = line[4:].strip()
+            if text.startswith("("):
+                ident, _, name = text.partition(" ")
+                if name:
+                    names[ident] = name
+                text = names.get(ident, "")
+            wanted = text in ("malloc", "calloc", "realloc")
+        elif line.startswith("calls=") and wanted:
+            allocations += int(line[6:].split()[0])
+            wanted = False
+    if total is None:
+        sys.exit(f"no totals in {dump}")
+    return total, allocations
+
+
+def measure(pid, port, path, tmp):
+    """(instructions, allocations) per request on `path`, counted from zero."""
+    subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+    send(port, path, REQUESTS)
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+    time.sleep(0.5)
+    dump = max(glob.glob(f"{tmp}/out.*"), key=os.path.getmtime)
+    total, allocations = counts(dump)
+    os.remove(dump)
+    return total / REQUESTS, allocations / REQUESTS
+
+
+def under_callgrind(args, tmp):
+    return subprocess.Popen(["valgrind", "--tool=callgrind", "--compress-strings=no",
+                             f"--callgrind-out-file={tmp}/out"] + args,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def main():
+    per_request = {}
     with tempfile.TemporaryDirectory() as tmp:
         with open(f"{tmp}/gateway.yaml", "w") as f:
             f.write(CONFIG)
         upstream = subprocess.Popen([f"{ROOT}/target/release/examples/bench_upstream",
                                      f"127.0.0.1:{PORTS['upstream']}", "100"])
-        gateway = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out",
-                                    BINARY, "-c", f"{tmp}/gateway.yaml", "--workers", "1",
-                                    "--log-level", "warn"], stderr=subprocess.DEVNULL)
+        gateway = under_callgrind([BINARY, "-c", f"{tmp}/gateway.yaml", "--workers", "1",
+                                   "--log-level", "warn"], tmp)
         try:
             wait_port(PORTS["upstream"])
             wait_port(PORTS["portcullis"], timeout=60)  # valgrind starts slowly
             for path in ROUTES.values():
-                send(path, WARMUP)
-            per_request = {}
+                send(PORTS["portcullis"], path, WARMUP)
             for name, path in ROUTES.items():
-                subprocess.run(["callgrind_control", "-z", str(gateway.pid)], check=True,
-                               capture_output=True)
-                send(path, REQUESTS)
-                subprocess.run(["callgrind_control", "-d", str(gateway.pid)], check=True,
-                               capture_output=True)
-                time.sleep(0.5)
-                dump = max(glob.glob(f"{tmp}/out.*"), key=os.path.getmtime)
-                per_request[name] = instructions(dump) / REQUESTS
-                os.remove(dump)
+                per_request[name] = measure(gateway.pid, PORTS["portcullis"], path, tmp)
         finally:
             gateway.terminate()
-            upstream.terminate()
             gateway.wait()
+        floor = under_callgrind([f"{ROOT}/target/release/examples/floor_proxy",
+                                 f"127.0.0.1:{PORTS['floor']}", f"127.0.0.1:{PORTS['upstream']}"], tmp)
+        try:
+            wait_port(PORTS["floor"], timeout=60)
+            send(PORTS["floor"], "/", WARMUP)
+            per_request["FLOOR"] = measure(floor.pid, PORTS["floor"], "/", tmp)
+        finally:
+            floor.terminate()
+            upstream.terminate()
+            floor.wait()
             upstream.wait()
-    bare = per_request["bare"]
-    print(f"{os.path.basename(BINARY)}: instructions per request over {REQUESTS} requests")
-    for name, count in per_request.items():
-        print(f"  {name:<6} {count:9.0f}   {count / bare:.3f}x bare")
+    bare = per_request["bare"][0]
+    print(f"{os.path.basename(BINARY)}: per request over {REQUESTS} requests")
+    print(f"  {'':<7}{'instructions':>13}{'vs bare':>9}{'allocations':>13}")
+    for name, (count, allocations) in per_request.items():
+        print(f"  {name:<7}{count:13.0f}{count / bare:8.3f}x{allocations:13.1f}")
 
 
 if __name__ == "__main__":

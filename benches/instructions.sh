@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Instructions per request (callgrind) on the bare, cache HIT and MISS, split and mirror routes.
+# Instructions and allocations per request (callgrind) on the bare, cache HIT and MISS, split and
+# mirror routes, and on the minimal hyper floor.
 # Installs valgrind when missing, builds release binaries, then runs benches/instructions.py
 # (argument: another portcullis binary to measure instead).
 set -euo pipefail
@@ -11,5 +12,5 @@ fi
 # The gateway on its own: built with the example, it would get the dev-dependencies' features
 # (tokio's test-util clock), which cost instructions on every request.
 cargo build --release --bin portcullis
-cargo build --release --example bench_upstream
+cargo build --release --example bench_upstream --example floor_proxy
 exec python3 benches/instructions.py "$@"

@@ -1,10 +1,17 @@
 #!/usr/bin/env python3
 """Load benchmark orchestration (run through benches/load.sh).
 
-Starts a fast upstream, Portcullis (1 worker) and nginx (1 worker) as equivalent keep-alive
-reverse proxies on loopback. Proxies are pinned to core 0; the upstream and wrk to core 1.
-Rounds interleave DIRECT, PORTCULLIS and NGINX; medians are reported, with proxy CPU time per
-request (from /proc/PID/stat) and resident memory idle and under load.
+Starts a fast upstream, Portcullis (1 worker), nginx (1 worker) and HAProxy (1 thread) as
+equivalent keep-alive reverse proxies on loopback, and FLOOR, a minimal hyper proxy
+(examples/floor_proxy.rs: one upstream, pooled connections, nothing else) that shows what hyper
+itself costs. Proxies are pinned to core 0; the upstream and wrk to core 1. Rounds interleave
+the targets; medians are reported, with proxy CPU time per request (from /proc/PID/stat) and
+resident memory idle and under load.
+
+The proxies' configs are as close to Portcullis's bare route as their features allow: HTTP/1.1
+keep-alive to the upstream with connection reuse, X-Forwarded-For added, no access log, one
+worker (nginx `worker_processes 1`, HAProxy `nbthread 1`). FLOOR sets no forwarded headers and
+checks nothing, and does not speak TLS (left out with TLS=1).
 """
 
 import os
@@ -57,7 +64,7 @@ BASELINE = os.environ.get("BASELINE", "")
 ENDPOINTS = int(os.environ.get("ENDPOINTS", "1"))
 BALANCE = os.environ.get("BALANCE", "round_robin")
 PORTS = {"upstream": 19080, "portcullis": 19081, "nginx": 19082, "redis": 19083, "baseline": 19084,
-         "auth": 19085}
+         "auth": 19085, "floor": 19086, "haproxy": 19087}
 TICK = os.sysconf("SC_CLK_TCK")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -317,6 +324,42 @@ http {{
         nginx = start(["taskset", "-c", "0", "nginx", "-p", f"{tmp}/nginx", "-c",
                        f"{tmp}/nginx/nginx.conf", "-g", "daemon off;"])
         wait_port(PORTS["nginx"])
+
+        haproxy_balance = {"round_robin": "roundrobin", "random": "random",
+                           "least_request": "leastconn"}[BALANCE]
+        haproxy_servers = "\n".join(f"    server s{i} 127.0.0.1:{port}"
+                                     for i, port in enumerate(upstream_ports))
+        haproxy_bind = f"127.0.0.1:{PORTS['haproxy']}"
+        if TLS:
+            with open(f"{tmp}/haproxy.pem", "w") as pem:
+                pem.write(open(cert).read() + open(key).read())
+            haproxy_bind += f" ssl crt {tmp}/haproxy.pem"
+        with open(f"{tmp}/haproxy.cfg", "w") as f:
+            f.write(f"""global
+    nbthread 1
+    maxconn 8192
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+    option http-keep-alive
+    option forwardfor
+    http-reuse always
+frontend bench
+    bind {haproxy_bind}
+    default_backend bench
+backend bench
+    balance {haproxy_balance}
+{haproxy_servers}
+""")
+        haproxy = start(["taskset", "-c", "0", "haproxy", "-f", f"{tmp}/haproxy.cfg", "-db"])
+        wait_port(PORTS["haproxy"])
+        floor = None
+        if not TLS:
+            floor = start(["taskset", "-c", "0", f"{ROOT}/target/release/examples/floor_proxy",
+                           f"127.0.0.1:{PORTS['floor']}", f"127.0.0.1:{PORTS['upstream']}"])
+            wait_port(PORTS["floor"])
         time.sleep(0.5)
 
         proxied = "https" if TLS else "http"
@@ -324,7 +367,10 @@ http {{
             "DIRECT": (PORTS["upstream"], [], "http", [], "/"),
             "PORTCULLIS": (PORTS["portcullis"], [portcullis.pid], proxied, [], "/"),
             "NGINX": (PORTS["nginx"], [nginx.pid] + children(nginx.pid), proxied, [], "/"),
+            "HAPROXY": (PORTS["haproxy"], [haproxy.pid], proxied, [], "/"),
         }
+        if floor:
+            targets["FLOOR"] = (PORTS["floor"], [floor.pid], "http", [], "/")
         if baseline:
             targets["BASELINE"] = (PORTS["baseline"], [baseline.pid], proxied, [], "/")
         if JWT:
@@ -374,6 +420,13 @@ http {{
         print(f"PORTCULLIS/DIRECT  throughput {p['rps'] / d['rps']:.2f}x")
         print(f"PORTCULLIS/NGINX   throughput {p['rps'] / n['rps']:.2f}x   "
               f"cpu/request {p['cpu_us'] / n['cpu_us']:.2f}x   p99 {p['p99'] / n['p99']:.2f}x")
+        h = med["HAPROXY"]
+        print(f"PORTCULLIS/HAPROXY throughput {p['rps'] / h['rps']:.2f}x   "
+              f"cpu/request {p['cpu_us'] / h['cpu_us']:.2f}x   p99 {p['p99'] / h['p99']:.2f}x")
+        if floor:
+            fl = med["FLOOR"]
+            print(f"PORTCULLIS/FLOOR   throughput {p['rps'] / fl['rps']:.2f}x   "
+                  f"cpu/request {p['cpu_us'] / fl['cpu_us']:.2f}x   p99 {p['p99'] / fl['p99']:.2f}x")
         if baseline:
             b = med["BASELINE"]
             print(f"PORTCULLIS/BASELINE throughput {p['rps'] / b['rps']:.2f}x   "
