@@ -180,6 +180,32 @@ fn forwarded_client(headers: &HeaderMap, snapshot: &Snapshot) -> Option<IpAddr> 
         .copied()
 }
 
+/// Removes `names` and every underscore spelling of them (`x_user_id` for `x-user-id`): fields
+/// only the gateway may set. An upstream that folds `_` into `-` would otherwise read a
+/// client's `X_User_Id` as the gateway's `X-User-Id`.
+pub(crate) fn remove_gateway_owned(headers: &mut HeaderMap, names: &[HeaderName]) {
+    for name in names {
+        headers.remove(name);
+    }
+    if !headers.keys().any(|name| name.as_str().contains('_')) {
+        return;
+    }
+    let folded: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let text = name.as_str();
+            text.contains('_')
+                && names.iter().any(|owned| {
+                    owned.as_str().len() == text.len() && owned.as_str() == text.replace('_', "-")
+                })
+        })
+        .cloned()
+        .collect();
+    for name in folded {
+        headers.remove(name);
+    }
+}
+
 /// The request's `Content-Length`, when it is one valid number.
 pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()

@@ -8,7 +8,9 @@
 //! `max_in_flight` are skipped, never queued.
 
 use super::conn::ConnInfo;
-use super::headers::{content_length, set_forwarded, without_port, X_REQUEST_ID};
+use super::headers::{
+    content_length, remove_gateway_owned, set_forwarded, without_port, X_REQUEST_ID,
+};
 use super::retry::copy_parts;
 use crate::body::ClientBody;
 use crate::context::RequestCtx;
@@ -28,8 +30,9 @@ use std::sync::Arc;
 /// Decides whether this request is copied, and when its body allows, starts the copy (now,
 /// or when the body has streamed through). Returns the body to send to the route's upstream.
 ///
-/// The mark is the gateway's alone: a client's own `x-mirrored` is removed first, so an
-/// upstream that skips side effects for copies cannot be told to skip them for a real request.
+/// The mark is the gateway's alone: a client's own `x-mirrored` (or `x_mirrored`) is removed
+/// first, so an upstream that skips side effects for copies cannot be told to skip them for a
+/// real request.
 pub(super) fn start(
     mirror: &Mirror,
     parts: &mut Parts,
@@ -38,7 +41,7 @@ pub(super) fn start(
     trusted: bool,
     ctx: &RequestCtx,
 ) -> ClientBody {
-    parts.headers.remove(&mirror.header);
+    remove_gateway_owned(&mut parts.headers, std::slice::from_ref(&mirror.header));
     if mirror.fraction < 1.0 && fastrand::f64() >= mirror.fraction {
         return body;
     }

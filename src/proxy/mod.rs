@@ -19,6 +19,6 @@ pub(crate) use background::Background;
 pub(crate) use conn::{ConnCounter, ConnInfo, ConnSlot};
 pub(crate) use fallback::FallbackMetrics;
 pub(crate) use handler::handle;
-pub(crate) use headers::{content_length, remove_hop_by_hop};
+pub(crate) use headers::{content_length, remove_gateway_owned, remove_hop_by_hop};
 pub(crate) use mirror::MirrorMetrics;
 pub(crate) use per_ip::PerIpLimits;

@@ -236,3 +236,29 @@ fn mirror_mistakes_are_reported_with_key_paths() {
         ]
     );
 }
+
+#[tokio::test]
+async fn an_underscore_spelling_of_the_mark_is_removed_too() {
+    let (main, shadow) = (upstream().run().await, upstream().run().await);
+    // With underscores allowed, `x_mirrored` would reach an upstream that folds it into
+    // `x-mirrored`.
+    let yaml = config(main.addr, shadow.addr, "{ upstream: shadow }").replace(
+        "routes:",
+        "limits: { headers_with_underscores: allow }\nroutes:",
+    );
+    let gw = gateway(&yaml);
+    let mut client = Client::http1(gw.addr()).await;
+    let request = req("GET", "/x")
+        .header("x_mirrored", "1")
+        .header("x_other", "kept")
+        .body(empty())
+        .unwrap();
+    assert_eq!(client.request(request).await.status, 200);
+    let seen = main.last();
+    assert!(
+        !seen.headers.contains_key("x_mirrored"),
+        "{:?}",
+        seen.headers
+    );
+    assert_eq!(seen.headers["x_other"], "kept");
+}

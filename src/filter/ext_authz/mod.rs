@@ -152,25 +152,7 @@ impl Filter for ExtAuthz {
     async fn on_request(&self, req: &mut Parts, ctx: &mut RequestCtx) -> Result<Flow, ProxyError> {
         // Whatever the service says, these come from it alone; an underscore spelling that
         // an upstream could fold into one of them goes too.
-        for name in &self.spec.upstream_headers {
-            req.headers.remove(name);
-        }
-        let folded: Vec<HeaderName> = req
-            .headers
-            .keys()
-            .filter(|name| {
-                name.as_str().contains('_')
-                    && self
-                        .spec
-                        .upstream_headers
-                        .iter()
-                        .any(|p| p.as_str() == name.as_str().replace('_', "-"))
-            })
-            .cloned()
-            .collect();
-        for name in folded {
-            req.headers.remove(name);
-        }
+        crate::proxy::remove_gateway_owned(&mut req.headers, &self.spec.upstream_headers);
         let key = self.decisions.as_ref().map(|d| d.key(&req.headers));
         if let (Some(decisions), Some(key)) = (&self.decisions, &key) {
             if let Some(headers) = decisions.get(key) {
