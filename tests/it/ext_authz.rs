@@ -12,19 +12,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What the service saw of each check.
-struct Check {
+pub(crate) struct Check {
     path: String,
     method: http::Method,
     headers: http::HeaderMap,
     body: Bytes,
 }
 
-type Checks = Arc<Mutex<Vec<Check>>>;
+pub(crate) type Checks = Arc<Mutex<Vec<Check>>>;
 
 /// The service: `Bearer good` → 200 with `x-user-id: 42` and `x-other: 1`; `Bearer slow` →
 /// the same after two seconds; a body containing `forbidden` → 403; anything else → 401 with
 /// `WWW-Authenticate` and a JSON body.
-async fn auth_service() -> (SocketAddr, Checks) {
+pub(crate) async fn auth_service() -> (SocketAddr, Checks) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let checks: Checks = Arc::default();

@@ -244,3 +244,32 @@ async fn the_route_table_shows_the_fallback() {
         "upstream up fallback respond 503"
     );
 }
+
+#[tokio::test]
+async fn a_body_a_filter_read_whole_goes_to_the_fallback_upstream_too() {
+    let (auth, _) = crate::ext_authz::auth_service().await;
+    let old = upstream().run().await;
+    // ext_authz with max_body reads the body before the route's upstream is tried.
+    let yaml = format!(
+        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+         upstreams:\n\
+         \x20 up: {{ discovery: {{ static: [{}] }} }}\n\
+         \x20 old: {{ discovery: {{ static: [{}] }} }}\n\
+         \x20 auth: {{ discovery: {{ static: [{auth}] }} }}\n\
+         routes:\n\
+         \x20 - name: api\n    upstream: up\n    fallback: {{ upstream: old }}\n\
+         \x20   filters: [{{ ext_authz: {{ upstream: auth, path: /check, max_body: 1KiB }} }}]\n",
+        dead_address(),
+        old.addr
+    );
+    let gw = gateway(&yaml);
+    let mut client = Client::http1(gw.addr()).await;
+    let request = req("POST", "/form")
+        .header("authorization", "Bearer good")
+        .body(body("a=1"))
+        .unwrap();
+    let reply = client.request(request).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = old.last();
+    assert_eq!((seen.path.as_str(), seen.body_len), ("/form", 3));
+}
