@@ -175,6 +175,7 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body
             tracing::info!(purged, query, "cache purge");
             json_response(StatusCode::OK, &json!({ "purged": purged }))
         }
+        (Method::POST, "/config/plan") => plan(state, request).await,
         (Method::POST, "/reload") => {
             // Parsing and building take milliseconds; keep them off the admin's async loop.
             let reloader = Arc::clone(&state.reloader);
@@ -196,8 +197,8 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body
         }
         (
             _,
-            "/healthz" | "/ready" | "/config" | "/routes" | "/upstreams" | "/metrics" | "/reload"
-            | "/cache",
+            "/healthz" | "/ready" | "/config" | "/config/plan" | "/routes" | "/upstreams"
+            | "/metrics" | "/reload" | "/cache",
         ) => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "method not allowed"}),
@@ -208,6 +209,44 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body
         ),
     }
 }
+
+/// `POST /config/plan`: the config text in the body, answered with the state a reload to it
+/// would carry over and reset (`check --diff`), or 400 with the errors a reload would reject
+/// it for. Nothing is applied.
+async fn plan(state: &AdminState, request: Request<Incoming>) -> Response<Body> {
+    use http_body_util::BodyExt as _;
+    let body = http_body_util::Limited::new(request.into_body(), MAX_PLAN_BYTES);
+    let text = match body.collect().await.map(|b| b.to_bytes()) {
+        Ok(bytes) => String::from_utf8(bytes.to_vec()),
+        Err(_) => {
+            return json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &json!({"error": "config text too large"}),
+            )
+        }
+    };
+    let Ok(text) = text else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "config text is not UTF-8"}),
+        );
+    };
+    let reloader = Arc::clone(&state.reloader);
+    match tokio::task::spawn_blocking(move || reloader.plan(&text)).await {
+        Ok(Ok(fates)) => json_response(StatusCode::OK, &json!({ "state": fates })),
+        Ok(Err(error)) => json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "a reload would reject this config", "errors": error.issues()}),
+        ),
+        Err(_) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": "plan failed"}),
+        ),
+    }
+}
+
+/// The largest config text `POST /config/plan` reads.
+const MAX_PLAN_BYTES: usize = 4 << 20;
 
 /// Whether the request carries `Authorization: Bearer <token>` (one such header, compared in
 /// constant time so the answer's timing tells nothing about the token).

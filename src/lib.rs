@@ -15,6 +15,7 @@ mod error;
 pub mod filter;
 mod proxy;
 pub mod reload;
+mod remote;
 pub mod router;
 mod server;
 mod snapshot;
@@ -27,6 +28,7 @@ mod worker;
 use config::Config;
 use proxy::ConnCounter;
 use reload::Reloader;
+pub use remote::{reload_plan, running_config, PlanError};
 use server::Shutdown;
 use snapshot::Gateway;
 use std::net::SocketAddr;
@@ -74,35 +76,6 @@ pub struct Running {
     threads: Vec<JoinHandle<()>>,
     reloader: Arc<Reloader>,
     admin: Option<SocketAddr>,
-}
-
-/// The running gateway's config as its admin API at `admin` (`http://host:port`) shows it
-/// (`GET /config`, secrets redacted), for `check --diff`.
-pub async fn running_config(admin: &str) -> Result<serde_json::Value, String> {
-    use http_body_util::BodyExt as _;
-    let base: http::Uri = admin
-        .parse()
-        .map_err(|_| format!("invalid admin URL {admin:?}"))?;
-    let request = http::Request::get("/config")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let exchange = async {
-        let response = client::send(&base, None, request).await?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("reading the answer: {e}"))?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(format!("{admin}/config answered {status}"));
-        }
-        serde_json::from_slice(&body).map_err(|e| format!("{admin}/config is not JSON: {e}"))
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .map_err(|_| format!("{admin} did not answer within 5 s"))?
 }
 
 /// Starts a gateway from a validated config and returns once every listener is bound.

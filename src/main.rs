@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use portcullis::config::{self, Config};
 use portcullis::telemetry::{self, LogFormat};
+use portcullis::PlanError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -144,12 +145,17 @@ fn check_diff(config: &Config, admin: Option<String>) -> ExitCode {
         eprintln!("error: the config turns the admin API off: give --admin URL");
         return ExitCode::FAILURE;
     };
-    let running = tokio::runtime::Builder::new_current_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())
-        .and_then(|runtime| runtime.block_on(portcullis::running_config(&admin)));
-    let running = match running {
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let running = match runtime.block_on(portcullis::running_config(&admin)) {
         Ok(running) => running,
         Err(error) => {
             eprintln!("error: cannot read the running config: {error}");
@@ -180,12 +186,43 @@ fn check_diff(config: &Config, admin: Option<String>) -> ExitCode {
             }
         }
     }
+    let token = std::env::var("PORTCULLIS_ADMIN_TOKEN").ok();
+    let token = token.as_deref().or(config.admin_token());
+    match runtime.block_on(portcullis::reload_plan(&admin, config.text(), token)) {
+        Ok(state) => print_state_plan(&state),
+        Err(PlanError::Rejected(errors)) => {
+            eprintln!("error: the gateway at {admin} would reject this config:");
+            for error in errors {
+                eprintln!("  {error}");
+            }
+            return ExitCode::FAILURE;
+        }
+        Err(PlanError::Unavailable(reason)) => {
+            eprintln!("\nno state report: {reason}");
+        }
+    }
     let restarts = changes.iter().filter(|c| c.needs_restart).count();
     println!(
         "\n{} change(s) against the gateway at {admin}, {restarts} needing a restart",
         changes.len()
     );
     ExitCode::from(EXIT_CHANGES)
+}
+
+/// The state report: what a reload would carry over and reset, changed state first.
+fn print_state_plan(state: &serde_json::Value) {
+    let lines = state.as_array().map(Vec::as_slice).unwrap_or_default();
+    println!("\nstate:");
+    for fate in ["reset", "dropped", "new", "carried"] {
+        for line in lines.iter().filter(|l| l["fate"] == fate) {
+            let field = |key: &str| line[key].as_str().unwrap_or("").to_string();
+            let place = match field("slot").as_str() {
+                "" => field("owner"),
+                slot => format!("{} {slot}", field("owner")),
+            };
+            println!("  {fate:<8} {:<16} {place}", field("state"));
+        }
+    }
 }
 
 fn print_routes(config: &Config) {

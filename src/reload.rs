@@ -8,6 +8,7 @@
 //! change without a restart; such changes are reported and the rest of the file is applied.
 
 use crate::config::{self, Config, ConfigError};
+use crate::snapshot::carry::StateFate;
 use crate::snapshot::Gateway;
 use crate::telemetry::Metrics;
 use std::net::SocketAddr;
@@ -108,6 +109,18 @@ impl Reloader {
     pub(crate) fn reload_text(&self, text: &str) -> Result<Applied, ReloadError> {
         let parsed = config::parse(text, "config", &*self.source.env);
         self.finish(parsed.map_err(ReloadError::from))
+    }
+
+    /// What reloading to `text` would carry over and reset, by the keys the build uses;
+    /// nothing is applied. `text` is read as the config file would be (its folder, `${NAME}`).
+    pub(crate) fn plan(&self, text: &str) -> Result<Vec<StateFate>, ReloadError> {
+        let base = match &self.source.path {
+            Some(path) => config::folder_of(path),
+            None => PathBuf::from("."),
+        };
+        let config = config::parse_in(text, "posted config", &*self.source.env, &base)?;
+        let snapshot = self.gateway.snapshot.load_full();
+        Ok(crate::snapshot::carry::plan(&snapshot, &config))
     }
 
     fn finish(&self, loaded: Result<Config, ReloadError>) -> Result<Applied, ReloadError> {

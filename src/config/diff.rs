@@ -51,6 +51,16 @@ impl super::Config {
         }
         Some(format!("http://{address}"))
     }
+
+    /// The admin token this config sets, to ask a running gateway that requires it.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
+    /// The text this config was read from.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
 }
 
 /// Every change from `running` to `new`, in section order, items by name.

@@ -164,9 +164,13 @@ pub fn load_with(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
+    parse_in(&text, &path.display().to_string(), env, &folder_of(path))
+}
+
+/// The folder relative paths in the config file at `path` are taken from.
+pub(crate) fn folder_of(path: &Path) -> std::path::PathBuf {
     let folder = path.parent().unwrap_or(Path::new(""));
-    let base = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
-    parse_in(&text, &path.display().to_string(), env, &base)
+    std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf())
 }
 
 /// Validates config text; `origin` names it in messages, `env` resolves `${NAME}`.

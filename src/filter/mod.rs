@@ -11,7 +11,7 @@ pub(crate) use build::BuildCtx;
 pub(crate) use chain::{Chain, Fetch, Filter, Flow, Outcome, Stage};
 pub(crate) use kinds::Sharing;
 pub(crate) use refs::Refs;
-pub(crate) use state::{Exposed, FilterStates};
+pub(crate) use state::{Exposed, FilterStates, StateKey};
 
 use crate::config::issues::Issues;
 use std::sync::Arc;
@@ -29,4 +29,32 @@ kinds::filter_kinds! {
     pub ip_filter: IpFilter(ip_filter::config::IpFilterConfig => ip_filter::IpFilterSpec), Shared;
     pub(crate) ext_authz: ExtAuthz(ext_authz::config::ExtAuthzConfig => ext_authz::ExtAuthzSpec), Shared;
     pub(crate) compress: Compress(compress::config::CompressFilter => compress::CompressSpec), Shared;
+}
+
+impl FilterSpec {
+    /// The state this filter carries over reloads when built at `owner`/`position` for a
+    /// route that sends to `upstreams`: the keys its build uses, for reporting what a reload
+    /// would keep.
+    pub(crate) fn state_keys(
+        &self,
+        owner: &str,
+        position: usize,
+        upstreams: &[&str],
+    ) -> Vec<StateKey> {
+        match self {
+            FilterSpec::RateLimit(spec) => {
+                vec![rate_limit::build::state_key(spec, owner, position)]
+            }
+            FilterSpec::Cache(spec) => vec![cache::build::state_key(spec, owner, position)],
+            FilterSpec::CircuitBreaker(spec) => {
+                circuit_breaker::build::state_keys(spec, owner, upstreams)
+            }
+            FilterSpec::IpFilter(spec) => ip_filter::build::state_keys(spec),
+            FilterSpec::Headers(_)
+            | FilterSpec::Cors(_)
+            | FilterSpec::Jwt(_)
+            | FilterSpec::ExtAuthz(_)
+            | FilterSpec::Compress(_) => Vec::new(),
+        }
+    }
 }

@@ -4,11 +4,23 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Filter state that outlives one snapshot: limiter tables, breaker states. Keyed by where the
-/// filter sits (route or named filter, position) and all its parameters, so a reload that
-/// leaves a filter unchanged carries its state over, and any change starts it fresh.
+/// Which piece of carried state: its kind, where it sits (`owner`: a route, a named filter, a
+/// file; `slot`: a position or an upstream) and `id`, which holds every parameter the state
+/// depends on. A reload carries the state over exactly when the new config yields the same id;
+/// the same id on the same place with another id means the state starts fresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StateKey {
+    pub(crate) kind: &'static str,
+    pub(crate) owner: String,
+    pub(crate) slot: String,
+    pub(crate) id: String,
+}
+
+/// Filter state that outlives one snapshot: limiter tables, breaker states. Keyed by
+/// [`StateKey::id`], so a reload that leaves a filter unchanged carries its state over, and any
+/// change starts it fresh.
 #[derive(Default)]
-pub(crate) struct FilterStates(HashMap<String, Arc<dyn Any + Send + Sync>>);
+pub(crate) struct FilterStates(HashMap<String, (StateKey, Arc<dyn Any + Send + Sync>)>);
 
 impl FilterStates {
     /// The state under `key` from `prev` (the outgoing snapshot's), or a new one from `make`;
@@ -16,18 +28,23 @@ impl FilterStates {
     pub(crate) fn carry<T: Send + Sync + 'static>(
         &mut self,
         prev: Option<&FilterStates>,
-        key: String,
+        key: StateKey,
         make: impl FnOnce() -> T,
     ) -> Arc<T> {
         let found = self
             .0
-            .get(&key)
-            .or_else(|| prev.and_then(|p| p.0.get(&key)))
-            .and_then(|state| Arc::clone(state).downcast::<T>().ok());
+            .get(&key.id)
+            .or_else(|| prev.and_then(|p| p.0.get(&key.id)))
+            .and_then(|(_, state)| Arc::clone(state).downcast::<T>().ok());
         let state = found.unwrap_or_else(|| Arc::new(make()));
-        self.0
-            .insert(key, Arc::clone(&state) as Arc<dyn Any + Send + Sync>);
+        let kept = Arc::clone(&state) as Arc<dyn Any + Send + Sync>;
+        self.0.insert(key.id.clone(), (key, kept));
         state
+    }
+
+    /// The keys of every piece of state held.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &StateKey> {
+        self.0.values().map(|(key, _)| key)
     }
 }
 

@@ -2,9 +2,10 @@
 //! and every route's filters, each carried over from the previous snapshot when its stable
 //! key and parameters are unchanged.
 
+use super::carry::{self, Placement};
 use super::{Fallback, FallbackTarget, Mirror, Rewrite, Route, RouteAction, Snapshot};
 use crate::config::{
-    Action, Config, Destination, FallbackAnswer, FallbackSpec, FilterRef, FilterSpec, MirrorSpec,
+    Action, Config, Destination, FallbackAnswer, FallbackSpec, FilterRef, MirrorSpec,
 };
 use crate::discovery::Feed;
 use crate::filter::jwt::{KeySpec, Keys, Provider, RemoteKeys};
@@ -32,13 +33,13 @@ pub(crate) fn build(
     let mut upstreams = HashMap::new();
     for spec in &config.upstreams {
         let previous = prev.and_then(|p| p.upstreams.get(&spec.name));
+        let carry = previous.map(|u| spec.carry_from(&u.spec));
         let upstream = match previous {
-            Some(upstream) if upstream.spec == *spec => Arc::clone(upstream),
+            Some(upstream) if carry.is_some_and(|c| c.whole) => Arc::clone(upstream),
             _ => {
-                // Unchanged discovery keeps its running feed (and last known set).
                 let feed = previous
+                    .filter(|_| carry.is_some_and(|c| c.discovery))
                     .map(|u| &u.feed)
-                    .filter(|feed| feed.spec == spec.discovery)
                     .cloned()
                     .unwrap_or_else(|| Feed::start(spec.discovery.clone(), handle));
                 if prev.is_some() {
@@ -57,8 +58,7 @@ pub(crate) fn build(
     }
     let jwt_providers = build_jwt_providers(config, prev, handle);
     let redis = config.redis.as_ref().and_then(|spec| {
-        prev.and_then(|p| p.redis.as_ref())
-            .filter(|store| store.spec == *spec)
+        carry::kept_redis(prev.and_then(|p| p.redis.as_ref()), spec)
             .cloned()
             .or_else(|| RedisStore::start(spec.clone(), workers, handle))
     });
@@ -86,16 +86,15 @@ pub(crate) fn build(
         fetch_to: &fetch_to,
         exposed: Exposed::default(),
     };
-    // A named filter is one instance, shared by every route that uses it (a named rate limit
-    // is one budget across those routes); a per-route kind is built for each route.
-    // name → (spec, the shared instance unless built per route)
-    let named: Named = config
+    // A shared named filter is one instance for every route that uses it (a named rate limit
+    // is one budget across those routes); the other kinds are built where they are used.
+    let shared: Shared = config
         .filters
         .iter()
+        .filter(|(_, spec)| spec.sharing() == Sharing::Shared)
         .map(|(name, spec)| {
-            let shared =
-                (spec.sharing() == Sharing::Shared).then(|| spec.build(&mut build, name, 0));
-            (name.as_str(), (spec, shared))
+            let (owner, position) = carry::shared_place(name);
+            (name.as_str(), spec.build(&mut build, owner, position))
         })
         .collect();
     let mut routes = Vec::with_capacity(config.routes.len());
@@ -155,7 +154,7 @@ pub(crate) fn build(
             )),
             _ => None,
         };
-        let filters = build_list(&route.filters, &route.name, &named, &mut build);
+        let filters = build_list(&route.filters, &route.name, config, &shared, &mut build);
         let body_limit = filters.iter().filter_map(|f| f.reads_body()).max();
         let compiled = Route {
             name: route.name.as_str().into(),
@@ -172,9 +171,8 @@ pub(crate) fn build(
         .iter()
         .filter(|listener| !listener.filters.is_empty())
         .map(|listener| {
-            // Owners of listener filters are named apart from routes of the same name.
-            let owner = format!("listener:{}", listener.name);
-            let filters = build_list(&listener.filters, &owner, &named, &mut build);
+            let owner = carry::listener_owner(&listener.name);
+            let filters = build_list(&listener.filters, &owner, config, &shared, &mut build);
             (listener.name.clone(), filters)
         })
         .collect();
@@ -261,7 +259,7 @@ fn build_mirror(
         Arc::new(Split::single(upstream)),
         path_only,
     ));
-    let state = states.carry(prev, format!("mirror/{route}/{spec:?}"), || {
+    let state = states.carry(prev, carry::mirror_key(route, spec), || {
         metrics.state(route, spec.max_in_flight)
     });
     Some(Mirror {
@@ -286,22 +284,17 @@ fn build_jwt_providers(
     let mut out = HashMap::new();
     for spec in &config.jwt_providers {
         let previous = prev.map(|p| &p.jwt_providers);
-        if let Some(same) = previous
-            .and_then(|p| p.get(&spec.name))
-            .filter(|p| p.spec == *spec)
-        {
+        if let Some(same) = carry::kept_provider(previous, spec) {
             out.insert(spec.name.clone(), Arc::clone(same));
             continue;
         }
         let keys = match &spec.keys {
             KeySpec::Fixed { ring, .. } => Keys::Fixed(Arc::clone(ring)),
             KeySpec::Remote(jwks) => {
-                let running = out
+                let providers = out
                     .values()
-                    .chain(previous.into_iter().flat_map(|p| p.values()))
-                    .filter_map(|p: &Arc<Provider>| p.remote_keys())
-                    .find(|remote| remote.spec() == &**jwks)
-                    .cloned();
+                    .chain(previous.into_iter().flat_map(|p| p.values()));
+                let running = carry::kept_keys(providers, spec).cloned();
                 Keys::Remote(running.unwrap_or_else(|| RemoteKeys::start((**jwks).clone(), handle)))
             }
         };
@@ -313,28 +306,30 @@ fn build_jwt_providers(
     out
 }
 
-/// Named filters: name → (spec, the shared instance unless built per route).
-type Named<'c> = HashMap<&'c str, (&'c FilterSpec, Option<Arc<dyn Filter>>)>;
+/// The instances of shared named filters, by name.
+type Shared<'c> = HashMap<&'c str, Arc<dyn Filter>>;
 
 /// The runtime filters of one `filters:` list (a route's or a listener's) at `owner`.
 fn build_list(
     list: &[FilterRef],
     owner: &str,
-    named: &Named,
+    config: &Config,
+    shared: &Shared,
     build: &mut BuildCtx,
 ) -> Vec<Arc<dyn Filter>> {
     let mut filters = Vec::with_capacity(list.len());
-    for (position, filter) in list.iter().enumerate() {
-        let built = match filter {
-            FilterRef::Named(name) => match named.get(name.as_str()) {
-                Some((_, Some(shared))) => Arc::clone(shared),
-                Some((spec, None)) if spec.sharing() == Sharing::PerRouteNamedState => {
-                    spec.build(build, name, 0)
-                }
-                Some((spec, None)) => spec.build(build, owner, position),
+    for (position, entry) in list.iter().enumerate() {
+        let built = match carry::place(entry, owner, position, &config.filters) {
+            Some(Placement::Shared(name)) => match shared.get(name) {
+                Some(filter) => Arc::clone(filter),
                 None => continue,
             },
-            FilterRef::Inline(spec) => spec.build(build, owner, position),
+            Some(Placement::Own {
+                spec,
+                owner,
+                position,
+            }) => spec.build(build, owner, position),
+            None => continue,
         };
         filters.push(built);
     }

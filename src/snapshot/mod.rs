@@ -3,6 +3,7 @@
 //! changes a request half-way.
 
 pub(crate) mod build;
+pub(crate) mod carry;
 
 use crate::filter::jwt::Provider;
 use crate::filter::rate_limit::Gcra;

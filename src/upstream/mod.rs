@@ -64,6 +64,30 @@ pub(crate) struct UpstreamSpec {
     pub(crate) health: Option<HealthSpec>,
 }
 
+/// What of a running upstream a reload keeps when the new config gives its name another spec
+/// (or the same). The reload and the state report of `check --diff` both decide by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Carry {
+    /// Nothing changed: the upstream is kept whole, its pooled connections and outlier
+    /// ejections with it.
+    pub(crate) whole: bool,
+    /// Discovery is unchanged: its running feed and last known endpoint set are kept.
+    pub(crate) discovery: bool,
+    /// Health checking is on and unchanged: the endpoints' health records are kept.
+    pub(crate) health: bool,
+}
+
+impl UpstreamSpec {
+    /// What the running upstream built from `old` lends to one built from `self`.
+    pub(crate) fn carry_from(&self, old: &UpstreamSpec) -> Carry {
+        Carry {
+            whole: old == self,
+            discovery: old.discovery == self.discovery,
+            health: self.health.is_some() && old.health == self.health,
+        }
+    }
+}
+
 pub(crate) struct Upstream {
     pub(crate) name: Arc<str>,
     pub(crate) spec: UpstreamSpec,
@@ -117,7 +141,7 @@ impl Upstream {
             _stop: stop_tx,
         });
         let known = prev
-            .filter(|p| p.spec.health.is_some() && p.spec.health == upstream.spec.health)
+            .filter(|p| upstream.spec.carry_from(&p.spec).health)
             .map(|p| p.members.load_full());
         let unknown = upstream.apply(
             &upstream.feed.current(),

@@ -116,8 +116,14 @@ fn shipped_config_is_valid() {
 }
 
 pub(crate) fn cli(args: &[&str]) -> (i32, String, String) {
+    cli_env(args, &[])
+}
+
+/// [`cli`] with `vars` added to its environment.
+pub(crate) fn cli_env(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(args)
+        .envs(vars.iter().copied())
         .output()
         .expect("run portcullis");
     (

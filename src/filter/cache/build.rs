@@ -3,7 +3,7 @@
 use super::metrics::CacheMetrics;
 use super::store::CacheStore;
 use super::spec::{Cache, CacheSpec};
-use crate::filter::{BuildCtx, Filter};
+use crate::filter::{BuildCtx, Filter, StateKey};
 use std::sync::Arc;
 
 /// The runtime filter for `spec` at `owner`/`position` (route or named filter, index in its
@@ -14,11 +14,11 @@ pub(crate) fn build(
     owner: &str,
     position: usize,
 ) -> Arc<dyn Filter> {
-    // One store per filter and size: other changes (ttl, key) keep the entries.
-    let key = format!("cache/{owner}/{position}/{}", spec.max_size);
     let store = ctx
         .states
-        .carry(ctx.prev, key, || CacheStore::new(spec.max_size));
+        .carry(ctx.prev, state_key(spec, owner, position), || {
+            CacheStore::new(spec.max_size)
+        });
     ctx.metrics
         .sets
         .get::<CacheMetrics>()
@@ -26,4 +26,15 @@ pub(crate) fn build(
         .register(owner, &store);
     ctx.exposed.add(owner, &store);
     Arc::new(Cache::new(spec.clone(), store, ctx.fetch.clone(), owner))
+}
+
+/// The store's key: one store per filter and size, so other changes (ttl, key) keep the
+/// entries.
+pub(crate) fn state_key(spec: &CacheSpec, owner: &str, position: usize) -> StateKey {
+    StateKey {
+        kind: "cache",
+        owner: owner.to_string(),
+        slot: format!("#{position}"),
+        id: format!("cache/{owner}/{position}/{}", spec.max_size),
+    }
 }

@@ -3,7 +3,7 @@
 
 use super::metrics::BreakerMetrics;
 use super::{Breaker, BreakerSpec, CircuitBreaker};
-use crate::filter::{BuildCtx, Filter};
+use crate::filter::{BuildCtx, Filter, StateKey};
 use std::sync::Arc;
 
 /// The runtime filter for `spec` at `owner`/`position` (route or named filter, index in its
@@ -16,16 +16,16 @@ pub(crate) fn build(
 ) -> Arc<dyn Filter> {
     let metrics = ctx.metrics.sets.get::<BreakerMetrics>();
     let split = ctx.split.clone();
-    let names: Vec<Arc<str>> = match &split {
-        Some(split) => split.targets().iter().map(|t| t.upstream.name.clone()).collect(),
-        None => vec![Arc::from("-")],
+    let names: Vec<&str> = match &split {
+        Some(split) => split.targets().iter().map(|t| &*t.upstream.name).collect(),
+        None => Vec::new(),
     };
-    let breakers = names
-        .iter()
-        .map(|upstream| {
-            let key = format!("circuit_breaker/{owner}/{upstream}/{spec:?}");
+    let breakers = state_keys(spec, owner, &names)
+        .into_iter()
+        .map(|key| {
+            let upstream = key.slot.clone();
             let breaker = ctx.states.carry(ctx.prev, key, || {
-                Breaker::new(owner, upstream, spec.clone(), &metrics)
+                Breaker::new(owner, &upstream, spec.clone(), &metrics)
             });
             ctx.exposed.add(owner, &breaker);
             breaker
@@ -35,4 +35,23 @@ pub(crate) fn build(
         breakers,
         split: split.filter(|split| split.is_split()),
     })
+}
+
+/// The breakers' keys, one per upstream the route sends to (`-` when it proxies nowhere): the
+/// owner, the upstream and every parameter.
+pub(crate) fn state_keys(spec: &BreakerSpec, owner: &str, upstreams: &[&str]) -> Vec<StateKey> {
+    let upstreams = if upstreams.is_empty() {
+        &["-"][..]
+    } else {
+        upstreams
+    };
+    upstreams
+        .iter()
+        .map(|upstream| StateKey {
+            kind: "circuit_breaker",
+            owner: owner.to_string(),
+            slot: upstream.to_string(),
+            id: format!("circuit_breaker/{owner}/{upstream}/{spec:?}"),
+        })
+        .collect()
 }

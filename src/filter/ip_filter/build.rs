@@ -5,7 +5,7 @@ use super::list_file::ListFile;
 use super::metrics::IpFilterMetrics;
 use super::prefixes::PrefixSet;
 use super::{IpFilter, IpFilterSpec, Lists};
-use crate::filter::{BuildCtx, Filter};
+use crate::filter::{BuildCtx, Filter, StateKey};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -20,14 +20,13 @@ pub(crate) fn build(
     let mut lists = |inline: &[ipnet::IpNet], file: Option<&Path>| Lists {
         inline: PrefixSet::new(inline),
         file: file.map(|path| {
-            let key = format!("ip_filter/file/{}/{:?}", path.display(), spec.file_interval);
             let failures = metrics
                 .list_failures
                 .get_or_create(&vec![("file", path.display().to_string())])
                 .clone();
             let list = ctx
                 .states
-                .carry(ctx.prev, key, || ListFile::new(path, failures));
+                .carry(ctx.prev, file_key(spec, path), || ListFile::new(path, failures));
             list.watch(spec.file_interval, ctx.control);
             list
         }),
@@ -48,4 +47,25 @@ pub(crate) fn build(
         denied: counter("deny"),
         not_allowed: counter("not_allowed"),
     })
+}
+
+/// The keys of the list files the filter watches.
+pub(crate) fn state_keys(spec: &IpFilterSpec) -> Vec<StateKey> {
+    let allow = spec.allows_only_listed().then_some(spec.allow_file.as_deref());
+    [spec.deny_file.as_deref(), allow.flatten()]
+        .into_iter()
+        .flatten()
+        .map(|path| file_key(spec, path))
+        .collect()
+}
+
+/// A list file's key: one watcher (and last good list) per path and interval, whichever
+/// filters read it.
+fn file_key(spec: &IpFilterSpec, path: &Path) -> StateKey {
+    StateKey {
+        kind: "ip_filter",
+        owner: path.display().to_string(),
+        slot: "file".to_string(),
+        id: format!("ip_filter/file/{}/{:?}", path.display(), spec.file_interval),
+    }
 }

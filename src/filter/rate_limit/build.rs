@@ -2,7 +2,7 @@
 
 use super::metrics::RateLimitMetrics;
 use super::{LocalLimiter, OnStoreError, RateLimit, RateLimitSpec, RedisLimit, StoreChoice};
-use crate::filter::{BuildCtx, Filter};
+use crate::filter::{BuildCtx, Filter, StateKey};
 use std::sync::Arc;
 
 /// The runtime filter for `spec` at `owner`/`position` (route or named filter, index in its
@@ -13,8 +13,7 @@ pub(crate) fn build(
     owner: &str,
     position: usize,
 ) -> Arc<dyn Filter> {
-    let key = format!("rate_limit/{owner}/{position}/{spec:?}");
-    let limiter = ctx.states.carry(ctx.prev, key, || {
+    let limiter = ctx.states.carry(ctx.prev, state_key(spec, owner, position), || {
         LocalLimiter::new(spec.local_gcra(), spec.max_keys)
     });
     let redis = match (spec.store, ctx.redis) {
@@ -47,4 +46,15 @@ pub(crate) fn build(
     };
     let decisions = ctx.metrics.sets.get::<RateLimitMetrics>().decisions(owner);
     Arc::new(RateLimit::new(spec.clone(), limiter, redis, owner, decisions))
+}
+
+/// The local buckets' key: the filter's place and every parameter, so any change of rate,
+/// burst, key or store starts the buckets empty.
+pub(crate) fn state_key(spec: &RateLimitSpec, owner: &str, position: usize) -> StateKey {
+    StateKey {
+        kind: "rate_limit",
+        owner: owner.to_string(),
+        slot: format!("#{position}"),
+        id: format!("rate_limit/{owner}/{position}/{spec:?}"),
+    }
 }
