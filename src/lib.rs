@@ -190,6 +190,7 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
     let admin_state = Arc::new(admin::AdminState {
         gateway: Arc::clone(&gateway),
         reloader: Arc::clone(&reloader),
+        started: Instant::now(),
         metrics: Arc::clone(&metrics),
         ready: std::sync::atomic::AtomicBool::new(false),
     });

@@ -61,6 +61,15 @@ pub(crate) struct Reloader {
     bound_listeners: Vec<(String, SocketAddr, bool)>,
     bound_admin: Option<SocketAddr>,
     bound_workers: Option<usize>,
+    /// The outcome of the latest reload, for the status page.
+    last: Mutex<Option<LastReload>>,
+}
+
+/// The latest reload's outcome: when, and the problems it was rejected for (none when applied).
+#[derive(Debug, Clone)]
+pub(crate) struct LastReload {
+    pub(crate) at: std::time::SystemTime,
+    pub(crate) errors: Vec<String>,
 }
 
 impl Reloader {
@@ -84,6 +93,7 @@ impl Reloader {
             bound_workers: config.workers,
             current: Mutex::new(config),
             metrics,
+            last: Mutex::new(None),
         }
     }
 
@@ -94,6 +104,16 @@ impl Reloader {
 
     pub(crate) fn generation(&self) -> u64 {
         self.gateway.snapshot.load().generation
+    }
+
+    /// The latest reload's outcome; `None` before the first.
+    pub(crate) fn last_reload(&self) -> Option<LastReload> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The listeners bound at start: (name, address, TLS on).
+    pub(crate) fn listeners(&self) -> &[(String, SocketAddr, bool)] {
+        &self.bound_listeners
     }
 
     /// Re-reads the config file.
@@ -124,6 +144,14 @@ impl Reloader {
     }
 
     fn finish(&self, loaded: Result<Config, ReloadError>) -> Result<Applied, ReloadError> {
+        let errors = match &loaded {
+            Ok(_) => Vec::new(),
+            Err(error) => error.issues(),
+        };
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastReload {
+            at: std::time::SystemTime::now(),
+            errors,
+        });
         match loaded {
             Ok(config) => {
                 let applied = self.apply(config);

@@ -29,6 +29,7 @@ mod rate_limit_redis;
 mod reload;
 mod retries;
 mod signals;
+mod status_page;
 mod tls;
 mod traffic;
 mod upstream_failures;

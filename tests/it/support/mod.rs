@@ -9,12 +9,14 @@
 //! - [`gateway()`] starts Portcullis in-process from YAML on `127.0.0.1:0`.
 //! - [`Client`] keeps one HTTP/1.1 or h2c connection; [`raw`] speaks bytes over a socket.
 
+mod browser;
 mod client;
 mod gateway;
 pub mod origin;
 mod services;
 mod upstream;
 
+pub use browser::*;
 pub use client::*;
 pub use gateway::*;
 pub use services::*;

@@ -46,7 +46,7 @@ fn unused_port(range: std::ops::Range<u16>, next: &AtomicU16) -> u16 {
 
 /// Whether `program` can run; when not, panics under CI and otherwise says the test is
 /// skipped.
-fn installed(program: &str, package: &str) -> bool {
+pub(super) fn installed(program: &str, package: &str) -> bool {
     let found = std::process::Command::new(program)
         .arg("--version")
         .stdout(std::process::Stdio::null())
@@ -63,7 +63,10 @@ fn installed(program: &str, package: &str) -> bool {
 }
 
 /// Spawns a server process and waits until it accepts TCP connections on `port`.
-fn spawn_listening(command: &mut std::process::Command, port: u16) -> std::process::Child {
+pub(super) fn spawn_listening(
+    command: &mut std::process::Command,
+    port: u16,
+) -> std::process::Child {
     let child = command
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -82,7 +85,7 @@ fn spawn_listening(command: &mut std::process::Command, port: u16) -> std::proce
 }
 
 /// Kills a server process of ours and waits for it to exit.
-fn kill(child: &mut Option<std::process::Child>) {
+pub(super) fn kill(child: &mut Option<std::process::Child>) {
     if let Some(mut child) = child.take() {
         let _ = child.kill();
         let _ = child.wait();

@@ -2,7 +2,10 @@
 //! health, readiness, the effective config, the routing table, upstreams, metrics, reload.
 //! With `admin.token` set, every request other than GET/HEAD must present it as a bearer
 //! token; the token is read from the current config, so a reload rotates it.
-//! It runs on the control thread, away from the workers that serve traffic.
+//! It runs on the control thread, away from the workers that serve traffic. `GET /` is a
+//! status page (`status.rs`) drawn from the same JSON endpoints.
+
+mod status;
 
 use crate::body::Body;
 use crate::filter::{cache, circuit_breaker};
@@ -28,6 +31,7 @@ pub(crate) struct AdminState {
     pub(crate) metrics: Arc<Metrics>,
     /// Set once the config is loaded and every listener is bound.
     pub(crate) ready: AtomicBool,
+    pub(crate) started: std::time::Instant,
 }
 
 pub(crate) async fn serve(
@@ -84,6 +88,11 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body
         }
     }
     match (method, request.uri().path()) {
+        (Method::GET, "/") => status::page(),
+        (Method::GET, "/status") => json_response(
+            StatusCode::OK,
+            &status::summary(&state.reloader, state.started),
+        ),
         (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (Method::GET, "/ready") => {
             if !state.ready.load(Ordering::Acquire) {
@@ -130,7 +139,8 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body
                         .endpoints()
                         .iter()
                         .map(|e| {
-                            let mut entry = json!({"address": e.address.to_string(), "weight": e.weight, "idle_connections": e.idle_connections(), "ejected": upstream.is_ejected(e)});
+                            let in_flight = e.in_flight.load(Ordering::Relaxed);
+                            let mut entry = json!({"address": e.address.to_string(), "weight": e.weight, "in_flight": in_flight, "idle_connections": e.idle_connections(), "ejected": upstream.is_ejected(e)});
                             if upstream.spec.health.is_some() {
                                 entry["health"] = json!(e.health.state().as_str());
                             }
@@ -197,8 +207,8 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Body
         }
         (
             _,
-            "/healthz" | "/ready" | "/config" | "/config/plan" | "/routes" | "/upstreams"
-            | "/metrics" | "/reload" | "/cache",
+            "/" | "/status" | "/healthz" | "/ready" | "/config" | "/config/plan" | "/routes"
+            | "/upstreams" | "/metrics" | "/reload" | "/cache",
         ) => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "method not allowed"}),
