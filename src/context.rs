@@ -1,5 +1,6 @@
 //! What one request carries from the handler through the stages that serve it.
 
+use crate::telemetry::trace::TraceCtx;
 use crate::telemetry::UpstreamOutcome;
 use http::HeaderValue;
 use std::net::{IpAddr, SocketAddr};
@@ -25,6 +26,10 @@ pub(crate) struct RequestCtx {
     /// Why the route's fallback answered (`connect_error`, `circuit_open`, `status` …), if it
     /// did. The upstream's failure stays in `upstream`.
     pub(crate) fallback: Option<&'static str>,
+    /// The filter that answered instead of the route's action, if one did.
+    pub(crate) answered_by: Option<&'static str>,
+    /// The request's trace, when tracing is on.
+    pub(crate) trace: Option<Box<TraceCtx>>,
     /// Claims of the token a `jwt` filter verified, for later filters (`claim:sub` keys).
     pub(crate) claims: Option<Arc<serde_json::Value>>,
     /// What filters hand to each other or to their own `on_response`.
@@ -58,6 +63,8 @@ impl RequestCtx {
             target: None,
             error: None,
             fallback: None,
+            answered_by: None,
+            trace: None,
             claims: None,
             extensions: http::Extensions::new(),
             body: None,

@@ -13,12 +13,14 @@ use super::listeners::{
 use super::raw;
 use super::routes::{compile_routes, RouteConfig};
 use super::stores::compile_stores;
+use super::traces::compile_tracing;
 use super::upstreams::compile_upstreams;
 use super::values::interpolate;
 use crate::filter::jwt;
 use crate::filter::Refs;
 use crate::snapshot::Limits;
 use crate::store::RedisSpec;
+use crate::telemetry::trace::TracingSpec;
 use crate::upstream::UpstreamSpec;
 use ipnet::IpNet;
 use serde_yaml::Value;
@@ -55,6 +57,8 @@ pub struct Config {
     /// Named filters (top-level `filters:`), in config order.
     pub(crate) filters: Vec<(String, FilterSpec)>,
     pub(crate) routes: Vec<RouteConfig>,
+    /// `tracing:`, when set.
+    pub(crate) tracing: Option<TracingSpec>,
     /// The file as loaded, `${ENV}` values filled in: shown (redacted) by the admin API.
     pub(crate) source: Value,
     /// The text it was parsed from, so a file watcher can tell whether the file changed.
@@ -168,6 +172,9 @@ pub(super) fn compile(
     };
     compile_listener_filters(&mut listeners, listener_filters, &refs, &mut issues);
     let routes = compile_routes(top.routes, &known, &refs, &mut issues);
+    let tracing = top
+        .tracing
+        .and_then(|value| compile_tracing(value, &mut issues));
 
     if issues.list.is_empty() {
         Ok(Config {
@@ -185,6 +192,7 @@ pub(super) fn compile(
             redis,
             filters,
             routes,
+            tracing,
             source,
             text: Arc::from(""),
             from_env: issues.from_env,

@@ -18,6 +18,7 @@ pub(crate) mod raw;
 mod redact;
 mod routes;
 mod stores;
+mod traces;
 mod traffic;
 mod upstreams;
 pub(crate) mod values;

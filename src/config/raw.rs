@@ -40,6 +40,31 @@ pub(crate) struct Top {
     pub(crate) filters: Mapping,
     #[serde(default)]
     pub(crate) routes: Vec<Value>,
+    /// OpenTelemetry traces; off unless set.
+    pub(crate) tracing: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Tracing {
+    pub(crate) otlp: Otlp,
+    pub(crate) sample: Option<f64>,
+    pub(crate) parent_based: Option<bool>,
+    pub(crate) service_name: Option<String>,
+    /// `trusted` (default) or `any`: whose `traceparent` is continued.
+    pub(crate) accept_parent: Option<String>,
+    pub(crate) jwt_subject: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Otlp {
+    pub(crate) endpoint: String,
+    #[serde(default)]
+    pub(crate) headers: std::collections::BTreeMap<String, String>,
+    pub(crate) timeout: Option<Scalar>,
+    pub(crate) queue: Option<usize>,
+    pub(crate) ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,6 +14,12 @@ impl super::Config {
             redact_path(&mut value, path);
         }
         redact_keys(&mut value);
+        // Headers sent to the trace collector are how it authenticates the gateway.
+        if let Some(Value::Object(headers)) = value.pointer_mut("/tracing/otlp/headers") {
+            headers
+                .values_mut()
+                .for_each(|v| *v = Value::String("<redacted>".into()));
+        }
         value
     }
 

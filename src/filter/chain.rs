@@ -38,6 +38,10 @@ impl Outcome {
 
 #[async_trait::async_trait]
 pub(crate) trait Filter: Send + Sync + 'static {
+    /// The kind, as a `filters:` entry names it (`rate_limit`, `jwt` …): which filter
+    /// answered a request, in its trace.
+    fn kind(&self) -> &'static str;
+
     async fn on_request(
         &self,
         _req: &mut Parts,
@@ -127,7 +131,10 @@ impl<'a> Chain<'a> {
             self.ran[at] += 1;
             match filter.on_request(req, &mut self.ctx).await {
                 Ok(Flow::Continue) => {}
-                Ok(Flow::Respond(response)) => return Some(Ok(response)),
+                Ok(Flow::Respond(response)) => {
+                    self.ctx.answered_by = Some(filter.kind());
+                    return Some(Ok(response));
+                }
                 Err(error) => return Some(Err(error)),
             }
         }
@@ -194,6 +201,10 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Filter for Probe {
+        fn kind(&self) -> &'static str {
+            "probe"
+        }
+
         async fn on_request(
             &self,
             _req: &mut Parts,

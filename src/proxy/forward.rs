@@ -98,12 +98,8 @@ pub(super) async fn proxy(
             retry::send_with_retries(upstream, policy, endpoint, parts, body, limit, ctx).await
         }
         None => {
-            let body = body.into_body(limit);
-            let result = upstream
-                .send(&endpoint, Request::from_parts(parts, body))
-                .await;
-            retry::record(upstream, &endpoint, &result);
-            result
+            let request = Request::from_parts(parts, body.into_body(limit));
+            retry::send_try(upstream, &endpoint, request, None, ctx).await
         }
     };
     ctx.upstream = Some(UpstreamOutcome {

@@ -10,22 +10,30 @@ use super::headers::{
 use super::mirror;
 use crate::body::{Body, ClientBody};
 use crate::context::RequestCtx;
-use crate::error::ProxyError;
+use crate::error::{CircuitOpen, ProxyError};
 use crate::filter::{Chain, Outcome, Stage};
 use crate::router::Fields;
 use crate::snapshot::{RedirectTarget, Route, RouteAction, Snapshot, UnderscoreHeaders};
+use crate::telemetry::trace::{Finished, Tracer, TRACEPARENT, TRACESTATE};
 use http::header::{HOST, LOCATION, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) async fn handle(conn: &Arc<ConnInfo>, request: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(conn: &Arc<ConnInfo>, mut request: Request<Incoming>) -> Response<Body> {
     let _in_flight = conn.activity.begin();
     let snapshot = conn.gateway.snapshot.load_full();
     let client = client_address(&snapshot, conn.peer.ip(), request.headers());
     let mut ctx = RequestCtx::new(request_id(request.headers()), client);
     ctx.scheme = conn.scheme;
+    if let Some(tracer) = &snapshot.tracer {
+        let trusted = snapshot.is_trusted(conn.peer.ip());
+        ctx.trace = Some(tracer.start(&request, conn.peer, trusted));
+        // The client's context is read; what goes upstream is the gateway's own.
+        request.headers_mut().remove(&TRACEPARENT);
+        request.headers_mut().remove(&TRACESTATE);
+    }
     let head = request.method() == Method::HEAD;
     let method = method_label(request.method());
     let access = snapshot.access_log.then(|| AccessEntry::new(&request));
@@ -50,11 +58,39 @@ pub(crate) async fn handle(conn: &Arc<ConnInfo>, request: Request<Incoming>) -> 
         error: ctx.error,
     };
     chain.complete(&outcome);
+    if let Some(tracer) = &snapshot.tracer {
+        finish_trace(tracer, &mut chain.ctx, status, &response);
+    }
     let request_id = std::mem::replace(&mut chain.ctx.request_id, HeaderValue::from_static("-"));
     response
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), request_id);
     response
+}
+
+/// Hands the request's spans to the exporter, when its trace is sampled.
+fn finish_trace(tracer: &Tracer, ctx: &mut RequestCtx, status: u16, response: &Response<Body>) {
+    let Some(trace) = ctx.trace.take().filter(|t| t.sampled) else {
+        return;
+    };
+    let subject = match tracer.spec.jwt_subject {
+        true => ctx.claim("sub").map(std::borrow::Cow::into_owned),
+        false => None,
+    };
+    tracer.finish(Finished {
+        trace,
+        end: std::time::SystemTime::now(),
+        status,
+        route: ctx.route.clone(),
+        client: ctx.client_ip,
+        scheme: ctx.scheme,
+        request_id: ctx.request_id.clone(),
+        answered_by: ctx.answered_by,
+        subject,
+        fallback: ctx.fallback,
+        error: ctx.error,
+        circuit_open: response.extensions().get::<CircuitOpen>().is_some(),
+    });
 }
 
 /// The `method` label: the standard methods by name, any other as `OTHER` (bounded labels).
@@ -123,8 +159,21 @@ impl AccessEntry {
             upstream = ctx.upstream.as_ref().map_or("-", |u| &*u.upstream),
             fallback = ctx.fallback.unwrap_or("-"),
             endpoint = ctx.endpoint.map(|e| e.to_string()).as_deref().unwrap_or("-"),
+            trace_id = %OrDash(ctx.trace.as_ref().map(|t| t.trace_id_hex())),
             "request"
         );
+    }
+}
+
+/// A value, or `-` without one.
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
+        }
     }
 }
 

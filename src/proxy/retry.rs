@@ -25,6 +25,39 @@ pub(super) fn record(
     upstream.record(endpoint, failed);
 }
 
+/// One try of `request` to `endpoint` (within `limit` when set), recorded for outlier
+/// ejection and, when the request is traced, as a client span whose id goes upstream in
+/// `traceparent`.
+pub(super) async fn send_try(
+    upstream: &Upstream,
+    endpoint: &Arc<Endpoint>,
+    mut request: Request<Body>,
+    limit: Option<std::time::Duration>,
+    ctx: &mut RequestCtx,
+) -> Result<Response<Body>, ProxyError> {
+    let mark = ctx
+        .trace
+        .as_deref_mut()
+        .map(|trace| trace.begin_try(request.headers_mut()));
+    let attempt = upstream.send(endpoint, request);
+    let result = match limit {
+        Some(limit) => tokio::time::timeout(limit, attempt)
+            .await
+            .unwrap_or(Err(ProxyError::ResponseTimeout)),
+        None => attempt.await,
+    };
+    record(upstream, endpoint, &result);
+    if let (Some(trace), Some(mark)) = (ctx.trace.as_deref_mut(), mark) {
+        let status = result.as_ref().ok().map(|r| r.status().as_u16());
+        let error = result
+            .as_ref()
+            .err()
+            .map(|e| e.upstream_kind().unwrap_or("error"));
+        trace.end_try(mark, &upstream.name, endpoint.address, status, error);
+    }
+    result
+}
+
 /// Sends with the upstream's retry policy. Only a body that can be sent again is retried:
 /// none, or one with a known length within `buffer_bytes`, read whole first; any other body
 /// streams through and gets one try. Every try but the last is settled (and its answer
@@ -50,23 +83,14 @@ pub(super) async fn send_with_retries(
             .to_bytes()
     } else {
         let request = Request::from_parts(parts, body.into_body(limit));
-        let result = upstream.send(&endpoint, request).await;
-        record(upstream, &endpoint, &result);
-        return result;
+        return send_try(upstream, &endpoint, request, None, ctx).await;
     };
     let _in_flight = upstream.retry_budget.request();
     let mut retry = 0;
     let mut _retrying = None;
     loop {
         let request = Request::from_parts(copy_parts(&parts), Body::full(replay.clone()));
-        let attempt = upstream.send(&endpoint, request);
-        let result = match policy.per_try_timeout {
-            Some(limit) => tokio::time::timeout(limit, attempt)
-                .await
-                .unwrap_or(Err(ProxyError::ResponseTimeout)),
-            None => attempt.await,
-        };
-        record(upstream, &endpoint, &result);
+        let result = send_try(upstream, &endpoint, request, policy.per_try_timeout, ctx).await;
         let failure = match &result {
             Ok(response) => Some(RetryOn::Status(response.status().as_u16())),
             Err(error) => RetryOn::of_error(error),

@@ -13,6 +13,7 @@ use crate::filter::{BuildCtx, Exposed, Fetch, Filter, FilterStates, Sharing};
 use crate::proxy::{FallbackMetrics, MirrorMetrics};
 use crate::router::Router;
 use crate::store::RedisStore;
+use crate::telemetry::trace::{Exporter, TraceMetrics, Tracer};
 use crate::telemetry::{ConfigMetrics, UpstreamStateSource};
 use crate::upstream::split::{Split, SplitMetrics};
 use crate::upstream::{RetryMetrics, Upstream};
@@ -189,6 +190,7 @@ pub(crate) fn build(
         limits: config.limits,
         trusted_proxies: config.trusted_proxies.clone(),
         access_log: config.access_log,
+        tracer: build_tracer(config, prev, handle, metrics),
         no_route_label: Arc::from("(none)"),
         listener_tls: config
             .listeners
@@ -196,6 +198,26 @@ pub(crate) fn build(
             .filter_map(|l| Some((l.name.clone(), Arc::clone(l.tls.as_ref()?))))
             .collect(),
     }
+}
+
+/// The tracer of `config`, its exporter (queue and task) carried over while the collector
+/// settings and service name are unchanged.
+fn build_tracer(
+    config: &Config,
+    prev: Option<&Snapshot>,
+    handle: &tokio::runtime::Handle,
+    metrics: &ConfigMetrics,
+) -> Option<Arc<Tracer>> {
+    let spec = config.tracing.as_ref()?;
+    let running = prev.and_then(|p| p.tracer.as_ref());
+    let exporter = match carry::kept_exporter(running, spec) {
+        Some(exporter) => Arc::clone(exporter),
+        None => {
+            let metrics = metrics.sets.get::<TraceMetrics>();
+            Exporter::start(&spec.otlp, &spec.service_name, &metrics, handle)
+        }
+    };
+    Some(Arc::new(Tracer::new(spec.clone(), exporter)))
 }
 
 /// The running split of a route's destination; `None` if an upstream is missing (the config

@@ -9,6 +9,7 @@ use crate::config::{Action, Config, Destination, FilterRef, FilterSpec, MirrorSp
 use crate::filter::jwt::{KeySpec, Provider, ProviderSpec, RemoteKeys};
 use crate::filter::{Sharing, StateKey};
 use crate::store::{RedisSpec, RedisStore};
+use crate::telemetry::trace::{Exporter, Tracer, TracingSpec};
 use crate::upstream::UpstreamSpec;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -109,6 +110,16 @@ pub(crate) fn kept_redis<'s>(
     running.filter(|store| store.spec == *spec)
 }
 
+/// The running trace exporter a new `tracing:` keeps (its queue, task and collector).
+pub(crate) fn kept_exporter<'s>(
+    running: Option<&'s Arc<Tracer>>,
+    spec: &TracingSpec,
+) -> Option<&'s Arc<Exporter>> {
+    let exporter = &running?.exporter;
+    let (otlp, service) = &exporter.key;
+    (*otlp == spec.otlp && *service == spec.service_name).then_some(exporter)
+}
+
 /// What a reload does to one piece of running state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -170,6 +181,19 @@ pub(crate) fn plan(running: &Snapshot, config: &Config) -> Vec<StateFate> {
         if !config.jwt_providers.iter().any(|s| s.name == *name) {
             out.push(line("jwt_tokens", name, "", Fate::Dropped));
         }
+    }
+    match (&config.tracing, &running.tracer) {
+        (Some(spec), running) => {
+            let kept = kept_exporter(running.as_ref(), spec).is_some();
+            out.push(line(
+                "trace_export",
+                "tracing",
+                "",
+                fate(kept, running.is_some()),
+            ));
+        }
+        (None, Some(_)) => out.push(line("trace_export", "tracing", "", Fate::Dropped)),
+        (None, None) => {}
     }
     match (&config.redis, &running.redis) {
         (Some(spec), running) => {

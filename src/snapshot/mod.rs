@@ -10,6 +10,7 @@ use crate::filter::rate_limit::Gcra;
 use crate::filter::{Exposed, Fetch, Filter, FilterStates};
 use crate::router::Router;
 use crate::store::RedisStore;
+use crate::telemetry::trace::Tracer;
 use crate::telemetry::{Labels, Metrics};
 use crate::upstream::split::Split;
 use crate::upstream::Upstream;
@@ -251,6 +252,8 @@ pub(crate) struct Snapshot {
     pub(crate) trusted_proxies: Vec<IpNet>,
     /// One log line per request (target `access`).
     pub(crate) access_log: bool,
+    /// Distributed tracing, when configured; `None` costs a request nothing.
+    pub(crate) tracer: Option<Arc<Tracer>>,
     /// The `route` label of requests that matched no route.
     pub(crate) no_route_label: Arc<str>,
     /// TLS settings by listener name, taken at each accept: new certificates apply to new

@@ -2,6 +2,7 @@
 
 mod parts;
 mod requests;
+pub(crate) mod trace;
 
 pub(crate) use parts::{
     encode_family, MetricSet, MetricSets, Registered, UpstreamRegistry, UpstreamState,

@@ -42,7 +42,7 @@ fn all_errors_are_reported_at_once_with_paths_and_lines() {
 fn unknown_keys_are_errors() {
     assert_eq!(
         issues(&format!("{HEAD}routes: [{{ name: a, respond: {{ status: 200 }} }}]\nlimitz: {{}}\n")),
-        ["limitz: unknown field `limitz`, expected one of `workers`, `listeners`, `admin`, `reload`, `access_log`, `shutdown_grace`, `limits`, `trusted_proxies`, `upstreams`, `jwt_providers`, `stores`, `filters`, `routes` (line 3)"]
+        ["limitz: unknown field `limitz`, expected one of `workers`, `listeners`, `admin`, `reload`, `access_log`, `shutdown_grace`, `limits`, `trusted_proxies`, `upstreams`, `jwt_providers`, `stores`, `filters`, `routes`, `tracing` (line 3)"]
     );
     assert_eq!(
         issues(&format!(
@@ -188,7 +188,7 @@ routes:
     assert_eq!(
         issues(yaml),
         [
-            "limitz: unknown field `limitz`, expected one of `workers`, `listeners`, `admin`, `reload`, `access_log`, `shutdown_grace`, `limits`, `trusted_proxies`, `upstreams`, `jwt_providers`, `stores`, `filters`, `routes` (line 3)",
+            "limitz: unknown field `limitz`, expected one of `workers`, `listeners`, `admin`, `reload`, `access_log`, `shutdown_grace`, `limits`, `trusted_proxies`, `upstreams`, `jwt_providers`, `stores`, `filters`, `routes`, `tracing` (line 3)",
             "access_log: invalid type: string \"maybe\", expected a boolean (line 4)",
             "listeners[0].tls: invalid type: integer `5`, expected struct ListenerTls (line 2)",
             "listeners[0].extra: unknown field `extra`, expected one of `name`, `address`, `tls`, `filters` (line 2)",

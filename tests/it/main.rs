@@ -31,6 +31,7 @@ mod retries;
 mod signals;
 mod status_page;
 mod tls;
+mod traces;
 mod traffic;
 mod upstream_failures;
 mod zookeeper;

@@ -30,7 +30,7 @@ fn signal(child: &Child, name: &str) {
 
 /// Starts the binary and reads the bound addresses from its JSON log; later log lines arrive
 /// on the returned channel.
-fn spawn(
+pub(crate) fn spawn(
     path: &std::path::Path,
 ) -> (
     Child,

@@ -230,6 +230,10 @@ fn never_stale(entry: &Entry) -> bool {
 
 #[async_trait::async_trait]
 impl Filter for Cache {
+    fn kind(&self) -> &'static str {
+        "cache"
+    }
+
     async fn on_request(&self, req: &mut Parts, ctx: &mut RequestCtx) -> Result<Flow, ProxyError> {
         let head = req.method == Method::HEAD;
         if !is_safe(&req.method) {
@@ -323,6 +327,9 @@ impl Filter for Cache {
     ) -> Result<(), ProxyError> {
         self.answer(res, ctx);
         self.spec.strip_targeted(res.headers_mut());
+        if let Some(trace) = ctx.trace.as_deref_mut() {
+            trace.cache = res.headers().get(&self.spec.status_header).cloned();
+        }
         Ok(())
     }
 }

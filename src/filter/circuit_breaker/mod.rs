@@ -342,6 +342,10 @@ struct Probe;
 
 #[async_trait::async_trait]
 impl Filter for CircuitBreaker {
+    fn kind(&self) -> &'static str {
+        "circuit_breaker"
+    }
+
     fn edits_responses(&self) -> bool {
         false
     }

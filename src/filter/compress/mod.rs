@@ -122,6 +122,10 @@ fn weaken_etag(headers: &mut HeaderMap) {
 
 #[async_trait::async_trait]
 impl Filter for Compress {
+    fn kind(&self) -> &'static str {
+        "compress"
+    }
+
     async fn on_request(&self, req: &mut Parts, ctx: &mut RequestCtx) -> Result<Flow, ProxyError> {
         let values = req.headers.get_all(ACCEPT_ENCODING);
         let algorithm =

@@ -227,6 +227,10 @@ impl Cors {
 
 #[async_trait::async_trait]
 impl Filter for Cors {
+    fn kind(&self) -> &'static str {
+        "cors"
+    }
+
     async fn on_request(&self, req: &mut Parts, ctx: &mut RequestCtx) -> Result<Flow, ProxyError> {
         let Some(origin) = req.headers.get(ORIGIN).cloned() else {
             return Ok(Flow::Continue);

@@ -51,6 +51,10 @@ struct Unbuildable;
 
 #[async_trait::async_trait]
 impl Filter for Unbuildable {
+    fn kind(&self) -> &'static str {
+        "ext_authz"
+    }
+
     async fn on_request(
         &self,
         _req: &mut http::request::Parts,

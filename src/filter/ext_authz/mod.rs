@@ -149,6 +149,10 @@ impl ExtAuthz {
 
 #[async_trait::async_trait]
 impl Filter for ExtAuthz {
+    fn kind(&self) -> &'static str {
+        "ext_authz"
+    }
+
     async fn on_request(&self, req: &mut Parts, ctx: &mut RequestCtx) -> Result<Flow, ProxyError> {
         // Whatever the service says, these come from it alone; an underscore spelling that
         // an upstream could fold into one of them goes too.

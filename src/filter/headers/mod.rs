@@ -47,6 +47,10 @@ pub(crate) struct Headers {
 
 #[async_trait::async_trait]
 impl Filter for Headers {
+    fn kind(&self) -> &'static str {
+        "headers"
+    }
+
     fn edits_responses(&self) -> bool {
         !self.response.is_empty()
     }

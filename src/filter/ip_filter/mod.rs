@@ -64,6 +64,10 @@ pub(crate) struct IpFilter {
 
 #[async_trait::async_trait]
 impl Filter for IpFilter {
+    fn kind(&self) -> &'static str {
+        "ip_filter"
+    }
+
     async fn on_request(&self, _req: &mut Parts, ctx: &mut RequestCtx) -> Result<Flow, ProxyError> {
         let ip = ctx.client_ip;
         let refused = if self.deny.contains(ip) {

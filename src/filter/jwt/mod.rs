@@ -147,6 +147,10 @@ impl Jwt {
 
 #[async_trait::async_trait]
 impl Filter for Jwt {
+    fn kind(&self) -> &'static str {
+        "jwt"
+    }
+
     fn edits_responses(&self) -> bool {
         false
     }

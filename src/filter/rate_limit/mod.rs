@@ -242,6 +242,10 @@ const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 #[async_trait::async_trait]
 impl Filter for RateLimit {
+    fn kind(&self) -> &'static str {
+        "rate_limit"
+    }
+
     fn edits_responses(&self) -> bool {
         self.spec.headers
     }

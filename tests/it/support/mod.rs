@@ -11,6 +11,7 @@
 
 mod browser;
 mod client;
+mod collector;
 mod gateway;
 pub mod origin;
 mod services;
@@ -18,6 +19,7 @@ mod upstream;
 
 pub use browser::*;
 pub use client::*;
+pub use collector::*;
 pub use gateway::*;
 pub use services::*;
 pub use upstream::*;

@@ -1,0 +1,96 @@
+//! Distributed tracing (OpenTelemetry): one server span per request and one client span per
+//! upstream try, propagated with W3C Trace Context (`context.rs`) and exported as OTLP over
+//! HTTP from the control thread (`export.rs`). The request path only draws ids, takes times
+//! and hands a finished record to a bounded queue; building and sending spans happens
+//! elsewhere, so a slow or dead collector never slows a request (its records are dropped and
+//! counted instead).
+
+mod context;
+mod export;
+mod record;
+mod spec;
+
+pub(crate) use context::{TRACEPARENT, TRACESTATE};
+pub(crate) use export::{Exporter, TraceMetrics};
+pub(crate) use record::{Finished, TraceCtx};
+pub(crate) use spec::{AcceptParent, OtlpSpec, TracingSpec};
+
+use context::{Parent, TraceId};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// The running tracer of one snapshot; its exporter is carried over reloads while `otlp` and
+/// `service_name` stay the same.
+pub(crate) struct Tracer {
+    pub(crate) spec: TracingSpec,
+    /// New traces whose id (its last 8 bytes) falls below this are sampled.
+    threshold: u64,
+    pub(crate) exporter: Arc<Exporter>,
+}
+
+impl Tracer {
+    pub(crate) fn new(spec: TracingSpec, exporter: Arc<Exporter>) -> Tracer {
+        // The last 8 bytes of a trace id are random (W3C level 2), so the ratio holds, and
+        // every gateway decides the same for the same trace.
+        let threshold = if spec.sample >= 1.0 {
+            u64::MAX
+        } else {
+            (spec.sample * u64::MAX as f64) as u64
+        };
+        Tracer {
+            spec,
+            threshold,
+            exporter,
+        }
+    }
+
+    /// The trace a request joins or starts. `trusted`: the peer is in `trusted_proxies`.
+    pub(crate) fn start<B>(
+        &self,
+        request: &http::Request<B>,
+        peer: SocketAddr,
+        trusted: bool,
+    ) -> Box<TraceCtx> {
+        let headers = request.headers();
+        let accept = match self.spec.accept_parent {
+            AcceptParent::Any => true,
+            AcceptParent::Trusted => trusted,
+        };
+        let parent = accept.then(|| context::parent(headers)).flatten();
+        let (trace_id, sampled) = match parent {
+            Some(parent) if self.spec.parent_based => (parent.trace_id, parent.sampled),
+            Some(parent) => (parent.trace_id, self.samples(&parent.trace_id)),
+            None => {
+                let id = context::random_id();
+                (id, self.samples(&id))
+            }
+        };
+        Box::new(TraceCtx {
+            trace_id,
+            span_id: context::random_id(),
+            parent: parent.map(|p: Parent| p.span_id),
+            state: parent.and_then(|_| context::state(headers)),
+            sampled,
+            start: SystemTime::now(),
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            host: headers.get(http::header::HOST).cloned(),
+            peer,
+            tries: Vec::new(),
+            cache: None,
+        })
+    }
+
+    fn samples(&self, trace_id: &TraceId) -> bool {
+        let mut low = [0u8; 8];
+        low.copy_from_slice(&trace_id[8..]);
+        self.threshold == u64::MAX || u64::from_be_bytes(low) < self.threshold
+    }
+
+    /// Hands a finished, sampled request to the exporter (or counts it dropped).
+    pub(crate) fn finish(&self, finished: Finished) {
+        self.exporter.submit(finished);
+    }
+}
