@@ -8,8 +8,10 @@ sends REQUESTS requests one after another on one keep-alive connection, and dump
 instructions Portcullis spent, divided by the requests. Routes: the bare route, a `cache`
 route answering from memory (HIT), a `cache` route whose answers are never storable (MISS),
 a 90/10 split across two upstreams over the same endpoint (SPLIT), and a route mirroring 10%
-of its requests to a third (MIRROR: the copies' work counts too); then FLOOR, the minimal hyper
-proxy of examples/floor_proxy.rs, the same way. Allocations are the calls to malloc, calloc
+of its requests to a third (MIRROR: the copies' work counts too); then TRACED, the bare route of
+a second gateway with `tracing:` at sample 1.0 (the upstream stands in for the collector; the
+window waits for the exports of its own requests, which count too); then FLOOR, the minimal
+hyper proxy of examples/floor_proxy.rs, the same way. Allocations are the calls to malloc, calloc
 and realloc in the same window. Argument: the binary to measure (default target/release/portcullis), so two builds can
 be compared on the same machine.
 """
@@ -89,10 +91,13 @@ def counts(dump):
     return total, allocations
 
 
-def measure(pid, port, path, tmp):
-    """(instructions, allocations) per request on `path`, counted from zero."""
+def measure(pid, port, path, tmp, settle=0.0):
+    """(instructions, allocations) per request on `path`, counted from zero; `settle`: seconds
+    to wait before zeroing and before dumping, for work done after the responses (exports)."""
+    time.sleep(settle)
     subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
     send(port, path, REQUESTS)
+    time.sleep(settle)
     subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
     time.sleep(0.5)
     dump = max(glob.glob(f"{tmp}/out.*"), key=os.path.getmtime)
@@ -126,6 +131,18 @@ def main():
         finally:
             gateway.terminate()
             gateway.wait()
+        with open(f"{tmp}/traced.yaml", "w") as f:
+            f.write(CONFIG + f"tracing: {{ otlp: {{ endpoint: http://127.0.0.1:{PORTS['upstream']} }}, sample: 1.0 }}\n")
+        traced = under_callgrind([BINARY, "-c", f"{tmp}/traced.yaml", "--workers", "1",
+                                  "--log-level", "warn"], tmp)
+        try:
+            wait_port(PORTS["portcullis"], timeout=60)
+            send(PORTS["portcullis"], "/", WARMUP)
+            # Exports leave at least once a second; under callgrind, give them three.
+            per_request["TRACED"] = measure(traced.pid, PORTS["portcullis"], "/", tmp, settle=3.0)
+        finally:
+            traced.terminate()
+            traced.wait()
         floor = under_callgrind([f"{ROOT}/target/release/examples/floor_proxy",
                                  f"127.0.0.1:{PORTS['floor']}", f"127.0.0.1:{PORTS['upstream']}"], tmp)
         try:

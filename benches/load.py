@@ -55,6 +55,10 @@ EXT_AUTHZ = os.environ.get("EXT_AUTHZ", "") not in ("", "0")
 # endpoints, sticky by a header every request carries) and PORTCULLIS+MIRROR (10% of requests
 # copied to a third such upstream) against the bare route.
 TRAFFIC = os.environ.get("TRAFFIC", "") not in ("", "0")
+# TRACING=1: also measure PORTCULLIS+TRACED, a second Portcullis with the same config plus
+# `tracing:` at sample 1.0 (every request exported as OTLP/HTTP; the upstream process, which
+# answers any request, stands in for the collector), against the bare route.
+TRACING = os.environ.get("TRACING", "") not in ("", "0")
 # BASELINE=/path/to/portcullis: also measure that build (BASELINE) with the same config in the
 # same interleaved rounds, and print this build's ratios to it.
 BASELINE = os.environ.get("BASELINE", "")
@@ -64,7 +68,7 @@ BASELINE = os.environ.get("BASELINE", "")
 ENDPOINTS = int(os.environ.get("ENDPOINTS", "1"))
 BALANCE = os.environ.get("BALANCE", "round_robin")
 PORTS = {"upstream": 19080, "portcullis": 19081, "nginx": 19082, "redis": 19083, "baseline": 19084,
-         "auth": 19085, "floor": 19086, "haproxy": 19087}
+         "auth": 19085, "floor": 19086, "haproxy": 19087, "traced": 19088}
 TICK = os.sysconf("SC_CLK_TCK")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -284,6 +288,14 @@ upstreams:
         portcullis = start(["taskset", "-c", "0", f"{ROOT}/target/release/portcullis",
                             "-c", f"{tmp}/gateway.yaml", "--workers", "1", "--log-level", "warn"])
         wait_port(PORTS["portcullis"])
+        traced = None
+        if TRACING:
+            with open(f"{tmp}/traced.yaml", "w") as f:
+                f.write(config.replace(f"127.0.0.1:{PORTS['portcullis']}", f"127.0.0.1:{PORTS['traced']}", 1)
+                        + f"tracing: {{ otlp: {{ endpoint: http://127.0.0.1:{PORTS['upstream']} }}, sample: 1.0 }}\n")
+            traced = start(["taskset", "-c", "0", f"{ROOT}/target/release/portcullis", "-c", f"{tmp}/traced.yaml",
+                            "--workers", "1", "--log-level", "warn"])
+            wait_port(PORTS["traced"])
         baseline = None
         if BASELINE:
             with open(f"{tmp}/baseline.yaml", "w") as f:
@@ -373,6 +385,8 @@ backend bench
             targets["FLOOR"] = (PORTS["floor"], [floor.pid], "http", [], "/")
         if baseline:
             targets["BASELINE"] = (PORTS["baseline"], [baseline.pid], proxied, [], "/")
+        if traced:
+            targets["PORTCULLIS+TRACED"] = (PORTS["traced"], [traced.pid], proxied, [], "/")
         if JWT:
             targets["PORTCULLIS+JWT"] = (PORTS["portcullis"], [portcullis.pid], proxied, jwt_args, "/jwt")
         if CACHE:
@@ -459,6 +473,10 @@ backend bench
                 t = med[name]
                 print(f"{label} throughput {t['rps'] / p['rps']:.2f}x   "
                       f"cpu/request {t['cpu_us'] / p['cpu_us']:.2f}x   p99 {t['p99'] / p['p99']:.2f}x")
+        if traced:
+            t = med["PORTCULLIS+TRACED"]
+            print(f"TRACED 1.0/bare    throughput {t['rps'] / p['rps']:.2f}x   "
+                  f"cpu/request {t['cpu_us'] / p['cpu_us']:.2f}x   p99 {t['p99'] / p['p99']:.2f}x")
         if JWT:
             j = med["PORTCULLIS+JWT"]
             print(f"JWT route/bare     throughput {j['rps'] / p['rps']:.2f}x   "

@@ -98,8 +98,12 @@ pub(super) async fn proxy(
             retry::send_with_retries(upstream, policy, endpoint, parts, body, limit, ctx).await
         }
         None => {
-            let request = Request::from_parts(parts, body.into_body(limit));
-            retry::send_try(upstream, &endpoint, request, None, ctx).await
+            let mark = retry::begin_try(ctx, &mut parts.headers);
+            let result = upstream
+                .send(&endpoint, Request::from_parts(parts, body.into_body(limit)))
+                .await;
+            retry::end_try(ctx, mark, upstream, &endpoint, &result);
+            result
         }
     };
     ctx.upstream = Some(UpstreamOutcome {

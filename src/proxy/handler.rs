@@ -14,7 +14,7 @@ use crate::error::{CircuitOpen, ProxyError};
 use crate::filter::{Chain, Outcome, Stage};
 use crate::router::Fields;
 use crate::snapshot::{RedirectTarget, Route, RouteAction, Snapshot, UnderscoreHeaders};
-use crate::telemetry::trace::{Finished, Tracer, TRACEPARENT, TRACESTATE};
+use crate::telemetry::trace::{Finished, Tracer};
 use http::header::{HOST, LOCATION, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -29,10 +29,7 @@ pub(crate) async fn handle(conn: &Arc<ConnInfo>, mut request: Request<Incoming>)
     ctx.scheme = conn.scheme;
     if let Some(tracer) = &snapshot.tracer {
         let trusted = snapshot.is_trusted(conn.peer.ip());
-        ctx.trace = Some(tracer.start(&request, conn.peer, trusted));
-        // The client's context is read; what goes upstream is the gateway's own.
-        request.headers_mut().remove(&TRACEPARENT);
-        request.headers_mut().remove(&TRACESTATE);
+        ctx.trace = Some(tracer.start(&mut request, conn.peer, trusted));
     }
     let head = request.method() == Method::HEAD;
     let method = method_label(request.method());

@@ -5,6 +5,7 @@ use super::headers::content_length;
 use crate::body::{Body, ClientBody};
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
+use crate::telemetry::trace::TryMark;
 use crate::upstream::{Endpoint, RetryOn, RetryPolicy, Upstream};
 use bytes::Bytes;
 use http::{Request, Response};
@@ -25,28 +26,23 @@ pub(super) fn record(
     upstream.record(endpoint, failed);
 }
 
-/// One try of `request` to `endpoint` (within `limit` when set), recorded for outlier
-/// ejection and, when the request is traced, as a client span whose id goes upstream in
-/// `traceparent`.
-pub(super) async fn send_try(
-    upstream: &Upstream,
-    endpoint: &Arc<Endpoint>,
-    mut request: Request<Body>,
-    limit: Option<std::time::Duration>,
-    ctx: &mut RequestCtx,
-) -> Result<Response<Body>, ProxyError> {
-    let mark = ctx
-        .trace
+/// Starts a try's client span, when the request is traced: sets `traceparent` (with the
+/// span's id) on the request about to go out.
+pub(super) fn begin_try(ctx: &mut RequestCtx, headers: &mut http::HeaderMap) -> Option<TryMark> {
+    ctx.trace
         .as_deref_mut()
-        .map(|trace| trace.begin_try(request.headers_mut()));
-    let attempt = upstream.send(endpoint, request);
-    let result = match limit {
-        Some(limit) => tokio::time::timeout(limit, attempt)
-            .await
-            .unwrap_or(Err(ProxyError::ResponseTimeout)),
-        None => attempt.await,
-    };
-    record(upstream, endpoint, &result);
+        .map(|trace| trace.begin_try(headers))
+}
+
+/// Ends a try: recorded for outlier ejection and, when traced, as the span `mark` began.
+pub(super) fn end_try(
+    ctx: &mut RequestCtx,
+    mark: Option<TryMark>,
+    upstream: &Upstream,
+    endpoint: &Endpoint,
+    result: &Result<Response<Body>, ProxyError>,
+) {
+    record(upstream, endpoint, result);
     if let (Some(trace), Some(mark)) = (ctx.trace.as_deref_mut(), mark) {
         let status = result.as_ref().ok().map(|r| r.status().as_u16());
         let error = result
@@ -55,7 +51,6 @@ pub(super) async fn send_try(
             .map(|e| e.upstream_kind().unwrap_or("error"));
         trace.end_try(mark, &upstream.name, endpoint.address, status, error);
     }
-    result
 }
 
 /// Sends with the upstream's retry policy. Only a body that can be sent again is retried:
@@ -82,15 +77,26 @@ pub(super) async fn send_with_retries(
             .map_err(ProxyError::from_body)?
             .to_bytes()
     } else {
-        let request = Request::from_parts(parts, body.into_body(limit));
-        return send_try(upstream, &endpoint, request, None, ctx).await;
+        let mut request = Request::from_parts(parts, body.into_body(limit));
+        let mark = begin_try(ctx, request.headers_mut());
+        let result = upstream.send(&endpoint, request).await;
+        end_try(ctx, mark, upstream, &endpoint, &result);
+        return result;
     };
     let _in_flight = upstream.retry_budget.request();
     let mut retry = 0;
     let mut _retrying = None;
     loop {
-        let request = Request::from_parts(copy_parts(&parts), Body::full(replay.clone()));
-        let result = send_try(upstream, &endpoint, request, policy.per_try_timeout, ctx).await;
+        let mut request = Request::from_parts(copy_parts(&parts), Body::full(replay.clone()));
+        let mark = begin_try(ctx, request.headers_mut());
+        let attempt = upstream.send(&endpoint, request);
+        let result = match policy.per_try_timeout {
+            Some(limit) => tokio::time::timeout(limit, attempt)
+                .await
+                .unwrap_or(Err(ProxyError::ResponseTimeout)),
+            None => attempt.await,
+        };
+        end_try(ctx, mark, upstream, &endpoint, &result);
         let failure = match &result {
             Ok(response) => Some(RetryOn::Status(response.status().as_u16())),
             Err(error) => RetryOn::of_error(error),

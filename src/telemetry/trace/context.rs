@@ -2,7 +2,7 @@
 //! what goes upstream. Anything that does not parse exactly is treated as absent, so it is
 //! replaced, never forwarded as it came.
 
-use http::header::HeaderName;
+use http::header::{Entry, HeaderName};
 use http::{HeaderMap, HeaderValue};
 
 pub(crate) static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -25,15 +25,35 @@ pub(crate) struct Parent {
     pub(crate) sampled: bool,
 }
 
-/// The parent in `headers`: exactly one `traceparent` field that parses; `None` otherwise
+/// The field lines of one header name, taken out of a request.
+#[derive(Default)]
+pub(crate) struct Fields {
+    first: Option<HeaderValue>,
+    rest: Vec<HeaderValue>,
+}
+
+/// Removes every `name` field from `headers` (one lookup) and returns them in order.
+pub(crate) fn take(headers: &mut HeaderMap, name: &'static HeaderName) -> Fields {
+    match headers.entry(name) {
+        Entry::Occupied(entry) => {
+            let (_, mut values) = entry.remove_entry_mult();
+            let first = values.next();
+            Fields {
+                first,
+                rest: values.collect(),
+            }
+        }
+        Entry::Vacant(_) => Fields::default(),
+    }
+}
+
+/// The parent the `traceparent` fields give: exactly one that parses; `None` otherwise
 /// (missing, repeated, malformed, all-zero ids, version `ff`).
-pub(crate) fn parent(headers: &HeaderMap) -> Option<Parent> {
-    let mut fields = headers.get_all(&TRACEPARENT).iter();
-    let field = fields.next()?;
-    if fields.next().is_some() {
+pub(crate) fn parent(fields: &Fields) -> Option<Parent> {
+    if !fields.rest.is_empty() {
         return None;
     }
-    parse_traceparent(field.as_bytes())
+    parse_traceparent(fields.first.as_ref()?.as_bytes())
 }
 
 fn parse_traceparent(value: &[u8]) -> Option<Parent> {
@@ -79,12 +99,11 @@ fn hex_byte(pair: &[u8]) -> Option<u8> {
 
 /// The client's `tracestate` (its fields joined), when every list member is well formed and
 /// it fits; `None` otherwise.
-pub(crate) fn state(headers: &HeaderMap) -> Option<HeaderValue> {
-    let mut fields = headers.get_all(&TRACESTATE).iter();
-    let first = fields.next()?;
-    let joined: Option<Vec<u8>> = fields.next().map(|second| {
+pub(crate) fn state(fields: Fields) -> Option<HeaderValue> {
+    let first = fields.first?;
+    let joined: Option<Vec<u8>> = (!fields.rest.is_empty()).then(|| {
         let mut all = first.as_bytes().to_vec();
-        for field in std::iter::once(second).chain(fields) {
+        for field in &fields.rest {
             all.push(b',');
             all.extend_from_slice(field.as_bytes());
         }
@@ -96,7 +115,7 @@ pub(crate) fn state(headers: &HeaderMap) -> Option<HeaderValue> {
     }
     match joined {
         Some(bytes) => HeaderValue::from_bytes(&bytes).ok(),
-        None => Some(first.clone()),
+        None => Some(first),
     }
 }
 
@@ -233,22 +252,24 @@ mod tests {
             assert_eq!(parse_traceparent(bad.as_bytes()), None, "{bad:?}");
         }
         // Two traceparent fields: neither is believed.
-        assert!(parent(&headers(&[("traceparent", VALID)])).is_some());
-        assert!(parent(&headers(&[("traceparent", VALID), ("traceparent", VALID)])).is_none());
+        let parent_of = |fields: &[(&str, &str)]| parent(&take(&mut headers(fields), &TRACEPARENT));
+        assert!(parent_of(&[("traceparent", VALID)]).is_some());
+        assert!(parent_of(&[("traceparent", VALID), ("traceparent", VALID)]).is_none());
     }
 
     #[test]
     fn tracestate_is_kept_only_when_well_formed() {
+        let state_of = |mut map: HeaderMap| state(take(&mut map, &TRACESTATE));
         let one = headers(&[("tracestate", "congo=t61rcWkgMzE, rojo=00f067aa0ba902b7")]);
         assert_eq!(
-            state(&one).unwrap(),
+            state_of(one).unwrap(),
             "congo=t61rcWkgMzE, rojo=00f067aa0ba902b7"
         );
         let two = headers(&[
             ("tracestate", "congo=a"),
             ("tracestate", "vendor@tenant1=b"),
         ]);
-        assert_eq!(state(&two).unwrap(), "congo=a,vendor@tenant1=b");
+        assert_eq!(state_of(two).unwrap(), "congo=a,vendor@tenant1=b");
         for bad in [
             "congo",
             "Congo=a",
@@ -263,15 +284,15 @@ mod tests {
                 Ok(_) => headers(&[("tracestate", bad)]),
                 Err(_) => continue,
             };
-            assert_eq!(state(&map), None, "{bad:?}");
+            assert_eq!(state_of(map), None, "{bad:?}");
         }
         let long = (0..40)
             .map(|i| format!("k{i}=v"))
             .collect::<Vec<_>>()
             .join(",");
-        assert_eq!(state(&headers(&[("tracestate", &long)])), None);
+        assert_eq!(state_of(headers(&[("tracestate", &long)])), None);
         let huge = format!("k={}", "v".repeat(600));
-        assert_eq!(state(&headers(&[("tracestate", &huge)])), None);
+        assert_eq!(state_of(headers(&[("tracestate", &huge)])), None);
     }
 
     #[test]

@@ -7,12 +7,13 @@
 
 mod context;
 mod export;
+mod otlp;
 mod record;
 mod spec;
 
 pub(crate) use context::{TRACEPARENT, TRACESTATE};
 pub(crate) use export::{Exporter, TraceMetrics};
-pub(crate) use record::{Finished, TraceCtx};
+pub(crate) use record::{Finished, TraceCtx, TryMark};
 pub(crate) use spec::{AcceptParent, OtlpSpec, TracingSpec};
 
 use context::{Parent, TraceId};
@@ -45,19 +46,24 @@ impl Tracer {
         }
     }
 
-    /// The trace a request joins or starts. `trusted`: the peer is in `trusted_proxies`.
+    /// The trace a request joins or starts. `trusted`: the peer is in `trusted_proxies`. The
+    /// client's `traceparent` and `tracestate` are taken out of the request: what goes
+    /// upstream is the gateway's own.
     pub(crate) fn start<B>(
         &self,
-        request: &http::Request<B>,
+        request: &mut http::Request<B>,
         peer: SocketAddr,
         trusted: bool,
     ) -> Box<TraceCtx> {
-        let headers = request.headers();
+        let headers = request.headers_mut();
+        let parents = context::take(headers, &TRACEPARENT);
+        let states = context::take(headers, &TRACESTATE);
+        let host = headers.get(http::header::HOST).cloned();
         let accept = match self.spec.accept_parent {
             AcceptParent::Any => true,
             AcceptParent::Trusted => trusted,
         };
-        let parent = accept.then(|| context::parent(headers)).flatten();
+        let parent = accept.then(|| context::parent(&parents)).flatten();
         let (trace_id, sampled) = match parent {
             Some(parent) if self.spec.parent_based => (parent.trace_id, parent.sampled),
             Some(parent) => (parent.trace_id, self.samples(&parent.trace_id)),
@@ -70,15 +76,16 @@ impl Tracer {
             trace_id,
             span_id: context::random_id(),
             parent: parent.map(|p: Parent| p.span_id),
-            state: parent.and_then(|_| context::state(headers)),
+            state: parent.and_then(|_| context::state(states)),
             sampled,
             start: SystemTime::now(),
             method: request.method().clone(),
             uri: request.uri().clone(),
             version: request.version(),
-            host: headers.get(http::header::HOST).cloned(),
+            host,
             peer,
-            tries: Vec::new(),
+            first_try: None,
+            more_tries: Vec::new(),
             cache: None,
         })
     }

@@ -21,7 +21,9 @@ pub(crate) struct TraceCtx {
     pub(super) version: Version,
     pub(super) host: Option<HeaderValue>,
     pub(super) peer: SocketAddr,
-    pub(super) tries: Vec<Try>,
+    /// The first upstream try (most requests make one), then any others.
+    pub(super) first_try: Option<Try>,
+    pub(super) more_tries: Vec<Try>,
     /// The cache filter's answer (`HIT`, `MISS` …), when the route has one.
     pub(crate) cache: Option<HeaderValue>,
 }
@@ -54,18 +56,14 @@ impl TraceCtx {
     }
 
     /// Starts a client span for one upstream try and sets `traceparent` (and the accepted
-    /// `tracestate`, or none) on the request that goes out.
+    /// `tracestate`) on the request that goes out; the client's own were taken out at the
+    /// start.
     pub(crate) fn begin_try(&mut self, headers: &mut HeaderMap) -> TryMark {
         let span_id = context::random_id();
         let value = context::traceparent(&self.trace_id, &span_id, self.sampled);
-        headers.insert(TRACEPARENT.clone(), value);
-        match &self.state {
-            Some(state) => {
-                headers.insert(TRACESTATE.clone(), state.clone());
-            }
-            None => {
-                headers.remove(&TRACESTATE);
-            }
+        headers.insert(&TRACEPARENT, value);
+        if let Some(state) = &self.state {
+            headers.insert(&TRACESTATE, state.clone());
         }
         TryMark {
             span_id,
@@ -85,8 +83,8 @@ impl TraceCtx {
         if !self.sampled {
             return;
         }
-        let resend = self.tries.len() as u32;
-        self.tries.push(Try {
+        let resend = self.tries().count() as u32;
+        let attempt = Try {
             span_id: mark.span_id,
             start: mark.start,
             end: SystemTime::now(),
@@ -95,7 +93,16 @@ impl TraceCtx {
             status,
             error,
             resend,
-        });
+        };
+        match self.first_try {
+            None => self.first_try = Some(attempt),
+            Some(_) => self.more_tries.push(attempt),
+        }
+    }
+
+    /// The upstream tries so far, in order.
+    pub(super) fn tries(&self) -> impl Iterator<Item = &Try> {
+        self.first_try.iter().chain(&self.more_tries)
     }
 }
 
