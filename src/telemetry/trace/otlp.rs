@@ -19,6 +19,30 @@ const SPAN_KIND_SERVER: u64 = 2;
 const SPAN_KIND_CLIENT: u64 = 3;
 const STATUS_ERROR: u64 = 2;
 
+/// An attribute's key with the protobuf around it worked out when compiling: the `key = 1`
+/// field and the key of the `value = 2` field that follows it.
+macro_rules! key {
+    ($name:literal) => {{
+        const HEAD: [u8; $name.len() + 3] = key_head($name);
+        &HEAD
+    }};
+}
+
+/// `0x0a len name 0x12` for a key name shorter than 128 bytes (all of ours).
+const fn key_head<const N: usize>(name: &str) -> [u8; N] {
+    let bytes = name.as_bytes();
+    let mut out = [0u8; N];
+    out[0] = 0x0a;
+    out[1] = bytes.len() as u8;
+    let mut i = 0;
+    while i < bytes.len() {
+        out[2 + i] = bytes[i];
+        i += 1;
+    }
+    out[N - 1] = 0x12;
+    out
+}
+
 /// A value of an attribute.
 enum Value<'a> {
     Text(&'a str),
@@ -99,11 +123,16 @@ impl Batch {
     /// The whole export message; the batch starts over, sized like this one.
     pub(super) fn finish(&mut self, service_name: &str) -> Bytes {
         let mut resource = Vec::new();
-        attribute(&mut resource, 1, "service.name", Value::Text(service_name));
         attribute(
             &mut resource,
             1,
-            "service.version",
+            key!("service.name"),
+            Value::Text(service_name),
+        );
+        attribute(
+            &mut resource,
+            1,
+            key!("service.version"),
             Value::Text(env!("CARGO_PKG_VERSION")),
         );
         let mut scope = Vec::new();
@@ -200,19 +229,18 @@ fn fixed64_field(buf: &mut Vec<u8>, tag: u64, value: u64) {
 }
 
 /// A `KeyValue { key = 1, value = 2: AnyValue { string = 1 | bool = 2 | int = 3 } }` as field
-/// `tag` of its message.
-fn attribute(buf: &mut Vec<u8>, tag: u64, key: &str, value: Value) {
+/// `tag` of its message; `head` comes from `key!`.
+fn attribute(buf: &mut Vec<u8>, tag: u64, head: &[u8], value: Value) {
     let any_len = match &value {
         Value::Text(text) => len_field(text.len()),
         Value::Ascii(bytes) => len_field(bytes.len()),
         Value::Int(int) => 1 + encoded_len_varint(*int as u64),
         Value::Bool(_) => 2,
     };
-    let pair_len = len_field(key.len()) + len_field(any_len);
+    let pair_len = head.len() + encoded_len_varint(any_len as u64) + any_len;
     field_key(buf, tag, LEN);
     encode_varint(pair_len as u64, buf);
-    text_field(buf, 1, key);
-    field_key(buf, 2, LEN);
+    buf.extend_from_slice(head);
     encode_varint(any_len as u64, buf);
     match value {
         Value::Text(text) => text_field(buf, 1, text),
@@ -224,8 +252,8 @@ fn attribute(buf: &mut Vec<u8>, tag: u64, key: &str, value: Value) {
 
 /// Span attributes are field 9.
 #[inline]
-fn span_attribute(buf: &mut Vec<u8>, key: &str, value: Value) {
-    attribute(buf, 9, key, value);
+fn span_attribute(buf: &mut Vec<u8>, head: &[u8], value: Value) {
+    attribute(buf, 9, head, value);
 }
 
 /// An IP address (with `port`, if given) printed into `room` without allocating: IPv4 by
@@ -340,72 +368,78 @@ fn server_span(buf: &mut Vec<u8>, finished: &Finished) {
     if let Some(state) = trace.state.as_ref().and_then(|s| s.to_str().ok()) {
         text_field(buf, 3, state);
     }
-    span_attribute(buf, "http.request.method", Value::Text(method));
+    span_attribute(buf, key!("http.request.method"), Value::Text(method));
     if method == "_OTHER" {
         span_attribute(
             buf,
-            "http.request.method_original",
+            key!("http.request.method_original"),
             Value::Text(trace.method.as_str()),
         );
     }
-    span_attribute(buf, "url.path", Value::Text(trace.uri.path()));
-    span_attribute(buf, "url.scheme", Value::Text(finished.scheme));
+    span_attribute(buf, key!("url.path"), Value::Text(trace.uri.path()));
+    span_attribute(buf, key!("url.scheme"), Value::Text(finished.scheme));
     span_attribute(
         buf,
-        "http.response.status_code",
+        key!("http.response.status_code"),
         Value::Int(finished.status.into()),
     );
     let version = protocol_version(trace.version);
-    span_attribute(buf, "network.protocol.version", Value::Text(version));
+    span_attribute(buf, key!("network.protocol.version"), Value::Text(version));
     let mut room = [0u8; 64];
     let peer = address(&mut room, trace.peer.ip(), None);
-    span_attribute(buf, "network.peer.address", Value::Ascii(peer));
+    span_attribute(buf, key!("network.peer.address"), Value::Ascii(peer));
     span_attribute(
         buf,
-        "network.peer.port",
+        key!("network.peer.port"),
         Value::Int(trace.peer.port().into()),
     );
-    let client = address(&mut room, finished.client, None);
-    span_attribute(buf, "client.address", Value::Ascii(client));
+    // The client as trusted proxies reported it; when it is the peer itself, the peer says it.
+    if finished.client != trace.peer.ip() {
+        let client = address(&mut room, finished.client, None);
+        span_attribute(buf, key!("client.address"), Value::Ascii(client));
+    }
     // Request ids are limited to visible ASCII when accepted, and made so when generated.
     let request_id = finished.request_id.as_bytes();
-    span_attribute(buf, "portcullis.request_id", Value::Ascii(request_id));
+    span_attribute(buf, key!("portcullis.request_id"), Value::Ascii(request_id));
     let host = trace.host.as_ref().and_then(|h| h.to_str().ok());
     if let Some(host) = host.or_else(|| trace.uri.authority().map(|a| a.as_str())) {
         let (address, port) = split_host(host);
-        span_attribute(buf, "server.address", Value::Text(address));
+        span_attribute(buf, key!("server.address"), Value::Text(address));
         if let Some(port) = port {
-            span_attribute(buf, "server.port", Value::Int(port.into()));
+            span_attribute(buf, key!("server.port"), Value::Int(port.into()));
         }
     }
     if !route.is_empty() {
-        span_attribute(buf, "http.route", Value::Text(route));
+        span_attribute(buf, key!("http.route"), Value::Text(route));
     }
+    // The endpoint is on each try's client span.
     if let Some(last) = trace.tries().last() {
-        span_attribute(buf, "portcullis.upstream", Value::Text(&last.upstream));
-        let endpoint = address(&mut room, last.endpoint.ip(), Some(last.endpoint.port()));
-        span_attribute(buf, "portcullis.endpoint", Value::Ascii(endpoint));
+        span_attribute(
+            buf,
+            key!("portcullis.upstream"),
+            Value::Text(&last.upstream),
+        );
     }
     if let Some(filter) = finished.answered_by {
-        span_attribute(buf, "portcullis.answered_by", Value::Text(filter));
+        span_attribute(buf, key!("portcullis.answered_by"), Value::Text(filter));
         if filter == "rate_limit" && finished.status == 429 {
-            span_attribute(buf, "portcullis.rate_limited", Value::Bool(true));
+            span_attribute(buf, key!("portcullis.rate_limited"), Value::Bool(true));
         }
     }
     if finished.circuit_open {
-        span_attribute(buf, "portcullis.circuit_open", Value::Bool(true));
+        span_attribute(buf, key!("portcullis.circuit_open"), Value::Bool(true));
     }
     if let Some(cache) = trace.cache.as_ref().and_then(|c| c.to_str().ok()) {
-        span_attribute(buf, "portcullis.cache", Value::Text(cache));
+        span_attribute(buf, key!("portcullis.cache"), Value::Text(cache));
     }
     if let Some(reason) = finished.fallback {
-        span_attribute(buf, "portcullis.fallback", Value::Text(reason));
+        span_attribute(buf, key!("portcullis.fallback"), Value::Text(reason));
     }
     if let Some(subject) = &finished.subject {
-        span_attribute(buf, "enduser.id", Value::Text(subject));
+        span_attribute(buf, key!("enduser.id"), Value::Text(subject));
     }
     if let Some(kind) = finished.error {
-        span_attribute(buf, "error.type", Value::Text(kind));
+        span_attribute(buf, key!("error.type"), Value::Text(kind));
     }
     // A server span is an error for 5xx only: a 4xx is the client's mistake.
     if finished.status >= 500 {
@@ -428,28 +462,36 @@ fn client_span(buf: &mut Vec<u8>, trace: &TraceCtx, attempt: &Try) {
         start,
         end,
     );
-    span_attribute(buf, "http.request.method", Value::Text(method));
+    span_attribute(buf, key!("http.request.method"), Value::Text(method));
     let mut room = [0u8; 64];
     let ip = address(&mut room, attempt.endpoint.ip(), None);
-    span_attribute(buf, "server.address", Value::Ascii(ip));
+    span_attribute(buf, key!("server.address"), Value::Ascii(ip));
     span_attribute(
         buf,
-        "server.port",
+        key!("server.port"),
         Value::Int(attempt.endpoint.port().into()),
     );
-    span_attribute(buf, "portcullis.upstream", Value::Text(&attempt.upstream));
+    span_attribute(
+        buf,
+        key!("portcullis.upstream"),
+        Value::Text(&attempt.upstream),
+    );
     if attempt.resend > 0 {
         span_attribute(
             buf,
-            "http.request.resend_count",
+            key!("http.request.resend_count"),
             Value::Int(attempt.resend.into()),
         );
     }
     if let Some(status) = attempt.status {
-        span_attribute(buf, "http.response.status_code", Value::Int(status.into()));
+        span_attribute(
+            buf,
+            key!("http.response.status_code"),
+            Value::Int(status.into()),
+        );
     }
     if let Some(kind) = attempt.error {
-        span_attribute(buf, "error.type", Value::Text(kind));
+        span_attribute(buf, key!("error.type"), Value::Text(kind));
     }
     // A client span fails on no answer, or on a 4xx or 5xx one.
     if attempt.error.is_some() || attempt.status.is_none_or(|s| s >= 400) {
@@ -548,11 +590,11 @@ mod tests {
     #[test]
     fn attributes_have_exact_lengths() {
         let mut buf = Vec::new();
-        attribute(&mut buf, 9, "k", Value::Text("v"));
+        attribute(&mut buf, 9, key!("k"), Value::Text("v"));
         // field 9 LEN, 8 bytes: key "k" (3), value { string "v" (3) } (2 + 3)
         assert_eq!(buf, [0x4a, 8, 0x0a, 1, b'k', 0x12, 3, 0x0a, 1, b'v']);
         buf.clear();
-        attribute(&mut buf, 9, "n", Value::Int(-1));
+        attribute(&mut buf, 9, key!("n"), Value::Int(-1));
         assert_eq!(buf.len(), 2 + 3 + 2 + 11);
     }
 }
