@@ -1,7 +1,7 @@
 //! An upstream's `discovery:` block: exactly one backend, plus `max_stale`.
 
 use super::issues::Issues;
-use super::issues::{count_set, duration_field, one_of, optional_duration};
+use super::issues::{count_set, duration_field, https_client_tls, one_of, optional_duration};
 use super::raw;
 use crate::discovery::{
     DiscoverySpec, DnsSpec, EtcdSpec, FileFormat, FileSpec, RecordKind, StaticEndpoint,
@@ -222,17 +222,12 @@ fn compile_etcd(
     if etcd.password.is_some() && etcd.username.is_none() {
         issues.add(&format!("{path}.password"), "needs a username");
     }
-    let tls = if https {
-        let ca = etcd.ca_file.as_deref().map(|f| issues.file(f));
-        crate::tls::UpstreamTls::new(ca, None, false)
-            .map_err(|message| issues.add(&format!("{path}.ca_file"), message))
-            .ok()
-    } else {
-        if etcd.ca_file.is_some() {
-            issues.add(&format!("{path}.ca_file"), "only used with https endpoints");
-        }
-        None
-    };
+    let tls = https_client_tls(
+        https,
+        etcd.ca_file.as_deref(),
+        &format!("{path}.ca_file"),
+        issues,
+    );
     Some(DiscoverySpec::Etcd(EtcdSpec {
         endpoints,
         prefix: etcd.prefix,

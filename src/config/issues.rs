@@ -343,3 +343,24 @@ pub(crate) fn one_of<T: Copy>(
     );
     default
 }
+
+/// TLS for the gateway's own client to an `https` service (a registry, a trace collector):
+/// the public roots, or the CA bundle at `ca_file` (key path `path`), which only an `https`
+/// address may have.
+pub(crate) fn https_client_tls(
+    https: bool,
+    ca_file: Option<&str>,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<crate::tls::UpstreamTls> {
+    if !https {
+        if ca_file.is_some() {
+            issues.add(path, "only used with https endpoints");
+        }
+        return None;
+    }
+    let ca = ca_file.map(|f| issues.file(f));
+    crate::tls::UpstreamTls::new(ca, None, false)
+        .map_err(|message| issues.add(path, message))
+        .ok()
+}

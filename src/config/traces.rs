@@ -1,6 +1,6 @@
 //! `tracing:`: OpenTelemetry traces exported over OTLP/HTTP (off unless configured).
 
-use super::issues::{duration_field, Issues};
+use super::issues::{duration_field, https_client_tls, Issues};
 use super::raw;
 use crate::telemetry::trace::{AcceptParent, OtlpSpec, TracingSpec};
 use serde_yaml::Value;
@@ -99,17 +99,13 @@ fn compile_otlp(raw: raw::Otlp, issues: &mut Issues) -> Option<OtlpSpec> {
     if raw.queue == Some(0) {
         issues.add("tracing.otlp.queue", "must be at least 1");
     }
-    let tls = if endpoint.scheme_str() == Some("https") {
-        let ca = raw.ca_file.as_deref().map(|f| issues.file(f));
-        crate::tls::UpstreamTls::new(ca, None, false)
-            .map_err(|message| issues.add("tracing.otlp.ca_file", message))
-            .ok()
-    } else {
-        if raw.ca_file.is_some() {
-            issues.add("tracing.otlp.ca_file", "only used with an https endpoint");
-        }
-        None
-    };
+    let https = endpoint.scheme_str() == Some("https");
+    let tls = https_client_tls(
+        https,
+        raw.ca_file.as_deref(),
+        "tracing.otlp.ca_file",
+        issues,
+    );
     Some(OtlpSpec {
         endpoint,
         headers,

@@ -536,12 +536,15 @@ fn tracing_config_errors_name_their_key() {
     ] {
         assert!(issues.iter().any(|i| i.starts_with(expected)), "{expected} in {issues:#?}");
     }
-    let yaml = yaml.replace("ftp://collector", "http://collector:4318");
+    let yaml = yaml
+        .replace("ftp://collector", "http://collector:4318")
+        .replace("queue: 0", "queue: 0, ca_file: ca.pem");
     let issues = config_errors(&yaml);
     for expected in [
         "tracing.otlp.headers.bad name: not a valid header name",
         "tracing.otlp.queue: must be at least 1",
         "tracing.otlp.timeout: must be greater than zero",
+        "tracing.otlp.ca_file: only used with https endpoints",
     ] {
         assert!(
             issues.iter().any(|i| i.starts_with(expected)),
