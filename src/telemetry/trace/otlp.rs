@@ -28,9 +28,11 @@ macro_rules! key {
     }};
 }
 
-/// `0x0a len name 0x12` for a key name shorter than 128 bytes (all of ours).
+/// `0x0a len name 0x12` for a key name shorter than 128 bytes.
 const fn key_head<const N: usize>(name: &str) -> [u8; N] {
     let bytes = name.as_bytes();
+    // A longer name would need a two-byte length; this fails the build instead.
+    assert!(bytes.len() < 128, "attribute key too long");
     let mut out = [0u8; N];
     out[0] = 0x0a;
     out[1] = bytes.len() as u8;
