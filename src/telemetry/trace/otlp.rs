@@ -152,8 +152,7 @@ impl Batch {
         field_key(&mut head, 2, LEN);
         encode_varint(scope_spans_len as u64, &mut head);
         bytes_field(&mut head, 1, &scope);
-        let full = std::mem::replace(self, Batch::with_capacity(self.buf.capacity()));
-        let mut buf = full.buf;
+        let mut buf = std::mem::replace(self, Batch::with_capacity(self.buf.capacity())).buf;
         // A service name too long for the room: the heads go in front the slow way.
         if head.len() > HEAD_ROOM {
             head.extend_from_slice(&buf[HEAD_ROOM..]);
@@ -253,7 +252,6 @@ fn attribute(buf: &mut Vec<u8>, tag: u64, head: &[u8], value: Value) {
 }
 
 /// Span attributes are field 9.
-#[inline]
 fn span_attribute(buf: &mut Vec<u8>, head: &[u8], value: Value) {
     attribute(buf, 9, head, value);
 }
