@@ -127,6 +127,14 @@ async fn client_spans_nest_under_the_server_span_under_the_callers() {
             "Bearer collector-secret".into()
         )
     );
+    // The collector's credentials never show in the admin API.
+    let shown = get(gw.admin(), "/config").await.text();
+    assert!(!shown.contains("collector-secret"), "{shown}");
+    let config: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(
+        config["tracing"]["otlp"]["headers"]["authorization"],
+        "<redacted>"
+    );
 
     // A retried request: one client span per try, the second marked as a resend, each id
     // the one its try carried upstream.
