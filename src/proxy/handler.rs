@@ -71,17 +71,17 @@ fn finish_trace(tracer: &Tracer, ctx: &mut RequestCtx, status: u16, response: &R
         return;
     };
     let subject = match tracer.spec.jwt_subject {
-        true => ctx.claim("sub").map(std::borrow::Cow::into_owned),
+        true => ctx.claim("sub"),
         false => None,
     };
-    tracer.finish(Finished {
-        trace,
+    tracer.finish(&Finished {
+        trace: &trace,
         end: std::time::SystemTime::now(),
         status,
-        route: ctx.route.clone(),
+        route: ctx.route.as_deref(),
         client: ctx.client_ip,
         scheme: ctx.scheme,
-        request_id: ctx.request_id.clone(),
+        request_id: &ctx.request_id,
         answered_by: ctx.answered_by,
         subject,
         fallback: ctx.fallback,

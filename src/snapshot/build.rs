@@ -190,7 +190,7 @@ pub(crate) fn build(
         limits: config.limits,
         trusted_proxies: config.trusted_proxies.clone(),
         access_log: config.access_log,
-        tracer: build_tracer(config, prev, handle, metrics),
+        tracer: build_tracer(config, prev, workers, handle, metrics),
         no_route_label: Arc::from("(none)"),
         listener_tls: config
             .listeners
@@ -205,6 +205,7 @@ pub(crate) fn build(
 fn build_tracer(
     config: &Config,
     prev: Option<&Snapshot>,
+    workers: usize,
     handle: &tokio::runtime::Handle,
     metrics: &ConfigMetrics,
 ) -> Option<Arc<Tracer>> {
@@ -214,7 +215,7 @@ fn build_tracer(
         Some(exporter) => Arc::clone(exporter),
         None => {
             let metrics = metrics.sets.get::<TraceMetrics>();
-            Exporter::start(&spec.otlp, &spec.service_name, &metrics, handle)
+            Exporter::start(&spec.otlp, &spec.service_name, &metrics, workers, handle)
         }
     };
     Some(Arc::new(Tracer::new(spec.clone(), exporter)))

@@ -1,10 +1,12 @@
-//! The OTLP/HTTP exporter: finished requests wait in a bounded queue; a task on the control
-//! thread writes them as spans (`otlp.rs`) and posts them in batches with the gateway's own
-//! HTTP client. A full queue or a failed export drops spans and counts them; nothing waits on
-//! the collector but this task.
+//! The OTLP/HTTP exporter. Each worker writes its finished requests' spans (`otlp.rs`) into
+//! its own batch, behind a lock only the control thread ever shares, and only to take a batch
+//! away. A batch that has filled goes to a bounded queue; a task on the control thread posts
+//! them with the gateway's own HTTP client, and once a second also takes the batches still
+//! filling. A full queue or a failed export drops spans and counts them; nothing waits on the
+//! collector but this task.
 //!
-//! Once a batch has begun, the task drains the queue on a short tick instead of waiting on
-//! it, so a request handing over its spans never has to wake another thread.
+//! Once an export has begun gathering, the task drains the queue on a short tick instead of
+//! waiting on it, so a worker handing over a batch rarely has to wake another thread.
 
 use super::otlp::Batch;
 use super::record::Finished;
@@ -17,14 +19,17 @@ use http_body_util::{BodyExt as _, Full};
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Requests per export.
-const MAX_BATCH: usize = 2048;
-/// How long the first request of a batch waits for others.
+/// Requests per export, about: the batches a worker hands over are added whole.
+const MAX_EXPORT: usize = 2048;
+/// Requests a worker gathers before handing its batch over.
+const MAX_BATCH: usize = 128;
+/// How long spans wait, at most, before the task takes them.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
-/// How often a batch being gathered takes what has queued.
+/// How often an export being gathered takes what has queued.
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
 
 /// `trace_spans_exported_total` and `trace_spans_dropped_total{reason}`.
@@ -51,23 +56,32 @@ impl MetricSet for TraceMetrics {
     }
 }
 
-/// The queue's sending side; dropping the last one lets the task flush and end.
+/// The workers' side of the exporter; dropping it lets the task flush and end.
 pub(crate) struct Exporter {
     /// What it was started with: `otlp` and the service name.
     pub(crate) key: (OtlpSpec, String),
-    queue: mpsc::Sender<Finished>,
+    /// One batch being filled per worker.
+    workers: Arc<[Mutex<Worker>]>,
+    /// Requests per handed-over batch: `MAX_BATCH`, or less for a small `queue`.
+    batch_requests: usize,
+    ready: mpsc::Sender<Ready>,
     queue_full: Counter,
 }
 
 impl Exporter {
-    /// Starts the export task on `handle` (the control runtime).
+    /// Starts the export task on `handle` (the control runtime), with a batch per worker.
     pub(crate) fn start(
         otlp: &OtlpSpec,
         service_name: &str,
         metrics: &TraceMetrics,
+        workers: usize,
         handle: &tokio::runtime::Handle,
-    ) -> std::sync::Arc<Exporter> {
-        let (queue, pending) = mpsc::channel(otlp.queue.max(1));
+    ) -> Arc<Exporter> {
+        // `queue` bounds the requests waiting: in handed-over batches, and about as many
+        // again in the batches being filled.
+        let batch_requests = otlp.queue.clamp(1, MAX_BATCH);
+        let (ready, pending) = mpsc::channel(otlp.queue.div_ceil(batch_requests));
+        let workers: Arc<[Mutex<Worker>]> = (0..workers.max(1)).map(|_| Mutex::default()).collect();
         let reason = |r: &str| {
             metrics
                 .dropped
@@ -77,73 +91,118 @@ impl Exporter {
         let task = Task {
             otlp: otlp.clone(),
             service_name: service_name.to_string(),
+            workers: Arc::clone(&workers),
             exported: metrics.exported.clone(),
             failed: reason("export_failed"),
         };
         handle.spawn(task.run(pending));
-        std::sync::Arc::new(Exporter {
+        Arc::new(Exporter {
             key: (otlp.clone(), service_name.to_string()),
-            queue,
+            workers,
+            batch_requests,
+            ready,
             queue_full: reason("queue_full"),
         })
     }
 
-    /// Queues a finished request, or drops it (counted) when the queue is full.
-    pub(crate) fn submit(&self, finished: Finished) {
-        if let Err(error) = self.queue.try_send(finished) {
-            let spans = 1 + error.into_inner().trace.tries().count();
-            self.queue_full.inc_by(spans as u64);
+    /// Writes a finished request's spans into this worker's batch, and hands the batch over
+    /// when it is full (or drops it, counted, when the queue is).
+    pub(crate) fn record(&self, finished: &Finished) {
+        let index = crate::worker::index() % self.workers.len();
+        let full = {
+            let mut worker = lock(&self.workers[index]);
+            worker.filling.add(finished);
+            if worker.filling.requests < self.batch_requests {
+                return;
+            }
+            worker.take()
+        };
+        if let Err(error) = self.ready.try_send((index, full)) {
+            let (_, batch) = error.into_inner();
+            self.queue_full.inc_by(batch.spans);
+            lock(&self.workers[index]).give_back(batch);
         }
     }
 }
 
+/// A worker's batches: the one being filled, and an emptied one to fill next, so buffers
+/// are used again rather than allocated and cleared for every batch.
+#[derive(Default)]
+struct Worker {
+    filling: Batch,
+    spare: Option<Batch>,
+}
+
+impl Worker {
+    /// The batch being filled, replaced by the spare one.
+    fn take(&mut self) -> Batch {
+        let next = self.spare.take().unwrap_or_default();
+        std::mem::replace(&mut self.filling, next)
+    }
+
+    /// A batch whose spans were taken, kept to be filled again.
+    fn give_back(&mut self, mut batch: Batch) {
+        if self.spare.is_none() {
+            batch.clear();
+            self.spare = Some(batch);
+        }
+    }
+}
+
+fn lock(worker: &Mutex<Worker>) -> std::sync::MutexGuard<'_, Worker> {
+    worker.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A worker's full batch, with the worker's index.
+type Ready = (usize, Batch);
+
 struct Task {
     otlp: OtlpSpec,
     service_name: String,
+    workers: Arc<[Mutex<Worker>]>,
     exported: Counter,
     failed: Counter,
 }
 
 impl Task {
-    async fn run(self, mut pending: mpsc::Receiver<Finished>) {
-        let mut batch = Batch::default();
-        // Idle, the task waits for the first request; then it gathers on a tick.
-        while let Some(first) = pending.recv().await {
-            batch.add(&first);
-            let mut requests = 1;
-            let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
+    async fn run(self, mut pending: mpsc::Receiver<Ready>) {
+        let mut idle = tokio::time::interval(FLUSH_EVERY);
+        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // Idle, the task waits for a full batch or the once-a-second tick; with a full
+            // batch in hand it gathers others on a short tick.
+            let mut export = Batch::for_export();
             let mut closed = false;
-            while requests < MAX_BATCH && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(DRAIN_EVERY).await;
-                loop {
-                    match pending.try_recv() {
-                        Ok(next) => {
-                            batch.add(&next);
-                            requests += 1;
-                            if requests == MAX_BATCH {
-                                break;
-                            }
-                        }
-                        Err(mpsc::error::TryRecvError::Empty) => break,
-                        Err(mpsc::error::TryRecvError::Disconnected) => {
-                            closed = true;
-                            break;
-                        }
+            tokio::select! {
+                first = pending.recv() => match first {
+                    Some(first) => {
+                        self.add(&mut export, first);
+                        closed = self.gather(&mut pending, &mut export).await;
                     }
-                }
-                if closed {
-                    break;
+                    None => closed = true,
+                },
+                _ = idle.tick() => {}
+            }
+            for (index, worker) in self.workers.iter().enumerate() {
+                let partial = {
+                    let mut worker = lock(worker);
+                    (worker.filling.requests > 0).then(|| worker.take())
+                };
+                if let Some(batch) = partial {
+                    self.add(&mut export, (index, batch));
                 }
             }
-            let count = batch.count;
-            let body = batch.finish(&self.service_name);
-            match self.export(body).await {
-                Ok(()) => {
-                    self.exported.inc_by(count);
-                }
-                Err(reason) => {
-                    self.failed.inc_by(count);
-                    tracing::warn!(endpoint = %self.otlp.endpoint, %reason, spans = count, "trace export failed; spans dropped");
+            if export.spans > 0 {
+                let spans = export.spans;
+                let body = export.finish(&self.service_name);
+                match self.export(body).await {
+                    Ok(()) => {
+                        self.exported.inc_by(spans);
+                    }
+                    Err(reason) => {
+                        self.failed.inc_by(spans);
+                        tracing::warn!(endpoint = %self.otlp.endpoint, %reason, spans, "trace export failed; spans dropped");
+                    }
                 }
             }
             if closed {
@@ -152,6 +211,35 @@ impl Task {
         }
     }
 
+    /// Copies a worker's batch into `export` and gives the batch back to the worker.
+    fn add(&self, export: &mut Batch, (index, batch): Ready) {
+        export.append(&batch);
+        if let Some(worker) = self.workers.get(index) {
+            lock(worker).give_back(batch);
+        }
+    }
+
+    /// Adds queued batches to `export` until it holds `MAX_EXPORT` requests or a second has
+    /// passed; true when the workers' side is gone.
+    async fn gather(&self, pending: &mut mpsc::Receiver<Ready>, export: &mut Batch) -> bool {
+        let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
+        while export.requests < MAX_EXPORT && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_EVERY).await;
+            loop {
+                match pending.try_recv() {
+                    Ok(next) => {
+                        self.add(export, next);
+                        if export.requests >= MAX_EXPORT {
+                            break;
+                        }
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return true,
+                }
+            }
+        }
+        false
+    }
     /// Posts one export message.
     async fn export(&self, body: Bytes) -> Result<(), String> {
         let path = self

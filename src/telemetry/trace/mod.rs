@@ -1,15 +1,16 @@
 //! Distributed tracing (OpenTelemetry): one server span per request and one client span per
 //! upstream try, propagated with W3C Trace Context (`context.rs`) and exported as OTLP over
-//! HTTP from the control thread (`export.rs`). The request path only draws ids, takes times
-//! and hands a finished record to a bounded queue; building and sending spans happens
-//! elsewhere, so a slow or dead collector never slows a request (its records are dropped and
-//! counted instead).
+//! HTTP from the control thread (`export.rs`). The request path draws ids, takes times and,
+//! once answered, writes its spans into its worker's batch; sending them happens elsewhere,
+//! so a slow or dead collector never slows a request (its spans are dropped and counted
+//! instead).
 
 mod context;
 mod export;
 mod otlp;
 mod record;
 mod spec;
+mod wire;
 
 pub(crate) use context::{TRACEPARENT, TRACESTATE};
 pub(crate) use export::{Exporter, TraceMetrics};
@@ -96,8 +97,8 @@ impl Tracer {
         self.threshold == u64::MAX || u64::from_be_bytes(low) < self.threshold
     }
 
-    /// Hands a finished, sampled request to the exporter (or counts it dropped).
-    pub(crate) fn finish(&self, finished: Finished) {
-        self.exporter.submit(finished);
+    /// Writes a finished, sampled request's spans for the exporter.
+    pub(crate) fn finish(&self, finished: &Finished) {
+        self.exporter.record(finished);
     }
 }

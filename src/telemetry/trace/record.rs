@@ -115,19 +115,20 @@ impl std::fmt::Display for TraceIdHex {
     }
 }
 
-/// What the server span says once the response head is ready.
-pub(crate) struct Finished {
-    pub(crate) trace: Box<TraceCtx>,
+/// What the server span says once the response head is ready, borrowed from the request
+/// that is ending: it is written out at once, on the request's own thread.
+pub(crate) struct Finished<'a> {
+    pub(crate) trace: &'a TraceCtx,
     pub(crate) end: SystemTime,
     pub(crate) status: u16,
-    pub(crate) route: Option<Arc<str>>,
+    pub(crate) route: Option<&'a str>,
     pub(crate) client: IpAddr,
     pub(crate) scheme: &'static str,
-    pub(crate) request_id: HeaderValue,
+    pub(crate) request_id: &'a HeaderValue,
     /// The filter that answered instead of the route's action (`rate_limit`, `jwt` …).
     pub(crate) answered_by: Option<&'static str>,
     /// The verified `sub` claim, when `jwt_subject` is on.
-    pub(crate) subject: Option<String>,
+    pub(crate) subject: Option<std::borrow::Cow<'a, str>>,
     pub(crate) fallback: Option<&'static str>,
     /// Where the request failed (`client`, `upstream`), if it did.
     pub(crate) error: Option<&'static str>,
