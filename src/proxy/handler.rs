@@ -56,7 +56,7 @@ pub(crate) async fn handle(conn: &Arc<ConnInfo>, mut request: Request<Incoming>)
     };
     chain.complete(&outcome);
     if let Some(tracer) = &snapshot.tracer {
-        finish_trace(tracer, &mut chain.ctx, status, &response);
+        finish_trace(tracer, &mut chain.ctx, status, elapsed, &response);
     }
     let request_id = std::mem::replace(&mut chain.ctx.request_id, HeaderValue::from_static("-"));
     response
@@ -66,7 +66,13 @@ pub(crate) async fn handle(conn: &Arc<ConnInfo>, mut request: Request<Incoming>)
 }
 
 /// Hands the request's spans to the exporter, when its trace is sampled.
-fn finish_trace(tracer: &Tracer, ctx: &mut RequestCtx, status: u16, response: &Response<Body>) {
+fn finish_trace(
+    tracer: &Tracer,
+    ctx: &mut RequestCtx,
+    status: u16,
+    elapsed: Duration,
+    response: &Response<Body>,
+) {
     let Some(trace) = ctx.trace.take().filter(|t| t.sampled) else {
         return;
     };
@@ -76,7 +82,7 @@ fn finish_trace(tracer: &Tracer, ctx: &mut RequestCtx, status: u16, response: &R
     };
     tracer.finish(&Finished {
         trace: &trace,
-        end: std::time::SystemTime::now(),
+        elapsed,
         status,
         route: ctx.route.as_deref(),
         client: ctx.client_ip,

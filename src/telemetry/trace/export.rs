@@ -2,24 +2,30 @@
 //! its own batch, behind a lock only the control thread ever shares, and only to take a batch
 //! away. A batch that has filled goes to a bounded queue; a task on the control thread posts
 //! them with the gateway's own HTTP client, and once a second also takes the batches still
-//! filling. A full queue or a failed export drops spans and counts them; nothing waits on the
-//! collector but this task.
+//! filling. Batches are sent as they are, after a head written for the export, and go back to
+//! their worker once sent. A full queue or a failed export drops spans and counts them;
+//! nothing waits on the collector but this task.
 //!
 //! Once an export has begun gathering, the task drains the queue on a short tick instead of
 //! waiting on it, so a worker handing over a batch rarely has to wake another thread.
 
-use super::otlp::Batch;
+use super::otlp::{message_head, Batch};
 use super::record::Finished;
 use super::spec::OtlpSpec;
 use crate::telemetry::{encode_family, Labels, MetricSet};
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Request};
-use http_body_util::{BodyExt as _, Full};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt as _;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -27,6 +33,8 @@ use tokio::sync::mpsc;
 const MAX_EXPORT: usize = 2048;
 /// Requests a worker gathers before handing its batch over.
 const MAX_BATCH: usize = 128;
+/// Emptied batches a worker keeps for later.
+const MAX_SPARE: usize = 4;
 /// How long spans wait, at most, before the task takes them.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// How often an export being gathered takes what has queued.
@@ -125,26 +133,26 @@ impl Exporter {
     }
 }
 
-/// A worker's batches: the one being filled, and an emptied one to fill next, so buffers
-/// are used again rather than allocated and cleared for every batch.
+/// A worker's batches: the one being filled, and emptied ones to fill next, so buffers are
+/// used again rather than allocated and cleared for every batch.
 #[derive(Default)]
 struct Worker {
     filling: Batch,
-    spare: Option<Batch>,
+    spare: Vec<Batch>,
 }
 
 impl Worker {
-    /// The batch being filled, replaced by the spare one.
+    /// The batch being filled, replaced by a spare one.
     fn take(&mut self) -> Batch {
-        let next = self.spare.take().unwrap_or_default();
+        let next = self.spare.pop().unwrap_or_default();
         std::mem::replace(&mut self.filling, next)
     }
 
-    /// A batch whose spans were taken, kept to be filled again.
+    /// A batch whose spans were sent (or dropped), kept to be filled again.
     fn give_back(&mut self, mut batch: Batch) {
-        if self.spare.is_none() {
+        if self.spare.len() < MAX_SPARE {
             batch.clear();
-            self.spare = Some(batch);
+            self.spare.push(batch);
         }
     }
 }
@@ -164,6 +172,22 @@ struct Task {
     failed: Counter,
 }
 
+/// The batches one export sends.
+#[derive(Default)]
+struct Gathered {
+    batches: Vec<Ready>,
+    spans: u64,
+    requests: usize,
+}
+
+impl Gathered {
+    fn add(&mut self, ready: Ready) {
+        self.spans += ready.1.spans;
+        self.requests += ready.1.requests;
+        self.batches.push(ready);
+    }
+}
+
 impl Task {
     async fn run(self, mut pending: mpsc::Receiver<Ready>) {
         let mut idle = tokio::time::interval(FLUSH_EVERY);
@@ -171,13 +195,13 @@ impl Task {
         loop {
             // Idle, the task waits for a full batch or the once-a-second tick; with a full
             // batch in hand it gathers others on a short tick.
-            let mut export = Batch::for_export();
+            let mut gathered = Gathered::default();
             let mut closed = false;
             tokio::select! {
                 first = pending.recv() => match first {
                     Some(first) => {
-                        self.add(&mut export, first);
-                        closed = self.gather(&mut pending, &mut export).await;
+                        gathered.add(first);
+                        closed = gather(&mut pending, &mut gathered).await;
                     }
                     None => closed = true,
                 },
@@ -189,13 +213,12 @@ impl Task {
                     (worker.filling.requests > 0).then(|| worker.take())
                 };
                 if let Some(batch) = partial {
-                    self.add(&mut export, (index, batch));
+                    gathered.add((index, batch));
                 }
             }
-            if export.spans > 0 {
-                let spans = export.spans;
-                let body = export.finish(&self.service_name);
-                match self.export(body).await {
+            if gathered.spans > 0 {
+                let spans = gathered.spans;
+                match self.export(self.frames(gathered)).await {
                     Ok(()) => {
                         self.exported.inc_by(spans);
                     }
@@ -211,37 +234,28 @@ impl Task {
         }
     }
 
-    /// Copies a worker's batch into `export` and gives the batch back to the worker.
-    fn add(&self, export: &mut Batch, (index, batch): Ready) {
-        export.append(&batch);
-        if let Some(worker) = self.workers.get(index) {
-            lock(worker).give_back(batch);
+    /// The export message: its head, then each batch's spans as they are, lent to the body
+    /// and given back to their worker once sent.
+    fn frames(&self, gathered: Gathered) -> Frames {
+        let spans_len = gathered
+            .batches
+            .iter()
+            .map(|(_, batch)| batch.spans_bytes().len())
+            .sum();
+        let mut frames = VecDeque::with_capacity(1 + gathered.batches.len());
+        frames.push_back(Bytes::from(message_head(&self.service_name, spans_len)));
+        for (index, batch) in gathered.batches {
+            frames.push_back(Bytes::from_owner(Lent {
+                batch: Some(batch),
+                worker: index,
+                workers: Arc::clone(&self.workers),
+            }));
         }
+        Frames(frames)
     }
 
-    /// Adds queued batches to `export` until it holds `MAX_EXPORT` requests or a second has
-    /// passed; true when the workers' side is gone.
-    async fn gather(&self, pending: &mut mpsc::Receiver<Ready>, export: &mut Batch) -> bool {
-        let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
-        while export.requests < MAX_EXPORT && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(DRAIN_EVERY).await;
-            loop {
-                match pending.try_recv() {
-                    Ok(next) => {
-                        self.add(export, next);
-                        if export.requests >= MAX_EXPORT {
-                            break;
-                        }
-                    }
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => return true,
-                }
-            }
-        }
-        false
-    }
     /// Posts one export message.
-    async fn export(&self, body: Bytes) -> Result<(), String> {
+    async fn export(&self, body: Frames) -> Result<(), String> {
         let path = self
             .otlp
             .endpoint
@@ -252,7 +266,7 @@ impl Task {
                 CONTENT_TYPE,
                 HeaderValue::from_static("application/x-protobuf"),
             )
-            .body(Full::new(body))
+            .body(body)
             .map_err(|e| e.to_string())?;
         for (name, value) in &self.otlp.headers {
             request.headers_mut().insert(name.clone(), value.clone());
@@ -272,5 +286,72 @@ impl Task {
         tokio::time::timeout(self.otlp.timeout, exchange)
             .await
             .map_err(|_| format!("no answer within {:?}", self.otlp.timeout))?
+    }
+}
+
+/// Adds queued batches to `gathered` until it holds `MAX_EXPORT` requests or a second has
+/// passed; true when the workers' side is gone.
+async fn gather(pending: &mut mpsc::Receiver<Ready>, gathered: &mut Gathered) -> bool {
+    let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
+    while gathered.requests < MAX_EXPORT && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(DRAIN_EVERY).await;
+        loop {
+            match pending.try_recv() {
+                Ok(next) => {
+                    gathered.add(next);
+                    if gathered.requests >= MAX_EXPORT {
+                        break;
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return true,
+            }
+        }
+    }
+    false
+}
+
+/// A worker's batch lent to an export body; dropped (once sent, or when the export is given
+/// up), it goes back to its worker to be filled again.
+struct Lent {
+    batch: Option<Batch>,
+    worker: usize,
+    workers: Arc<[Mutex<Worker>]>,
+}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        self.batch.as_ref().map_or(&[], Batch::spans_bytes)
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let (Some(batch), Some(worker)) = (self.batch.take(), self.workers.get(self.worker)) {
+            lock(worker).give_back(batch);
+        }
+    }
+}
+
+/// An export body: its frames in order, with their total length announced.
+struct Frames(VecDeque<Bytes>);
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(|bytes| Ok(Frame::data(bytes))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.iter().map(|bytes| bytes.len() as u64).sum())
     }
 }

@@ -9,15 +9,12 @@ use super::wire::{
     address, bool_attribute, bytes_field, field_key, fixed64_field, int_attribute, key, len_field,
     text_attribute, varint_field, write_all, Out, LEN, RESOURCE_ATTRIBUTE, SPAN_ATTRIBUTE,
 };
-use bytes::Bytes;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const SPAN_KIND_SERVER: u64 = 2;
 const SPAN_KIND_CLIENT: u64 = 3;
 const STATUS_ERROR: u64 = 2;
 
-/// Room left before the first span for the message's enclosing heads, written last.
-const HEAD_ROOM: usize = 256;
 /// A new batch's buffer: room for the spans of a worker's batch of requests, most times.
 const BATCH_CAPACITY: usize = 96 * 1024;
 /// `ScopeSpans.spans` (field 2, length-delimited).
@@ -29,8 +26,8 @@ const MAX_SPAN: usize = 1 << 21;
 /// Room a request's spans need, most times; more is made when they do not fit.
 const SPANS_ROOM: usize = 4096;
 
-/// The spans of a batch, each written in place as a `ScopeSpans.spans` field, after room for
-/// the heads that enclose them, so the finished message is never copied.
+/// The spans of a batch, each written in place as a `ScopeSpans.spans` field. The heads that
+/// enclose them are written apart (`message_head`) and sent first, so spans are never copied.
 pub(super) struct Batch {
     out: Out,
     pub(super) spans: u64,
@@ -45,32 +42,23 @@ impl Default for Batch {
 
 impl Batch {
     fn with_capacity(capacity: usize) -> Batch {
-        let mut out = Out::new(capacity.max(HEAD_ROOM));
-        out.rewind(HEAD_ROOM, 0);
         Batch {
-            out,
+            out: Out::new(capacity),
             spans: 0,
             requests: 0,
         }
     }
 
-    /// An empty batch that is only appended to.
-    pub(super) fn for_export() -> Batch {
-        Batch::with_capacity(HEAD_ROOM)
+    /// The spans written, each a `ScopeSpans.spans` field.
+    pub(super) fn spans_bytes(&self) -> &[u8] {
+        self.out.written(0)
     }
 
     /// Empties the batch, keeping its buffer.
     pub(super) fn clear(&mut self) {
-        self.out.rewind(HEAD_ROOM, 0);
+        self.out.rewind(0, 0);
         self.spans = 0;
         self.requests = 0;
-    }
-
-    /// Copies the spans of `other` to the end of this batch.
-    pub(super) fn append(&mut self, other: &Batch) {
-        self.out.extend(other.out.written(HEAD_ROOM));
-        self.spans += other.spans;
-        self.requests += other.requests;
     }
 
     /// Adds the server span of `finished`, then one client span per upstream try. What does
@@ -89,43 +77,34 @@ impl Batch {
             room *= 2;
         }
     }
+}
 
-    /// The whole export message.
-    pub(super) fn finish(self, service_name: &str) -> Bytes {
-        let version = env!("CARGO_PKG_VERSION").as_bytes();
-        let name = service_name.as_bytes();
-        let resource = write_all(|out| {
-            text_attribute(out, RESOURCE_ATTRIBUTE, key!("service.name"), name);
-            text_attribute(out, RESOURCE_ATTRIBUTE, key!("service.version"), version);
-        });
-        let scope = write_all(|out| {
-            bytes_field(out, 1, b"portcullis");
-            bytes_field(out, 2, version);
-        });
-        // ScopeSpans { scope = 1, spans = 2 }
-        let scope_spans_len = len_field(scope.len()) + self.out.at() - HEAD_ROOM;
-        // ResourceSpans { resource = 1, scope_spans = 2 }
-        let resource_spans_len = len_field(resource.len()) + len_field(scope_spans_len);
-        let head = write_all(|out| {
-            // ExportTraceServiceRequest { resource_spans = 1 }
-            field_key(out, 1, LEN);
-            out.varint(resource_spans_len as u64);
-            bytes_field(out, 1, &resource);
-            field_key(out, 2, LEN);
-            out.varint(scope_spans_len as u64);
-            bytes_field(out, 1, &scope);
-        });
-        let mut buf = self.out.into_vec();
-        // A service name too long for the room: the heads go in front the slow way.
-        if head.len() > HEAD_ROOM {
-            let mut whole = head;
-            whole.extend_from_slice(&buf[HEAD_ROOM..]);
-            return Bytes::from(whole);
-        }
-        let start = HEAD_ROOM - head.len();
-        buf[start..HEAD_ROOM].copy_from_slice(&head);
-        Bytes::from(buf).slice(start..)
-    }
+/// The start of an export message whose spans, `spans_len` bytes of `ScopeSpans.spans`
+/// fields, follow it.
+pub(super) fn message_head(service_name: &str, spans_len: usize) -> Vec<u8> {
+    let version = env!("CARGO_PKG_VERSION").as_bytes();
+    let name = service_name.as_bytes();
+    let resource = write_all(|out| {
+        text_attribute(out, RESOURCE_ATTRIBUTE, key!("service.name"), name);
+        text_attribute(out, RESOURCE_ATTRIBUTE, key!("service.version"), version);
+    });
+    let scope = write_all(|out| {
+        bytes_field(out, 1, b"portcullis");
+        bytes_field(out, 2, version);
+    });
+    // ScopeSpans { scope = 1, spans = 2 }
+    let scope_spans_len = len_field(scope.len()) + spans_len;
+    // ResourceSpans { resource = 1, scope_spans = 2 }
+    let resource_spans_len = len_field(resource.len()) + len_field(scope_spans_len);
+    write_all(|out| {
+        // ExportTraceServiceRequest { resource_spans = 1 }
+        field_key(out, 1, LEN);
+        out.varint(resource_spans_len as u64);
+        bytes_field(out, 1, &resource);
+        field_key(out, 2, LEN);
+        out.varint(scope_spans_len as u64);
+        bytes_field(out, 1, &scope);
+    })
 }
 
 /// Writes a request's spans at the cursor; how many. A span too long for its length room
@@ -228,7 +207,7 @@ fn server_span(out: &mut Out, finished: &Finished<'_>) {
         (method, route),
         kind,
         trace.start,
-        finished.end,
+        trace.start + finished.elapsed,
     );
     if let Some(state) = trace.state.as_ref().and_then(|s| s.to_str().ok()) {
         bytes_field(out, 3, state.as_bytes());
@@ -275,12 +254,6 @@ fn server_span(out: &mut Out, finished: &Finished<'_>) {
     let mut room = [0u8; 64];
     let peer = address(&mut room, trace.peer.ip());
     text_attribute(out, SPAN_ATTRIBUTE, key!("network.peer.address"), peer);
-    int_attribute(
-        out,
-        SPAN_ATTRIBUTE,
-        key!("network.peer.port"),
-        trace.peer.port().into(),
-    );
     // The client as trusted proxies reported it; when it is the peer itself, the peer says it.
     if finished.client != trace.peer.ip() {
         let client = address(&mut room, finished.client);
@@ -533,7 +506,7 @@ mod tests {
         let request_id = http::HeaderValue::from_static("id");
         let finished = Finished {
             trace: &trace,
-            end: SystemTime::now(),
+            elapsed: std::time::Duration::from_millis(2),
             status: 200,
             route: Some("r"),
             client: "127.0.0.1".parse().unwrap(),
@@ -550,7 +523,9 @@ mod tests {
             batch.add(&finished);
         }
         assert_eq!((batch.requests, batch.spans), (3, 3));
-        let message = ExportTraceServiceRequest::decode(batch.finish("svc")).unwrap();
+        let mut message = message_head("svc", batch.spans_bytes().len());
+        message.extend_from_slice(batch.spans_bytes());
+        let message = ExportTraceServiceRequest::decode(&message[..]).unwrap();
         let spans = &message.resource_spans[0].scope_spans[0].spans;
         assert_eq!(spans.len(), 3);
         let url = spans[2].attributes.iter().find(|a| a.key == "url.path");

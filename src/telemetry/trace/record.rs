@@ -119,7 +119,9 @@ impl std::fmt::Display for TraceIdHex {
 /// that is ending: it is written out at once, on the request's own thread.
 pub(crate) struct Finished<'a> {
     pub(crate) trace: &'a TraceCtx,
-    pub(crate) end: SystemTime,
+    /// Since the request began (as the request metrics measure it): the span's end is its
+    /// start plus this, with no second reading of the clock.
+    pub(crate) elapsed: std::time::Duration,
     pub(crate) status: u16,
     pub(crate) route: Option<&'a str>,
     pub(crate) client: IpAddr,

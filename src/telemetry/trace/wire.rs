@@ -114,14 +114,6 @@ impl Out {
         self.at = end;
     }
 
-    /// Writes `bytes` at the cursor, growing the buffer as a `Vec` grows (without clearing
-    /// room first): for a buffer only ever appended to.
-    pub(super) fn extend(&mut self, bytes: &[u8]) {
-        self.buf.truncate(self.at);
-        self.buf.extend_from_slice(bytes);
-        self.at = self.buf.len();
-    }
-
     /// Overwrites bytes already written at `at`.
     #[inline(always)]
     pub(super) fn patch(&mut self, at: usize, bytes: &[u8]) {
