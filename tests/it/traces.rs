@@ -115,6 +115,8 @@ async fn client_spans_nest_under_the_server_span_under_the_callers() {
         attr(upstream_try, "server.port"),
         up.addr.port().to_string()
     );
+    assert_eq!(attr(upstream_try, "server.address"), "127.0.0.1");
+    assert_eq!(attr(upstream_try, "portcullis.upstream"), "users");
     assert_eq!(attr(upstream_try, "http.response.status_code"), "200");
     assert!(upstream_try.start_time_unix_nano >= server.start_time_unix_nano);
     assert!(upstream_try.end_time_unix_nano <= server.end_time_unix_nano);

@@ -2,7 +2,7 @@
 //! what goes upstream. Anything that does not parse exactly is treated as absent, so it is
 //! replaced, never forwarded as it came.
 
-use http::header::{Entry, HeaderName};
+use http::header::{Entry, HeaderName, HOST};
 use http::{HeaderMap, HeaderValue};
 
 pub(crate) static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -32,12 +32,54 @@ pub(crate) struct Fields {
     rest: Vec<HeaderValue>,
 }
 
-/// Removes every `name` field from `headers` and returns them in order. Most requests carry
-/// none: for them this is one lookup that changes nothing.
-pub(crate) fn take(headers: &mut HeaderMap, name: &'static HeaderName) -> Fields {
-    if !headers.contains_key(name) {
-        return Fields::default();
+/// What one pass over a request's fields found: whether it carries trace context, and its
+/// `Host`. One pass over a few fields costs less than three hashed lookups.
+pub(crate) struct Seen {
+    parent: bool,
+    state: bool,
+    pub(crate) host: Option<HeaderValue>,
+}
+
+pub(crate) fn scan(headers: &HeaderMap) -> Seen {
+    let mut seen = Seen {
+        parent: false,
+        state: false,
+        host: None,
+    };
+    for (name, value) in headers {
+        if name == HOST {
+            if seen.host.is_none() {
+                seen.host = Some(value.clone());
+            }
+        } else if name == TRACEPARENT {
+            seen.parent = true;
+        } else if name == TRACESTATE {
+            seen.state = true;
+        }
     }
+    seen
+}
+
+impl Seen {
+    /// The client's `traceparent` fields, taken out of `headers`.
+    pub(crate) fn take_parents(&self, headers: &mut HeaderMap) -> Fields {
+        match self.parent {
+            true => take(headers, &TRACEPARENT),
+            false => Fields::default(),
+        }
+    }
+
+    /// The client's `tracestate` fields, taken out of `headers`.
+    pub(crate) fn take_states(&self, headers: &mut HeaderMap) -> Fields {
+        match self.state {
+            true => take(headers, &TRACESTATE),
+            false => Fields::default(),
+        }
+    }
+}
+
+/// Removes every `name` field from `headers` (one lookup) and returns them in order.
+fn take(headers: &mut HeaderMap, name: &'static HeaderName) -> Fields {
     match headers.entry(name) {
         Entry::Occupied(entry) => {
             let (_, mut values) = entry.remove_entry_mult();

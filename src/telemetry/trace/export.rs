@@ -9,6 +9,7 @@
 //! Once an export has begun gathering, the task drains the queue on a short tick instead of
 //! waiting on it, so a worker handing over a batch rarely has to wake another thread.
 
+use super::blocks::EndpointBlocks;
 use super::otlp::{message_head, Batch};
 use super::record::Finished;
 use super::spec::OtlpSpec;
@@ -119,7 +120,8 @@ impl Exporter {
         let index = crate::worker::index() % self.workers.len();
         let full = {
             let mut worker = lock(&self.workers[index]);
-            worker.filling.add(finished);
+            let worker = &mut *worker;
+            worker.filling.add(finished, &mut worker.endpoints);
             if worker.filling.requests < self.batch_requests {
                 return;
             }
@@ -139,6 +141,7 @@ impl Exporter {
 struct Worker {
     filling: Batch,
     spare: Vec<Batch>,
+    endpoints: EndpointBlocks,
 }
 
 impl Worker {

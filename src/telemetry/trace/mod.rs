@@ -5,6 +5,7 @@
 //! so a slow or dead collector never slows a request (its spans are dropped and counted
 //! instead).
 
+mod blocks;
 mod context;
 mod export;
 mod otlp;
@@ -12,7 +13,6 @@ mod record;
 mod spec;
 mod wire;
 
-pub(crate) use context::{TRACEPARENT, TRACESTATE};
 pub(crate) use export::{Exporter, TraceMetrics};
 pub(crate) use record::{Finished, TraceCtx, TryMark};
 pub(crate) use spec::{AcceptParent, OtlpSpec, TracingSpec};
@@ -57,9 +57,10 @@ impl Tracer {
         trusted: bool,
     ) -> Box<TraceCtx> {
         let headers = request.headers_mut();
-        let parents = context::take(headers, &TRACEPARENT);
-        let states = context::take(headers, &TRACESTATE);
-        let host = headers.get(http::header::HOST).cloned();
+        let seen = context::scan(headers);
+        let parents = seen.take_parents(headers);
+        let states = seen.take_states(headers);
+        let host = seen.host;
         let accept = match self.spec.accept_parent {
             AcceptParent::Any => true,
             AcceptParent::Trusted => trusted,

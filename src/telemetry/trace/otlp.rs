@@ -4,6 +4,7 @@
 //! costs two allocations per attribute; this writes each span once, with exact lengths, into
 //! one buffer per batch. The tests decode what it writes with the generated types.
 
+use super::blocks::EndpointBlocks;
 use super::record::{Finished, TraceCtx, Try};
 use super::wire::{
     address, bool_attribute, bytes_field, field_key, fixed64_field, int_attribute, key, len_field,
@@ -63,11 +64,11 @@ impl Batch {
 
     /// Adds the server span of `finished`, then one client span per upstream try. What does
     /// not fit is written again in a grown buffer.
-    pub(super) fn add(&mut self, finished: &Finished<'_>) {
+    pub(super) fn add(&mut self, finished: &Finished<'_>, endpoints: &mut EndpointBlocks) {
         let start = self.out.at();
         let mut room = SPANS_ROOM;
         loop {
-            let spans = write_request(&mut self.out, finished);
+            let spans = write_request(&mut self.out, finished, endpoints);
             if !self.out.short() {
                 self.spans += spans;
                 self.requests += 1;
@@ -109,7 +110,7 @@ pub(super) fn message_head(service_name: &str, spans_len: usize) -> Vec<u8> {
 
 /// Writes a request's spans at the cursor; how many. A span too long for its length room
 /// (which a bounded request head cannot make) leaves the request out.
-fn write_request(out: &mut Out, finished: &Finished<'_>) -> u64 {
+fn write_request(out: &mut Out, finished: &Finished<'_>, endpoints: &mut EndpointBlocks) -> u64 {
     let start = out.at();
     let trace = finished.trace;
     let at = begin_span(out);
@@ -118,7 +119,7 @@ fn write_request(out: &mut Out, finished: &Finished<'_>) -> u64 {
     let mut spans = 1;
     for attempt in trace.tries() {
         let at = begin_span(out);
-        client_span(out, trace, attempt);
+        client_span(out, trace, attempt, endpoints);
         fits &= end_span(out, at);
         spans += 1;
     }
@@ -334,7 +335,7 @@ fn server_span(out: &mut Out, finished: &Finished<'_>) {
     }
 }
 
-fn client_span(out: &mut Out, trace: &TraceCtx, attempt: &Try) {
+fn client_span(out: &mut Out, trace: &TraceCtx, attempt: &Try, endpoints: &mut EndpointBlocks) {
     let method = method_name(&trace.method);
     let name = (method, &*attempt.upstream);
     let parent = Some(&trace.span_id[..]);
@@ -355,21 +356,7 @@ fn client_span(out: &mut Out, trace: &TraceCtx, attempt: &Try) {
         key!("http.request.method"),
         method.as_bytes(),
     );
-    let mut room = [0u8; 64];
-    let ip = address(&mut room, attempt.endpoint.ip());
-    text_attribute(out, SPAN_ATTRIBUTE, key!("server.address"), ip);
-    int_attribute(
-        out,
-        SPAN_ATTRIBUTE,
-        key!("server.port"),
-        attempt.endpoint.port().into(),
-    );
-    text_attribute(
-        out,
-        SPAN_ATTRIBUTE,
-        key!("portcullis.upstream"),
-        attempt.upstream.as_bytes(),
-    );
+    endpoints.write(out, attempt.endpoint, &attempt.upstream);
     if attempt.resend > 0 {
         int_attribute(
             out,
@@ -417,15 +404,31 @@ fn protocol_version(version: http::Version) -> &'static str {
 /// `host[:port]` (with `[v6]` literals) split.
 fn split_host(host: &str) -> (&str, Option<u16>) {
     match host.rsplit_once(':') {
-        Some((address, port)) if !port.contains(']') => match port.parse() {
-            Ok(port) => (
+        Some((address, port)) if !port.contains(']') => match parse_port(port) {
+            Some(port) => (
                 address.trim_start_matches('[').trim_end_matches(']'),
                 Some(port),
             ),
-            Err(_) => (host, None),
+            None => (host, None),
         },
         _ => (host.trim_start_matches('[').trim_end_matches(']'), None),
     }
+}
+
+/// A port: one to five ASCII digits, at most 65535 (what `u16`'s parser accepts, less a
+/// sign).
+fn parse_port(text: &str) -> Option<u16> {
+    if text.is_empty() || text.len() > 5 {
+        return None;
+    }
+    let mut port: u32 = 0;
+    for byte in text.bytes() {
+        if !byte.is_ascii_digit() {
+            return None;
+        }
+        port = port * 10 + u32::from(byte - b'0');
+    }
+    u16::try_from(port).ok()
 }
 
 fn nanos(at: SystemTime) -> u64 {
@@ -446,6 +449,11 @@ mod tests {
         assert_eq!(split_host("api.example.com"), ("api.example.com", None));
         assert_eq!(split_host("[::1]:443"), ("::1", Some(443)));
         assert_eq!(split_host("[::1]"), ("::1", None));
+        for odd in ["h:", "h:+80", "h:65536", "h:123456", "h:8o"] {
+            assert_eq!(split_host(odd), (odd, None), "{odd}");
+        }
+        assert_eq!(split_host("h:65535"), ("h", Some(65535)));
+        assert_eq!(split_host("h:0"), ("h", Some(0)));
     }
 
     #[test]
@@ -520,7 +528,7 @@ mod tests {
         };
         let mut batch = Batch::default();
         for _ in 0..3 {
-            batch.add(&finished);
+            batch.add(&finished, &mut EndpointBlocks::default());
         }
         assert_eq!((batch.requests, batch.spans), (3, 3));
         let mut message = message_head("svc", batch.spans_bytes().len());
