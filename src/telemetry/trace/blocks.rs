@@ -1,7 +1,7 @@
 //! Attributes that stay the same from request to request, written once and copied after:
 //! each endpoint's part of a client span.
 
-use super::wire::{address, int_attribute, key, text_attribute, write_all, Out, SPAN_ATTRIBUTE};
+use super::wire::{address, key, span_int, span_text, write_all, Out};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -49,11 +49,11 @@ impl EndpointBlocks {
 fn endpoint_attributes(out: &mut Out, endpoint: SocketAddr, upstream: &str) {
     let mut room = [0u8; 64];
     let ip = address(&mut room, endpoint.ip());
-    text_attribute(out, SPAN_ATTRIBUTE, key!("server.address"), ip);
+    span_text(out, key!("server.address"), ip);
     let port = endpoint.port().into();
-    int_attribute(out, SPAN_ATTRIBUTE, key!("server.port"), port);
+    span_int(out, key!("server.port"), port);
     let name = upstream.as_bytes();
-    text_attribute(out, SPAN_ATTRIBUTE, key!("portcullis.upstream"), name);
+    span_text(out, key!("portcullis.upstream"), name);
 }
 
 #[cfg(test)]

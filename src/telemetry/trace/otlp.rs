@@ -7,8 +7,8 @@
 use super::blocks::EndpointBlocks;
 use super::record::{Finished, TraceCtx, Try};
 use super::wire::{
-    address, bool_attribute, bytes_field, field_key, fixed64_field, int_attribute, key, len_field,
-    text_attribute, varint_field, write_all, Out, LEN, RESOURCE_ATTRIBUTE, SPAN_ATTRIBUTE,
+    address, bytes_field, field_key, fixed64_field, key, len_field, span_flag, span_int, span_text,
+    text_attribute, varint_field, write_all, Out, LEN, RESOURCE_ATTRIBUTE,
 };
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -213,121 +213,69 @@ fn server_span(out: &mut Out, finished: &Finished<'_>) {
     if let Some(state) = trace.state.as_ref().and_then(|s| s.to_str().ok()) {
         bytes_field(out, 3, state.as_bytes());
     }
-    text_attribute(
-        out,
-        SPAN_ATTRIBUTE,
-        key!("http.request.method"),
-        method.as_bytes(),
-    );
+    span_text(out, key!("http.request.method"), method.as_bytes());
     if method == "_OTHER" {
-        text_attribute(
+        span_text(
             out,
-            SPAN_ATTRIBUTE,
             key!("http.request.method_original"),
             trace.method.as_str().as_bytes(),
         );
     }
-    text_attribute(
+    span_text(out, key!("url.path"), trace.uri.path().as_bytes());
+    span_text(out, key!("url.scheme"), finished.scheme.as_bytes());
+    span_int(
         out,
-        SPAN_ATTRIBUTE,
-        key!("url.path"),
-        trace.uri.path().as_bytes(),
-    );
-    text_attribute(
-        out,
-        SPAN_ATTRIBUTE,
-        key!("url.scheme"),
-        finished.scheme.as_bytes(),
-    );
-    int_attribute(
-        out,
-        SPAN_ATTRIBUTE,
         key!("http.response.status_code"),
         finished.status.into(),
     );
     let version = protocol_version(trace.version);
-    text_attribute(
-        out,
-        SPAN_ATTRIBUTE,
-        key!("network.protocol.version"),
-        version.as_bytes(),
-    );
+    span_text(out, key!("network.protocol.version"), version.as_bytes());
     let mut room = [0u8; 64];
     let peer = address(&mut room, trace.peer.ip());
-    text_attribute(out, SPAN_ATTRIBUTE, key!("network.peer.address"), peer);
+    span_text(out, key!("network.peer.address"), peer);
     // The client as trusted proxies reported it; when it is the peer itself, the peer says it.
     if finished.client != trace.peer.ip() {
         let client = address(&mut room, finished.client);
-        text_attribute(out, SPAN_ATTRIBUTE, key!("client.address"), client);
+        span_text(out, key!("client.address"), client);
     }
     // Request ids are limited to visible ASCII when accepted, and made so when generated.
     let request_id = finished.request_id.as_bytes();
-    text_attribute(
-        out,
-        SPAN_ATTRIBUTE,
-        key!("portcullis.request_id"),
-        request_id,
-    );
+    span_text(out, key!("portcullis.request_id"), request_id);
     let host = trace.host.as_ref().and_then(|h| h.to_str().ok());
     if let Some(host) = host.or_else(|| trace.uri.authority().map(|a| a.as_str())) {
         let (address, port) = split_host(host);
-        text_attribute(
-            out,
-            SPAN_ATTRIBUTE,
-            key!("server.address"),
-            address.as_bytes(),
-        );
+        span_text(out, key!("server.address"), address.as_bytes());
         if let Some(port) = port {
-            int_attribute(out, SPAN_ATTRIBUTE, key!("server.port"), port.into());
+            span_int(out, key!("server.port"), port.into());
         }
     }
     if !route.is_empty() {
-        text_attribute(out, SPAN_ATTRIBUTE, key!("http.route"), route.as_bytes());
+        span_text(out, key!("http.route"), route.as_bytes());
     }
     // The endpoint is on each try's client span.
     if let Some(last) = trace.tries().last() {
-        text_attribute(
-            out,
-            SPAN_ATTRIBUTE,
-            key!("portcullis.upstream"),
-            last.upstream.as_bytes(),
-        );
+        span_text(out, key!("portcullis.upstream"), last.upstream.as_bytes());
     }
     if let Some(filter) = finished.answered_by {
-        text_attribute(
-            out,
-            SPAN_ATTRIBUTE,
-            key!("portcullis.answered_by"),
-            filter.as_bytes(),
-        );
+        span_text(out, key!("portcullis.answered_by"), filter.as_bytes());
         if filter == "rate_limit" && finished.status == 429 {
-            bool_attribute(out, SPAN_ATTRIBUTE, key!("portcullis.rate_limited"), true);
+            span_flag(out, key!("portcullis.rate_limited"), true);
         }
     }
     if finished.circuit_open {
-        bool_attribute(out, SPAN_ATTRIBUTE, key!("portcullis.circuit_open"), true);
+        span_flag(out, key!("portcullis.circuit_open"), true);
     }
     if let Some(cache) = trace.cache.as_ref().and_then(|c| c.to_str().ok()) {
-        text_attribute(
-            out,
-            SPAN_ATTRIBUTE,
-            key!("portcullis.cache"),
-            cache.as_bytes(),
-        );
+        span_text(out, key!("portcullis.cache"), cache.as_bytes());
     }
     if let Some(reason) = finished.fallback {
-        text_attribute(
-            out,
-            SPAN_ATTRIBUTE,
-            key!("portcullis.fallback"),
-            reason.as_bytes(),
-        );
+        span_text(out, key!("portcullis.fallback"), reason.as_bytes());
     }
     if let Some(subject) = &finished.subject {
-        text_attribute(out, SPAN_ATTRIBUTE, key!("enduser.id"), subject.as_bytes());
+        span_text(out, key!("enduser.id"), subject.as_bytes());
     }
     if let Some(kind) = finished.error {
-        text_attribute(out, SPAN_ATTRIBUTE, key!("error.type"), kind.as_bytes());
+        span_text(out, key!("error.type"), kind.as_bytes());
     }
     // A server span is an error for 5xx only: a 4xx is the client's mistake.
     if finished.status >= 500 {
@@ -350,31 +298,20 @@ fn client_span(out: &mut Out, trace: &TraceCtx, attempt: &Try, endpoints: &mut E
         start,
         end,
     );
-    text_attribute(
-        out,
-        SPAN_ATTRIBUTE,
-        key!("http.request.method"),
-        method.as_bytes(),
-    );
+    span_text(out, key!("http.request.method"), method.as_bytes());
     endpoints.write(out, attempt.endpoint, &attempt.upstream);
     if attempt.resend > 0 {
-        int_attribute(
+        span_int(
             out,
-            SPAN_ATTRIBUTE,
             key!("http.request.resend_count"),
             attempt.resend.into(),
         );
     }
     if let Some(status) = attempt.status {
-        int_attribute(
-            out,
-            SPAN_ATTRIBUTE,
-            key!("http.response.status_code"),
-            status.into(),
-        );
+        span_int(out, key!("http.response.status_code"), status.into());
     }
     if let Some(kind) = attempt.error {
-        text_attribute(out, SPAN_ATTRIBUTE, key!("error.type"), kind.as_bytes());
+        span_text(out, key!("error.type"), kind.as_bytes());
     }
     // A client span fails on no answer, or on a 4xx or 5xx one.
     if attempt.error.is_some() || attempt.status.is_none_or(|s| s >= 400) {

@@ -12,7 +12,7 @@ const FIXED64: u64 = 1;
 pub(super) const LEN: u64 = 2;
 
 /// The key byte of `Span.attributes` (field 9, length-delimited).
-pub(super) const SPAN_ATTRIBUTE: u8 = 9 << 3 | LEN as u8;
+const SPAN_ATTRIBUTE: u8 = 9 << 3 | LEN as u8;
 /// The key byte of `Resource.attributes` (field 1, length-delimited).
 pub(super) const RESOURCE_ATTRIBUTE: u8 = 1 << 3 | LEN as u8;
 
@@ -250,7 +250,7 @@ fn long_text_attribute(out: &mut Out, field: u8, head: &[u8], text: &[u8]) {
 /// A `KeyValue` whose value is `int_value` (negative numbers take ten bytes, as protobuf
 /// has it).
 #[inline(always)]
-pub(super) fn int_attribute<const N: usize>(out: &mut Out, field: u8, head: &[u8; N], int: i64) {
+fn int_attribute<const N: usize>(out: &mut Out, field: u8, head: &[u8; N], int: i64) {
     let any_len = 1 + encoded_len_varint(int as u64);
     out.byte(field);
     out.varint((N + 1 + any_len) as u64);
@@ -261,11 +261,29 @@ pub(super) fn int_attribute<const N: usize>(out: &mut Out, field: u8, head: &[u8
 
 /// A `KeyValue` whose value is `bool_value`.
 #[inline(always)]
-pub(super) fn bool_attribute<const N: usize>(out: &mut Out, field: u8, head: &[u8; N], flag: bool) {
+fn bool_attribute<const N: usize>(out: &mut Out, field: u8, head: &[u8; N], flag: bool) {
     out.byte(field);
     out.varint((N + 3) as u64);
     out.put(head);
     out.put(&[2, BOOL_VALUE, u8::from(flag)]);
+}
+
+/// A span attribute with a text value.
+#[inline(always)]
+pub(super) fn span_text<const N: usize>(out: &mut Out, head: &[u8; N], text: &[u8]) {
+    text_attribute(out, SPAN_ATTRIBUTE, head, text);
+}
+
+/// A span attribute with an integer value.
+#[inline(always)]
+pub(super) fn span_int<const N: usize>(out: &mut Out, head: &[u8; N], int: i64) {
+    int_attribute(out, SPAN_ATTRIBUTE, head, int);
+}
+
+/// A span attribute with a boolean value.
+#[inline(always)]
+pub(super) fn span_flag<const N: usize>(out: &mut Out, head: &[u8; N], flag: bool) {
+    bool_attribute(out, SPAN_ATTRIBUTE, head, flag);
 }
 
 /// `0`..=`255` in decimal, for writing IPv4 addresses by table.
