@@ -62,6 +62,9 @@ TRACING = os.environ.get("TRACING", "") not in ("", "0")
 # BASELINE=/path/to/portcullis: also measure that build (BASELINE) with the same config in the
 # same interleaved rounds, and print this build's ratios to it.
 BASELINE = os.environ.get("BASELINE", "")
+# ONLY=PORTCULLIS,PORTCULLIS+TRACED: measure only these targets (more rounds of one comparison
+# in the same time; the comparisons with targets left out are not printed).
+ONLY = [name for name in os.environ.get("ONLY", "").split(",") if name]
 # ENDPOINTS=4: both proxies balance over that many upstream processes (DIRECT still talks to
 # the first), with BALANCE=round_robin (default), random or least_request (nginx: its default
 # round robin, random, least_conn).
@@ -404,6 +407,8 @@ backend bench
             targets["PORTCULLIS+MIRROR"] = (PORTS["portcullis"], [portcullis.pid], proxied, [], "/mirror")
         if LIMIT:
             targets["PORTCULLIS+LIMIT"] = (PORTS["portcullis"], [portcullis.pid], proxied, [], "/limited")
+        if ONLY:
+            targets = {name: target for name, target in targets.items() if name in ONLY}
         idle = {name: rss_kib(pids) / 1024 for name, (_, pids, *_) in targets.items() if pids}
         results = {name: [] for name in targets}
         print(f"body {BODY} B, {CONNECTIONS} connections, {DURATION} s x {ROUNDS} rounds"
@@ -429,8 +434,17 @@ backend bench
             ri = f"{idle[name]:.1f}" if name in idle else "-"
             rl = f"{m['rss_load']:.1f}" if name != "DIRECT" else "-"
             print(f"{name:<15}{m['rps']:>10.0f}{m['p50']:>9.3f}{m['p99']:>9.3f}{cpu:>12}{ri:>13}{rl:>13}")
-        p, d, n = med["PORTCULLIS"], med["DIRECT"], med["NGINX"]
+        p = med["PORTCULLIS"]
         print()
+        if traced and "PORTCULLIS+TRACED" in med:
+            # Each round's pair measured minutes apart at most: the spread of these ratios is
+            # the machine's noise, and their median drifts less than the ratio of medians.
+            ratios = sorted(t["rps"] / b["rps"] for t, b in zip(results["PORTCULLIS+TRACED"], results["PORTCULLIS"]))
+            print(f"TRACED 1.0/bare    throughput per round: median {statistics.median(ratios):.2f}x, "
+                  f"range {ratios[0]:.2f}x-{ratios[-1]:.2f}x")
+        if ONLY:
+            return
+        d, n = med["DIRECT"], med["NGINX"]
         print(f"PORTCULLIS/DIRECT  throughput {p['rps'] / d['rps']:.2f}x")
         print(f"PORTCULLIS/NGINX   throughput {p['rps'] / n['rps']:.2f}x   "
               f"cpu/request {p['cpu_us'] / n['cpu_us']:.2f}x   p99 {p['p99'] / n['p99']:.2f}x")

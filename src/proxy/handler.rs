@@ -29,7 +29,7 @@ pub(crate) async fn handle(conn: &Arc<ConnInfo>, mut request: Request<Incoming>)
     ctx.scheme = conn.scheme;
     if let Some(tracer) = &snapshot.tracer {
         let trusted = snapshot.is_trusted(conn.peer.ip());
-        ctx.trace = Some(tracer.start(&mut request, conn.peer, trusted));
+        ctx.trace = Some(tracer.start(&mut request, trusted));
     }
     let head = request.method() == Method::HEAD;
     let method = method_label(request.method());
@@ -56,7 +56,7 @@ pub(crate) async fn handle(conn: &Arc<ConnInfo>, mut request: Request<Incoming>)
     };
     chain.complete(&outcome);
     if let Some(tracer) = &snapshot.tracer {
-        finish_trace(tracer, &mut chain.ctx, status, elapsed, &response);
+        finish_trace(tracer, conn, &mut chain.ctx, status, elapsed, &response);
     }
     let request_id = std::mem::replace(&mut chain.ctx.request_id, HeaderValue::from_static("-"));
     response
@@ -68,6 +68,7 @@ pub(crate) async fn handle(conn: &Arc<ConnInfo>, mut request: Request<Incoming>)
 /// Hands the request's spans to the exporter, when its trace is sampled.
 fn finish_trace(
     tracer: &Tracer,
+    conn: &ConnInfo,
     ctx: &mut RequestCtx,
     status: u16,
     elapsed: Duration,
@@ -85,6 +86,7 @@ fn finish_trace(
         elapsed,
         status,
         route: ctx.route.as_deref(),
+        peer: (conn.peer.ip(), &conn.peer_ip),
         client: ctx.client_ip,
         scheme: ctx.scheme,
         request_id: &ctx.request_id,

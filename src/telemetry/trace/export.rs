@@ -34,8 +34,9 @@ use tokio::sync::mpsc;
 const MAX_EXPORT: usize = 2048;
 /// Requests a worker gathers before handing its batch over.
 const MAX_BATCH: usize = 128;
-/// Emptied batches a worker keeps for later.
-const MAX_SPARE: usize = 4;
+/// Emptied batches a worker keeps for later: as many as one export can hold, and the queue's
+/// share, so a busy worker fills used buffers instead of allocating (and faulting in) new ones.
+const MAX_SPARE: usize = MAX_EXPORT / MAX_BATCH + 2;
 /// How long spans wait, at most, before the task takes them.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// How often an export being gathered takes what has queued.
@@ -356,5 +357,24 @@ impl http_body::Body for Frames {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.0.iter().map(|bytes| bytes.len() as u64).sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_refills_the_batches_an_export_gave_back() {
+        let mut worker = Worker::default();
+        let in_flight = MAX_EXPORT / MAX_BATCH;
+        for round in 0..3 {
+            // An export's worth of batches handed over, then sent and given back.
+            let taken: Vec<Batch> = (0..in_flight).map(|_| worker.take()).collect();
+            for batch in taken {
+                worker.give_back(batch);
+            }
+            assert_eq!(worker.spare.len(), in_flight, "round {round}");
+        }
     }
 }

@@ -18,7 +18,6 @@ pub(crate) use record::{Finished, TraceCtx, TryMark};
 pub(crate) use spec::{AcceptParent, OtlpSpec, TracingSpec};
 
 use context::{Parent, TraceId};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -50,12 +49,7 @@ impl Tracer {
     /// The trace a request joins or starts. `trusted`: the peer is in `trusted_proxies`. The
     /// client's `traceparent` and `tracestate` are taken out of the request: what goes
     /// upstream is the gateway's own.
-    pub(crate) fn start<B>(
-        &self,
-        request: &mut http::Request<B>,
-        peer: SocketAddr,
-        trusted: bool,
-    ) -> Box<TraceCtx> {
+    pub(crate) fn start<B>(&self, request: &mut http::Request<B>, trusted: bool) -> Box<TraceCtx> {
         let headers = request.headers_mut();
         let seen = context::scan(headers);
         let parents = seen.take_parents(headers);
@@ -85,7 +79,6 @@ impl Tracer {
             uri: request.uri().clone(),
             version: request.version(),
             host,
-            peer,
             first_try: None,
             more_tries: Vec::new(),
             cache: None,

@@ -159,8 +159,8 @@ fn span_head(
     parent: Option<&[u8]>,
     name: (&str, &str),
     kind: u64,
-    start: SystemTime,
-    end: SystemTime,
+    start: u64,
+    end: u64,
 ) {
     bytes_field(out, 1, &trace.trace_id);
     bytes_field(out, 2, span_id);
@@ -183,8 +183,8 @@ fn span_head(
         out.put(target.as_bytes());
     }
     varint_field(out, 6, kind);
-    fixed64_field(out, 7, nanos(start));
-    fixed64_field(out, 8, nanos(end));
+    fixed64_field(out, 7, start);
+    fixed64_field(out, 8, end);
 }
 
 /// `Status { code = 3 }`, field 15, written only for errors (unset is the default).
@@ -200,6 +200,7 @@ fn server_span(out: &mut Out, finished: &Finished<'_>) {
     let route = finished.route.unwrap_or("");
     let parent = trace.parent.as_ref().map(|p| &p[..]);
     let kind = SPAN_KIND_SERVER;
+    let start = nanos(trace.start);
     span_head(
         out,
         trace,
@@ -207,8 +208,8 @@ fn server_span(out: &mut Out, finished: &Finished<'_>) {
         parent,
         (method, route),
         kind,
-        trace.start,
-        trace.start + finished.elapsed,
+        start,
+        start.saturating_add(finished.elapsed.as_nanos() as u64),
     );
     if let Some(state) = trace.state.as_ref().and_then(|s| s.to_str().ok()) {
         bytes_field(out, 3, state.as_bytes());
@@ -230,11 +231,11 @@ fn server_span(out: &mut Out, finished: &Finished<'_>) {
     );
     let version = protocol_version(trace.version);
     span_text(out, key!("network.protocol.version"), version.as_bytes());
-    let mut room = [0u8; 64];
-    let peer = address(&mut room, trace.peer.ip());
-    span_text(out, key!("network.peer.address"), peer);
+    let (peer, peer_text) = finished.peer;
+    span_text(out, key!("network.peer.address"), peer_text.as_bytes());
     // The client as trusted proxies reported it; when it is the peer itself, the peer says it.
-    if finished.client != trace.peer.ip() {
+    if finished.client != peer {
+        let mut room = [0u8; 64];
         let client = address(&mut room, finished.client);
         span_text(out, key!("client.address"), client);
     }
@@ -287,7 +288,7 @@ fn client_span(out: &mut Out, trace: &TraceCtx, attempt: &Try, endpoints: &mut E
     let method = method_name(&trace.method);
     let name = (method, &*attempt.upstream);
     let parent = Some(&trace.span_id[..]);
-    let (start, end) = (attempt.start, attempt.end);
+    let (start, end) = (nanos(attempt.start), nanos(attempt.end));
     span_head(
         out,
         trace,
@@ -368,6 +369,7 @@ fn parse_port(text: &str) -> Option<u16> {
     u16::try_from(port).ok()
 }
 
+/// Nanoseconds since the Unix epoch, as OTLP has span times.
 fn nanos(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
@@ -443,18 +445,20 @@ mod tests {
             uri: path.parse().unwrap(),
             version: http::Version::HTTP_11,
             host: None,
-            peer: "127.0.0.1:4000".parse().unwrap(),
             first_try: None,
             more_tries: Vec::new(),
             cache: None,
         };
         let request_id = http::HeaderValue::from_static("id");
+        let peer_ip = "127.0.0.1".parse().unwrap();
+        let peer_text = http::HeaderValue::from_static("127.0.0.1");
         let finished = Finished {
             trace: &trace,
             elapsed: std::time::Duration::from_millis(2),
             status: 200,
             route: Some("r"),
-            client: "127.0.0.1".parse().unwrap(),
+            peer: (peer_ip, &peer_text),
+            client: peer_ip,
             scheme: "http",
             request_id: &request_id,
             answered_by: None,

@@ -20,7 +20,6 @@ pub(crate) struct TraceCtx {
     pub(super) uri: Uri,
     pub(super) version: Version,
     pub(super) host: Option<HeaderValue>,
-    pub(super) peer: SocketAddr,
     /// The first upstream try (most requests make one), then any others.
     pub(super) first_try: Option<Try>,
     pub(super) more_tries: Vec<Try>,
@@ -124,6 +123,8 @@ pub(crate) struct Finished<'a> {
     pub(crate) elapsed: std::time::Duration,
     pub(crate) status: u16,
     pub(crate) route: Option<&'a str>,
+    /// The connection's peer, and its address as text (written once per connection).
+    pub(crate) peer: (IpAddr, &'a HeaderValue),
     pub(crate) client: IpAddr,
     pub(crate) scheme: &'static str,
     pub(crate) request_id: &'a HeaderValue,

@@ -31,11 +31,12 @@ macro_rules! key {
 }
 pub(super) use key;
 
-/// `0x0a len name 0x12` for a key name shorter than 128 bytes.
+/// `0x0a len name 0x12` for a key name shorter than 120 bytes.
 pub(crate) const fn key_head<const N: usize>(name: &str) -> [u8; N] {
     let bytes = name.as_bytes();
-    // A longer name would need a two-byte length; this fails the build instead.
-    assert!(bytes.len() < 128, "attribute key too long");
+    // A longer name could need a two-byte length, in the key or in a short attribute around
+    // it; this fails the build instead.
+    assert!(bytes.len() < 120, "attribute key too long");
     let mut out = [0u8; N];
     out[0] = 0x0a;
     out[1] = bytes.len() as u8;
@@ -106,12 +107,20 @@ impl Out {
 
     #[inline(always)]
     pub(super) fn put(&mut self, bytes: &[u8]) {
-        let end = self.at + bytes.len();
-        match self.buf.get_mut(self.at..end) {
-            Some(room) => room.copy_from_slice(bytes),
-            None => self.short = true,
+        if let Some(room) = self.room(bytes.len()) {
+            room.copy_from_slice(bytes);
         }
-        self.at = end;
+    }
+
+    /// The next `len` bytes, for the caller to fill, with the cursor moved past them: a
+    /// piece of several parts is written after one bounds check.
+    #[inline(always)]
+    pub(super) fn room(&mut self, len: usize) -> Option<&mut [u8]> {
+        let at = self.at;
+        self.at += len;
+        let room = self.buf.get_mut(at..at + len);
+        self.short |= room.is_none();
+        room
     }
 
     /// Overwrites bytes already written at `at`.
@@ -224,10 +233,14 @@ pub(super) fn text_attribute<const N: usize>(
     let any_len = 2 + text.len();
     let pair_len = N + 1 + any_len;
     if pair_len < 0x80 {
-        out.put(&[field, pair_len as u8]);
-        out.put(head);
-        out.put(&[any_len as u8, STRING_VALUE, text.len() as u8]);
-        out.put(text);
+        if let Some(room) = out.room(2 + pair_len) {
+            let (start, value) = room.split_at_mut(2 + N + 3);
+            start[0] = field;
+            start[1] = pair_len as u8;
+            start[2..2 + N].copy_from_slice(head);
+            start[2 + N..].copy_from_slice(&[any_len as u8, STRING_VALUE, text.len() as u8]);
+            value.copy_from_slice(text);
+        }
     } else {
         long_text_attribute(out, field, head, text);
     }
@@ -262,10 +275,13 @@ fn int_attribute<const N: usize>(out: &mut Out, field: u8, head: &[u8; N], int: 
 /// A `KeyValue` whose value is `bool_value`.
 #[inline(always)]
 fn bool_attribute<const N: usize>(out: &mut Out, field: u8, head: &[u8; N], flag: bool) {
-    out.byte(field);
-    out.varint((N + 3) as u64);
-    out.put(head);
-    out.put(&[2, BOOL_VALUE, u8::from(flag)]);
+    // Key names are under 120 bytes (`key!`), so the pair's length takes one byte.
+    if let Some(room) = out.room(N + 5) {
+        room[0] = field;
+        room[1] = (N + 3) as u8;
+        room[2..2 + N].copy_from_slice(head);
+        room[2 + N..].copy_from_slice(&[2, BOOL_VALUE, u8::from(flag)]);
+    }
 }
 
 /// A span attribute with a text value.
