@@ -3,6 +3,7 @@
 
 use super::per_ip::{PerIpLimits, PerIpRefusal, PerIpSlot, PerIpTable};
 use crate::snapshot::Gateway;
+use crate::telemetry::trace::ConnAttributes;
 use http::HeaderValue;
 use prometheus_client::metrics::gauge::Gauge;
 use std::net::{IpAddr, SocketAddr};
@@ -96,6 +97,8 @@ pub(crate) struct ConnInfo {
     /// The listener's name, for its filters.
     pub(crate) listener: Arc<str>,
     pub(crate) activity: Activity,
+    /// What the connection's traced requests' spans repeat, written once.
+    pub(crate) trace_attributes: ConnAttributes,
 }
 
 /// Requests in flight on one connection and when the last one ended: what `idle_timeout`
@@ -159,6 +162,7 @@ impl ConnInfo {
             scheme,
             listener,
             activity: Activity::new(),
+            trace_attributes: ConnAttributes::default(),
         }
     }
 }

@@ -87,6 +87,7 @@ fn finish_trace(
         status,
         route: ctx.route.as_deref(),
         peer: (conn.peer.ip(), &conn.peer_ip),
+        conn: &conn.trace_attributes,
         client: ctx.client_ip,
         scheme: ctx.scheme,
         request_id: &ctx.request_id,

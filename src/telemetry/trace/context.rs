@@ -61,20 +61,15 @@ pub(crate) fn scan(headers: &HeaderMap) -> Seen {
 }
 
 impl Seen {
-    /// The client's `traceparent` fields, taken out of `headers`.
-    pub(crate) fn take_parents(&self, headers: &mut HeaderMap) -> Fields {
-        match self.parent {
-            true => take(headers, &TRACEPARENT),
-            false => Fields::default(),
-        }
+    /// The client's `traceparent` fields, taken out of `headers`; `None` when it sent none
+    /// (most requests: nothing to take or drop).
+    pub(crate) fn take_parents(&self, headers: &mut HeaderMap) -> Option<Fields> {
+        self.parent.then(|| take(headers, &TRACEPARENT))
     }
 
-    /// The client's `tracestate` fields, taken out of `headers`.
-    pub(crate) fn take_states(&self, headers: &mut HeaderMap) -> Fields {
-        match self.state {
-            true => take(headers, &TRACESTATE),
-            false => Fields::default(),
-        }
+    /// The client's `tracestate` fields, taken out of `headers`; `None` when it sent none.
+    pub(crate) fn take_states(&self, headers: &mut HeaderMap) -> Option<Fields> {
+        self.state.then(|| take(headers, &TRACESTATE))
     }
 }
 

@@ -13,6 +13,7 @@ mod record;
 mod spec;
 mod wire;
 
+pub(crate) use blocks::ConnAttributes;
 pub(crate) use export::{Exporter, TraceMetrics};
 pub(crate) use record::{Finished, TraceCtx, TryMark};
 pub(crate) use spec::{AcceptParent, OtlpSpec, TracingSpec};
@@ -59,7 +60,7 @@ impl Tracer {
             AcceptParent::Any => true,
             AcceptParent::Trusted => trusted,
         };
-        let parent = accept.then(|| context::parent(&parents)).flatten();
+        let parent = parents.filter(|_| accept).and_then(|p| context::parent(&p));
         let (trace_id, sampled) = match parent {
             Some(parent) if self.spec.parent_based => (parent.trace_id, parent.sampled),
             Some(parent) => (parent.trace_id, self.samples(&parent.trace_id)),
@@ -72,7 +73,7 @@ impl Tracer {
             trace_id,
             span_id: context::random_id(),
             parent: parent.map(|p: Parent| p.span_id),
-            state: parent.and_then(|_| context::state(states)),
+            state: parent.and(states).and_then(context::state),
             sampled,
             start: SystemTime::now(),
             method: request.method().clone(),

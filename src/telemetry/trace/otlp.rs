@@ -4,7 +4,7 @@
 //! costs two allocations per attribute; this writes each span once, with exact lengths, into
 //! one buffer per batch. The tests decode what it writes with the generated types.
 
-use super::blocks::EndpointBlocks;
+use super::blocks::{ConnKey, EndpointBlocks};
 use super::record::{Finished, TraceCtx, Try};
 use super::wire::{
     address, bytes_field, field_key, fixed64_field, key, len_field, span_flag, span_int, span_text,
@@ -196,7 +196,8 @@ fn error_status(out: &mut Out) {
 
 fn server_span(out: &mut Out, finished: &Finished<'_>) {
     let trace = finished.trace;
-    let method = method_name(&trace.method);
+    let known = known_method(&trace.method);
+    let method = known.unwrap_or("_OTHER");
     let route = finished.route.unwrap_or("");
     let parent = trace.parent.as_ref().map(|p| &p[..]);
     let kind = SPAN_KIND_SERVER;
@@ -206,7 +207,7 @@ fn server_span(out: &mut Out, finished: &Finished<'_>) {
         trace,
         &trace.span_id,
         parent,
-        (method, route),
+        (known.unwrap_or(OTHER_METHOD_NAME), route),
         kind,
         start,
         start.saturating_add(finished.elapsed.as_nanos() as u64),
@@ -215,7 +216,7 @@ fn server_span(out: &mut Out, finished: &Finished<'_>) {
         bytes_field(out, 3, state.as_bytes());
     }
     span_text(out, key!("http.request.method"), method.as_bytes());
-    if method == "_OTHER" {
+    if known.is_none() {
         span_text(
             out,
             key!("http.request.method_original"),
@@ -223,18 +224,24 @@ fn server_span(out: &mut Out, finished: &Finished<'_>) {
         );
     }
     span_text(out, key!("url.path"), trace.uri.path().as_bytes());
-    span_text(out, key!("url.scheme"), finished.scheme.as_bytes());
     span_int(
         out,
         key!("http.response.status_code"),
         finished.status.into(),
     );
-    let version = protocol_version(trace.version);
-    span_text(out, key!("network.protocol.version"), version.as_bytes());
-    let (peer, peer_text) = finished.peer;
-    span_text(out, key!("network.peer.address"), peer_text.as_bytes());
+    let host = trace.host.as_ref().and_then(|h| h.to_str().ok());
+    let host = host.or_else(|| trace.uri.authority().map(|a| a.as_str()));
+    finished.conn.write(
+        out,
+        &ConnKey {
+            host,
+            version: trace.version,
+            scheme: finished.scheme,
+            peer: finished.peer.1,
+        },
+    );
     // The client as trusted proxies reported it; when it is the peer itself, the peer says it.
-    if finished.client != peer {
+    if finished.client != finished.peer.0 {
         let mut room = [0u8; 64];
         let client = address(&mut room, finished.client);
         span_text(out, key!("client.address"), client);
@@ -242,14 +249,6 @@ fn server_span(out: &mut Out, finished: &Finished<'_>) {
     // Request ids are limited to visible ASCII when accepted, and made so when generated.
     let request_id = finished.request_id.as_bytes();
     span_text(out, key!("portcullis.request_id"), request_id);
-    let host = trace.host.as_ref().and_then(|h| h.to_str().ok());
-    if let Some(host) = host.or_else(|| trace.uri.authority().map(|a| a.as_str())) {
-        let (address, port) = split_host(host);
-        span_text(out, key!("server.address"), address.as_bytes());
-        if let Some(port) = port {
-            span_int(out, key!("server.port"), port.into());
-        }
-    }
     if !route.is_empty() {
         span_text(out, key!("http.route"), route.as_bytes());
     }
@@ -285,8 +284,9 @@ fn server_span(out: &mut Out, finished: &Finished<'_>) {
 }
 
 fn client_span(out: &mut Out, trace: &TraceCtx, attempt: &Try, endpoints: &mut EndpointBlocks) {
-    let method = method_name(&trace.method);
-    let name = (method, &*attempt.upstream);
+    let known = known_method(&trace.method);
+    let method = known.unwrap_or("_OTHER");
+    let name = (known.unwrap_or(OTHER_METHOD_NAME), &*attempt.upstream);
     let parent = Some(&trace.span_id[..]);
     let (start, end) = (nanos(attempt.start), nanos(attempt.end));
     span_head(
@@ -320,53 +320,25 @@ fn client_span(out: &mut Out, trace: &TraceCtx, attempt: &Try, endpoints: &mut E
     }
 }
 
-/// The method as the semantic conventions name it: a known method, or `_OTHER`.
-fn method_name(method: &http::Method) -> &str {
-    match method.as_str() {
-        known @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE"
-        | "PATCH") => known,
-        _ => "_OTHER",
-    }
-}
+/// What a span's name starts with for a method the conventions do not know.
+const OTHER_METHOD_NAME: &str = "HTTP";
 
-fn protocol_version(version: http::Version) -> &'static str {
-    match version {
-        http::Version::HTTP_09 => "0.9",
-        http::Version::HTTP_10 => "1.0",
-        http::Version::HTTP_2 => "2",
-        http::Version::HTTP_3 => "3",
-        _ => "1.1",
+/// The method, when the semantic conventions know it; any other is `_OTHER` in
+/// `http.request.method`, and `HTTP` in span names.
+fn known_method(method: &http::Method) -> Option<&'static str> {
+    use http::Method;
+    match *method {
+        Method::GET => Some("GET"),
+        Method::HEAD => Some("HEAD"),
+        Method::POST => Some("POST"),
+        Method::PUT => Some("PUT"),
+        Method::DELETE => Some("DELETE"),
+        Method::CONNECT => Some("CONNECT"),
+        Method::OPTIONS => Some("OPTIONS"),
+        Method::TRACE => Some("TRACE"),
+        Method::PATCH => Some("PATCH"),
+        _ => None,
     }
-}
-
-/// `host[:port]` (with `[v6]` literals) split.
-fn split_host(host: &str) -> (&str, Option<u16>) {
-    match host.rsplit_once(':') {
-        Some((address, port)) if !port.contains(']') => match parse_port(port) {
-            Some(port) => (
-                address.trim_start_matches('[').trim_end_matches(']'),
-                Some(port),
-            ),
-            None => (host, None),
-        },
-        _ => (host.trim_start_matches('[').trim_end_matches(']'), None),
-    }
-}
-
-/// A port: one to five ASCII digits, at most 65535 (what `u16`'s parser accepts, less a
-/// sign).
-fn parse_port(text: &str) -> Option<u16> {
-    if text.is_empty() || text.len() > 5 {
-        return None;
-    }
-    let mut port: u32 = 0;
-    for byte in text.bytes() {
-        if !byte.is_ascii_digit() {
-            return None;
-        }
-        port = port * 10 + u32::from(byte - b'0');
-    }
-    u16::try_from(port).ok()
 }
 
 /// Nanoseconds since the Unix epoch, as OTLP has span times.
@@ -378,22 +350,7 @@ fn nanos(at: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hosts_split_into_address_and_port() {
-        assert_eq!(
-            split_host("api.example.com:8080"),
-            ("api.example.com", Some(8080))
-        );
-        assert_eq!(split_host("api.example.com"), ("api.example.com", None));
-        assert_eq!(split_host("[::1]:443"), ("::1", Some(443)));
-        assert_eq!(split_host("[::1]"), ("::1", None));
-        for odd in ["h:", "h:+80", "h:65536", "h:123456", "h:8o"] {
-            assert_eq!(split_host(odd), (odd, None), "{odd}");
-        }
-        assert_eq!(split_host("h:65535"), ("h", Some(65535)));
-        assert_eq!(split_host("h:0"), ("h", Some(0)));
-    }
+    use crate::telemetry::trace::ConnAttributes;
 
     #[test]
     fn span_lengths_are_padded_varints() {
@@ -427,13 +384,13 @@ mod tests {
         assert!(!end_span(&mut out, at));
     }
 
-    /// A request whose spans outgrow the room left for them, and the batch's whole buffer,
-    /// is written again in a grown one, and decodes whole.
-    #[test]
-    fn requests_larger_than_the_room_are_written_whole() {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+
+    /// `requests` same requests written into a batch, then decoded with the generated types.
+    fn written_spans(method: http::Method, path: &str, requests: usize) -> Vec<Span> {
         use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
         use prost::Message as _;
-        let path = format!("/{}", "p".repeat(BATCH_CAPACITY / 2));
         let trace = TraceCtx {
             trace_id: [1; 16],
             span_id: [2; 8],
@@ -441,7 +398,7 @@ mod tests {
             state: None,
             sampled: true,
             start: SystemTime::now(),
-            method: http::Method::GET,
+            method,
             uri: path.parse().unwrap(),
             version: http::Version::HTTP_11,
             host: None,
@@ -458,6 +415,7 @@ mod tests {
             status: 200,
             route: Some("r"),
             peer: (peer_ip, &peer_text),
+            conn: &ConnAttributes::default(),
             client: peer_ip,
             scheme: "http",
             request_id: &request_id,
@@ -468,20 +426,60 @@ mod tests {
             circuit_open: false,
         };
         let mut batch = Batch::default();
-        for _ in 0..3 {
+        for _ in 0..requests {
             batch.add(&finished, &mut EndpointBlocks::default());
         }
-        assert_eq!((batch.requests, batch.spans), (3, 3));
+        assert_eq!((batch.requests, batch.spans), (requests, requests as u64));
         let mut message = message_head("svc", batch.spans_bytes().len());
         message.extend_from_slice(batch.spans_bytes());
-        let message = ExportTraceServiceRequest::decode(&message[..]).unwrap();
-        let spans = &message.resource_spans[0].scope_spans[0].spans;
+        let mut message = ExportTraceServiceRequest::decode(&message[..]).unwrap();
+        std::mem::take(&mut message.resource_spans[0].scope_spans[0].spans)
+    }
+
+    fn text(span: &Span, key: &str) -> Option<Value> {
+        let attribute = span.attributes.iter().find(|a| a.key == key)?;
+        attribute.value.as_ref()?.value.clone()
+    }
+
+    /// A request whose spans outgrow the room left for them, and the batch's whole buffer,
+    /// is written again in a grown one, and decodes whole.
+    #[test]
+    fn requests_larger_than_the_room_are_written_whole() {
+        let path = format!("/{}", "p".repeat(BATCH_CAPACITY / 2));
+        let spans = written_spans(http::Method::GET, &path, 3);
         assert_eq!(spans.len(), 3);
-        let url = spans[2].attributes.iter().find(|a| a.key == "url.path");
-        let value = url
-            .and_then(|a| a.value.as_ref())
-            .and_then(|v| v.value.clone());
-        use opentelemetry_proto::tonic::common::v1::any_value::Value;
-        assert_eq!(value, Some(Value::StringValue(path)));
+        assert_eq!(text(&spans[2], "url.path"), Some(Value::StringValue(path)));
+    }
+
+    /// Known methods by name; any other as `_OTHER`, with the method as sent beside it.
+    #[test]
+    fn methods_are_named_as_the_conventions_say() {
+        let name = |method: &str| {
+            let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+            let span = written_spans(method, "/", 1).remove(0);
+            let text = |key| match text(&span, key) {
+                Some(Value::StringValue(text)) => Some(text),
+                _ => None,
+            };
+            (
+                span.name.clone(),
+                text("http.request.method"),
+                text("http.request.method_original"),
+            )
+        };
+        for known in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ] {
+            assert_eq!(
+                name(known),
+                (format!("{known} r"), Some(known.into()), None)
+            );
+        }
+        for other in ["PURGE", "get", "PROPFIND"] {
+            assert_eq!(
+                name(other),
+                ("HTTP r".into(), Some("_OTHER".into()), Some(other.into()))
+            );
+        }
     }
 }

@@ -125,6 +125,8 @@ pub(crate) struct Finished<'a> {
     pub(crate) route: Option<&'a str>,
     /// The connection's peer, and its address as text (written once per connection).
     pub(crate) peer: (IpAddr, &'a HeaderValue),
+    /// The connection's attributes, kept written for its next requests.
+    pub(crate) conn: &'a super::ConnAttributes,
     pub(crate) client: IpAddr,
     pub(crate) scheme: &'static str,
     pub(crate) request_id: &'a HeaderValue,
