@@ -5,15 +5,16 @@
 //! one buffer per batch. The tests decode what it writes with the generated types.
 
 use super::blocks::{ConnKey, EndpointBlocks};
+use super::context::SpanId;
 use super::record::{Finished, TraceCtx, Try};
 use super::wire::{
-    address, bytes_field, field_key, fixed64_field, key, len_field, span_flag, span_int, span_text,
-    text_attribute, varint_field, write_all, Out, LEN, RESOURCE_ATTRIBUTE,
+    address, bytes_field, field_key, key, len_field, span_flag, span_int, span_text,
+    text_attribute, varint_field, write_all, Out, FIXED64, LEN, RESOURCE_ATTRIBUTE,
 };
 use std::time::{SystemTime, UNIX_EPOCH};
 
-const SPAN_KIND_SERVER: u64 = 2;
-const SPAN_KIND_CLIENT: u64 = 3;
+const SPAN_KIND_SERVER: u8 = 2;
+const SPAN_KIND_CLIENT: u8 = 3;
 const STATUS_ERROR: u64 = 2;
 
 /// A new batch's buffer: room for the spans of a worker's batch of requests, most times.
@@ -150,22 +151,40 @@ fn end_span(out: &mut Out, at: usize) -> bool {
     len < MAX_SPAN
 }
 
-/// The span's head: ids, name, kind and times (fields 1–8).
+/// The key bytes of the span head's fields: `trace_id = 1`, `span_id = 2`, `parent_span_id =
+/// 4` (bytes), `kind = 6` (varint), `start_time_unix_nano = 7`, `end_time_unix_nano = 8`
+/// (fixed64).
+const TRACE_ID_KEY: u8 = 1 << 3 | LEN as u8;
+const SPAN_ID_KEY: u8 = 2 << 3 | LEN as u8;
+const PARENT_KEY: u8 = 4 << 3 | LEN as u8;
+const KIND_KEY: u8 = 6 << 3;
+const START_KEY: u8 = 7 << 3 | FIXED64 as u8;
+const END_KEY: u8 = 8 << 3 | FIXED64 as u8;
+
+/// The span's head: ids, name, kind and times (fields 1–8). Its fixed-size parts are written
+/// a piece at a time, each after one bounds check.
 #[allow(clippy::too_many_arguments)]
 fn span_head(
     out: &mut Out,
     trace: &TraceCtx,
-    span_id: &[u8],
-    parent: Option<&[u8]>,
+    span_id: &SpanId,
+    parent: Option<&SpanId>,
     name: (&str, &str),
-    kind: u64,
+    kind: u8,
     start: u64,
     end: u64,
 ) {
-    bytes_field(out, 1, &trace.trace_id);
-    bytes_field(out, 2, span_id);
+    if let Some(room) = out.fixed::<28>() {
+        room[..2].copy_from_slice(&[TRACE_ID_KEY, 16]);
+        room[2..18].copy_from_slice(&trace.trace_id);
+        room[18..20].copy_from_slice(&[SPAN_ID_KEY, 8]);
+        room[20..].copy_from_slice(span_id);
+    }
     if let Some(parent) = parent {
-        bytes_field(out, 4, parent);
+        if let Some(room) = out.fixed::<10>() {
+            room[..2].copy_from_slice(&[PARENT_KEY, 8]);
+            room[2..].copy_from_slice(parent);
+        }
     }
     // The name in two parts, `METHOD target`, written without joining them first.
     let (method, target) = name;
@@ -182,9 +201,12 @@ fn span_head(
         out.byte(b' ');
         out.put(target.as_bytes());
     }
-    varint_field(out, 6, kind);
-    fixed64_field(out, 7, start);
-    fixed64_field(out, 8, end);
+    if let Some(room) = out.fixed::<20>() {
+        room[..3].copy_from_slice(&[KIND_KEY, kind, START_KEY]);
+        room[3..11].copy_from_slice(&start.to_le_bytes());
+        room[11] = END_KEY;
+        room[12..].copy_from_slice(&end.to_le_bytes());
+    }
 }
 
 /// `Status { code = 3 }`, field 15, written only for errors (unset is the default).
@@ -199,7 +221,7 @@ fn server_span(out: &mut Out, finished: &Finished<'_>) {
     let known = known_method(&trace.method);
     let method = known.unwrap_or("_OTHER");
     let route = finished.route.unwrap_or("");
-    let parent = trace.parent.as_ref().map(|p| &p[..]);
+    let parent = trace.parent.as_ref();
     let kind = SPAN_KIND_SERVER;
     let start = nanos(trace.start);
     span_head(
@@ -287,7 +309,7 @@ fn client_span(out: &mut Out, trace: &TraceCtx, attempt: &Try, endpoints: &mut E
     let known = known_method(&trace.method);
     let method = known.unwrap_or("_OTHER");
     let name = (known.unwrap_or(OTHER_METHOD_NAME), &*attempt.upstream);
-    let parent = Some(&trace.span_id[..]);
+    let parent = Some(&trace.span_id);
     let (start, end) = (nanos(attempt.start), nanos(attempt.end));
     span_head(
         out,
@@ -449,6 +471,18 @@ mod tests {
         let spans = written_spans(http::Method::GET, &path, 3);
         assert_eq!(spans.len(), 3);
         assert_eq!(text(&spans[2], "url.path"), Some(Value::StringValue(path)));
+    }
+
+    #[test]
+    fn span_heads_decode_to_their_ids_kind_and_times() {
+        let span = written_spans(http::Method::GET, "/", 1).remove(0);
+        assert_eq!(span.trace_id, [1; 16]);
+        assert_eq!(span.span_id, [2; 8]);
+        assert!(span.parent_span_id.is_empty());
+        assert_eq!(span.kind, i32::from(SPAN_KIND_SERVER));
+        assert!(span.start_time_unix_nano > 1_700_000_000_000_000_000);
+        let duration = span.end_time_unix_nano - span.start_time_unix_nano;
+        assert_eq!(duration, 2_000_000);
     }
 
     /// Known methods by name; any other as `_OTHER`, with the method as sent beside it.

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::net::IpAddr;
 
 const VARINT: u64 = 0;
-const FIXED64: u64 = 1;
+pub(super) const FIXED64: u64 = 1;
 pub(super) const LEN: u64 = 2;
 
 /// The key byte of `Span.attributes` (field 9, length-delimited).
@@ -123,6 +123,12 @@ impl Out {
         room
     }
 
+    /// The next `N` bytes, as `room` gives them, for pieces of a fixed size.
+    #[inline(always)]
+    pub(super) fn fixed<const N: usize>(&mut self) -> Option<&mut [u8; N]> {
+        self.room(N).and_then(|room| room.try_into().ok())
+    }
+
     /// Overwrites bytes already written at `at`.
     #[inline(always)]
     pub(super) fn patch(&mut self, at: usize, bytes: &[u8]) {
@@ -212,12 +218,6 @@ pub(super) fn bytes_field(out: &mut Out, tag: u64, bytes: &[u8]) {
 pub(super) fn varint_field(out: &mut Out, tag: u64, value: u64) {
     field_key(out, tag, VARINT);
     out.varint(value);
-}
-
-#[inline(always)]
-pub(super) fn fixed64_field(out: &mut Out, tag: u64, value: u64) {
-    field_key(out, tag, FIXED64);
-    out.put(&value.to_le_bytes());
 }
 
 /// A `KeyValue { key, value: AnyValue { string_value } }` under the field key byte `field`
