@@ -13,6 +13,9 @@ mod context;
 mod discovery;
 mod error;
 pub mod filter;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod proxy;
 pub mod reload;
 mod remote;

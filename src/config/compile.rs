@@ -111,6 +111,16 @@ pub(super) fn compile(
 ) -> Result<Config, Vec<ConfigIssue>> {
     let mut issues = Issues::new(lines, base);
     interpolate_tree(&mut value, "", env, &mut issues);
+    if !value.is_mapping() {
+        let found = super::values::kind_of(&value);
+        issues.add(
+            "",
+            format!(
+                "expected a mapping of sections (listeners, upstreams, routes …), found {found}"
+            ),
+        );
+        return Err(issues.list);
+    }
     let source = value.clone();
     // Whatever of the top level could be read is compiled too, so its errors come as well.
     let Some(top) = issues.item_repaired::<raw::Top>(value, "").0 else {

@@ -9,6 +9,9 @@ use serde_yaml::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The key path of the file as a whole, for problems that belong to no one key.
+const TOP_LEVEL: &str = "(top level)";
+
 /// One problem in the file: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
@@ -55,9 +58,13 @@ impl<'a> Issues<'a> {
     }
 
     pub(crate) fn add(&mut self, path: &str, message: impl Into<String>) {
+        let (path, line) = match path {
+            "" => (TOP_LEVEL, Some(1)),
+            path => (path, self.lines.line(path)),
+        };
         self.list.push(ConfigIssue {
             path: path.to_string(),
-            line: self.lines.line(path),
+            line,
             message: message.into(),
         });
     }

@@ -5,7 +5,7 @@ use super::issues::{duration_field, one_of, size_field, Issues};
 use super::raw;
 use super::values::parse_prefix;
 use crate::filter::rate_limit::{Gcra, Rate};
-use crate::snapshot::{Limits, UnderscoreHeaders};
+use crate::snapshot::{EscapedSlashes, Limits, UnderscoreHeaders};
 use ipnet::IpNet;
 use serde_yaml::Value;
 use std::collections::HashSet;
@@ -260,8 +260,20 @@ pub(super) fn compile_limits(raw: raw::Limits, issues: &mut Issues) -> Limits {
         "limits.headers_with_underscores",
         issues,
     );
+    let escaped_slashes = one_of(
+        raw.escaped_slashes.as_deref(),
+        "value",
+        &[
+            ("reject", EscapedSlashes::Reject),
+            ("keep", EscapedSlashes::Keep),
+        ],
+        d.escaped_slashes,
+        "limits.escaped_slashes",
+        issues,
+    );
     Limits {
         headers_with_underscores,
+        escaped_slashes,
         max_header_bytes: size_field(
             raw.max_header_bytes,
             d.max_header_bytes as u64,

@@ -150,6 +150,8 @@ pub(crate) struct Limits {
     pub(crate) h2_max_local_reset_streams: Option<usize>,
     /// `reject`, `drop` or `allow`.
     pub(crate) headers_with_underscores: Option<String>,
+    /// `reject` or `keep`.
+    pub(crate) escaped_slashes: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

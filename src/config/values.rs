@@ -133,15 +133,22 @@ impl<'de> Deserialize<'de> for Scalar {
             Value::Number(n) => Ok(Scalar(n.to_string())),
             other => Err(serde::de::Error::custom(format!(
                 "expected a duration or size, found {}",
-                match other {
-                    Value::Null => "nothing",
-                    Value::Bool(_) => "a boolean",
-                    Value::Sequence(_) => "a list",
-                    Value::Mapping(_) => "a mapping",
-                    _ => "a tagged value",
-                }
+                kind_of(&other)
             ))),
         }
+    }
+}
+
+/// What a YAML value is, for messages: `a mapping`, `a list`, `a string` …
+pub(crate) fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
     }
 }
 

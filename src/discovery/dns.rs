@@ -10,7 +10,8 @@
 use super::backend::{backoff, publish, DiscoveredEndpoint, Discovery, EndpointSet, Status};
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::proto::rr::rdata::SRV;
+use hickory_resolver::proto::rr::{RData, Record, RecordType};
 use hickory_resolver::TokioResolver;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -116,21 +117,9 @@ impl DnsList {
             .lookup(name, RecordType::SRV)
             .await
             .map_err(|e| format!("{name}: {e}"))?;
-        let records: Vec<(u32, &hickory_resolver::proto::rr::rdata::SRV)> = answer
-            .answers()
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::SRV(srv) => Some((r.ttl, srv)),
-                _ => None,
-            })
-            .collect();
-        let Some(best) = records.iter().map(|(_, srv)| srv.priority).min() else {
-            return Ok((Vec::new(), u32::MAX));
-        };
-        let mut ttl = u32::MAX;
+        let (best, mut ttl) = best_srv(answer.answers());
         let mut found = Vec::new();
-        for (record_ttl, srv) in records.iter().filter(|(_, srv)| srv.priority == best) {
-            ttl = ttl.min(*record_ttl);
+        for srv in best {
             let target = resolver
                 .lookup_ip(srv.target.clone())
                 .await
@@ -147,6 +136,28 @@ impl DnsList {
         }
         Ok((found, ttl))
     }
+}
+
+/// The SRV records of the best (lowest) priority among `answers`, and the shortest TTL among
+/// them (`u32::MAX` when there are none).
+pub(crate) fn best_srv(answers: &[Record]) -> (Vec<&SRV>, u32) {
+    let records: Vec<(u32, &SRV)> = answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(srv) => Some((r.ttl, srv)),
+            _ => None,
+        })
+        .collect();
+    let Some(best) = records.iter().map(|(_, srv)| srv.priority).min() else {
+        return (Vec::new(), u32::MAX);
+    };
+    let chosen = records.iter().filter(|(_, srv)| srv.priority == best);
+    let ttl = chosen
+        .clone()
+        .map(|(ttl, _)| *ttl)
+        .min()
+        .unwrap_or(u32::MAX);
+    (chosen.map(|(_, srv)| *srv).collect(), ttl)
 }
 
 #[async_trait::async_trait]

@@ -19,6 +19,9 @@ pub(crate) use etcd::EtcdSpec;
 pub(crate) use file::{FileFormat, FileSpec};
 pub(crate) use static_list::{StaticEndpoint, DEFAULT_WEIGHT};
 pub(crate) use zookeeper::{ZooKeeperAuth, ZooKeeperFormat, ZooKeeperSpec};
+/// The payload parsers, for the fuzz targets.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use {dns::best_srv, etcd::parse_value, file::parse as parse_file, zookeeper::instance};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

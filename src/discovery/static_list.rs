@@ -24,6 +24,9 @@ impl StaticEndpoint {
     /// `10.0.0.5:8080`, `[::1]:8080` or `backend.internal:8080`.
     pub(crate) fn parse(text: &str, weight: u32) -> Result<StaticEndpoint, String> {
         if let Ok(address) = text.parse::<SocketAddr>() {
+            if address.port() == 0 {
+                return Err(format!("invalid endpoint {text:?}: port 0"));
+            }
             return Ok(StaticEndpoint {
                 host: address.ip().to_string(),
                 port: address.port(),
@@ -133,6 +136,9 @@ mod tests {
         assert!(StaticEndpoint::parse("localhost", 1).is_err());
         assert!(StaticEndpoint::parse("bad host:80", 1).is_err());
         assert!(StaticEndpoint::parse("h:0", 1).is_err());
+        // Port 0 is no endpoint, written as an address too (found by fuzzing an etcd value).
+        assert!(StaticEndpoint::parse("127.0.0.1:0", 1).is_err());
+        assert!(StaticEndpoint::parse("[::1]:0", 1).is_err());
     }
 
     #[tokio::test]

@@ -73,7 +73,7 @@ pub(super) async fn proxy(
             headers.remove(HOST);
         }
     }
-    set_forwarded(headers, conn, trusted, host);
+    set_forwarded(headers, &conn.peer_ip, conn.scheme, trusted, host);
     headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
 
     let path = upstream_path(&parts.uri, rewrite)?;

@@ -1,6 +1,7 @@
 //! One request, top to bottom: load the snapshot, harden, route, answer or forward. Every
 //! failure becomes a response here (through `error.rs`), never an `Err` to hyper.
 
+use super::checks;
 use super::conn::ConnInfo;
 use super::fallback;
 use super::forward;
@@ -13,10 +14,10 @@ use crate::context::RequestCtx;
 use crate::error::{CircuitOpen, ProxyError};
 use crate::filter::{Chain, Outcome, Stage};
 use crate::router::Fields;
-use crate::snapshot::{RedirectTarget, Route, RouteAction, Snapshot, UnderscoreHeaders};
+use crate::snapshot::{RedirectTarget, Route, RouteAction, Snapshot};
 use crate::telemetry::trace::{Finished, Tracer};
-use http::header::{HOST, LOCATION, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::header::LOCATION;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use std::time::Duration;
 pub(crate) async fn handle(conn: &Arc<ConnInfo>, mut request: Request<Incoming>) -> Response<Body> {
     let _in_flight = conn.activity.begin();
     let snapshot = conn.gateway.snapshot.load_full();
-    let client = client_address(&snapshot, conn.peer.ip(), request.headers());
+    let client = client_address(&snapshot.trusted_proxies, conn.peer.ip(), request.headers());
     let mut ctx = RequestCtx::new(request_id(request.headers()), client);
     ctx.scheme = conn.scheme;
     if let Some(tracer) = &snapshot.tracer {
@@ -198,13 +199,24 @@ async fn serve<'a>(
     chain: &mut Chain<'a>,
     mut request: Request<Incoming>,
 ) -> Response<Body> {
-    if let Err(error) = check_request(&request, snapshot).and_then(|()| {
-        underscore_headers(
+    if let Err(error) = checks::check_request(&request, &snapshot.limits).and_then(|()| {
+        checks::underscore_headers(
             request.headers_mut(),
             snapshot.limits.headers_with_underscores,
         )
     }) {
         return fail(&mut chain.ctx, error);
+    }
+    if let Some(path) = checks::normalized_path(request.uri().path()) {
+        match with_path(request.uri(), &path) {
+            Some(uri) => *request.uri_mut() = uri,
+            None => {
+                return fail(
+                    &mut chain.ctx,
+                    ProxyError::BadRequest("invalid request target"),
+                )
+            }
+        }
     }
     if !snapshot.listener_filters.is_empty() {
         if let Some(filters) = snapshot.listener_filters.get(&*conn.listener) {
@@ -364,103 +376,15 @@ fn fail(ctx: &mut RequestCtx, error: ProxyError) -> Response<Body> {
     error.into_response(&ctx.request_id)
 }
 
-/// Framing and shape checks that hyper's parser leaves to us. Anything refused here is
-/// answered 4xx with `Connection: close` (see `ProxyError::closes_connection`).
-fn check_request<B>(request: &Request<B>, snapshot: &Snapshot) -> Result<(), ProxyError> {
-    let limits = &snapshot.limits;
-    let uri = request.uri();
-    let uri_len = uri.path_and_query().map_or(0, |p| p.as_str().len())
-        + uri.authority().map_or(0, |a| a.as_str().len());
-    if uri_len > limits.max_uri_bytes {
-        return Err(ProxyError::UriTooLong);
-    }
-    let headers = request.headers();
-    if headers.len() > limits.max_headers {
-        return Err(ProxyError::TooManyHeaders);
-    }
-    if request.method() == Method::CONNECT {
-        return Err(ProxyError::BadRequest("CONNECT is not supported"));
-    }
-    if let Some(scheme) = uri.scheme_str() {
-        if scheme != "http" && scheme != "https" {
-            return Err(ProxyError::BadRequest(
-                "unsupported scheme in request target",
-            ));
-        }
-    }
-    if request.version() <= Version::HTTP_11 {
-        let mut hosts = headers.get_all(HOST).iter();
-        let host = hosts.next();
-        if hosts.next().is_some() {
-            return Err(ProxyError::BadRequest("duplicate Host header"));
-        }
-        match host {
-            None if request.version() == Version::HTTP_11 && uri.authority().is_none() => {
-                return Err(ProxyError::BadRequest("missing Host header"));
-            }
-            Some(host) if !valid_host(host.as_bytes()) => {
-                return Err(ProxyError::BadRequest("invalid Host header"));
-            }
-            _ => {}
-        }
-        if request.version() < Version::HTTP_11 && headers.contains_key(TRANSFER_ENCODING) {
-            return Err(ProxyError::BadRequest("Transfer-Encoding in HTTP/1.0"));
-        }
-    }
-    if has_dot_segment(uri.path()) {
-        return Err(ProxyError::BadRequest("path contains dot segments"));
-    }
-    Ok(())
-}
-
-/// Applies `limits.headers_with_underscores`. Whatever the setting, an underscore spelling of
-/// a framing field (`Content_Length`, `Transfer_Encoding`) is refused: no client needs one,
-/// and an upstream that folds `_` into `-` would frame the request differently from us.
-fn underscore_headers(headers: &mut HeaderMap, mode: UnderscoreHeaders) -> Result<(), ProxyError> {
-    if !headers.keys().any(|name| name.as_str().contains('_')) {
-        return Ok(());
-    }
-    let mut doomed = Vec::new();
-    for name in headers.keys().filter(|name| name.as_str().contains('_')) {
-        let folded = name.as_str().replace('_', "-");
-        if folded == "content-length" || folded == "transfer-encoding" {
-            return Err(ProxyError::BadRequest(
-                "underscore in a framing header name",
-            ));
-        }
-        match mode {
-            UnderscoreHeaders::Reject => {
-                return Err(ProxyError::BadRequest("underscore in a header name"))
-            }
-            UnderscoreHeaders::Drop => doomed.push(name.clone()),
-            UnderscoreHeaders::Allow => {}
-        }
-    }
-    for name in doomed {
-        headers.remove(name);
-    }
-    Ok(())
-}
-
-/// host [ ":" port ], with reg-name or IP-literal characters only.
-fn valid_host(host: &[u8]) -> bool {
-    !host.is_empty()
-        && host.len() <= 255
-        && host.iter().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'[' | b']')
-        })
-}
-
-/// `/../` and `/./` segments, plain or percent-encoded: a prefix route must not be escaped by
-/// a path the upstream would normalise (`/public/../admin`).
-fn has_dot_segment(path: &str) -> bool {
-    if !path.contains("/.") && !path.contains("%2e") && !path.contains("%2E") {
-        return false;
-    }
-    path.split('/').any(|segment| {
-        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
-        decoded == "." || decoded == ".."
-    })
+/// `uri` with its path replaced (query, scheme and authority kept).
+fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    Uri::from_parts(parts).ok()
 }
 
 fn redirect<B>(
@@ -489,17 +413,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dot_segments() {
-        assert!(has_dot_segment("/a/../b"));
-        assert!(has_dot_segment("/a/./b"));
-        assert!(has_dot_segment("/a/.."));
-        assert!(has_dot_segment("/a/%2e%2E/b"));
-        assert!(!has_dot_segment("/a/.well-known/b"));
-        assert!(!has_dot_segment("/a/b.c/..d"));
-        assert!(!has_dot_segment("/"));
-    }
-
-    #[test]
     fn log_durations_have_three_decimals_at_most() {
         for micros in (0..200_000).chain([6_369, 123_456_789]) {
             let text = millis(Duration::from_micros(micros)).to_string();
@@ -507,14 +420,5 @@ mod tests {
             assert!(decimals <= 3, "{micros} µs prints as {text}");
         }
         assert_eq!(millis(Duration::from_nanos(6_369_123)).to_string(), "6.369");
-    }
-
-    #[test]
-    fn hosts() {
-        assert!(valid_host(b"api.example.com:8080"));
-        assert!(valid_host(b"[::1]:80"));
-        assert!(!valid_host(b""));
-        assert!(!valid_host(b"a b"));
-        assert!(!valid_host(b"a/b"));
     }
 }

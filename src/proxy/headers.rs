@@ -1,10 +1,11 @@
 //! Request and response header work shared by the proxy: the request id, the authority the
 //! client addressed, hop-by-hop removal, and X-Forwarded-* with `trusted_proxies`.
 
-use super::conn::ConnInfo;
-use crate::snapshot::Snapshot;
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, FORWARDED, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use ipnet::IpNet;
 use std::net::IpAddr;
 
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -110,9 +111,13 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-pub(super) fn set_forwarded(
+/// The X-Forwarded-* fields the upstream gets. From a trusted peer the chain is extended and
+/// its other fields kept; from anyone else, what the client sent is replaced, and its
+/// `Forwarded` (RFC 7239), which makes the same claims, removed.
+pub(crate) fn set_forwarded(
     headers: &mut HeaderMap,
-    conn: &ConnInfo,
+    peer_ip: &HeaderValue,
+    scheme: &'static str,
     trusted: bool,
     host: Option<HeaderValue>,
 ) {
@@ -124,18 +129,14 @@ pub(super) fn set_forwarded(
             .collect::<Vec<_>>()
             .join(", ");
         let value = if chain.is_empty() {
-            conn.peer_ip.clone()
+            peer_ip.clone()
         } else {
-            let peer = conn.peer_ip.to_str().unwrap_or("unknown");
-            HeaderValue::try_from(format!("{chain}, {peer}"))
-                .unwrap_or_else(|_| conn.peer_ip.clone())
+            let peer = peer_ip.to_str().unwrap_or("unknown");
+            HeaderValue::try_from(format!("{chain}, {peer}")).unwrap_or_else(|_| peer_ip.clone())
         };
         headers.insert(X_FORWARDED_FOR.clone(), value);
         if !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(
-                X_FORWARDED_PROTO.clone(),
-                HeaderValue::from_static(conn.scheme),
-            );
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
         }
         if !headers.contains_key(&X_FORWARDED_HOST) {
             if let Some(host) = host {
@@ -143,11 +144,9 @@ pub(super) fn set_forwarded(
             }
         }
     } else {
-        headers.insert(X_FORWARDED_FOR.clone(), conn.peer_ip.clone());
-        headers.insert(
-            X_FORWARDED_PROTO.clone(),
-            HeaderValue::from_static(conn.scheme),
-        );
+        headers.insert(X_FORWARDED_FOR.clone(), peer_ip.clone());
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+        headers.remove(FORWARDED);
         match host {
             Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host),
             None => headers.remove(&X_FORWARDED_HOST),
@@ -157,14 +156,18 @@ pub(super) fn set_forwarded(
 
 /// The client as far as `trusted_proxies` let the gateway see: the peer itself, or behind a
 /// trusted peer the right-most X-Forwarded-For entry that is not itself a trusted proxy.
-pub(crate) fn client_address(snapshot: &Snapshot, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-    if snapshot.trusted_proxies.is_empty() || !snapshot.is_trusted(peer) {
+pub(crate) fn client_address(trusted: &[IpNet], peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    if trusted.is_empty() || !is_trusted(trusted, peer) {
         return peer;
     }
-    forwarded_client(headers, snapshot).unwrap_or(peer)
+    forwarded_client(headers, trusted).unwrap_or(peer)
 }
 
-fn forwarded_client(headers: &HeaderMap, snapshot: &Snapshot) -> Option<IpAddr> {
+pub(crate) fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+fn forwarded_client(headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
     let entries: Vec<IpAddr> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
@@ -175,7 +178,7 @@ fn forwarded_client(headers: &HeaderMap, snapshot: &Snapshot) -> Option<IpAddr> 
     entries
         .iter()
         .rev()
-        .find(|ip| !snapshot.is_trusted(**ip))
+        .find(|ip| !is_trusted(trusted, **ip))
         .or(entries.first())
         .copied()
 }

@@ -88,7 +88,13 @@ fn head(mirror: &Mirror, parts: &Parts, conn: &ConnInfo, trusted: bool, ctx: &Re
         None => parts.headers.get(HOST).cloned(),
     };
     let headers = &mut copy.headers;
-    set_forwarded(headers, conn, trusted, client_host.clone());
+    set_forwarded(
+        headers,
+        &conn.peer_ip,
+        conn.scheme,
+        trusted,
+        client_host.clone(),
+    );
     headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
     headers.insert(mirror.header.clone(), HeaderValue::from_static("1"));
     let host = mirror.host.clone().or(client_host);

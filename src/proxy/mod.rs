@@ -6,11 +6,12 @@
 //! refreshes).
 
 mod background;
+pub(crate) mod checks;
 mod conn;
 mod fallback;
 mod forward;
 mod handler;
-mod headers;
+pub(crate) mod headers;
 mod mirror;
 mod per_ip;
 mod retry;

@@ -48,6 +48,19 @@ pub(crate) struct Limits {
     /// HTTP/2: streams the server had to reset for protocol errors before GOAWAY.
     pub(crate) h2_max_local_reset_streams: usize,
     pub(crate) headers_with_underscores: UnderscoreHeaders,
+    pub(crate) escaped_slashes: EscapedSlashes,
+}
+
+/// What happens to requests whose path holds `%2F` or `%5C`. Servers that decode them before
+/// routing (nginx, many frameworks) see a separator where the gateway's router saw none, so
+/// `/admin%2Fusers` would pass a catch-all route and reach `/admin/users`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum EscapedSlashes {
+    /// 400, connection closed (Envoy's recommended setting; Apache's default refuses them too).
+    #[default]
+    Reject,
+    /// Routed and sent on as they came, for upstreams that keep them escaped.
+    Keep,
 }
 
 /// What happens to request header fields whose names contain `_`. Many servers (CGI-style
@@ -80,6 +93,7 @@ impl Default for Limits {
             h2_max_pending_reset_streams: 20,
             h2_max_local_reset_streams: 1024,
             headers_with_underscores: UnderscoreHeaders::default(),
+            escaped_slashes: EscapedSlashes::default(),
         }
     }
 }

@@ -109,6 +109,19 @@ fn missing_empty_and_broken_files_give_one_clear_line() {
     assert!(syntax.contains("line 4"), "{syntax}");
 }
 
+/// A file that is valid YAML but no mapping (a stray word, a list) is named as a whole.
+#[test]
+fn a_file_that_is_no_mapping_is_one_clear_line() {
+    assert_eq!(
+        issues("admin_token\n"),
+        ["(top level): expected a mapping of sections (listeners, upstreams, routes …), found a string (line 1)"]
+    );
+    assert_eq!(
+        issues("- listeners\n- routes\n"),
+        ["(top level): expected a mapping of sections (listeners, upstreams, routes …), found a list (line 1)"]
+    );
+}
+
 #[test]
 fn shipped_config_is_valid() {
     let config = config::load(Path::new("gateway.yaml")).expect("gateway.yaml must validate");

@@ -101,6 +101,46 @@ async fn missing_duplicate_or_invalid_host() {
 async fn dot_segments_cannot_escape_a_prefix_route() {
     rejected("GET /public/../admin HTTP/1.1\r\nHost: x\r\n\r\n", 400).await;
     rejected("GET /public/%2e%2e/admin HTTP/1.1\r\nHost: x\r\n\r\n", 400).await;
+    // Tomcat drops `;params` before resolving dot segments: `/..;/` is `/../` to it.
+    rejected("GET /public/..;/admin HTTP/1.1\r\nHost: x\r\n\r\n", 400).await;
+    rejected("GET /public/..%3Bx/admin HTTP/1.1\r\nHost: x\r\n\r\n", 400).await;
+    rejected("GET /public/.%2e;/admin HTTP/1.1\r\nHost: x\r\n\r\n", 400).await;
+}
+
+#[tokio::test]
+async fn escaped_slashes_are_refused_unless_kept() {
+    rejected("GET /admin%2Fusers HTTP/1.1\r\nHost: x\r\n\r\n", 400).await;
+    rejected("GET /admin%5cusers HTTP/1.1\r\nHost: x\r\n\r\n", 400).await;
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(up.addr, "limits: { escaped_slashes: keep }\n"));
+    assert_eq!(get(gw.addr(), "/repos/group%2Fproject").await.status, 200);
+    assert_eq!(up.last().path, "/repos/group%2Fproject");
+    // Kept escaped slashes still make no dot segment.
+    let reply = get(gw.addr(), "/public%2F..%2Fadmin").await;
+    assert_eq!(reply.status, 400);
+}
+
+/// `/%61dmin/` is `/admin/` to every server: routed, and sent on, as that.
+#[tokio::test]
+async fn percent_encoded_unreserved_characters_are_routed_decoded() {
+    let up = upstream().run().await;
+    let admin =
+        "  - name: admin\n    match: { path_prefix: /admin/ }\n    respond: { status: 403 }\n";
+    let yaml = simple_yaml(up.addr, "").replace("routes:\n", &format!("routes:\n{admin}"));
+    let gw = gateway(&yaml);
+    assert_eq!(get(gw.addr(), "/%61dmin/users").await.status, 403);
+    assert_eq!(get(gw.addr(), "/%61%64%6D%69%6E/users").await.status, 403);
+    assert_eq!(
+        up.requests(),
+        0,
+        "an encoded /admin/ passed the catch-all route"
+    );
+    assert_eq!(
+        get(gw.addr(), "/docs/%7Euser/a%20b?q=%61").await.status,
+        200
+    );
+    let seen = up.last();
+    assert_eq!(seen.path, "/docs/~user/a%20b?q=%61");
 }
 
 #[tokio::test]

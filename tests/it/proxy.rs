@@ -64,12 +64,14 @@ async fn forwarded_headers_from_an_untrusted_peer_are_replaced() {
         .header("x-forwarded-for", "6.6.6.6")
         .header("x-forwarded-proto", "https")
         .header("x-forwarded-host", "evil.example")
+        .header("forwarded", "for=6.6.6.6;proto=https")
         .body(empty())
         .unwrap();
     let headers = client.request(request).await.json()["headers"].clone();
     assert_eq!(headers["x-forwarded-for"], serde_json::json!(["127.0.0.1"]));
     assert_eq!(headers["x-forwarded-proto"][0], "http");
     assert_eq!(headers["x-forwarded-host"][0], "api.example.com");
+    assert!(headers.get("forwarded").is_none(), "{headers}");
 }
 
 #[tokio::test]
@@ -80,11 +82,13 @@ async fn forwarded_headers_from_a_trusted_peer_are_extended() {
     let request = req("GET", "/")
         .header("x-forwarded-for", "203.0.113.9")
         .header("x-forwarded-proto", "https")
+        .header("forwarded", "for=203.0.113.9")
         .body(empty())
         .unwrap();
     let headers = client.request(request).await.json()["headers"].clone();
     assert_eq!(headers["x-forwarded-for"][0], "203.0.113.9, 127.0.0.1");
     assert_eq!(headers["x-forwarded-proto"][0], "https");
+    assert_eq!(headers["forwarded"][0], "for=203.0.113.9");
 }
 
 #[tokio::test]

@@ -25,6 +25,8 @@ pub(crate) mod store;
 pub(crate) mod targeted;
 
 use key::request_host;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use serve::not_modified;
 pub(crate) use key::Purge;
 pub(crate) use spec::{Cache, CacheSpec};
 

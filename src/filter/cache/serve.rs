@@ -72,27 +72,49 @@ fn unsatisfied(len: usize) -> HeaderValue {
 /// Whether the client's conditional matches the stored response: `If-None-Match` decides
 /// when present (weak comparison), else `If-Modified-Since` against the stored
 /// `Last-Modified`, or its `Date` when it has none (RFC 9111 §4.3.2).
-fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
-    match (request.get(IF_NONE_MATCH), stored.get(ETAG)) {
-        (Some(wanted), Some(etag)) => wanted
-            .to_str()
-            .ok()
-            .is_some_and(|w| w.trim() == "*" || w.split(',').any(|t| weak_eq(t, etag))),
-        (Some(_), None) => false,
-        (None, _) => policy::date(request, IF_MODIFIED_SINCE).is_some_and(|since| {
-            policy::date(stored, http::header::LAST_MODIFIED)
-                .or_else(|| policy::date(stored, http::header::DATE))
-                .is_some_and(|modified| modified <= since)
-        }),
+pub(crate) fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
+    let mut lists = request.get_all(IF_NONE_MATCH).iter().peekable();
+    if lists.peek().is_some() {
+        // Weak comparison (RFC 9110 §13.1.2): the opaque tags, whatever their W/ marks.
+        let Some(etag) = stored.get(ETAG).and_then(|e| e.to_str().ok()).and_then(opaque_tag) else {
+            return false;
+        };
+        return lists.filter_map(|v| v.to_str().ok()).any(|list| {
+            list.trim() == "*" || entity_tags(list).is_some_and(|tags| tags.contains(&etag))
+        });
     }
+    policy::date(request, IF_MODIFIED_SINCE).is_some_and(|since| {
+        policy::date(stored, http::header::LAST_MODIFIED)
+            .or_else(|| policy::date(stored, http::header::DATE))
+            .is_some_and(|modified| modified <= since)
+    })
 }
 
-/// Weak comparison of entity tags (RFC 9110 §8.8.3.2), for `If-None-Match`.
-fn weak_eq(candidate: &str, etag: &HeaderValue) -> bool {
-    fn strip(tag: &str) -> &str {
-        tag.trim().trim_start_matches("W/")
+/// The opaque tag (`"…"`) of one well-formed entity tag, `[W/]"…"` (RFC 9110 §8.8.3).
+fn opaque_tag(tag: &str) -> Option<&str> {
+    let tag = tag.trim();
+    let opaque = tag.strip_prefix("W/").unwrap_or(tag);
+    let inner = opaque.strip_prefix('"')?.strip_suffix('"')?;
+    inner.bytes().all(|b| b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80).then_some(opaque)
+}
+
+/// The opaque tags of an `If-None-Match` list; `None` when it is not a list of entity tags
+/// (then nothing matches). A comma inside a tag's quotes belongs to the tag.
+fn entity_tags(list: &str) -> Option<Vec<&str>> {
+    let mut tags = Vec::new();
+    let mut rest = list.trim();
+    while !rest.is_empty() {
+        let start = rest.strip_prefix("W/").unwrap_or(rest);
+        let end = start.get(1..)?.find('"')? + 2;
+        tags.push(opaque_tag(start.get(..end)?)?);
+        rest = start[end..].trim_start();
+        rest = match rest.strip_prefix(',') {
+            Some(more) => more.trim_start(),
+            None if rest.is_empty() => rest,
+            None => return None,
+        };
     }
-    etag.to_str().is_ok_and(|e| strip(candidate) == strip(e))
+    Some(tags)
 }
 
 /// The parts of a request the cache answers later from what it kept of it: its headers, and
@@ -104,4 +126,33 @@ pub(super) fn request_parts(headers: HeaderMap, head: bool) -> Parts {
         parts.method = Method::HEAD;
     }
     parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered_304(if_none_match: &[&str], etag: &str) -> bool {
+        let mut request = HeaderMap::new();
+        for list in if_none_match {
+            request.append(IF_NONE_MATCH, HeaderValue::from_str(list).unwrap());
+        }
+        let mut stored = HeaderMap::new();
+        stored.insert(ETAG, HeaderValue::from_str(etag).unwrap());
+        not_modified(&request, &stored)
+    }
+
+    #[test]
+    fn if_none_match_names_whole_entity_tags() {
+        assert!(answered_304(&["\"b,c\""], "\"b,c\""));
+        assert!(answered_304(&["W/\"a\", \"b\""], "W/\"b\""));
+        assert!(answered_304(&["\"x\"", "\"y\""], "\"y\""));
+        assert!(answered_304(&["*"], "\"z\""));
+        // A comma inside quotes separates nothing; an unclosed quote matches nothing.
+        assert!(!answered_304(&["\"a\", \"b,c."], "\"b"));
+        assert!(!answered_304(&["Wol: max-/\"a\", \"b,c."], "\"b"));
+        assert!(!answered_304(&["\"a\""], "\"a"));
+        assert!(!answered_304(&["\"a\" \"b\""], "\"b\""));
+        assert!(!answered_304(&["W/W/\"a\""], "\"a\""));
+    }
 }

@@ -22,7 +22,7 @@ pub use provider::{KeySpec, Keys, Provider, ProviderSpec};
 
 pub use jwks::{JwksSpec, RemoteKeys};
 pub use keys::KeyRing;
-use token::find_token;
+pub(crate) use token::find_token;
 pub use token::{Refusal, TokenSource};
 
 use super::{Filter, Flow};

@@ -32,7 +32,7 @@ pub enum TokenSource {
 /// value (two `Authorization` headers, two cookies or query parameters of the same name), or
 /// two places holding different tokens, is a malformed request (RFC 6750 §3.1): the gateway
 /// would verify one value while the upstream might read the other.
-pub(super) fn find_token<'r>(req: &'r Parts, sources: &[TokenSource]) -> Result<&'r str, Refusal> {
+pub(crate) fn find_token<'r>(req: &'r Parts, sources: &[TokenSource]) -> Result<&'r str, Refusal> {
     let mut found: Option<&str> = None;
     for source in sources {
         let token = match source {
