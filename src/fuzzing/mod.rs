@@ -8,6 +8,7 @@ pub mod cache;
 pub mod config;
 pub mod discovery;
 pub mod forwarded;
+pub mod http1;
 pub mod jwt;
 pub mod request;
 
@@ -23,6 +24,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("jwt", jwt::jwt),
     ("cache", cache::cache),
     ("discovery", discovery::discovery),
+    ("http1", http1::http1),
 ];
 
 #[cfg(test)]
