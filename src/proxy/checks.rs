@@ -104,7 +104,8 @@ fn valid_host(host: &[u8]) -> bool {
 /// escaped by a path the upstream would normalise (`/public/../admin`).
 fn has_dot_segment(path: &str) -> bool {
     let encoded = path.contains('%');
-    if !path.contains('.') && !encoded {
+    // Without escapes, a dot segment starts right after a separator.
+    if !encoded && !path.contains("/.") && !path.contains("\\.") {
         return false;
     }
     let decoded = match encoded {
