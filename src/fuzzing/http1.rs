@@ -78,12 +78,18 @@ fn start_upstream(seen: Arc<Mutex<Vec<Option<String>>>>) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     let address = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
     let _ = listener.set_nonblocking(true);
+    let (ready, started) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build();
         let Ok(runtime) = runtime else { return };
         runtime.block_on(async move {
+            // The gateway writes to clients that may have gone, and writev cannot be told not
+            // to raise SIGPIPE. Its binary ignores the signal, as every Rust program does;
+            // under the fuzzer's own main it would end the process, so it is handled here.
+            let _pipe = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::pipe());
+            let _ = ready.send(());
             let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                 return;
             };
@@ -114,6 +120,7 @@ fn start_upstream(seen: Arc<Mutex<Vec<Option<String>>>>) -> SocketAddr {
             }
         });
     });
+    let _ = started.recv();
     address
 }
 
