@@ -4,13 +4,15 @@
 //! a 206 or an answer to credentials the response does not share; an invalid `Age` makes the
 //! response stale, a valid one is counted in full; a 304 only for a tag the request names.
 
+use super::fields::header_lines;
 use crate::filter::cache::not_modified;
 use crate::filter::cache::policy::{
     initial_age, received_age, storable, AuthorizedAnswers, Directives, Lifetimes, NotStored,
     ReceivedAge, Rules,
 };
 use http::header::{AGE, AUTHORIZATION, ETAG, IF_NONE_MATCH, SET_COOKIE, VARY};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
+
 use std::time::{Duration, SystemTime};
 
 const STATUSES: [u16; 8] = [200, 203, 204, 206, 301, 404, 101, 500];
@@ -22,8 +24,8 @@ pub fn cache(data: &[u8]) {
     let status = StatusCode::from_u16(STATUSES[usize::from(choice) % STATUSES.len()])
         .unwrap_or(StatusCode::OK);
     let (request, response) = match rest.windows(2).position(|w| w == b"\n\n") {
-        Some(at) => (fields(&rest[..at]), fields(&rest[at + 2..])),
-        None => (HeaderMap::new(), fields(rest)),
+        Some(at) => (header_lines(&rest[..at]), header_lines(&rest[at + 2..])),
+        None => (HeaderMap::new(), header_lines(rest)),
     };
     let rules = Rules::untargeted(&response);
     let route = Lifetimes {
@@ -97,24 +99,8 @@ pub fn cache(data: &[u8]) {
     }
 }
 
-/// `name: value` lines.
-fn fields(text: &[u8]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for line in text.split(|b| *b == b'\n') {
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
-            continue;
-        };
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&line[..colon]),
-            HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
-        ) {
-            map.append(name, value);
-        }
-    }
-    map
-}
-
-/// An entity tag without its weakness mark: what weak comparison compares.
+/// An entity tag without its weakness mark: what weak comparison compares. This and
+/// `entity_tags` are written apart from the cache's own reading, as the oracle.
 fn opaque(tag: &str) -> &str {
     let tag = tag.trim();
     tag.strip_prefix("W/").unwrap_or(tag)

@@ -4,9 +4,11 @@
 //! of the chain right of which there are trusted proxies only; a trusted chain is kept and
 //! the peer appended.
 
+use super::fields::header_lines;
 use crate::proxy::headers::{client_address, is_trusted, set_forwarded};
 use http::header::FORWARDED;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderValue;
+
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -22,19 +24,7 @@ pub fn forwarded(data: &[u8]) {
         Ok(peer) => peer,
         Err(_) => return,
     };
-    let mut headers = HeaderMap::new();
-    for line in rest.split(|b| *b == b'\n') {
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
-            continue;
-        };
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&line[..colon]),
-            HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
-        ) else {
-            continue;
-        };
-        headers.append(name, value);
-    }
+    let headers = header_lines(rest);
     let peer_trusted = is_trusted(&trusted, peer);
     let client = client_address(&trusted, peer, &headers);
     let chain: Vec<IpAddr> = headers

@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod config;
 pub mod discovery;
+mod fields;
 pub mod forwarded;
 pub mod http1;
 pub mod jwt;
