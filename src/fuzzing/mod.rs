@@ -9,6 +9,7 @@ pub mod config;
 pub mod discovery;
 mod fields;
 pub mod forwarded;
+mod framing;
 pub mod http1;
 pub mod jwt;
 pub mod request;
