@@ -15,9 +15,9 @@ use crate::snapshot::{Rewrite, Snapshot};
 use crate::telemetry::UpstreamOutcome;
 use crate::upstream::split::key_hash;
 use crate::upstream::{Protocol, Strategy, Upstream, BALANCE_SEED};
-use http::header::{CONNECTION, HOST, UPGRADE};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +64,17 @@ pub(super) async fn proxy(
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, protocol);
     }
+    let protocol = upstream.spec.protocol;
+    if protocol == Protocol::Http1
+        && matches!(parts.method, Method::GET | Method::HEAD)
+        && !body.is_end_stream()
+        && !headers.contains_key(CONTENT_LENGTH)
+    {
+        // hyper's client sends a GET or HEAD body of unknown length as no body at all
+        // unless the request asks for chunked: the client's chunked body is sent on as
+        // chunked, not dropped.
+        headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    }
     let upstream_host = rewrite.host.clone().or_else(|| host.clone());
     match &upstream_host {
         Some(value) => {
@@ -77,7 +88,6 @@ pub(super) async fn proxy(
     headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
 
     let path = upstream_path(&parts.uri, rewrite)?;
-    let protocol = upstream.spec.protocol;
     parts.uri = upstream
         .target(&endpoint, upstream_host.as_ref(), path)
         .ok_or(ProxyError::BadRequest("invalid request target"))?;

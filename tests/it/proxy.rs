@@ -23,6 +23,29 @@ async fn forwards_method_path_query_and_body() {
     assert_eq!(echo["headers"]["host"][0], gw.addr().to_string());
 }
 
+/// A GET or HEAD may carry a body (search APIs do); one sent chunked arrives whole, and the
+/// connection goes on with the next request.
+#[tokio::test]
+async fn a_chunked_body_on_a_get_or_head_is_forwarded() {
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(up.addr, ""));
+    let payload = "GET /search HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+        5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n\
+        HEAD /head HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+        GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let reply = raw(gw.addr(), payload.as_bytes(), Duration::from_secs(5)).await;
+    assert!(reply.closed);
+    assert_eq!(reply.responses(), 3, "{}", reply.text);
+    let seen: Vec<_> = up
+        .seen()
+        .into_iter()
+        .map(|s| (s.path, s.body_len))
+        .collect();
+    let expected = [("/search", 11), ("/head", 3), ("/next", 0)];
+    let expected: Vec<_> = expected.iter().map(|(p, n)| (p.to_string(), *n)).collect();
+    assert_eq!(seen, expected);
+}
+
 #[tokio::test]
 async fn hop_by_hop_headers_are_removed_both_ways() {
     let up = upstream().run().await;
