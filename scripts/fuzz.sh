@@ -6,6 +6,8 @@
 # fuzz/artifacts/<target>/; make it a regression test by copying it into the target's corpus
 # (the unit test `corpora_replay_without_a_broken_invariant` replays every corpus).
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
+# FUZZ_BUILD="--dev --sanitizer none" builds faster and fuzzes slower (CI's short runs); the
+# default is an optimised build with AddressSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-30}"
@@ -23,7 +25,8 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     mapfile -t targets < <(cargo +"$toolchain" fuzz list --fuzz-dir fuzz)
 fi
-cargo +"$toolchain" fuzz build --fuzz-dir fuzz 2>&1 | tail -n 30
+read -r -a build <<<"${FUZZ_BUILD:-}"
+cargo +"$toolchain" fuzz build --fuzz-dir fuzz "${build[@]}" 2>&1 | tail -n 30
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 failed=()
@@ -32,7 +35,7 @@ for target in "${targets[@]}"; do
     case "$target" in config*) dict=fuzz/dict/yaml.dict ;; esac
     mkdir -p "$scratch/$target"
     echo "== fuzz $target (${seconds}s)"
-    if ! cargo +"$toolchain" fuzz run --fuzz-dir fuzz "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
+    if ! cargo +"$toolchain" fuzz run --fuzz-dir fuzz "${build[@]}" "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=8192 \
         -dict="$dict" -print_final_stats=1 2>"$scratch/$target.log"; then
         failed+=("$target")
