@@ -14,11 +14,18 @@ window waits for the exports of its own requests, which count too); then FLOOR, 
 hyper proxy of examples/floor_proxy.rs, the same way. Allocations are the calls to malloc, calloc
 and realloc in the same window. Argument: the binary to measure (default target/release/portcullis), so two builds can
 be compared on the same machine.
+
+LOADED=1 measures instead under load, as the load benchmark drives the proxies: the bare route of
+Portcullis, the floor, HAProxy and nginx (configured as in load.py), each under callgrind and
+saturated by wrk with 64 keep-alive connections for LOADED_SECONDS (8); instructions and
+allocations are divided by the requests wrk completed in the window. One request at a time pays
+each event-loop turn for one request; under load the turns are shared, as in production.
 """
 
 import glob
 import http.client
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -112,8 +119,102 @@ def under_callgrind(args, tmp):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+LOADED_PORTS = {"portcullis": 19191, "floor": 19192, "haproxy": 19193, "nginx": 19194}
+
+
+def loaded(tmp):
+    """(instructions, allocations) per request of each proxy saturated by wrk."""
+    upstream = f"127.0.0.1:{PORTS['upstream']}"
+    ports = LOADED_PORTS
+    with open(f"{tmp}/gateway.yaml", "w") as f:
+        f.write(CONFIG.replace(f"127.0.0.1:{PORTS['portcullis']}", f"127.0.0.1:{ports['portcullis']}"))
+    os.makedirs(f"{tmp}/nginx/logs", exist_ok=True)
+    with open(f"{tmp}/nginx/nginx.conf", "w") as f:
+        f.write(f"""worker_processes 1; master_process off; daemon off;
+pid {tmp}/nginx/nginx.pid;
+error_log {tmp}/nginx/logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    upstream bench {{ server {upstream}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{ports['nginx']};
+        location / {{
+            proxy_pass http://bench;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+}}
+""")
+    with open(f"{tmp}/haproxy.cfg", "w") as f:
+        f.write(f"""global
+    nbthread 1
+    maxconn 8192
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+    option http-keep-alive
+    option forwardfor
+    http-reuse always
+frontend bench
+    bind 127.0.0.1:{ports['haproxy']}
+    default_backend bench
+backend bench
+    server s0 {upstream}
+""")
+    commands = {
+        "PORTCULLIS": [BINARY, "-c", f"{tmp}/gateway.yaml", "--workers", "1", "--log-level", "warn"],
+        "FLOOR": [f"{ROOT}/target/release/examples/floor_proxy", f"127.0.0.1:{ports['floor']}", upstream],
+        "HAPROXY": ["haproxy", "-f", f"{tmp}/haproxy.cfg", "-db"],
+        "NGINX": ["nginx", "-p", f"{tmp}/nginx", "-c", f"{tmp}/nginx/nginx.conf"],
+    }
+    seconds = os.environ.get("LOADED_SECONDS", "8")
+    per_request = {}
+    for name, command in commands.items():
+        port = ports[name.lower()]
+        proxy = under_callgrind(command, tmp)
+        try:
+            wait_port(port, timeout=60)
+            url = f"http://127.0.0.1:{port}/"
+            subprocess.run(["wrk", "-t1", "-c64", "-d2s", url], check=True, capture_output=True)
+            subprocess.run(["callgrind_control", "-z", str(proxy.pid)], check=True, capture_output=True)
+            out = subprocess.run(["wrk", "-t1", "-c64", f"-d{seconds}s", url], check=True,
+                                 capture_output=True, text=True).stdout
+            subprocess.run(["callgrind_control", "-d", str(proxy.pid)], check=True, capture_output=True)
+            time.sleep(0.5)
+        finally:
+            proxy.terminate()
+            proxy.wait()
+        requests = int(re.search(r"(\d+) requests in", out).group(1))
+        dump = max(glob.glob(f"{tmp}/out.*"), key=os.path.getmtime)
+        total, allocations = counts(dump)
+        os.remove(dump)
+        per_request[name] = (total / requests, allocations / requests)
+    return per_request
+
+
 def main():
     per_request = {}
+    if os.environ.get("LOADED") == "1":
+        with tempfile.TemporaryDirectory() as tmp:
+            upstream = subprocess.Popen([f"{ROOT}/target/release/examples/bench_upstream",
+                                         f"127.0.0.1:{PORTS['upstream']}", "100"])
+            try:
+                wait_port(PORTS["upstream"])
+                per_request = loaded(tmp)
+            finally:
+                upstream.terminate()
+                upstream.wait()
+        print(f"{os.path.basename(BINARY)}: per request, saturated by 64 connections")
+        print(f"  {'':<11}{'instructions':>13}{'vs floor':>10}{'allocations':>13}")
+        floor = per_request["FLOOR"][0]
+        for name, (count, allocations) in per_request.items():
+            print(f"  {name:<11}{count:13.0f}{count / floor:9.3f}x{allocations:13.1f}")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         with open(f"{tmp}/gateway.yaml", "w") as f:
             f.write(CONFIG)
