@@ -24,6 +24,7 @@ mod server;
 mod snapshot;
 mod store;
 pub mod telemetry;
+mod timer;
 mod tls;
 pub mod upstream;
 mod worker;

@@ -266,7 +266,7 @@ async fn serve_http<I>(
     } else {
         let mut builder = http1::Builder::new();
         builder
-            .timer(TokioTimer::new())
+            .timer(crate::timer::WheelTimer)
             .header_read_timeout(limits.header_read_timeout)
             .max_header_size(limits.max_header_bytes)
             .keep_alive(true);

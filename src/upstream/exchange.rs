@@ -122,7 +122,7 @@ impl Upstream {
                     }
                 }
             };
-            let outcome = tokio::time::timeout(timeouts.response, attempt).await;
+            let outcome = crate::timer::timeout(timeouts.response, attempt).await;
             match outcome {
                 Err(_) => return Err(ProxyError::ResponseTimeout),
                 Ok(Ok((response, h1))) => {

@@ -1,0 +1,268 @@
+//! Deadlines that almost never fire, kept cheaply: every request has a header-read deadline
+//! (hyper's, for the next request on its connection) and an upstream response deadline,
+//! and nearly all are cancelled long before they are due. A tokio timer costs a wheel
+//! registration, its removal and clock conversions each time: about a tenth of a proxied
+//! request's instructions for those two. Here a deadline is an entry in its thread's list,
+//! under an uncontended lock; one task per thread sleeps until the earliest entry is due,
+//! wakes what is due and sleeps again. Entries come and go without touching tokio's timer,
+//! which is re-armed only when a new deadline is earlier than every other one.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// The deadlines of one thread, and the task that fires them.
+#[derive(Default)]
+struct Wheel {
+    entries: Mutex<Entries>,
+    /// Told when a deadline earlier than every other one arrives.
+    earlier: Notify,
+    /// Whether the firing task runs (it ends with the runtime it was spawned on).
+    firing: AtomicBool,
+}
+
+#[derive(Default)]
+struct Entries {
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    /// When the firing task wakes next; `None` while it waits for a first deadline.
+    next: Option<Instant>,
+}
+
+struct Slot {
+    deadline: Instant,
+    waker: Option<Waker>,
+    fired: bool,
+    used: bool,
+}
+
+thread_local! {
+    static WHEEL: RefCell<Option<Arc<Wheel>>> = const { RefCell::new(None) };
+}
+
+/// This thread's wheel, made (with its firing task, on the current runtime) on first use, and
+/// again should the runtime that ran the task have ended.
+fn wheel() -> Arc<Wheel> {
+    WHEEL.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        match &*cell {
+            Some(wheel) if wheel.firing.load(Ordering::Relaxed) => Arc::clone(wheel),
+            _ => {
+                let wheel = Arc::new(Wheel::default());
+                wheel.firing.store(true, Ordering::Relaxed);
+                tokio::spawn(fire(Arc::clone(&wheel)));
+                *cell = Some(Arc::clone(&wheel));
+                wheel
+            }
+        }
+    })
+}
+
+impl Wheel {
+    fn lock(&self) -> MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Marks the wheel as without its firing task when the task ends with its runtime.
+struct Firing(Arc<Wheel>);
+
+impl Drop for Firing {
+    fn drop(&mut self) {
+        self.0.firing.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Wakes due entries; sleeps until the earliest other one, or until an earlier one arrives.
+async fn fire(wheel: Arc<Wheel>) {
+    let firing = Firing(wheel);
+    let wheel = &firing.0;
+    loop {
+        let mut due = Vec::new();
+        let next = {
+            let mut entries = wheel.lock();
+            let now = Instant::now();
+            let mut next: Option<Instant> = None;
+            for slot in entries.slots.iter_mut().filter(|s| s.used && !s.fired) {
+                if slot.deadline <= now {
+                    slot.fired = true;
+                    due.extend(slot.waker.take());
+                } else {
+                    next = Some(next.map_or(slot.deadline, |n| n.min(slot.deadline)));
+                }
+            }
+            entries.next = next;
+            next
+        };
+        due.into_iter().for_each(Waker::wake);
+        let earlier = wheel.earlier.notified();
+        match next {
+            Some(next) => {
+                let _ = tokio::time::timeout_at(next.into(), earlier).await;
+            }
+            None => earlier.await,
+        }
+    }
+}
+
+/// A deadline on this thread's wheel: ready once it passed. Registers on its first pending
+/// poll and leaves the wheel when dropped.
+pub(crate) struct Sleep {
+    wheel: Arc<Wheel>,
+    deadline: Instant,
+    slot: Option<usize>,
+}
+
+impl Sleep {
+    pub(crate) fn until(deadline: Instant) -> Sleep {
+        Sleep {
+            wheel: wheel(),
+            deadline,
+            slot: None,
+        }
+    }
+
+    pub(crate) fn after(duration: Duration) -> Sleep {
+        Sleep::until(Instant::now() + duration)
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let mut entries = this.wheel.lock();
+        match this.slot {
+            Some(index) => {
+                let slot = &mut entries.slots[index];
+                if slot.fired {
+                    return Poll::Ready(());
+                }
+                match &mut slot.waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    waker => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            None => {
+                let slot = Slot {
+                    deadline: this.deadline,
+                    waker: Some(cx.waker().clone()),
+                    fired: false,
+                    used: true,
+                };
+                let index = match entries.free.pop() {
+                    Some(index) => {
+                        entries.slots[index] = slot;
+                        index
+                    }
+                    None => {
+                        entries.slots.push(slot);
+                        entries.slots.len() - 1
+                    }
+                };
+                this.slot = Some(index);
+                if entries.next.is_none_or(|next| this.deadline < next) {
+                    entries.next = Some(this.deadline);
+                    drop(entries);
+                    this.wheel.earlier.notify_one();
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let Some(index) = self.slot.take() {
+            let mut entries = self.wheel.lock();
+            entries.slots[index].used = false;
+            entries.slots[index].waker = None;
+            entries.free.push(index);
+        }
+    }
+}
+
+impl hyper::rt::Sleep for Sleep {}
+
+/// hyper's timer on the wheel: for the header-read deadline of every request.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WheelTimer;
+
+impl hyper::rt::Timer for WheelTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(Sleep::after(duration))
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(Sleep::until(deadline))
+    }
+}
+
+/// The deadline passed before the future finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Elapsed;
+
+/// `future`, unless `duration` passes first.
+pub(crate) async fn timeout<F: Future>(
+    duration: Duration,
+    future: F,
+) -> Result<F::Output, Elapsed> {
+    let mut future = std::pin::pin!(future);
+    let mut sleep = Sleep::after(duration);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        Pin::new(&mut sleep).poll(cx).map(|()| Err(Elapsed))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{timeout, Elapsed, Sleep};
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn deadlines_fire_in_order_and_cancelled_ones_do_not() {
+        let start = Instant::now();
+        // A later deadline first, so that the earlier one has to re-arm the firing task.
+        let late = tokio::spawn(Sleep::after(Duration::from_millis(300)));
+        let cancelled = Sleep::after(Duration::from_millis(50));
+        drop(cancelled);
+        Sleep::after(Duration::from_millis(100)).await;
+        let early = start.elapsed();
+        assert!(early >= Duration::from_millis(100), "{early:?}");
+        assert!(early < Duration::from_millis(250), "{early:?}");
+        late.await.unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[tokio::test]
+    async fn a_timeout_gives_the_output_or_elapsed() {
+        let fast = timeout(Duration::from_secs(5), async { 7 }).await;
+        assert_eq!(fast, Ok(7));
+        let started = Instant::now();
+        let slow = timeout(Duration::from_millis(50), std::future::pending::<()>()).await;
+        assert_eq!(slow, Err(Elapsed));
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn slots_are_reused() {
+        for _ in 0..100 {
+            let _ = timeout(Duration::from_millis(1), std::future::pending::<()>()).await;
+        }
+        let wheel = super::wheel();
+        let entries = wheel.lock();
+        assert!(entries.slots.len() <= 2, "{}", entries.slots.len());
+    }
+}
