@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-from load import wait_port
+from load import haproxy_config, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = sys.argv[1] if len(sys.argv) > 1 else f"{ROOT}/target/release/portcullis"
@@ -149,23 +149,7 @@ http {{
 }}
 """)
     with open(f"{tmp}/haproxy.cfg", "w") as f:
-        f.write(f"""global
-    nbthread 1
-    maxconn 8192
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 60s
-    timeout server 60s
-    option http-keep-alive
-    option forwardfor
-    http-reuse always
-frontend bench
-    bind 127.0.0.1:{ports['haproxy']}
-    default_backend bench
-backend bench
-    server s0 {upstream}
-""")
+        f.write(haproxy_config(f"127.0.0.1:{ports['haproxy']}", "roundrobin", f"    server s0 {upstream}"))
     commands = {
         "PORTCULLIS": [BINARY, "-c", f"{tmp}/gateway.yaml", "--workers", "1", "--log-level", "warn"],
         "FLOOR": [f"{ROOT}/target/release/examples/floor_proxy", f"127.0.0.1:{ports['floor']}", upstream],

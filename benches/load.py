@@ -103,6 +103,29 @@ def children(pid):
         return []
 
 
+def haproxy_config(bind, balance, servers):
+    """HAProxy as an equivalent keep-alive reverse proxy: one thread, connection reuse to the
+    upstream, X-Forwarded-For added, no log. `servers`: its `server` lines."""
+    return f"""global
+    nbthread 1
+    maxconn 8192
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+    option http-keep-alive
+    option forwardfor
+    http-reuse always
+frontend bench
+    bind {bind}
+    default_backend bench
+backend bench
+    balance {balance}
+{servers}
+"""
+
+
 def wait_port(port, timeout=10):
     """Waits until something accepts TCP connections on the port."""
     import socket
@@ -350,24 +373,7 @@ http {{
                 pem.write(open(cert).read() + open(key).read())
             haproxy_bind += f" ssl crt {tmp}/haproxy.pem"
         with open(f"{tmp}/haproxy.cfg", "w") as f:
-            f.write(f"""global
-    nbthread 1
-    maxconn 8192
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 60s
-    timeout server 60s
-    option http-keep-alive
-    option forwardfor
-    http-reuse always
-frontend bench
-    bind {haproxy_bind}
-    default_backend bench
-backend bench
-    balance {haproxy_balance}
-{haproxy_servers}
-""")
+            f.write(haproxy_config(haproxy_bind, haproxy_balance, haproxy_servers))
         haproxy = start(["taskset", "-c", "0", "haproxy", "-f", f"{tmp}/haproxy.cfg", "-db"])
         wait_port(PORTS["haproxy"])
         floor = None
