@@ -3,9 +3,10 @@
 //! and nearly all are cancelled long before they are due. A tokio timer costs a wheel
 //! registration, its removal and clock conversions each time: about a tenth of a proxied
 //! request's instructions for those two. Here a deadline is an entry in its thread's list,
-//! under an uncontended lock; one task per thread sleeps until the earliest entry is due,
-//! wakes what is due and sleeps again. Entries come and go without touching tokio's timer,
-//! which is re-armed only when a new deadline is earlier than every other one.
+//! under an uncontended lock, and one task per thread looks at the list every `TICK` while it
+//! holds any entry, waking what is due. Entries come and go without touching tokio's timer;
+//! a deadline fires up to `TICK` late. The look is one pass over the entries: 100 passes a
+//! second over 10,000 idle connections' deadlines is about a million comparisons a second.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -16,12 +17,15 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
+/// How often the firing task looks at a list that holds entries: how late a deadline may fire.
+const TICK: Duration = Duration::from_millis(10);
+
 /// The deadlines of one thread, and the task that fires them.
 #[derive(Default)]
 struct Wheel {
     entries: Mutex<Entries>,
-    /// Told when a deadline earlier than every other one arrives.
-    earlier: Notify,
+    /// Told when a first entry arrives while the firing task rests.
+    woken: Notify,
     /// Whether the firing task runs (it ends with the runtime it was spawned on).
     firing: AtomicBool,
 }
@@ -30,8 +34,8 @@ struct Wheel {
 struct Entries {
     slots: Vec<Slot>,
     free: Vec<usize>,
-    /// When the firing task wakes next; `None` while it waits for a first deadline.
-    next: Option<Instant>,
+    /// The firing task rests: the list was empty when it last looked.
+    resting: bool,
 }
 
 struct Slot {
@@ -78,34 +82,33 @@ impl Drop for Firing {
     }
 }
 
-/// Wakes due entries; sleeps until the earliest other one, or until an earlier one arrives.
+/// Wakes due entries every `TICK` while there are any; rests while there are none.
 async fn fire(wheel: Arc<Wheel>) {
     let firing = Firing(wheel);
     let wheel = &firing.0;
     loop {
         let mut due = Vec::new();
-        let next = {
+        let resting = {
             let mut entries = wheel.lock();
             let now = Instant::now();
-            let mut next: Option<Instant> = None;
+            let mut waiting = false;
             for slot in entries.slots.iter_mut().filter(|s| s.used && !s.fired) {
                 if slot.deadline <= now {
                     slot.fired = true;
                     due.extend(slot.waker.take());
                 } else {
-                    next = Some(next.map_or(slot.deadline, |n| n.min(slot.deadline)));
+                    waiting = true;
                 }
             }
-            entries.next = next;
-            next
+            entries.resting = !waiting;
+            entries.resting
         };
         due.into_iter().for_each(Waker::wake);
-        let earlier = wheel.earlier.notified();
-        match next {
-            Some(next) => {
-                let _ = tokio::time::timeout_at(next.into(), earlier).await;
-            }
-            None => earlier.await,
+        if resting {
+            // A registration since the look above left a permit: this returns at once.
+            wheel.woken.notified().await;
+        } else {
+            tokio::time::sleep(TICK).await;
         }
     }
 }
@@ -140,7 +143,9 @@ impl Future for Sleep {
         let mut entries = this.wheel.lock();
         match this.slot {
             Some(index) => {
-                let slot = &mut entries.slots[index];
+                let Some(slot) = entries.slots.get_mut(index) else {
+                    return Poll::Ready(());
+                };
                 if slot.fired {
                     return Poll::Ready(());
                 }
@@ -158,20 +163,20 @@ impl Future for Sleep {
                     used: true,
                 };
                 let index = match entries.free.pop() {
-                    Some(index) => {
+                    Some(index) if index < entries.slots.len() => {
                         entries.slots[index] = slot;
                         index
                     }
-                    None => {
+                    _ => {
                         entries.slots.push(slot);
                         entries.slots.len() - 1
                     }
                 };
                 this.slot = Some(index);
-                if entries.next.is_none_or(|next| this.deadline < next) {
-                    entries.next = Some(this.deadline);
+                if entries.resting {
+                    entries.resting = false;
                     drop(entries);
-                    this.wheel.earlier.notify_one();
+                    this.wheel.woken.notify_one();
                 }
                 Poll::Pending
             }
@@ -183,9 +188,11 @@ impl Drop for Sleep {
     fn drop(&mut self) {
         if let Some(index) = self.slot.take() {
             let mut entries = self.wheel.lock();
-            entries.slots[index].used = false;
-            entries.slots[index].waker = None;
-            entries.free.push(index);
+            if let Some(slot) = entries.slots.get_mut(index) {
+                slot.used = false;
+                slot.waker = None;
+                entries.free.push(index);
+            }
         }
     }
 }
@@ -229,16 +236,23 @@ pub(crate) async fn timeout<F: Future>(
 #[cfg(test)]
 mod tests {
     use super::{timeout, Elapsed, Sleep};
+    use std::future::Future;
     use std::time::{Duration, Instant};
+
+    /// A deadline that never fires must fail its test, not hang it.
+    async fn within<F: Future>(future: F) -> F::Output {
+        let guarded = tokio::time::timeout(Duration::from_secs(2), future);
+        guarded.await.expect("a deadline did not fire")
+    }
 
     #[tokio::test]
     async fn deadlines_fire_in_order_and_cancelled_ones_do_not() {
         let start = Instant::now();
-        // A later deadline first, so that the earlier one has to re-arm the firing task.
-        let late = tokio::spawn(Sleep::after(Duration::from_millis(300)));
+        // A later deadline first: the earlier one must not wait for it.
+        let late = tokio::spawn(within(Sleep::after(Duration::from_millis(300))));
         let cancelled = Sleep::after(Duration::from_millis(50));
         drop(cancelled);
-        Sleep::after(Duration::from_millis(100)).await;
+        within(Sleep::after(Duration::from_millis(100))).await;
         let early = start.elapsed();
         assert!(early >= Duration::from_millis(100), "{early:?}");
         assert!(early < Duration::from_millis(250), "{early:?}");
@@ -251,15 +265,32 @@ mod tests {
         let fast = timeout(Duration::from_secs(5), async { 7 }).await;
         assert_eq!(fast, Ok(7));
         let started = Instant::now();
-        let slow = timeout(Duration::from_millis(50), std::future::pending::<()>()).await;
+        let slow = within(timeout(
+            Duration::from_millis(50),
+            std::future::pending::<()>(),
+        ))
+        .await;
         assert_eq!(slow, Err(Elapsed));
         assert!(started.elapsed() < Duration::from_secs(2));
     }
 
     #[tokio::test]
+    async fn a_deadline_after_a_quiet_spell_fires() {
+        within(Sleep::after(Duration::from_millis(20))).await;
+        // Nothing registered: the firing task rests, and a new deadline must wake it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(super::wheel().lock().resting);
+        within(Sleep::after(Duration::from_millis(20))).await;
+    }
+
+    #[tokio::test]
     async fn slots_are_reused() {
         for _ in 0..100 {
-            let _ = timeout(Duration::from_millis(1), std::future::pending::<()>()).await;
+            let _ = within(timeout(
+                Duration::from_millis(1),
+                std::future::pending::<()>(),
+            ))
+            .await;
         }
         let wheel = super::wheel();
         let entries = wheel.lock();
