@@ -1,7 +1,7 @@
 //! What one request carries from the handler through the stages that serve it.
 
 use crate::telemetry::trace::TraceCtx;
-use crate::telemetry::UpstreamOutcome;
+use crate::telemetry::{RouteMeter, UpstreamOutcome};
 use http::HeaderValue;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -13,7 +13,8 @@ pub(crate) struct RequestCtx {
     pub(crate) client_ip: IpAddr,
     /// The scheme the client used to reach the gateway (`http` or `https`).
     pub(crate) scheme: &'static str,
-    pub(crate) route: Option<Arc<str>>,
+    /// The route that matched, by its meter, which also carries its name.
+    pub(crate) route: Option<RouteMeter>,
     pub(crate) started: Instant,
     /// The endpoint the request was sent to, if it was proxied.
     pub(crate) endpoint: Option<SocketAddr>,
@@ -48,6 +49,11 @@ impl RequestCtx {
             serde_json::Value::Null => None,
             other => Some(std::borrow::Cow::Owned(other.to_string())),
         }
+    }
+
+    /// The name of the route that matched, once one has.
+    pub(crate) fn route_name(&self) -> Option<&str> {
+        self.route.as_ref().map(|route| &**route.name())
     }
 
     /// A request that has just arrived: its id and client are known, nothing else yet.

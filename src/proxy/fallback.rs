@@ -100,7 +100,7 @@ pub(super) async fn answer(
             let own = std::mem::replace(&mut ctx.upstream, primary);
             ctx.endpoint = primary_endpoint;
             if let Some(own) = &own {
-                conn.gateway.metrics.requests.record_upstream(own);
+                own.upstream.record(own);
             }
             result?
         }

@@ -45,7 +45,7 @@ pub(super) async fn proxy(
     let Some(endpoint) = upstream.pick_for(key) else {
         let error = ProxyError::NoEndpoint(upstream.name.clone());
         ctx.upstream = Some(UpstreamOutcome {
-            upstream: Arc::clone(&upstream.name),
+            upstream: upstream.meter.clone(),
             elapsed: Duration::ZERO,
             error: error.upstream_kind(),
             status: None,
@@ -117,7 +117,7 @@ pub(super) async fn proxy(
         }
     };
     ctx.upstream = Some(UpstreamOutcome {
-        upstream: Arc::clone(&upstream.name),
+        upstream: upstream.meter.clone(),
         elapsed: sent.elapsed(),
         error: result.as_ref().err().and_then(ProxyError::upstream_kind),
         status: result.as_ref().ok().map(|r| r.status().as_u16()),

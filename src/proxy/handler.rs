@@ -42,14 +42,14 @@ pub(crate) async fn handle(conn: &Arc<ConnInfo>, mut request: Request<Incoming>)
     }
     let ctx = &chain.ctx;
     let elapsed = ctx.started.elapsed();
-    let route = ctx.route.as_ref().unwrap_or(&snapshot.no_route_label);
+    let route = ctx.route.as_ref().unwrap_or(&snapshot.no_route);
     let status = response.status().as_u16();
-    conn.gateway
-        .metrics
-        .requests
-        .record(route, method, status, elapsed, ctx.upstream.as_ref());
+    route.record(method, status, elapsed);
+    if let Some(outcome) = &ctx.upstream {
+        outcome.upstream.record(outcome);
+    }
     if let Some(entry) = access {
-        entry.log(ctx, route, status, &response, elapsed, conn);
+        entry.log(ctx, route.name(), status, &response, elapsed, conn);
     }
     let outcome = Outcome {
         status: Some(status),
@@ -86,7 +86,7 @@ fn finish_trace(
         trace: &trace,
         elapsed,
         status,
-        route: ctx.route.as_deref(),
+        route: ctx.route_name(),
         peer: (conn.peer.ip(), &conn.peer_ip),
         conn: &conn.trace_attributes,
         client: ctx.client_ip,
@@ -163,7 +163,7 @@ impl AccessEntry {
             bytes_out = response.body().size_hint().exact(),
             duration_ms = millis(elapsed),
             route,
-            upstream = ctx.upstream.as_ref().map_or("-", |u| &*u.upstream),
+            upstream = ctx.upstream.as_ref().map_or("-", |u| &**u.upstream.name()),
             fallback = ctx.fallback.unwrap_or("-"),
             endpoint = ctx.endpoint.map(|e| e.to_string()).as_deref().unwrap_or("-"),
             trace_id = %OrDash(ctx.trace.as_ref().map(|t| t.trace_id_hex())),
@@ -249,7 +249,7 @@ async fn serve<'a>(
         }
         return response;
     };
-    chain.ctx.route = Some(Arc::clone(&route.name));
+    chain.ctx.route = Some(route.meter.clone());
     // One call site for the action, so the request's future holds its state once.
     let (mut parts, body) = request.into_parts();
     let body = match route.body_limit {
@@ -366,7 +366,7 @@ async fn act(
 fn fail(ctx: &mut RequestCtx, error: ProxyError) -> Response<Body> {
     tracing::debug!(
         request_id = ctx.request_id.to_str().unwrap_or("-"),
-        route = ctx.route.as_deref().unwrap_or("-"),
+        route = ctx.route_name().unwrap_or("-"),
         source = error.source_kind(),
         elapsed_ms = ctx.started.elapsed().as_millis() as u64,
         %error,

@@ -221,6 +221,10 @@ impl<R> Router<R> {
         method: &Method,
         fields: Fields<'_>,
     ) -> Option<&Arc<R>> {
+        // Most configs name no host: then the host is not even looked at.
+        if self.exact_hosts.is_empty() && self.suffix_hosts.is_empty() {
+            return self.any_host.lookup(path, method, fields);
+        }
         let mut buf = [0u8; 256];
         let host = host.map(strip_port).and_then(|h| {
             if h.bytes().any(|b| b.is_ascii_uppercase()) {

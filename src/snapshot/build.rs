@@ -20,6 +20,9 @@ use crate::upstream::{RetryMetrics, Upstream};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// The `route` label of requests that matched no route.
+const NO_ROUTE: &str = "(none)";
+
 /// Builds the runtime snapshot of `config`. Upstreams whose settings equal those in `prev`
 /// are carried over whole (pools, endpoints, discovery task); the others start fresh on the
 /// runtime behind `handle`.
@@ -48,8 +51,15 @@ pub(crate) fn build(
                 }
                 let retried = metrics.sets.get::<RetryMetrics>().retried.clone();
                 let previous = previous.map(|u| &**u);
-                let upstream =
-                    Upstream::start(spec.clone(), feed, previous, workers, handle, retried);
+                let upstream = Upstream::start(
+                    spec.clone(),
+                    feed,
+                    previous,
+                    workers,
+                    handle,
+                    retried,
+                    metrics.requests.upstream(&spec.name),
+                );
                 let stats: Arc<dyn UpstreamStateSource> = upstream.clone();
                 metrics.upstreams.register(&spec.name, &stats);
                 upstream
@@ -159,6 +169,7 @@ pub(crate) fn build(
         let body_limit = filters.iter().filter_map(|f| f.reads_body()).max();
         let compiled = Route {
             name: route.name.as_str().into(),
+            meter: metrics.requests.route(&route.name),
             action,
             filters,
             body_limit,
@@ -191,7 +202,7 @@ pub(crate) fn build(
         trusted_proxies: config.trusted_proxies.clone(),
         access_log: config.access_log,
         tracer: build_tracer(config, prev, workers, handle, metrics),
-        no_route_label: Arc::from("(none)"),
+        no_route: metrics.requests.route(NO_ROUTE),
         listener_tls: config
             .listeners
             .iter()

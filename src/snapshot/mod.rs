@@ -11,7 +11,7 @@ use crate::filter::{Exposed, Fetch, Filter, FilterStates};
 use crate::router::Router;
 use crate::store::RedisStore;
 use crate::telemetry::trace::Tracer;
-use crate::telemetry::{Labels, Metrics};
+use crate::telemetry::{Labels, Metrics, RouteMeter};
 use crate::upstream::split::Split;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
@@ -100,6 +100,8 @@ impl Default for Limits {
 
 pub(crate) struct Route {
     pub(crate) name: Arc<str>,
+    /// Its request counts and latency.
+    pub(crate) meter: RouteMeter,
     pub(crate) action: RouteAction,
     /// Run in order around the action; empty for most routes.
     pub(crate) filters: Vec<Arc<dyn Filter>>,
@@ -268,8 +270,8 @@ pub(crate) struct Snapshot {
     pub(crate) access_log: bool,
     /// Distributed tracing, when configured; `None` costs a request nothing.
     pub(crate) tracer: Option<Arc<Tracer>>,
-    /// The `route` label of requests that matched no route.
-    pub(crate) no_route_label: Arc<str>,
+    /// The meter (and `route` label) of requests that matched no route.
+    pub(crate) no_route: RouteMeter,
     /// TLS settings by listener name, taken at each accept: new certificates apply to new
     /// connections after a reload.
     pub(crate) listener_tls: HashMap<String, Arc<rustls::ServerConfig>>,

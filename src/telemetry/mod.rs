@@ -8,7 +8,7 @@ pub(crate) use parts::{
     encode_family, MetricSet, MetricSets, Registered, UpstreamRegistry, UpstreamState,
     UpstreamStateSource,
 };
-pub(crate) use requests::{RequestStats, UpstreamOutcome};
+pub(crate) use requests::{RequestStats, RouteMeter, UpstreamMeter, UpstreamOutcome};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
@@ -46,7 +46,6 @@ pub(crate) type Labels = Vec<(&'static str, String)>;
 /// never looks a label set up under a lock.
 pub(crate) struct Metrics {
     registry: Registry,
-    pub(crate) requests: Arc<RequestStats>,
     pub(crate) config_reloads: Family<Labels, Counter>,
     config_generation: Gauge,
     /// One series, `build_info{version, config_hash} 1`: what a replica runs.
@@ -80,6 +79,8 @@ pub(crate) struct ConfigMetrics {
     pub(crate) upstreams: UpstreamRegistry,
     /// Sets of families defined beside what they measure (a filter kind's, a split's).
     pub(crate) sets: MetricSets,
+    /// Where routes and upstreams take their request meters.
+    pub(crate) requests: Arc<RequestStats>,
 }
 
 impl Metrics {
@@ -120,13 +121,15 @@ impl Metrics {
             "Connections closed at accept, by listener and reason (max_connections, max_connections_per_ip, connection_rate_per_ip)",
             connections_refused.clone(),
         );
-        let config = ConfigMetrics::default();
+        let config = ConfigMetrics {
+            requests: Arc::clone(&requests),
+            ..ConfigMetrics::default()
+        };
         registry.register_collector(Box::new(config.upstreams.clone()));
         registry.register_collector(Box::new(config.sets.clone()));
         Metrics {
             registry,
             config,
-            requests,
             config_reloads,
             config_generation,
             build_info,

@@ -5,7 +5,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::MetricType;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,7 +57,8 @@ impl Histogram {
 /// How the exchange with the upstream went, for metrics and the access log.
 #[derive(Clone, Debug)]
 pub(crate) struct UpstreamOutcome {
-    pub(crate) upstream: Arc<str>,
+    /// The upstream's statistics, which also carry its name.
+    pub(crate) upstream: UpstreamMeter,
     pub(crate) elapsed: Duration,
     /// `None` on success; otherwise a fixed error kind (`connect_error`, `timeout`, …).
     pub(crate) error: Option<&'static str>,
@@ -80,54 +81,53 @@ struct UpstreamStats {
     errors: Vec<(&'static str, u64)>,
 }
 
-/// Looked up by `&str`: a hit clones no `Arc` (whose count is shared across cores).
+/// One worker's part of a meter, on its own cache lines: workers never share a line they
+/// write.
+#[repr(align(128))]
 #[derive(Default)]
-struct Shard {
-    routes: FastMap<Arc<str>, RouteStats>,
-    upstreams: FastMap<Arc<str>, UpstreamStats>,
+struct Shard<T>(Mutex<T>);
+
+/// Statistics under one name, one shard per worker thread: a worker only ever locks its own
+/// shard (uncontended); a scrape adds them up.
+struct Sharded<T> {
+    name: Arc<str>,
+    shards: Box<[Shard<T>]>,
 }
 
-fn slot<'m, V: Default>(map: &'m mut FastMap<Arc<str>, V>, key: &Arc<str>) -> &'m mut V {
-    if !map.contains_key(&**key) {
-        map.insert(Arc::clone(key), V::default());
-    }
-    map.get_mut(&**key).expect("inserted above")
-}
-
-/// Request statistics, one shard per worker thread: a worker only ever locks its own shard
-/// (uncontended); a scrape merges them.
-#[derive(Debug)]
-pub(crate) struct RequestStats {
-    shards: Box<[Mutex<Shard>]>,
-}
-
-impl std::fmt::Debug for Shard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Shard")
-    }
-}
-
-impl RequestStats {
-    pub(super) fn new(workers: usize) -> RequestStats {
-        RequestStats {
-            shards: (0..workers.max(1))
-                .map(|_| Mutex::new(Shard::default()))
-                .collect(),
+impl<T: Default> Sharded<T> {
+    fn new(name: &str, workers: usize) -> Sharded<T> {
+        Sharded {
+            name: name.into(),
+            shards: (0..workers.max(1)).map(|_| Shard::default()).collect(),
         }
     }
 
-    /// Records one finished request (and its upstream exchange, if any).
-    pub(crate) fn record(
-        &self,
-        route: &Arc<str>,
-        method: &'static str,
-        status: u16,
-        elapsed: Duration,
-        upstream: Option<&UpstreamOutcome>,
-    ) {
-        let index = crate::worker::index() % self.shards.len();
-        let mut shard = self.shards[index].lock().unwrap_or_else(|e| e.into_inner());
-        let stats = slot(&mut shard.routes, route);
+    /// The calling worker's shard.
+    fn mine(&self) -> std::sync::MutexGuard<'_, T> {
+        let shard = &self.shards[crate::worker::index() % self.shards.len()];
+        shard.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn each(&self, mut f: impl FnMut(&T)) {
+        for shard in self.shards.iter() {
+            f(&shard.0.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+    }
+}
+
+/// A route's request counts and latency, found by name once, when a snapshot is built, so a
+/// request records without a lookup. A route of the same name in a later config gets the same
+/// meter: its series continue across reloads.
+#[derive(Clone)]
+pub(crate) struct RouteMeter(Arc<Sharded<RouteStats>>);
+
+impl RouteMeter {
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.0.name
+    }
+
+    pub(crate) fn record(&self, method: &'static str, status: u16, elapsed: Duration) {
+        let mut stats = self.0.mine();
         match stats
             .counts
             .iter_mut()
@@ -137,24 +137,105 @@ impl RequestStats {
             None => stats.counts.push((method, status, 1)),
         }
         stats.duration.observe(elapsed.as_secs_f64());
-        if let Some(outcome) = upstream {
-            upstream_outcome(&mut shard, outcome);
+    }
+}
+
+/// An upstream's exchange latency and errors, like [`RouteMeter`].
+#[derive(Clone)]
+pub(crate) struct UpstreamMeter(Arc<Sharded<UpstreamStats>>);
+
+impl UpstreamMeter {
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.0.name
+    }
+
+    /// Records one exchange with this upstream.
+    pub(crate) fn record(&self, outcome: &UpstreamOutcome) {
+        let mut stats = self.0.mine();
+        stats.duration.observe(outcome.elapsed.as_secs_f64());
+        if let Some(kind) = outcome.error {
+            match stats.errors.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, n)) => *n += 1,
+                None => stats.errors.push((kind, 1)),
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for UpstreamMeter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.name)
+    }
+}
+
+/// Every meter handed out, by name. Meters are never dropped: a route or upstream that a
+/// reload removed keeps its series, as counters must.
+pub(crate) struct RequestStats {
+    workers: usize,
+    routes: Mutex<BTreeMap<Arc<str>, RouteMeter>>,
+    upstreams: Mutex<BTreeMap<Arc<str>, UpstreamMeter>>,
+}
+
+impl std::fmt::Debug for RequestStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestStats")
+    }
+}
+
+impl Default for RequestStats {
+    fn default() -> RequestStats {
+        RequestStats::new(1)
+    }
+}
+
+/// The meter called `name` in `meters`, made on first use.
+fn meter<M: Clone>(
+    meters: &Mutex<BTreeMap<Arc<str>, M>>,
+    name: &str,
+    make: impl FnOnce() -> M,
+) -> M {
+    let mut meters = meters.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(meter) = meters.get(name) {
+        return meter.clone();
+    }
+    let meter = make();
+    meters.insert(name.into(), meter.clone());
+    meter
+}
+
+impl RequestStats {
+    pub(super) fn new(workers: usize) -> RequestStats {
+        RequestStats {
+            workers,
+            routes: Mutex::default(),
+            upstreams: Mutex::default(),
         }
     }
 
-    /// Records an upstream exchange that is not the request's own (a fallback's).
-    pub(crate) fn record_upstream(&self, outcome: &UpstreamOutcome) {
-        let index = crate::worker::index() % self.shards.len();
-        let mut shard = self.shards[index].lock().unwrap_or_else(|e| e.into_inner());
-        upstream_outcome(&mut shard, outcome);
+    /// The meter of the route called `name` (taken when a snapshot is built).
+    pub(crate) fn route(&self, name: &str) -> RouteMeter {
+        meter(&self.routes, name, || {
+            RouteMeter(Arc::new(Sharded::new(name, self.workers)))
+        })
     }
 
-    /// All shards added up, by name (a reload gives routes new `Arc`s with the same names).
+    /// The meter of the upstream called `name` (taken when the upstream is built).
+    pub(crate) fn upstream(&self, name: &str) -> UpstreamMeter {
+        meter(&self.upstreams, name, || {
+            UpstreamMeter(Arc::new(Sharded::new(name, self.workers)))
+        })
+    }
+
+    /// All shards added up, by name.
     fn merged(&self) -> Merged {
         let mut total = Merged::default();
-        for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            for (route, stats) in &shard.routes {
+        let routes = self
+            .routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (route, meter) in &routes {
+            meter.0.each(|stats| {
                 for (method, status, n) in &stats.counts {
                     *total
                         .requests
@@ -166,8 +247,15 @@ impl RequestStats {
                     .entry(route.to_string())
                     .or_default()
                     .merge(&stats.duration);
-            }
-            for (upstream, stats) in &shard.upstreams {
+            });
+        }
+        let upstreams = self
+            .upstreams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (upstream, meter) in &upstreams {
+            meter.0.each(|stats| {
                 total
                     .upstream_durations
                     .entry(upstream.to_string())
@@ -179,20 +267,9 @@ impl RequestStats {
                         .entry((upstream.to_string(), kind))
                         .or_default() += n;
                 }
-            }
+            });
         }
         total
-    }
-}
-
-fn upstream_outcome(shard: &mut Shard, outcome: &UpstreamOutcome) {
-    let stats = slot(&mut shard.upstreams, &outcome.upstream);
-    stats.duration.observe(outcome.elapsed.as_secs_f64());
-    if let Some(kind) = outcome.error {
-        match stats.errors.iter_mut().find(|(k, _)| *k == kind) {
-            Some((_, n)) => *n += 1,
-            None => stats.errors.push((kind, 1)),
-        }
     }
 }
 
@@ -264,5 +341,50 @@ impl Collector for RequestStats {
             ConstCounter::new(n).encode(metric.encode_family(&labels)?)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_keeps_its_meter_across_snapshots() {
+        let stats = RequestStats::new(2);
+        let before = stats.route("api");
+        before.record("GET", 200, Duration::from_millis(3));
+        // A reload builds the route again: same name, same series.
+        let after = stats.route("api");
+        after.record("GET", 200, Duration::from_millis(3));
+        after.record("POST", 201, Duration::from_millis(3));
+        // A route the reload removed keeps what it counted.
+        stats.route("gone").record("GET", 502, Duration::ZERO);
+        drop((before, after));
+        let upstream = stats.upstream("users");
+        let outcome = UpstreamOutcome {
+            upstream: stats.upstream("users"),
+            elapsed: Duration::from_millis(1),
+            error: Some("timeout"),
+            status: None,
+        };
+        upstream.record(&outcome);
+        upstream.record(&outcome);
+
+        let total = stats.merged();
+        let count = |route: &str, method, status| {
+            total
+                .requests
+                .get(&(route.to_string(), method, status))
+                .copied()
+        };
+        assert_eq!(count("api", "GET", 200), Some(2));
+        assert_eq!(count("api", "POST", 201), Some(1));
+        assert_eq!(count("gone", "GET", 502), Some(1));
+        assert_eq!(total.durations["api"].count, 3);
+        assert_eq!(total.upstream_durations["users"].count, 2);
+        assert_eq!(
+            total.upstream_errors.get(&("users".to_string(), "timeout")),
+            Some(&2)
+        );
     }
 }

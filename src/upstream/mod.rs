@@ -19,7 +19,7 @@ pub(crate) use outlier::OutlierSpec;
 pub(crate) use retry::{RetryBudget, RetryMetrics, RetryOn, RetryPolicy};
 
 use crate::discovery::{DiscoverySpec, EndpointSet, Feed};
-use crate::telemetry::Labels;
+use crate::telemetry::{Labels, UpstreamMeter};
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -109,6 +109,8 @@ pub(crate) struct Upstream {
     joined: Arc<Notify>,
     /// `upstream_retries_total`, by upstream and reason; lives as long as the process.
     retried: Family<Labels, Counter>,
+    /// Exchange latency and errors (`upstream_request_duration_seconds`, `upstream_errors`).
+    pub(crate) meter: UpstreamMeter,
     /// Dropped with the upstream; ends its background tasks.
     _stop: watch::Sender<()>,
 }
@@ -123,6 +125,7 @@ impl Upstream {
         workers: usize,
         handle: &tokio::runtime::Handle,
         retried: Family<Labels, Counter>,
+        meter: UpstreamMeter,
     ) -> Arc<Upstream> {
         let (stop_tx, stop_rx) = watch::channel(());
         let upstream = Arc::new(Upstream {
@@ -138,6 +141,7 @@ impl Upstream {
             epoch: std::time::Instant::now(),
             joined: Arc::new(Notify::new()),
             retried,
+            meter,
             _stop: stop_tx,
         });
         let known = prev

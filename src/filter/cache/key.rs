@@ -107,7 +107,7 @@ impl Cache {
                 }
                 KeyPart::Claim(name) => key.push_str(&ctx.claim(name)?),
                 KeyPart::ClientIp => key.push_str(&ctx.client_ip.to_string()),
-                KeyPart::Route => key.push_str(ctx.route.as_deref().unwrap_or("")),
+                KeyPart::Route => key.push_str(ctx.route_name().unwrap_or("")),
             }
         }
         if self.spec.lifetimes.authorized == AuthorizedAnswers::PerCredential {

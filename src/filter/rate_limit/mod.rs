@@ -174,7 +174,7 @@ impl RateLimit {
                     Some(value) => sink(value.as_bytes()),
                     None => return false,
                 },
-                KeyPart::Route => sink(ctx.route.as_deref().unwrap_or("").as_bytes()),
+                KeyPart::Route => sink(ctx.route_name().unwrap_or("").as_bytes()),
             }
         }
         true
