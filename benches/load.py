@@ -70,6 +70,11 @@ ONLY = [name for name in os.environ.get("ONLY", "").split(",") if name]
 # round robin, random, least_conn).
 ENDPOINTS = int(os.environ.get("ENDPOINTS", "1"))
 BALANCE = os.environ.get("BALANCE", "round_robin")
+# REALISTIC=1: also measure PORTCULLIS+REAL, a route as a production API would have it (a `jwt`
+# filter with HS256 and one token, a local rate_limit that never refuses, a circuit_breaker, and
+# an upstream of 4 endpoints balanced least_request), against NGINX on its bare route.
+REALISTIC = os.environ.get("REALISTIC", "") not in ("", "0")
+REAL_ENDPOINTS = 4
 PORTS = {"upstream": 19080, "portcullis": 19081, "nginx": 19082, "redis": 19083, "baseline": 19084,
          "auth": 19085, "floor": 19086, "haproxy": 19087, "traced": 19088}
 TICK = os.sysconf("SC_CLK_TCK")
@@ -197,8 +202,10 @@ def main():
         return p
 
     try:
-        upstream_ports = [PORTS["upstream"]] + [19090 + i for i in range(1, ENDPOINTS)]
-        for port in upstream_ports:
+        processes = max(ENDPOINTS, REAL_ENDPOINTS if REALISTIC else 1)
+        all_ports = [PORTS["upstream"]] + [19090 + i for i in range(1, processes)]
+        upstream_ports = all_ports[:ENDPOINTS]
+        for port in all_ports:
             start(["taskset", "-c", "1", f"{ROOT}/target/release/examples/bench_upstream",
                    f"127.0.0.1:{port}", str(BODY)] + (["json"] if COMPRESS else []))
             wait_port(port)
@@ -262,7 +269,27 @@ end
       - rate_limit: {{ rate: 100000000/s, burst: 100000000, key: client_ip, store: {LIMIT} }}
       - circuit_breaker: {{ failure_ratio: 0.5, min_requests: 20, window: 10s, open_for: 30s }}
 """
-        cache_routes = ""
+        real_yaml, real_route, real_args = "", "", []
+        if REALISTIC:
+            real_endpoints = ", ".join(f"127.0.0.1:{port}" for port in all_ports[:REAL_ENDPOINTS])
+            token = subprocess.run([f"{ROOT}/target/release/examples/bench_tokens", "HS256", "1"],
+                                   capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
+            real_args = ["-H", f"Authorization: Bearer {token}"]
+            real_yaml = """  real_jwt: { issuer: https://auth.example.com, audiences: [api], algorithms: [HS256],
+              secret: a-benchmark-secret-of-sufficient-length }
+""" if JWT else """jwt_providers:
+  real_jwt: { issuer: https://auth.example.com, audiences: [api], algorithms: [HS256],
+              secret: a-benchmark-secret-of-sufficient-length }
+"""
+            real_route = """  - name: real
+    match: { path_prefix: /real }
+    upstream: real
+    filters:
+      - jwt: { provider: real_jwt, forward_claims: { sub: x-user-id } }
+      - rate_limit: { rate: 100000000/s, burst: 100000000, key: client_ip }
+      - circuit_breaker: { failure_ratio: 0.5, min_requests: 20, window: 10s, open_for: 30s }
+"""
+        cache_routes = real_route
         if CACHE:
             cache_routes = """  - name: hit
     match: { path_prefix: /hit }
@@ -299,13 +326,15 @@ end
     upstream: bench
     mirror: { upstream: shadow, percent: 10 }
 """
+        real_upstream = (f"  real: {{ discovery: {{ static: [{real_endpoints}] }}, balance: least_request }}\n"
+                         if REALISTIC else "")
         # Like nginx below: no access log. Metrics stay on.
         config = f"""listeners: [{{ name: http, address: 127.0.0.1:{PORTS['portcullis']}{tls_yaml} }}]
 admin: {{ address: 127.0.0.1:0 }}
 access_log: false
 upstreams:
   bench: {{ discovery: {{ static: [{endpoints}] }}, balance: {BALANCE} }}
-{auth_yaml}{jwt_yaml}{limit_yaml}routes:
+{auth_yaml}{real_upstream}{jwt_yaml}{real_yaml}{limit_yaml}routes:
 {EXTRA_YAML}{jwt_route}{limit_route}{cache_routes}  - name: all
     upstream: bench
 """
@@ -411,6 +440,8 @@ http {{
             targets["PORTCULLIS+SPLIT"] = (PORTS["portcullis"], [portcullis.pid], proxied,
                                            ["-H", "x-user: 42"], "/split")
             targets["PORTCULLIS+MIRROR"] = (PORTS["portcullis"], [portcullis.pid], proxied, [], "/mirror")
+        if REALISTIC:
+            targets["PORTCULLIS+REAL"] = (PORTS["portcullis"], [portcullis.pid], proxied, real_args, "/real")
         if LIMIT:
             targets["PORTCULLIS+LIMIT"] = (PORTS["portcullis"], [portcullis.pid], proxied, [], "/limited")
         if ONLY:
@@ -421,7 +452,8 @@ http {{
               f"{', proxies over TLS' if TLS else ''}"
               f"{f', {ENDPOINTS} upstream endpoints ({BALANCE})' if ENDPOINTS > 1 else ''}"
               f"{f', JWT {JWT} over {JWT_TOKENS} token(s)' if JWT else ''}"
-              f"{f', rate limit + breaker ({LIMIT} store)' if LIMIT else ''}", flush=True)
+              f"{f', rate limit + breaker ({LIMIT} store)' if LIMIT else ''}"
+              f"{', realistic route' if REALISTIC else ''}", flush=True)
         for round_ in range(ROUNDS):
             order = list(targets)
             order = order[round_ % len(order):] + order[: round_ % len(order)]
@@ -497,6 +529,12 @@ http {{
             t = med["PORTCULLIS+TRACED"]
             print(f"TRACED 1.0/bare    throughput {t['rps'] / p['rps']:.2f}x   "
                   f"cpu/request {t['cpu_us'] / p['cpu_us']:.2f}x   p99 {t['p99'] / p['p99']:.2f}x")
+        if REALISTIC:
+            r = med["PORTCULLIS+REAL"]
+            print(f"REAL route/NGINX   throughput {r['rps'] / n['rps']:.2f}x   "
+                  f"cpu/request {r['cpu_us'] / n['cpu_us']:.2f}x   p99 {r['p99'] / n['p99']:.2f}x")
+            print(f"REAL route/bare    throughput {r['rps'] / p['rps']:.2f}x   "
+                  f"cpu/request {r['cpu_us'] / p['cpu_us']:.2f}x")
         if JWT:
             j = med["PORTCULLIS+JWT"]
             print(f"JWT route/bare     throughput {j['rps'] / p['rps']:.2f}x   "

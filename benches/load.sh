@@ -4,7 +4,7 @@
 # runs benches/load.py.
 # Settings (environment): ROUNDS (3), DURATION (10 s), BODY (100 bytes), CONNECTIONS (64),
 # TLS=1, JWT=HS256|RS256 with JWT_TOKENS, LIMIT=local|redis, CACHE=1, TRAFFIC=1, TRACING=1, ENDPOINTS=4 with
-# BALANCE=round_robin|random|least_request, ONLY=name,name to measure only those targets
+# BALANCE=round_robin|random|least_request, REALISTIC=1, ONLY=name,name to measure only those targets
 # (see load.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
