@@ -26,6 +26,8 @@ CONNS = int(os.environ.get("CONNS", "4000"))
 SETTLE = float(os.environ.get("SETTLE", "2"))
 PORTS = {"upstream": 19180, "portcullis": 19181, "nginx": 19182, "haproxy": 19183}
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+# Another build of the gateway, given as the argument, is measured in place of this one.
+BINARY = sys.argv[1] if len(sys.argv) > 1 else f"{ROOT}/target/release/portcullis"
 
 
 def pss_kib(pids):
@@ -145,7 +147,7 @@ http {{
             f.write(config.replace("maxconn 8192", f"maxconn {wanted}")
                     .replace("timeout client 60s", "timeout client 300s\n    timeout http-keep-alive 300s"))
         commands = {
-            "PORTCULLIS": (["taskset", "-c", "0", f"{ROOT}/target/release/portcullis", "-c",
+            "PORTCULLIS": (["taskset", "-c", "0", BINARY, "-c",
                             f"{tmp}/gateway.yaml", "--workers", "1", "--log-level", "warn"], False),
             "NGINX": (["taskset", "-c", "0", "nginx", "-p", f"{tmp}/nginx", "-c", f"{tmp}/nginx/nginx.conf",
                        "-g", "daemon off;"], True),

@@ -211,11 +211,10 @@ async fn serve_connection(
         let info = Arc::new(ConnInfo::new(gateway, peer, "http", listener, slot));
         return serve_http(TokioIo::new(stream), h2, info, limits, shutdown).await;
     };
-    // The handshake counts against the header-read timeout too.
+    // The handshake counts against the header-read timeout too. Boxed, like the session.
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let stream = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
-        .await
-    {
+    let handshake = Box::pin(acceptor.accept(stream));
+    let stream = match tokio::time::timeout(limits.header_read_timeout, handshake).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
             tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -228,7 +227,9 @@ async fn serve_connection(
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2);
     let info = Arc::new(ConnInfo::new(gateway, peer, "https", listener, slot));
-    serve_http(TokioIo::new(stream), h2, info, limits, shutdown).await;
+    // Boxed: the TLS session is large, and inline it would size every plaintext
+    // connection's task to it.
+    Box::pin(serve_http(TokioIo::new(stream), h2, info, limits, shutdown)).await;
 }
 
 /// Serves HTTP/1.1 or HTTP/2 on an established connection, plaintext or TLS.
@@ -247,22 +248,27 @@ async fn serve_http<I>(
         async move { Ok::<_, Infallible>(handle(&info, request).await) }
     });
     if h2 {
-        let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(limits.h2_max_concurrent_streams)
-            // Bounds HEADERS + CONTINUATION per request: a CONTINUATION flood ends in an error.
-            .max_header_list_size(limits.max_header_bytes as u32)
-            .max_pending_accept_reset_streams(limits.h2_max_pending_reset_streams)
-            .max_local_error_reset_streams(limits.h2_max_local_reset_streams)
-            .keep_alive_interval(limits.idle_timeout / 2)
-            .keep_alive_timeout(H2_PING_TIMEOUT);
-        drive!(
-            builder.serve_connection(io, service),
-            shutdown,
-            watched,
-            limits.idle_timeout
-        );
+        // Boxed, as the TLS path is: the HTTP/2 connection's state is large, and inline it
+        // would size every plaintext HTTP/1.1 connection's task to it.
+        Box::pin(async move {
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(limits.h2_max_concurrent_streams)
+                // Bounds HEADERS + CONTINUATION per request: a CONTINUATION flood ends in an error.
+                .max_header_list_size(limits.max_header_bytes as u32)
+                .max_pending_accept_reset_streams(limits.h2_max_pending_reset_streams)
+                .max_local_error_reset_streams(limits.h2_max_local_reset_streams)
+                .keep_alive_interval(limits.idle_timeout / 2)
+                .keep_alive_timeout(H2_PING_TIMEOUT);
+            drive!(
+                builder.serve_connection(io, service),
+                shutdown,
+                watched,
+                limits.idle_timeout
+            );
+        })
+        .await;
     } else {
         let mut builder = http1::Builder::new();
         builder
