@@ -18,7 +18,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from load import ROOT, children, haproxy_config, rss_kib, wait_port  # noqa: E402
+from load import (ROOT, children, haproxy_config, memory_kib, nginx_config,  # noqa: E402
+                  rss_kib, stop_all, wait_port)
 
 CONNS = int(os.environ.get("CONNS", "4000"))
 # How long the connections stay idle before memory is read: long enough for every proxy to
@@ -31,13 +32,7 @@ BINARY = sys.argv[1] if len(sys.argv) > 1 else f"{ROOT}/target/release/portculli
 
 
 def pss_kib(pids):
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-    return total
+    return memory_kib(pids, "smaps_rollup", "Pss:")
 
 
 def read_answer(sock):
@@ -120,27 +115,11 @@ routes:
 """)
         os.makedirs(f"{tmp}/nginx/logs", exist_ok=True)
         with open(f"{tmp}/nginx/nginx.conf", "w") as f:
-            f.write(f"""worker_processes 1;
-worker_rlimit_nofile {wanted};
-pid {tmp}/nginx/nginx.pid;
-error_log {tmp}/nginx/logs/error.log warn;
-events {{ worker_connections {wanted}; }}
-http {{
-    access_log off;
-    keepalive_timeout 300s;
-    keepalive_requests 100000;
-    upstream bench {{ server {upstream}; keepalive 128; }}
-    server {{
-        listen 127.0.0.1:{PORTS['nginx']};
-        location / {{
-            proxy_pass http://bench;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        }}
-    }}
-}}
-""")
+            # Idle clients kept as long as the other proxies keep them.
+            f.write(nginx_config(tmp, f"127.0.0.1:{PORTS['nginx']}", upstream, connections=wanted,
+                                 settings=f"worker_rlimit_nofile {wanted};\n")
+                    .replace("access_log off;", "access_log off;\n    keepalive_timeout 300s;"
+                             "\n    keepalive_requests 100000;"))
         with open(f"{tmp}/haproxy.cfg", "w") as f:
             config = haproxy_config(f"127.0.0.1:{PORTS['haproxy']}", "roundrobin", f"    server s0 {upstream}")
             # Room for every connection, and idle clients kept as long as the others keep them.
@@ -167,13 +146,7 @@ http {{
                 proxy.wait(timeout=10)
                 procs.remove(proxy)
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-from load import haproxy_config, wait_port
+from load import haproxy_config, nginx_config, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = sys.argv[1] if len(sys.argv) > 1 else f"{ROOT}/target/release/portcullis"
@@ -130,24 +130,8 @@ def loaded(tmp):
         f.write(CONFIG.replace(f"127.0.0.1:{PORTS['portcullis']}", f"127.0.0.1:{ports['portcullis']}"))
     os.makedirs(f"{tmp}/nginx/logs", exist_ok=True)
     with open(f"{tmp}/nginx/nginx.conf", "w") as f:
-        f.write(f"""worker_processes 1; master_process off; daemon off;
-pid {tmp}/nginx/nginx.pid;
-error_log {tmp}/nginx/logs/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    upstream bench {{ server {upstream}; keepalive 128; }}
-    server {{
-        listen 127.0.0.1:{ports['nginx']};
-        location / {{
-            proxy_pass http://bench;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        }}
-    }}
-}}
-""")
+        f.write(nginx_config(tmp, f"127.0.0.1:{ports['nginx']}", upstream,
+                             settings="master_process off;\ndaemon off;\n"))
     with open(f"{tmp}/haproxy.cfg", "w") as f:
         f.write(haproxy_config(f"127.0.0.1:{ports['haproxy']}", "roundrobin", f"    server s0 {upstream}"))
     commands = {

@@ -90,14 +90,30 @@ def cpu_ticks(pids):
     return total
 
 
-def rss_kib(pids):
+def memory_kib(pids, source="status", field="VmRSS:"):
+    """A memory figure in KiB added up over `pids`: RSS by default; PSS from `smaps_rollup`."""
     total = 0
     for pid in pids:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/{source}") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     total += int(line.split()[1])
     return total
+
+
+def rss_kib(pids):
+    return memory_kib(pids)
+
+
+def stop_all(procs):
+    """Stops the processes a benchmark started, the last started first; kills a straggler."""
+    for p in reversed(procs):
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def children(pid):
@@ -106,6 +122,29 @@ def children(pid):
         return [int(p) for p in out.split()]
     except OSError:
         return []
+
+
+def nginx_config(tmp, listen, upstream, settings="", connections=4096):
+    """nginx as the plain keep-alive reverse proxy of one upstream, one worker, no access log,
+    X-Forwarded-For added; `settings`: more lines at the top of the file or of `http`."""
+    return f"""worker_processes 1;
+pid {tmp}/nginx/nginx.pid;
+error_log {tmp}/nginx/logs/error.log warn;
+events {{ worker_connections {connections}; }}
+{settings}http {{
+    access_log off;
+    upstream bench {{ server {upstream}; keepalive 128; }}
+    server {{
+        listen {listen};
+        location / {{
+            proxy_pass http://bench;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+}}
+"""
 
 
 def haproxy_config(bind, balance, servers):
@@ -540,13 +579,7 @@ http {{
             print(f"JWT route/bare     throughput {j['rps'] / p['rps']:.2f}x   "
                   f"cpu/request {j['cpu_us'] / p['cpu_us']:.2f}x")
     finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 if __name__ == "__main__":
