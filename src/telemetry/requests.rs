@@ -5,11 +5,9 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::MetricType;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Upper bounds, in seconds, of the latency histogram buckets.
 const BUCKETS: [f64; 13] = [
@@ -67,18 +65,51 @@ pub(crate) struct UpstreamOutcome {
     pub(crate) status: Option<u16>,
 }
 
+/// (key, count) pairs: a handful per route or upstream, scanned.
+type Counts<K> = Vec<(K, u64)>;
+
+fn add<K: PartialEq>(counts: &mut Counts<K>, key: K, n: u64) {
+    match counts.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, count)) => *count += n,
+        None => counts.push((key, n)),
+    }
+}
+
+/// Statistics that shards add up into one.
+trait Merge {
+    fn merge(&mut self, other: &Self);
+}
+
 #[derive(Clone, Default)]
 struct RouteStats {
-    /// (method, status, count): a handful per route, scanned.
-    counts: Vec<(&'static str, u16, u64)>,
+    /// By (method, status).
+    counts: Counts<(&'static str, u16)>,
     duration: Histogram,
+}
+
+impl Merge for RouteStats {
+    fn merge(&mut self, other: &RouteStats) {
+        for &(key, n) in &other.counts {
+            add(&mut self.counts, key, n);
+        }
+        self.duration.merge(&other.duration);
+    }
 }
 
 #[derive(Clone, Default)]
 struct UpstreamStats {
     duration: Histogram,
-    /// (kind, count)
-    errors: Vec<(&'static str, u64)>,
+    /// By error kind.
+    errors: Counts<&'static str>,
+}
+
+impl Merge for UpstreamStats {
+    fn merge(&mut self, other: &UpstreamStats) {
+        self.duration.merge(&other.duration);
+        for &(kind, n) in &other.errors {
+            add(&mut self.errors, kind, n);
+        }
+    }
 }
 
 /// One worker's part of a meter, on its own cache lines: workers never share a line they
@@ -94,7 +125,7 @@ struct Sharded<T> {
     shards: Box<[Shard<T>]>,
 }
 
-impl<T: Default> Sharded<T> {
+impl<T: Default + Merge> Sharded<T> {
     fn new(name: &str, workers: usize) -> Sharded<T> {
         Sharded {
             name: name.into(),
@@ -108,10 +139,13 @@ impl<T: Default> Sharded<T> {
         shard.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn each(&self, mut f: impl FnMut(&T)) {
+    /// Every shard added up.
+    fn total(&self) -> T {
+        let mut total = T::default();
         for shard in self.shards.iter() {
-            f(&shard.0.lock().unwrap_or_else(|e| e.into_inner()));
+            total.merge(&shard.0.lock().unwrap_or_else(|e| e.into_inner()));
         }
+        total
     }
 }
 
@@ -128,14 +162,7 @@ impl RouteMeter {
 
     pub(crate) fn record(&self, method: &'static str, status: u16, elapsed: Duration) {
         let mut stats = self.0.mine();
-        match stats
-            .counts
-            .iter_mut()
-            .find(|(m, s, _)| *m == method && *s == status)
-        {
-            Some((_, _, n)) => *n += 1,
-            None => stats.counts.push((method, status, 1)),
-        }
+        add(&mut stats.counts, (method, status), 1);
         stats.duration.observe(elapsed.as_secs_f64());
     }
 }
@@ -154,10 +181,7 @@ impl UpstreamMeter {
         let mut stats = self.0.mine();
         stats.duration.observe(outcome.elapsed.as_secs_f64());
         if let Some(kind) = outcome.error {
-            match stats.errors.iter_mut().find(|(k, _)| *k == kind) {
-                Some((_, n)) => *n += 1,
-                None => stats.errors.push((kind, 1)),
-            }
+            add(&mut stats.errors, kind, 1);
         }
     }
 }
@@ -168,12 +192,15 @@ impl std::fmt::Debug for UpstreamMeter {
     }
 }
 
+/// Meters by name, each keyed by its own name.
+type Meters<T> = Mutex<BTreeMap<Arc<str>, Arc<Sharded<T>>>>;
+
 /// Every meter handed out, by name. Meters are never dropped: a route or upstream that a
 /// reload removed keeps its series, as counters must.
 pub(crate) struct RequestStats {
     workers: usize,
-    routes: Mutex<BTreeMap<Arc<str>, RouteMeter>>,
-    upstreams: Mutex<BTreeMap<Arc<str>, UpstreamMeter>>,
+    routes: Meters<RouteStats>,
+    upstreams: Meters<UpstreamStats>,
 }
 
 impl std::fmt::Debug for RequestStats {
@@ -188,21 +215,6 @@ impl Default for RequestStats {
     }
 }
 
-/// The meter called `name` in `meters`, made on first use.
-fn meter<M: Clone>(
-    meters: &Mutex<BTreeMap<Arc<str>, M>>,
-    name: &str,
-    make: impl FnOnce() -> M,
-) -> M {
-    let mut meters = meters.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(meter) = meters.get(name) {
-        return meter.clone();
-    }
-    let meter = make();
-    meters.insert(name.into(), meter.clone());
-    meter
-}
-
 impl RequestStats {
     pub(super) fn new(workers: usize) -> RequestStats {
         RequestStats {
@@ -214,100 +226,67 @@ impl RequestStats {
 
     /// The meter of the route called `name` (taken when a snapshot is built).
     pub(crate) fn route(&self, name: &str) -> RouteMeter {
-        meter(&self.routes, name, || {
-            RouteMeter(Arc::new(Sharded::new(name, self.workers)))
-        })
+        RouteMeter(self.meter(&self.routes, name))
     }
 
     /// The meter of the upstream called `name` (taken when the upstream is built).
     pub(crate) fn upstream(&self, name: &str) -> UpstreamMeter {
-        meter(&self.upstreams, name, || {
-            UpstreamMeter(Arc::new(Sharded::new(name, self.workers)))
-        })
+        UpstreamMeter(self.meter(&self.upstreams, name))
     }
 
-    /// All shards added up, by name.
-    fn merged(&self) -> Merged {
-        let mut total = Merged::default();
-        let routes = self
-            .routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for (route, meter) in &routes {
-            meter.0.each(|stats| {
-                for (method, status, n) in &stats.counts {
-                    *total
-                        .requests
-                        .entry((route.to_string(), method, *status))
-                        .or_default() += n;
-                }
-                total
-                    .durations
-                    .entry(route.to_string())
-                    .or_default()
-                    .merge(&stats.duration);
-            });
+    /// The meter called `name` in `meters`, made on first use.
+    fn meter<T: Default + Merge>(&self, meters: &Meters<T>, name: &str) -> Arc<Sharded<T>> {
+        let mut meters = meters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(meter) = meters.get(name) {
+            return Arc::clone(meter);
         }
-        let upstreams = self
-            .upstreams
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for (upstream, meter) in &upstreams {
-            meter.0.each(|stats| {
-                total
-                    .upstream_durations
-                    .entry(upstream.to_string())
-                    .or_default()
-                    .merge(&stats.duration);
-                for (kind, n) in &stats.errors {
-                    *total
-                        .upstream_errors
-                        .entry((upstream.to_string(), kind))
-                        .or_default() += n;
-                }
-            });
-        }
-        total
+        let meter = Arc::new(Sharded::new(name, self.workers));
+        meters.insert(Arc::clone(&meter.name), Arc::clone(&meter));
+        meter
     }
 }
 
-#[derive(Default)]
-struct Merged {
-    requests: FastMap<(String, &'static str, u16), u64>,
-    durations: FastMap<String, Histogram>,
-    upstream_durations: FastMap<String, Histogram>,
-    upstream_errors: FastMap<(String, &'static str), u64>,
+/// Each meter's shards added up, in name order, so scrapes list series in a stable order.
+fn totals<T: Default + Merge>(meters: &Meters<T>) -> Vec<(Arc<str>, T)> {
+    // Taken out first: no shard is locked while the registry is.
+    let meters: Vec<_> = meters
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    meters
+        .iter()
+        .map(|meter| (Arc::clone(&meter.name), meter.total()))
+        .collect()
 }
 
-/// Label sets sorted, so scrapes list series in a stable order.
-fn sorted<K, V>(map: &FastMap<K, V>) -> Vec<(K, V)>
-where
-    K: Ord + Clone + std::hash::Hash + Eq,
-    V: Clone,
-{
-    let mut items: Vec<(K, V)> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    items.sort_by(|a, b| a.0.cmp(&b.0));
-    items
+/// `counts` ordered by key, for a stable scrape.
+fn sorted<K: Ord + Copy>(counts: &Counts<K>) -> Counts<K> {
+    let mut counts = counts.clone();
+    counts.sort_unstable_by_key(|&(key, _)| key);
+    counts
 }
 
 impl Collector for RequestStats {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let total = self.merged();
+        let routes = totals(&self.routes);
+        let upstreams = totals(&self.upstreams);
         let mut metric = encoder.encode_descriptor(
             "requests",
             "Requests by route, method and status",
             None,
             MetricType::Counter,
         )?;
-        for ((route, method, status), n) in sorted(&total.requests) {
-            let labels = [
-                ("route", route.to_string()),
-                ("method", method.to_string()),
-                ("status", status.to_string()),
-            ];
-            ConstCounter::new(n).encode(metric.encode_family(&labels)?)?;
+        for (route, stats) in &routes {
+            for ((method, status), n) in sorted(&stats.counts) {
+                let labels = [
+                    ("route", route.to_string()),
+                    ("method", method.to_string()),
+                    ("status", status.to_string()),
+                ];
+                ConstCounter::new(n).encode(metric.encode_family(&labels)?)?;
+            }
         }
         let mut metric = encoder.encode_descriptor(
             "request_duration_seconds",
@@ -315,8 +294,9 @@ impl Collector for RequestStats {
             None,
             MetricType::Histogram,
         )?;
-        for (route, histogram) in sorted(&total.durations) {
-            histogram.encode(&mut metric.encode_family(&[("route", route.to_string())])?)?;
+        for (route, stats) in &routes {
+            let labels = [("route", route.to_string())];
+            stats.duration.encode(&mut metric.encode_family(&labels)?)?;
         }
         let mut metric = encoder.encode_descriptor(
             "upstream_request_duration_seconds",
@@ -324,8 +304,9 @@ impl Collector for RequestStats {
             None,
             MetricType::Histogram,
         )?;
-        for (upstream, histogram) in sorted(&total.upstream_durations) {
-            histogram.encode(&mut metric.encode_family(&[("upstream", upstream.to_string())])?)?;
+        for (upstream, stats) in &upstreams {
+            let labels = [("upstream", upstream.to_string())];
+            stats.duration.encode(&mut metric.encode_family(&labels)?)?;
         }
         let mut metric = encoder.encode_descriptor(
             "upstream_errors",
@@ -333,12 +314,14 @@ impl Collector for RequestStats {
             None,
             MetricType::Counter,
         )?;
-        for ((upstream, kind), n) in sorted(&total.upstream_errors) {
-            let labels = [
-                ("upstream", upstream.to_string()),
-                ("kind", kind.to_string()),
-            ];
-            ConstCounter::new(n).encode(metric.encode_family(&labels)?)?;
+        for (upstream, stats) in &upstreams {
+            for (kind, n) in sorted(&stats.errors) {
+                let labels = [
+                    ("upstream", upstream.to_string()),
+                    ("kind", kind.to_string()),
+                ];
+                ConstCounter::new(n).encode(metric.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }
@@ -360,6 +343,9 @@ mod tests {
         // A route the reload removed keeps what it counted.
         stats.route("gone").record("GET", 502, Duration::ZERO);
         drop((before, after));
+        // What another worker counted adds up with this one's.
+        let other = &stats.route("api").0.shards[1];
+        add(&mut other.0.lock().unwrap().counts, ("GET", 200), 4);
         let upstream = stats.upstream("users");
         let outcome = UpstreamOutcome {
             upstream: stats.upstream("users"),
@@ -370,21 +356,22 @@ mod tests {
         upstream.record(&outcome);
         upstream.record(&outcome);
 
-        let total = stats.merged();
-        let count = |route: &str, method, status| {
-            total
-                .requests
-                .get(&(route.to_string(), method, status))
-                .copied()
+        let routes = totals(&stats.routes);
+        let route = |name: &str| &routes.iter().find(|(n, _)| &**n == name).unwrap().1;
+        let count = |name: &str, key| {
+            route(name)
+                .counts
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, n)| *n)
         };
-        assert_eq!(count("api", "GET", 200), Some(2));
-        assert_eq!(count("api", "POST", 201), Some(1));
-        assert_eq!(count("gone", "GET", 502), Some(1));
-        assert_eq!(total.durations["api"].count, 3);
-        assert_eq!(total.upstream_durations["users"].count, 2);
-        assert_eq!(
-            total.upstream_errors.get(&("users".to_string(), "timeout")),
-            Some(&2)
-        );
+        assert_eq!(count("api", ("GET", 200)), Some(6));
+        assert_eq!(count("api", ("POST", 201)), Some(1));
+        assert_eq!(count("gone", ("GET", 502)), Some(1));
+        assert_eq!(route("api").duration.count, 3);
+        let upstreams = totals(&stats.upstreams);
+        assert_eq!(upstreams.len(), 1);
+        assert_eq!(upstreams[0].1.duration.count, 2);
+        assert_eq!(upstreams[0].1.errors, vec![("timeout", 2)]);
     }
 }
