@@ -218,19 +218,33 @@ impl hyper::rt::Timer for WheelTimer {
 pub(crate) struct Elapsed;
 
 /// `future`, unless `duration` passes first.
-pub(crate) async fn timeout<F: Future>(
-    duration: Duration,
-    future: F,
-) -> Result<F::Output, Elapsed> {
-    let mut future = std::pin::pin!(future);
-    let mut sleep = Sleep::after(duration);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+pub(crate) fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
+    Timeout {
+        future,
+        sleep: Sleep::after(duration),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future with a deadline (see [`timeout`]). A struct rather than an `async fn`, so the
+    /// wrapped future is held once, not once as an argument and again as a pinned local.
+    pub(crate) struct Timeout<F> {
+        #[pin]
+        future: F,
+        sleep: Sleep,
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        Pin::new(&mut sleep).poll(cx).map(|()| Err(Elapsed))
-    })
-    .await
+        Pin::new(this.sleep).poll(cx).map(|()| Err(Elapsed))
+    }
 }
 
 #[cfg(test)]
