@@ -36,15 +36,16 @@ fn router() -> &'static Router<String> {
 }
 
 pub fn request(data: &[u8]) {
-    let Some(mut request) = head(data) else {
+    let Some(request) = head(data) else {
         return;
     };
+    let (mut request, ()) = request.into_parts();
     let limits = Limits::default();
     if check_request(&request, &limits).is_err() {
         return;
     }
     for mode in [UnderscoreHeaders::Drop, UnderscoreHeaders::Allow] {
-        let mut headers = request.headers().clone();
+        let mut headers = request.headers.clone();
         if underscore_headers(&mut headers, mode).is_ok() {
             for name in headers.keys() {
                 let folded = name.as_str().replace('_', "-");
@@ -56,10 +57,10 @@ pub fn request(data: &[u8]) {
             }
         }
     }
-    if underscore_headers(request.headers_mut(), UnderscoreHeaders::Drop).is_err() {
+    if underscore_headers(&mut request.headers, UnderscoreHeaders::Drop).is_err() {
         return;
     }
-    let path = request.uri().path();
+    let path = request.uri.path();
     assert!(!encoded_slash(path), "encoded slash passed: {path:?}");
     for view in upstream_views(path) {
         assert!(
@@ -67,22 +68,22 @@ pub fn request(data: &[u8]) {
             "{path:?} reaches an upstream as {view:?}"
         );
     }
-    let host = match request.uri().authority() {
+    let host = match request.uri.authority() {
         Some(authority) => Some(authority.as_str()),
         None => request
-            .headers()
+            .headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok()),
     };
     let fields = Fields {
-        headers: request.headers(),
-        query: request.uri().query(),
+        headers: &request.headers,
+        query: request.uri.query(),
     };
     // As the handler does: the normalised path, when there is one, replaces the sent one.
     let routed = normalized_path(path).unwrap_or_else(|| path.to_string());
-    let route = router().lookup(host, &routed, request.method(), fields);
+    let route = router().lookup(host, &routed, &request.method, fields);
     let normal = unreserved_decoded(path);
-    let expected = router().lookup(host, &normal, request.method(), fields);
+    let expected = router().lookup(host, &normal, &request.method, fields);
     assert_eq!(
         route.map(|r| r.as_str()),
         expected.map(|r| r.as_str()),

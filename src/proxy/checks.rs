@@ -4,22 +4,23 @@
 use crate::error::ProxyError;
 use crate::snapshot::{EscapedSlashes, Limits, UnderscoreHeaders};
 use http::header::{HOST, TRANSFER_ENCODING};
-use http::{HeaderMap, Method, Request, Version};
+use http::request::Parts;
+use http::{HeaderMap, Method, Version};
 
 /// Framing and shape checks that hyper's parser leaves to us. Anything refused here is
 /// answered 4xx with `Connection: close` (see `ProxyError::closes_connection`).
-pub(crate) fn check_request<B>(request: &Request<B>, limits: &Limits) -> Result<(), ProxyError> {
-    let uri = request.uri();
+pub(crate) fn check_request(request: &Parts, limits: &Limits) -> Result<(), ProxyError> {
+    let uri = &request.uri;
     let uri_len = uri.path_and_query().map_or(0, |p| p.as_str().len())
         + uri.authority().map_or(0, |a| a.as_str().len());
     if uri_len > limits.max_uri_bytes {
         return Err(ProxyError::UriTooLong);
     }
-    let headers = request.headers();
+    let headers = &request.headers;
     if headers.len() > limits.max_headers {
         return Err(ProxyError::TooManyHeaders);
     }
-    if request.method() == Method::CONNECT {
+    if request.method == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
     if let Some(scheme) = uri.scheme_str() {
@@ -29,14 +30,14 @@ pub(crate) fn check_request<B>(request: &Request<B>, limits: &Limits) -> Result<
             ));
         }
     }
-    if request.version() <= Version::HTTP_11 {
+    if request.version <= Version::HTTP_11 {
         let mut hosts = headers.get_all(HOST).iter();
         let host = hosts.next();
         if hosts.next().is_some() {
             return Err(ProxyError::BadRequest("duplicate Host header"));
         }
         match host {
-            None if request.version() == Version::HTTP_11 && uri.authority().is_none() => {
+            None if request.version == Version::HTTP_11 && uri.authority().is_none() => {
                 return Err(ProxyError::BadRequest("missing Host header"));
             }
             Some(host) if !valid_host(host.as_bytes()) => {
@@ -44,7 +45,7 @@ pub(crate) fn check_request<B>(request: &Request<B>, limits: &Limits) -> Result<
             }
             _ => {}
         }
-        if request.version() < Version::HTTP_11 && headers.contains_key(TRANSFER_ENCODING) {
+        if request.version < Version::HTTP_11 && headers.contains_key(TRANSFER_ENCODING) {
             return Err(ProxyError::BadRequest("Transfer-Encoding in HTTP/1.0"));
         }
     }

@@ -17,7 +17,7 @@ use crate::snapshot::{Fallback, FallbackTarget, Rewrite, Snapshot};
 use crate::telemetry::{encode_family, Labels, MetricSet};
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Request, Response};
+use http::Response;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -91,12 +91,14 @@ pub(super) async fn answer(
                 return Ok(failed);
             };
             drop(failed);
-            let request = Request::from_parts(kept.parts, ClientBody::Buffered(kept.body));
+            let Kept { mut parts, body } = *kept;
+            let body = ClientBody::Buffered(body);
             // The route's upstream keeps its outcome (its breaker judges it); the fallback's
             // own exchange is counted under its name.
             let primary = ctx.upstream.take();
             let primary_endpoint = ctx.endpoint;
-            let result = forward::proxy(snapshot, conn, ctx, upstream, rewrite, request).await;
+            let result =
+                forward::proxy(snapshot, conn, ctx, upstream, rewrite, &mut parts, body).await;
             let own = std::mem::replace(&mut ctx.upstream, primary);
             ctx.endpoint = primary_endpoint;
             if let Some(own) = &own {

@@ -16,8 +16,10 @@ use crate::telemetry::UpstreamOutcome;
 use crate::upstream::split::key_hash;
 use crate::upstream::{Protocol, Strategy, Upstream, BALANCE_SEED};
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,17 +31,20 @@ pub(super) async fn proxy(
     ctx: &mut RequestCtx,
     upstream: &Upstream,
     rewrite: &Rewrite,
-    mut request: Request<ClientBody>,
+    parts: &mut Parts,
+    body: ClientBody,
 ) -> Result<Response<Body>, ProxyError> {
     let limit = snapshot.limits.max_body_bytes;
-    if content_length(request.headers()).is_some_and(|len| len > limit) {
+    if content_length(&parts.headers).is_some_and(|len| len > limit) {
         return Err(ProxyError::BodyTooLarge);
     }
-    let upgrade = upgrade_protocol(&request);
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
-    let host = host_value(&request);
+    let upgrade = upgrade_protocol(parts);
+    let client_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<OnUpgrade>());
+    let host = host_value(parts);
     let key = match &upstream.spec.balance {
-        Strategy::ConsistentHash(on) => key_hash(on, request.headers(), ctx, BALANCE_SEED),
+        Strategy::ConsistentHash(on) => key_hash(on, &parts.headers, ctx, BALANCE_SEED),
         _ => None,
     };
     let Some(endpoint) = upstream.pick_for(key) else {
@@ -54,7 +59,6 @@ pub(super) async fn proxy(
     };
     ctx.endpoint = Some(endpoint.address);
 
-    let (mut parts, body) = request.into_parts();
     let trusted = !snapshot.trusted_proxies.is_empty() && snapshot.is_trusted(conn.peer.ip());
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
@@ -96,6 +100,8 @@ pub(super) async fn proxy(
         Protocol::Http2 => Version::HTTP_2,
     };
     parts.extensions.clear();
+    // The head is handed over to hyper; what is left behind is an empty one.
+    let mut parts = std::mem::replace(parts, Request::new(()).into_parts().0);
 
     let sent = Instant::now();
     let retries = upstream
@@ -105,7 +111,11 @@ pub(super) async fn proxy(
         .filter(|policy| client_upgrade.is_none() && policy.methods.contains(&parts.method));
     let result = match retries {
         Some(policy) => {
-            retry::send_with_retries(upstream, policy, endpoint, parts, body, limit, ctx).await
+            // Boxed: the retry loop holds a copy of the request and a try's future besides
+            // the one every request needs; inline it would size every request's future.
+            let retried =
+                retry::send_with_retries(upstream, policy, endpoint, parts, body, limit, ctx);
+            Box::pin(retried).await
         }
         None => {
             let mark = retry::begin_try(ctx, &mut parts.headers);
@@ -155,13 +165,13 @@ pub(super) async fn proxy(
 }
 
 /// `Upgrade` value of an HTTP/1.1 request that asks for one (`Connection: upgrade`).
-fn upgrade_protocol<B>(request: &Request<B>) -> Option<HeaderValue> {
-    if request.version() != Version::HTTP_11 {
+fn upgrade_protocol(request: &Parts) -> Option<HeaderValue> {
+    if request.version != Version::HTTP_11 {
         return None;
     }
-    let protocol = request.headers().get(UPGRADE)?;
+    let protocol = request.headers.get(UPGRADE)?;
     let asks = request
-        .headers()
+        .headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())

@@ -17,26 +17,30 @@ use crate::router::Fields;
 use crate::snapshot::{RedirectTarget, Route, RouteAction, Snapshot};
 use crate::telemetry::trace::{Finished, Tracer};
 use http::header::LOCATION;
+use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) async fn handle(conn: &Arc<ConnInfo>, mut request: Request<Incoming>) -> Response<Body> {
+/// The request's head is taken apart once here and lent down to where the upstream request is
+/// built, rather than moved through every step: each move copies it into another future.
+pub(crate) async fn handle(conn: &Arc<ConnInfo>, request: Request<Incoming>) -> Response<Body> {
     let _in_flight = conn.activity.begin();
     let snapshot = conn.gateway.snapshot.load_full();
-    let client = client_address(&snapshot.trusted_proxies, conn.peer.ip(), request.headers());
-    let mut ctx = RequestCtx::new(request_id(request.headers()), client);
-    ctx.scheme = conn.scheme;
+    let (mut parts, body) = request.into_parts();
+    let client = client_address(&snapshot.trusted_proxies, conn.peer.ip(), &parts.headers);
+    // Made in place: a context local to this future would keep its own slot in it.
+    let mut chain = Chain::new(RequestCtx::new(request_id(&parts.headers), client));
+    chain.ctx.scheme = conn.scheme;
     if let Some(tracer) = &snapshot.tracer {
         let trusted = snapshot.is_trusted(conn.peer.ip());
-        ctx.trace = Some(tracer.start(&mut request, trusted));
+        chain.ctx.trace = Some(tracer.start(&mut parts, trusted));
     }
-    let head = request.method() == Method::HEAD;
-    let method = method_label(request.method());
-    let access = snapshot.access_log.then(|| AccessEntry::new(&request));
-    let mut chain = Chain::new(ctx);
-    let mut response = serve(&snapshot, conn, &mut chain, request).await;
+    let head = parts.method == Method::HEAD;
+    let method = method_label(&parts.method);
+    let access = snapshot.access_log.then(|| AccessEntry::new(&parts));
+    let mut response = serve(&snapshot, conn, &mut chain, &mut parts, body).await;
     if head {
         *response.body_mut() = Body::Empty;
     }
@@ -125,14 +129,14 @@ struct AccessEntry {
 }
 
 impl AccessEntry {
-    fn new<B>(request: &Request<B>) -> AccessEntry {
+    fn new(request: &Parts) -> AccessEntry {
         AccessEntry {
-            method: request.method().clone(),
+            method: request.method.clone(),
             host: host_value(request),
             // The query is left out: it often carries tokens.
-            path: request.uri().path().to_string(),
+            path: request.uri.path().to_string(),
             bytes_in: request
-                .headers()
+                .headers
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse().ok()),
         }
@@ -197,19 +201,17 @@ async fn serve<'a>(
     snapshot: &'a Snapshot,
     conn: &Arc<ConnInfo>,
     chain: &mut Chain<'a>,
-    mut request: Request<Incoming>,
+    parts: &mut Parts,
+    body: Incoming,
 ) -> Response<Body> {
-    if let Err(error) = checks::check_request(&request, &snapshot.limits).and_then(|()| {
-        checks::underscore_headers(
-            request.headers_mut(),
-            snapshot.limits.headers_with_underscores,
-        )
+    if let Err(error) = checks::check_request(parts, &snapshot.limits).and_then(|()| {
+        checks::underscore_headers(&mut parts.headers, snapshot.limits.headers_with_underscores)
     }) {
         return fail(&mut chain.ctx, error);
     }
-    if let Some(path) = checks::normalized_path(request.uri().path()) {
-        match with_path(request.uri(), &path) {
-            Some(uri) => *request.uri_mut() = uri,
+    if let Some(path) = checks::normalized_path(parts.uri.path()) {
+        match with_path(&parts.uri, &path) {
+            Some(uri) => parts.uri = uri,
             None => {
                 return fail(
                     &mut chain.ctx,
@@ -220,24 +222,22 @@ async fn serve<'a>(
     }
     if !snapshot.listener_filters.is_empty() {
         if let Some(filters) = snapshot.listener_filters.get(&*conn.listener) {
-            let (mut parts, body) = request.into_parts();
-            if let Some(answer) = chain.request(Stage::Listener, filters, &mut parts).await {
+            if let Some(answer) = chain.request(Stage::Listener, filters, parts).await {
                 let mut response = answer.unwrap_or_else(|error| fail(&mut chain.ctx, error));
                 if let Err(error) = chain.response(&mut response).await {
                     response = fail(&mut chain.ctx, error);
                 }
                 return response;
             }
-            request = Request::from_parts(parts, body);
         }
     }
     let lookup = snapshot.router.lookup(
-        request_host(&request),
-        request.uri().path(),
-        request.method(),
+        request_host(parts),
+        parts.uri.path(),
+        &parts.method,
         Fields {
-            headers: request.headers(),
-            query: request.uri().query(),
+            headers: &parts.headers,
+            query: parts.uri.query(),
         },
     );
     let Some(route) = lookup else {
@@ -250,8 +250,6 @@ async fn serve<'a>(
         return response;
     };
     chain.ctx.route = Some(route.meter.clone());
-    // One call site for the action, so the request's future holds its state once.
-    let (mut parts, body) = request.into_parts();
     let body = match route.body_limit {
         None => ClientBody::Streaming(body),
         Some(most) => {
@@ -267,9 +265,7 @@ async fn serve<'a>(
     let answered = if route.filters.is_empty() {
         None
     } else {
-        chain
-            .request(Stage::Route, &route.filters, &mut parts)
-            .await
+        chain.request(Stage::Route, &route.filters, parts).await
     };
     let filtered = chain.ran_any();
     let fallback = route.fallback();
@@ -279,22 +275,22 @@ async fn serve<'a>(
         Some(Ok(response)) => {
             failure = fallback.and_then(|_| fallback::refused(&response));
             if failure.is_some() {
-                kept = fallback.and_then(|f| fallback::keep(f, &parts, &body));
+                kept = fallback.and_then(|f| fallback::keep(f, parts, &body));
             }
             response
         }
         Some(Err(error)) => fail(&mut chain.ctx, error),
         None => {
-            kept = fallback.and_then(|f| fallback::keep(f, &parts, &body));
+            kept = fallback.and_then(|f| fallback::keep(f, parts, &body));
             let body = match route.mirror() {
                 Some(copies) => {
                     let trusted = snapshot.is_trusted(conn.peer.ip());
-                    mirror::start(copies, &mut parts, body, conn, trusted, &chain.ctx)
+                    mirror::start(copies, parts, body, conn, trusted, &chain.ctx)
                 }
                 None => body,
             };
-            let request = Request::from_parts(parts, body);
-            let result = act(snapshot, conn, &mut chain.ctx, route, request).await;
+            // One call site for the action, so the request's future holds its state once.
+            let result = act(snapshot, conn, &mut chain.ctx, route, parts, body).await;
             failure = fallback.and_then(|f| fallback::failure_of(f, &result));
             result.unwrap_or_else(|error| fail(&mut chain.ctx, error))
         }
@@ -350,14 +346,15 @@ async fn act(
     conn: &Arc<ConnInfo>,
     ctx: &mut RequestCtx,
     route: &Route,
-    request: Request<ClientBody>,
+    parts: &mut Parts,
+    body: ClientBody,
 ) -> Result<Response<Body>, ProxyError> {
     match &route.action {
         RouteAction::Respond(respond) => Ok(respond.response()),
-        RouteAction::Redirect { status, target } => Ok(redirect(&request, *status, target)),
+        RouteAction::Redirect { status, target } => Ok(redirect(parts, *status, target)),
         RouteAction::Proxy { split, rewrite, .. } => {
-            let upstream = split.upstream(split.choose(request.headers(), ctx));
-            forward::proxy(snapshot, conn, ctx, upstream, rewrite, request).await
+            let upstream = split.upstream(split.choose(&parts.headers, ctx));
+            forward::proxy(snapshot, conn, ctx, upstream, rewrite, parts, body).await
         }
     }
 }
@@ -387,17 +384,13 @@ fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
     Uri::from_parts(parts).ok()
 }
 
-fn redirect<B>(
-    request: &Request<B>,
-    status: StatusCode,
-    target: &RedirectTarget,
-) -> Response<Body> {
+fn redirect(request: &Parts, status: StatusCode, target: &RedirectTarget) -> Response<Body> {
     let location = match target {
         RedirectTarget::Location(location) => location.clone(),
         RedirectTarget::Scheme(scheme) => {
             // The port is dropped: it belongs to the old scheme's listener.
             let host = without_port(request_host(request).unwrap_or(""));
-            let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+            let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
             HeaderValue::try_from(format!("{scheme}://{host}{path}"))
                 .unwrap_or_else(|_| HeaderValue::from_static("/"))
         }

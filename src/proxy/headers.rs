@@ -4,7 +4,8 @@
 use http::header::{
     CONNECTION, CONTENT_LENGTH, FORWARDED, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
-use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -42,19 +43,19 @@ pub(super) fn request_id(headers: &HeaderMap) -> HeaderValue {
 }
 
 /// The authority the client addressed: the request target's (absolute form, HTTP/2) or Host.
-pub(super) fn request_host<B>(request: &Request<B>) -> Option<&str> {
-    match request.uri().authority() {
+pub(super) fn request_host(request: &Parts) -> Option<&str> {
+    match request.uri.authority() {
         Some(authority) => Some(authority.as_str()),
-        None => request.headers().get(HOST).and_then(|h| h.to_str().ok()),
+        None => request.headers.get(HOST).and_then(|h| h.to_str().ok()),
     }
 }
 
 /// [`request_host`] as a header value. The Host header is reused as is; only an absolute-form
 /// authority needs a new value.
-pub(super) fn host_value<B>(request: &Request<B>) -> Option<HeaderValue> {
-    match request.uri().authority() {
+pub(super) fn host_value(request: &Parts) -> Option<HeaderValue> {
+    match request.uri.authority() {
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => request.headers().get(HOST).cloned(),
+        None => request.headers.get(HOST).cloned(),
     }
 }
 

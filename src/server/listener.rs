@@ -243,11 +243,12 @@ async fn serve_http<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let watched = Arc::clone(&info);
-    let service = service_fn(move |request| {
-        let info = Arc::clone(&info);
-        async move { Ok::<_, Infallible>(handle(&info, request).await) }
-    });
     if h2 {
+        // Each stream runs in a task of its own, which holds the request's future.
+        let service = service_fn(move |request| {
+            let info = Arc::clone(&info);
+            async move { Ok::<_, Infallible>(handle(&info, request).await) }
+        });
         // Boxed, as the TLS path is: the HTTP/2 connection's state is large, and inline it
         // would size every plaintext HTTP/1.1 connection's task to it.
         Box::pin(async move {
@@ -270,6 +271,12 @@ async fn serve_http<I>(
         })
         .await;
     } else {
+        // Boxed per request: hyper keeps the slot for a request's future for the whole
+        // connection, so inline it would cost every idle connection the full size of one.
+        let service = service_fn(move |request| {
+            let info = Arc::clone(&info);
+            Box::pin(async move { Ok::<_, Infallible>(handle(&info, request).await) })
+        });
         let mut builder = http1::Builder::new();
         builder
             .timer(crate::timer::WheelTimer)

@@ -50,8 +50,8 @@ impl Tracer {
     /// The trace a request joins or starts. `trusted`: the peer is in `trusted_proxies`. The
     /// client's `traceparent` and `tracestate` are taken out of the request: what goes
     /// upstream is the gateway's own.
-    pub(crate) fn start<B>(&self, request: &mut http::Request<B>, trusted: bool) -> Box<TraceCtx> {
-        let headers = request.headers_mut();
+    pub(crate) fn start(&self, request: &mut http::request::Parts, trusted: bool) -> Box<TraceCtx> {
+        let headers = &mut request.headers;
         let seen = context::scan(headers);
         let parents = seen.take_parents(headers);
         let states = seen.take_states(headers);
@@ -76,9 +76,9 @@ impl Tracer {
             state: parent.and(states).and_then(context::state),
             sampled,
             start: SystemTime::now(),
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-            version: request.version(),
+            method: request.method.clone(),
+            uri: request.uri.clone(),
+            version: request.version,
             host,
             first_try: None,
             more_tries: Vec::new(),
