@@ -101,6 +101,7 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
         .or(config.workers)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
+    let open_files = server::raise_open_files(config.limits.max_connections);
     let shutdown = Shutdown::new();
     let mut threads = Vec::new();
 
@@ -254,7 +255,7 @@ pub fn start(config: Config, options: Options) -> Result<Running, StartError> {
     admin_state
         .ready
         .store(true, std::sync::atomic::Ordering::Release);
-    tracing::info!(workers, listeners = ?listeners, admin = ?admin, "portcullis started");
+    tracing::info!(workers, listeners = ?listeners, admin = ?admin, open_files, "portcullis started");
     Ok(Running {
         listeners,
         shutdown,

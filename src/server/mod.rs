@@ -1,7 +1,9 @@
 //! Accepting client connections and serving HTTP on them.
 
 mod listener;
+mod open_files;
 mod shutdown;
 
 pub(crate) use listener::{accept_loop, bind, ListenerInfo};
+pub(crate) use open_files::raise as raise_open_files;
 pub(crate) use shutdown::Shutdown;

@@ -19,6 +19,7 @@ mod fallback;
 mod filters;
 mod hardening;
 mod health;
+mod idle_clients;
 mod ip_filter;
 mod jwks;
 mod jwt;

@@ -28,8 +28,8 @@ fn signal(child: &Child, name: &str) {
     assert!(status.success());
 }
 
-/// Starts the binary and reads the bound addresses from its JSON log; later log lines arrive
-/// on the returned channel.
+/// Starts the binary and reads the bound addresses from its JSON log; every log line, those
+/// read so far included, arrives on the returned channel.
 pub(crate) fn spawn(
     path: &std::path::Path,
 ) -> (
@@ -38,7 +38,21 @@ pub(crate) fn spawn(
     SocketAddr,
     std::sync::mpsc::Receiver<String>,
 ) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    spawn_with(path, |_| {})
+}
+
+/// [`spawn`], with `prepare` changing the command first (limits, environment).
+pub(crate) fn spawn_with(
+    path: &std::path::Path,
+    prepare: impl FnOnce(&mut Command),
+) -> (
+    Child,
+    SocketAddr,
+    SocketAddr,
+    std::sync::mpsc::Receiver<String>,
+) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
         .args([
             "-c",
             path.to_str().unwrap(),
@@ -48,11 +62,12 @@ pub(crate) fn spawn(
             "json",
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start portcullis");
+        .stderr(Stdio::null());
+    prepare(&mut command);
+    let mut child = command.spawn().expect("start portcullis");
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
     let (mut http, mut admin) = (None, None);
     while http.is_none() || admin.is_none() {
         let line = lines.next().expect("log ended before listening").unwrap();
@@ -65,9 +80,9 @@ pub(crate) fn spawn(
                 _ => {}
             }
         }
+        let _ = tx.send(line);
     }
     // Keep draining the log so the child never blocks on a full pipe.
-    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
             let _ = tx.send(line);
