@@ -170,6 +170,17 @@ backend bench
 """
 
 
+def self_signed(tmp):
+    """A self-signed P-256 certificate for localhost and 127.0.0.1, made with openssl: the
+    paths of the certificate and its key."""
+    cert, key = f"{tmp}/cert.pem", f"{tmp}/key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    return cert, key
+
+
 def wait_port(port, timeout=10):
     """Waits until something accepts TCP connections on the port."""
     import socket
@@ -256,13 +267,8 @@ def main():
         nginx_servers = " ".join(f"server 127.0.0.1:{port};" for port in upstream_ports)
         nginx_balance = {"round_robin": "", "random": "random;", "least_request": "least_conn;"}[BALANCE]
 
-        cert, key = f"{tmp}/cert.pem", f"{tmp}/key.pem"
-        if TLS:
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                            "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext",
-                            "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert],
-                           check=True, capture_output=True)
-        tls_yaml = f", tls: {{ certificates: [{{ cert_file: {cert}, key_file: {key} }}] }}" if TLS else ""
+        cert, cert_key = self_signed(tmp) if TLS else ("", "")
+        tls_yaml = f", tls: {{ certificates: [{{ cert_file: {cert}, key_file: {cert_key} }}] }}" if TLS else ""
         jwt_yaml, jwt_route, jwt_args = "", "", []
         if JWT:
             tokens = f"{tmp}/tokens.txt"
@@ -409,7 +415,7 @@ http {{
     upstream bench {{ {nginx_balance} {nginx_servers} keepalive 128; }}
     server {{
         listen 127.0.0.1:{PORTS['nginx']}{' ssl' if TLS else ''};
-        {f'ssl_certificate {cert}; ssl_certificate_key {key};' if TLS else ''}
+        {f'ssl_certificate {cert}; ssl_certificate_key {cert_key};' if TLS else ''}
         location / {{
             proxy_pass http://bench;
             proxy_http_version 1.1;
@@ -438,7 +444,7 @@ http {{
         haproxy_bind = f"127.0.0.1:{PORTS['haproxy']}"
         if TLS:
             with open(f"{tmp}/haproxy.pem", "w") as pem:
-                pem.write(open(cert).read() + open(key).read())
+                pem.write(open(cert).read() + open(cert_key).read())
             haproxy_bind += f" ssl crt {tmp}/haproxy.pem"
         with open(f"{tmp}/haproxy.cfg", "w") as f:
             f.write(haproxy_config(haproxy_bind, haproxy_balance, haproxy_servers))
