@@ -6,6 +6,7 @@
 //! opens with the HTTP/2 preface (prior knowledge, h2c), by hyper's HTTP/2 server, both
 //! configured from `limits:`.
 
+use super::lent::Lent;
 use super::shutdown::Shutdown;
 use crate::proxy::{handle, ConnCounter, ConnInfo, ConnSlot, PerIpLimits};
 use crate::snapshot::{Gateway, Limits};
@@ -271,11 +272,11 @@ async fn serve_http<I>(
         })
         .await;
     } else {
-        // Boxed per request: hyper keeps the slot for a request's future for the whole
+        // Lent per request: hyper keeps the slot for a request's future for the whole
         // connection, so inline it would cost every idle connection the full size of one.
         let service = service_fn(move |request| {
             let info = Arc::clone(&info);
-            Box::pin(async move { Ok::<_, Infallible>(handle(&info, request).await) })
+            Lent::new(async move { Ok::<_, Infallible>(handle(&info, request).await) })
         });
         let mut builder = http1::Builder::new();
         builder
