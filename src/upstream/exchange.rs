@@ -16,6 +16,12 @@ use rustls_pki_types::ServerName;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 
+/// The most an upstream HTTP/1.1 connection buffers ahead of the client. hyper's read buffer
+/// otherwise grows towards 400 KiB on a fast upstream, and a client that reads slowly (or not
+/// at all) keeps all of it: 282 KiB per stalled 1 MiB response. Reads of this size keep large
+/// bodies flowing in few system calls.
+const UPSTREAM_READ_BUFFER_BYTES: usize = 64 * 1024;
+
 impl Upstream {
     /// The request target for `path` on `endpoint`: the path alone for HTTP/1.1, an absolute
     /// URI for HTTP/2, whose authority is `host` (default: the endpoint's address).
@@ -196,6 +202,7 @@ impl Upstream {
         match self.spec.protocol {
             Protocol::Http1 => {
                 let (sender, conn) = http1::Builder::new()
+                    .max_buf_size(UPSTREAM_READ_BUFFER_BYTES)
                     .handshake(io)
                     .await
                     .map_err(ProxyError::Upstream)?;

@@ -1,7 +1,8 @@
 //! Many clients at once, against the real binary: idle keep-alive clients are held in a stated
 //! memory budget while a busy client beside them is served as quickly as without them, and
 //! the open-file limit is raised at start, warned about when too low, and, once exhausted,
-//! makes new connections wait rather than fail.
+//! makes new connections wait rather than fail; clients that stop reading hold a bounded part
+//! of a large response.
 
 use crate::signals::spawn_with;
 use crate::support::*;
@@ -85,6 +86,59 @@ async fn ten_thousand_idle_clients_stay_within_budget_and_slow_no_one() {
     child.wait().unwrap();
 }
 
+/// Clients that stop reading a large response.
+const STALLED: usize = 40;
+/// The stalled response's size.
+const LARGE: usize = 1 << 20;
+/// What a stalled large response may cost the gateway, in KiB (test-profile build). With
+/// hyper's default, the read buffer towards the upstream grows towards 400 KiB.
+const BUDGET_KIB_PER_STALLED_RESPONSE: u64 = 160;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stop_reading_hold_a_bounded_part_of_a_large_response() {
+    let up = upstream().run().await;
+    let path = temp_path("stalled-clients.yaml");
+    let config = format!(
+        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
+         admin: {{ address: 127.0.0.1:0 }}\n\
+         access_log: false\n\
+         upstreams:\n  up: {{ discovery: {{ static: [{}] }} }}\n\
+         routes:\n  - {{ name: all, upstream: up }}\n",
+        up.addr
+    );
+    std::fs::write(&path, config).unwrap();
+    let (mut child, http, _admin, _log) = crate::signals::spawn(&path);
+    let pid = child.id();
+    drop(open_idle(http, OPENING).await);
+    let before = rss_kib(pid);
+    let mut stalled = Vec::with_capacity(STALLED);
+    let request = format!("GET /bytes/{LARGE} HTTP/1.1\r\nHost: portcullis.test\r\n\r\n");
+    for _ in 0..STALLED {
+        // The smallest receive buffer the kernel allows: the response backs up into the
+        // gateway rather than into this socket.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(1).unwrap();
+        let mut stream = socket.connect(http).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stalled.push(stream);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let grown = rss_kib(pid).saturating_sub(before);
+    let each = grown / STALLED as u64;
+    eprintln!("{STALLED} stalled {LARGE}-byte responses: +{grown} KiB RSS, {each} KiB each");
+    assert!(
+        each <= BUDGET_KIB_PER_STALLED_RESPONSE,
+        "a stalled response costs {each} KiB, over the budget of \
+         {BUDGET_KIB_PER_STALLED_RESPONSE} KiB"
+    );
+    // Nothing was lost: a client that reads again gets the whole response.
+    for stream in stalled.iter_mut().take(2) {
+        assert_eq!(read_response(stream).await, LARGE);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// `count` connections to `addr` that each carried one request and now sit idle.
 async fn open_idle(addr: std::net::SocketAddr, count: usize) -> Vec<TcpStream> {
     let mut streams = Vec::with_capacity(count);
@@ -107,6 +161,11 @@ async fn open_idle(addr: std::net::SocketAddr, count: usize) -> Vec<TcpStream> {
 /// One request on `stream`, its response read whole (the test upstream sends a length).
 async fn exchange(stream: &mut TcpStream) {
     stream.write_all(REQUEST).await.expect("send");
+    read_response(stream).await;
+}
+
+/// Reads one 200 response with a length from `stream`, whole; returns the body's length.
+async fn read_response(stream: &mut TcpStream) -> usize {
     let mut received = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     let head_end = loop {
@@ -130,10 +189,14 @@ async fn exchange(stream: &mut TcpStream) {
         .parse()
         .unwrap();
     while received.len() < head_end + length {
-        let n = stream.read(&mut buf).await.expect("read");
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("body in time")
+            .expect("read");
         assert!(n > 0, "connection closed inside the body");
         received.extend_from_slice(&buf[..n]);
     }
+    length
 }
 
 /// The resident memory of process `pid`, in KiB.
