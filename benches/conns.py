@@ -12,6 +12,10 @@ Kinds (KINDS, comma-separated; all by default):
   h1   HTTP/1.1 keep-alive, plaintext
   h2c  HTTP/2 with prior knowledge, plaintext (one stream, then idle)
   tls  HTTP/1.1 keep-alive over TLS 1.3 (a self-signed P-256 certificate)
+  stall-100, stall-16k, stall-1m
+       a request in flight: STALLED (500) HTTP/1.1 clients each ask for a response of 100 B,
+       16 KiB or 1 MiB and never read it (their receive buffer set to its minimum), so what
+       the proxy holds for a response it cannot deliver shows, per request
 """
 
 import os
@@ -28,7 +32,10 @@ from load import (ROOT, children, haproxy_config, memory_kib, nginx_config,  # n
                   rss_kib, self_signed, stop_all, wait_port)
 
 CONNS = int(os.environ.get("CONNS", "4000"))
-KINDS = os.environ.get("KINDS", "h1,h2c,tls").split(",")
+STALLED = int(os.environ.get("STALLED", "500"))
+KINDS = os.environ.get("KINDS", "h1,h2c,tls,stall-100,stall-16k,stall-1m").split(",")
+# The stalled kinds' response sizes, each from an upstream of its own.
+STALLS = {"stall-100": (100, 19190), "stall-16k": (16384, 19191), "stall-1m": (1048576, 19192)}
 # How long the connections stay idle before memory is read: long enough for every proxy to
 # have finished with the request it served.
 SETTLE = float(os.environ.get("SETTLE", "2"))
@@ -104,6 +111,13 @@ TLS_CONTEXT.verify_mode = ssl.CERT_NONE
 
 
 def open_one(kind, ports):
+    if kind in STALLS:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", ports[0]))
+        sock.sendall(f"GET /{kind} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        return sock
     plain, tls = ports[:2]
     if kind == "h2c" and len(ports) > 2:
         plain = ports[2]
@@ -126,18 +140,19 @@ def idle_connections(kind, ports, count):
 
 def measure(name, kind, ports, pids):
     # A few requests first, so buffers, pools and lazily built state exist before the count.
-    for sock in idle_connections(kind, ports, 8):
+    for sock in idle_connections("h1" if kind in STALLS else kind, ports, 8):
         sock.close()
     time.sleep(SETTLE)
+    count = STALLED if kind in STALLS else CONNS
     before_rss, before_pss = rss_kib(pids), pss_kib(pids)
-    sockets = idle_connections(kind, ports, CONNS)
+    sockets = idle_connections(kind, ports, count)
     time.sleep(SETTLE)
     after_rss, after_pss = rss_kib(pids), pss_kib(pids)
     for sock in sockets:
         sock.close()
-    rss = (after_rss - before_rss) / CONNS
-    pss = (after_pss - before_pss) / CONNS
-    print(f"{name:<12}{kind:<6}{rss:>10.2f}{pss:>10.2f}{before_rss / 1024:>10.1f}"
+    rss = (after_rss - before_rss) / count
+    pss = (after_pss - before_pss) / count
+    print(f"{name:<12}{kind:<10}{rss:>10.2f}{pss:>10.2f}{before_rss / 1024:>10.1f}"
           f"{after_rss / 1024:>10.1f}", flush=True)
 
 
@@ -161,6 +176,21 @@ def main():
     try:
         start(["taskset", "-c", "1", f"{ROOT}/target/release/examples/bench_upstream", upstream, "100"])
         wait_port(PORTS["upstream"])
+        for size, port in STALLS.values():
+            start(["taskset", "-c", "1", f"{ROOT}/target/release/examples/bench_upstream",
+                   f"127.0.0.1:{port}", str(size)])
+            wait_port(port)
+        stall_upstreams = "".join(f"  {kind}: {{ discovery: {{ static: [127.0.0.1:{port}] }} }}\n"
+                                  for kind, (_, port) in STALLS.items())
+        stall_routes = "".join(f"  - {{ name: {kind}, match: {{ path: /{kind} }}, upstream: {kind} }}\n"
+                               for kind in STALLS)
+        nginx_stalls = "".join(f"upstream {kind} {{ server 127.0.0.1:{port}; keepalive 128; }}\n    "
+                               for kind, (_, port) in STALLS.items())
+        nginx_locations = "".join(f"location = /{kind} {{ proxy_pass http://{kind}; proxy_http_version 1.1; "
+                                  f"proxy_set_header Connection \"\"; }}\n        " for kind in STALLS)
+        haproxy_rules = "".join(f"    use_backend {kind} if {{ path /{kind} }}\n" for kind in STALLS)
+        haproxy_backends = "".join(f"backend {kind}\n    server s0 127.0.0.1:{port}\n"
+                                   for kind, (_, port) in STALLS.items())
         plain, tls = PORTS["portcullis"]
         with open(f"{tmp}/gateway.yaml", "w") as f:
             # Idle clients kept as long as the other proxies keep them.
@@ -172,8 +202,8 @@ access_log: false
 limits: {{ max_connections: {CONNS + 100}, idle_timeout: 300s, header_read_timeout: 300s }}
 upstreams:
   bench: {{ discovery: {{ static: [{upstream}] }} }}
-routes:
-  - name: all
+{stall_upstreams}routes:
+{stall_routes}  - name: all
     upstream: bench
 """)
         os.makedirs(f"{tmp}/nginx/logs", exist_ok=True)
@@ -187,7 +217,9 @@ routes:
                              f"\n    ssl_certificate {cert};\n    ssl_certificate_key {cert_key};")
                     .replace(f"listen 127.0.0.1:{plain};",
                              f"listen 127.0.0.1:{plain};\n        listen 127.0.0.1:{tls} ssl;"
-                             f"\n        listen 127.0.0.1:{h2c} http2;"))
+                             f"\n        listen 127.0.0.1:{h2c} http2;")
+                    .replace("upstream bench", f"{nginx_stalls}upstream bench")
+                    .replace("location / {", f"{nginx_locations}location / {{"))
         with open(f"{tmp}/haproxy.pem", "w") as pem:
             pem.write(open(cert).read() + open(cert_key).read())
         plain, tls = PORTS["haproxy"]
@@ -198,7 +230,9 @@ routes:
             f.write(config.replace("maxconn 8192", f"maxconn {wanted}")
                     .replace("timeout client 60s", "timeout client 300s\n    timeout http-keep-alive 300s")
                     .replace(f"bind 127.0.0.1:{plain}",
-                             f"bind 127.0.0.1:{plain}\n    bind 127.0.0.1:{tls} ssl crt {tmp}/haproxy.pem"))
+                             f"bind 127.0.0.1:{plain}\n    bind 127.0.0.1:{tls} ssl crt {tmp}/haproxy.pem")
+                    .replace("    default_backend bench", f"{haproxy_rules}    default_backend bench")
+                    + haproxy_backends)
         commands = {
             "PORTCULLIS": (["taskset", "-c", "0", BINARY, "-c",
                             f"{tmp}/gateway.yaml", "--workers", "1", "--log-level", "warn"], False),
@@ -207,7 +241,7 @@ routes:
             "HAPROXY": (["taskset", "-c", "0", "haproxy", "-f", f"{tmp}/haproxy.cfg", "-db"], False),
         }
         print(f"{CONNS} idle keep-alive connections of each kind, one proxied request each")
-        print(f"{'':<12}{'kind':<6}{'KiB RSS':>10}{'KiB PSS':>10}{'MB before':>10}{'MB after':>10}"
+        print(f"{'':<12}{'kind':<10}{'KiB RSS':>10}{'KiB PSS':>10}{'MB before':>10}{'MB after':>10}"
               "   (per connection)")
         # A fresh process for every kind: memory freed by one kind's connections stays
         # resident and would be reused by the next.
