@@ -33,18 +33,16 @@ async fn ten_thousand_idle_clients_stay_within_budget_and_slow_no_one() {
         return;
     }
     let up = upstream().run().await;
-    let path = temp_path("idle-clients.yaml");
-    let config = format!(
-        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
-         admin: {{ address: 127.0.0.1:0 }}\n\
-         access_log: false\n\
-         limits: {{ max_connections: {}, idle_timeout: 300s, header_read_timeout: 300s }}\n\
-         upstreams:\n  up: {{ discovery: {{ static: [{}] }} }}\n\
-         routes:\n  - {{ name: all, upstream: up }}\n",
-        IDLE + 100,
-        up.addr
+    let path = config_file(
+        "idle-clients.yaml",
+        &format!(
+            "limits: {{ max_connections: {}, idle_timeout: 300s, header_read_timeout: 300s }}\n\
+             upstreams:\n  up: {{ discovery: {{ static: [{}] }} }}\n\
+             routes:\n  - {{ name: all, upstream: up }}\n",
+            IDLE + 100,
+            up.addr
+        ),
     );
-    std::fs::write(&path, config).unwrap();
     let (mut child, http, _admin, _log) = crate::signals::spawn(&path);
     let pid = child.id();
 
@@ -97,16 +95,14 @@ const BUDGET_KIB_PER_STALLED_RESPONSE: u64 = 160;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_stop_reading_hold_a_bounded_part_of_a_large_response() {
     let up = upstream().run().await;
-    let path = temp_path("stalled-clients.yaml");
-    let config = format!(
-        "listeners: [{{ name: http, address: 127.0.0.1:0 }}]\n\
-         admin: {{ address: 127.0.0.1:0 }}\n\
-         access_log: false\n\
-         upstreams:\n  up: {{ discovery: {{ static: [{}] }} }}\n\
-         routes:\n  - {{ name: all, upstream: up }}\n",
-        up.addr
+    let path = config_file(
+        "stalled-clients.yaml",
+        &format!(
+            "upstreams:\n  up: {{ discovery: {{ static: [{}] }} }}\n\
+             routes:\n  - {{ name: all, upstream: up }}\n",
+            up.addr
+        ),
     );
-    std::fs::write(&path, config).unwrap();
     let (mut child, http, _admin, _log) = crate::signals::spawn(&path);
     let pid = child.id();
     drop(open_idle(http, OPENING).await);
@@ -270,15 +266,20 @@ fn log_line(log: &std::sync::mpsc::Receiver<String>, message: &str) -> serde_jso
 }
 
 fn respond_config() -> std::path::PathBuf {
-    let path = temp_path("open-files.yaml");
-    std::fs::write(
-        &path,
-        "listeners: [{ name: http, address: 127.0.0.1:0 }]\n\
-         admin: { address: 127.0.0.1:0 }\n\
-         access_log: false\n\
-         routes:\n  - { name: hello, respond: { body: hello } }\n",
+    config_file(
+        "open-files.yaml",
+        "routes:\n  - { name: hello, respond: { body: hello } }\n",
     )
-    .unwrap();
+}
+
+/// A config file for the binary: one plaintext listener, an admin listener, no access log,
+/// then `rest`.
+fn config_file(name: &str, rest: &str) -> std::path::PathBuf {
+    let path = temp_path(name);
+    let head = "listeners: [{ name: http, address: 127.0.0.1:0 }]\n\
+                admin: { address: 127.0.0.1:0 }\n\
+                access_log: false\n";
+    std::fs::write(&path, format!("{head}{rest}")).unwrap();
     path
 }
 
