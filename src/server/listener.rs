@@ -7,19 +7,25 @@
 //! configured from `limits:`.
 
 use super::lent::Lent;
-use super::shutdown::Shutdown;
+use super::park::{parkable, OnTcp, Park, Parking, Watched};
+use super::shutdown::{Shutdown, Stopped};
+use crate::body::Body;
 use crate::proxy::{handle, ConnCounter, ConnInfo, ConnSlot, PerIpLimits};
 use crate::snapshot::{Gateway, Limits};
+use bytes::Bytes;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus_client::metrics::gauge::Gauge;
 use socket2::{Domain, Socket, Type};
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
@@ -149,32 +155,56 @@ async fn watch_idle(info: Arc<ConnInfo>, timeout: Duration, idle: Arc<Shutdown>)
     idle.stop();
 }
 
-/// Drives one client connection. On shutdown, or once idle for `idle_timeout`, it stops taking
-/// requests and lets those in flight finish (HTTP/2: GOAWAY).
-macro_rules! drive {
-    ($conn:expr, $shutdown:expr, $info:expr, $idle_timeout:expr) => {{
+/// A connection's `idle_timeout`, watched for as long as this lives.
+struct IdleWatch {
+    idle: Arc<Shutdown>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl IdleWatch {
+    fn start(info: &Arc<ConnInfo>, timeout: Duration) -> IdleWatch {
         let idle = Shutdown::new();
-        let watchdog = tokio::spawn(watch_idle(Arc::clone(&$info), $idle_timeout, Arc::clone(&idle)));
-        let conn = $conn;
-        tokio::pin!(conn);
-        let result = tokio::select! {
-            biased;
-            result = conn.as_mut() => result,
-            _ = $shutdown.stopped() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-            _ = idle.stopped() => {
-                tracing::debug!(peer = %$info.peer, "idle_timeout reached, closing");
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
-        watchdog.abort();
-        if let Err(error) = result {
-            tracing::debug!(peer = %$info.peer, %error, "client connection ended with an error");
+        let task = tokio::spawn(watch_idle(Arc::clone(info), timeout, Arc::clone(&idle)));
+        IdleWatch { idle, task }
+    }
+}
+
+impl Drop for IdleWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Drives a client connection to its end. On shutdown (`stopped`), or once idle for
+/// `idle_timeout` (`idled`), it stops taking requests and lets those in flight finish
+/// (`graceful`, hyper's for the protocol; HTTP/2: GOAWAY).
+async fn drive<C: Future>(
+    mut conn: Pin<&mut C>,
+    graceful: fn(Pin<&mut C>),
+    stopped: &mut Stopped<'_>,
+    idled: &mut Stopped<'_>,
+    peer: SocketAddr,
+) -> C::Output {
+    tokio::select! {
+        biased;
+        result = conn.as_mut() => result,
+        _ = stopped => {
+            graceful(conn.as_mut());
+            conn.await
         }
-    }};
+        _ = idled => {
+            tracing::debug!(%peer, "idle_timeout reached, closing");
+            graceful(conn.as_mut());
+            conn.await
+        }
+    }
+}
+
+/// Logs how a client connection ended, when it ended with an error.
+fn ended(peer: SocketAddr, result: Result<(), hyper::Error>) {
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "client connection ended with an error");
+    }
 }
 
 /// A connection as accepted: the socket, its peer, the listener it came in on and, for a TLS
@@ -210,7 +240,7 @@ async fn serve_connection(
             }
         };
         let info = Arc::new(ConnInfo::new(gateway, peer, "http", listener, slot));
-        return serve_http(TokioIo::new(stream), h2, info, limits, shutdown).await;
+        return serve_http(stream, h2, info, limits, shutdown).await;
     };
     // The handshake counts against the header-read timeout too. Boxed, like the session.
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -230,18 +260,18 @@ async fn serve_connection(
     let info = Arc::new(ConnInfo::new(gateway, peer, "https", listener, slot));
     // Boxed: the TLS session is large, and inline it would size every plaintext
     // connection's task to it.
-    Box::pin(serve_http(TokioIo::new(stream), h2, info, limits, shutdown)).await;
+    Box::pin(serve_http(stream, h2, info, limits, shutdown)).await;
 }
 
 /// Serves HTTP/1.1 or HTTP/2 on an established connection, plaintext or TLS.
 async fn serve_http<I>(
-    io: TokioIo<I>,
+    io: I,
     h2: bool,
     info: Arc<ConnInfo>,
     limits: Limits,
     shutdown: Arc<Shutdown>,
 ) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    I: OnTcp + AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let watched = Arc::clone(&info);
     if h2 {
@@ -263,20 +293,27 @@ async fn serve_http<I>(
                 .max_local_error_reset_streams(limits.h2_max_local_reset_streams)
                 .keep_alive_interval(limits.idle_timeout / 2)
                 .keep_alive_timeout(H2_PING_TIMEOUT);
-            drive!(
-                builder.serve_connection(io, service),
-                shutdown,
-                watched,
-                limits.idle_timeout
-            );
+            let watch = IdleWatch::start(&watched, limits.idle_timeout);
+            let (mut stopped, mut idled) = (shutdown.stopped(), watch.idle.stopped());
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            tokio::pin!(conn);
+            let graceful = http2::Connection::graceful_shutdown;
+            let result = drive(conn, graceful, &mut stopped, &mut idled, watched.peer).await;
+            ended(watched.peer, result);
         })
         .await;
     } else {
+        let park = Park::new();
+        let parks = Arc::clone(&park);
         // Lent per request: hyper keeps the slot for a request's future for the whole
         // connection, so inline it would cost every idle connection the full size of one.
         let service = service_fn(move |request| {
             let info = Arc::clone(&info);
-            Lent::new(async move { Ok::<_, Infallible>(handle(&info, request).await) })
+            let park = parks.begin(parkable(&request));
+            Lent::new(async move {
+                let response = handle(&info, request).await;
+                Ok::<_, Infallible>(response.map(|body| Watched { body, park }))
+            })
         });
         let mut builder = http1::Builder::new();
         builder
@@ -287,11 +324,84 @@ async fn serve_http<I>(
         if limits.max_headers > HYPER_STACK_HEADERS {
             builder.max_headers(limits.max_headers);
         }
-        drive!(
-            builder.serve_connection(io, service).with_upgrades(),
-            shutdown,
+        serve_h1(
+            io,
+            &builder,
+            service,
+            park,
+            &shutdown,
             watched,
-            limits.idle_timeout
-        );
+            limits.idle_timeout,
+        )
+        .await;
     }
+}
+
+/// Serves HTTP/1.1, parking the connection whenever it falls idle (see `park`): hyper serves
+/// it from one park to the next, and in between the connection holds only its socket.
+async fn serve_h1<I, S>(
+    mut io: I,
+    builder: &http1::Builder,
+    mut service: S,
+    park: Arc<Park>,
+    shutdown: &Shutdown,
+    info: Arc<ConnInfo>,
+    idle_timeout: Duration,
+) where
+    I: OnTcp + AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = Watched<Body>> + Unpin,
+    S::Future: Unpin + Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let watch = IdleWatch::start(&info, idle_timeout);
+    // Made once: each registers its waker once for the whole connection.
+    let (mut stopped, mut idled) = (shutdown.stopped(), watch.idle.stopped());
+    let mut ahead = Bytes::new();
+    loop {
+        let parking = Parking::new(io, ahead, Arc::clone(&park));
+        // Boxed: while parked, the connection's task keeps no room for hyper's state.
+        let mut conn = Box::new(
+            builder
+                .serve_connection(TokioIo::new(parking), service)
+                .with_upgrades(),
+        );
+        let graceful = http1::UpgradeableConnection::graceful_shutdown;
+        let result = drive(
+            Pin::new(&mut *conn),
+            graceful,
+            &mut stopped,
+            &mut idled,
+            info.peer,
+        )
+        .await;
+        if !park.is_parked() {
+            ended(info.peer, result);
+            break;
+        }
+        let Some(parts) = conn.into_parts() else {
+            break;
+        };
+        (io, ahead, service) = take_back(parts);
+        let parked = Instant::now();
+        if ahead.is_empty() {
+            let woken = tokio::select! {
+                biased;
+                _ = &mut stopped => false,
+                _ = &mut idled => false,
+                readable = io.tcp().readable() => readable.is_ok(),
+            };
+            if !woken {
+                break;
+            }
+        }
+        park.came_back_after(parked.elapsed());
+    }
+}
+
+/// What a parked connection keeps of hyper's: the socket, the service and the bytes hyper had
+/// read ahead, copied out, since hyper's are a view into its whole read buffer, which goes
+/// with the rest here.
+fn take_back<I, S>(parts: http1::Parts<TokioIo<Parking<I>>, S>) -> (I, Bytes, S) {
+    let ahead = Bytes::copy_from_slice(&parts.read_buf);
+    (parts.io.into_inner().into_inner(), ahead, parts.service)
 }

@@ -3,6 +3,7 @@
 mod lent;
 mod listener;
 mod open_files;
+mod park;
 mod shutdown;
 
 pub(crate) use listener::{accept_loop, bind, ListenerInfo};

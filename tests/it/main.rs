@@ -23,6 +23,7 @@ mod idle_clients;
 mod ip_filter;
 mod jwks;
 mod jwt;
+mod keep_alive;
 mod mirror;
 mod proxy;
 mod rate_limit;

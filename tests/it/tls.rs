@@ -457,3 +457,41 @@ async fn relative_paths_resolve_against_the_config_folder() {
     assert_eq!(up.requests(), 1);
     std::fs::remove_dir_all(&root).ok();
 }
+
+#[tokio::test]
+async fn a_keep_alive_connection_idle_past_the_header_timeout_serves_the_next_request() {
+    let pki = Pki::new();
+    let cert = pki.issue(&["a.example.com"]);
+    let up = upstream().run().await;
+    let yaml = format!(
+        "{}limits: {{ header_read_timeout: 500ms, idle_timeout: 30s }}\n",
+        tls_yaml(up.addr, &[&cert], "")
+    );
+    let gw = gateway(&yaml);
+    let client = pki.client(&[b"http/1.1"], ALL, None);
+    // A slow client (parked as soon as its response is out), and a quick one (parked once
+    // quiet): between requests they wait with the socket alone, past the header timeout.
+    for back_to_back in [1, 3] {
+        let stream = connect(gw.addr(), "a.example.com", Arc::clone(&client))
+            .await
+            .unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut send = || {
+            let request = http::Request::builder()
+                .uri("/")
+                .header("host", "a.example.com")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            sender.send_request(request)
+        };
+        for _ in 0..back_to_back {
+            assert_eq!(send().await.unwrap().status(), 200);
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let response = send().await.expect("the connection was closed while idle");
+        assert_eq!(response.status(), 200);
+    }
+}

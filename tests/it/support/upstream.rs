@@ -421,3 +421,49 @@ async fn scripted(req: Request<Incoming>, state: Arc<State>) -> Response<BoxBody
         }
     }
 }
+
+/// Opens a tunnel through the gateway to the upstream's `/upgrade` echo; returns the client's
+/// end once the 101 has arrived and one round trip worked.
+pub async fn open_tunnel(gateway: SocketAddr) -> tokio::net::TcpStream {
+    open_tunnel_with_head(gateway).await.0
+}
+
+/// [`open_tunnel`], with the response head the client got.
+pub async fn open_tunnel_with_head(gateway: SocketAddr) -> (tokio::net::TcpStream, String) {
+    let mut stream = tokio::net::TcpStream::connect(gateway).await.unwrap();
+    let head = upgrade(&mut stream).await;
+    (stream, head)
+}
+
+/// Asks for the upstream's `/upgrade` echo on `stream`, which may have carried requests
+/// before; returns the 101's head once one round trip over the tunnel worked.
+pub async fn upgrade(stream: &mut tokio::net::TcpStream) -> String {
+    stream
+        .write_all(
+            b"GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(echoes(stream).await, "the new tunnel does not echo");
+    head
+}
+
+/// Whether a round trip over the tunnel works within a second.
+pub async fn echoes(stream: &mut tokio::net::TcpStream) -> bool {
+    if stream.write_all(b"ping").await.is_err() {
+        return false;
+    }
+    let mut echoed = [0u8; 4];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut echoed)).await,
+        Ok(Ok(_)) if &echoed == b"ping"
+    )
+}
