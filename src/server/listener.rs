@@ -32,6 +32,8 @@ use tokio::time::Instant;
 /// hyper's own default, above which it keeps headers on the heap.
 const HYPER_STACK_HEADERS: usize = 100;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// How long the accept loop waits after a failed accept (out of files) before it tries again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(20);
 /// An HTTP/2 client that does not answer a keep-alive PING within this is dropped.
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -64,6 +66,9 @@ pub(crate) async fn accept_loop(
     gauge: Gauge,
     shutdown: Arc<Shutdown>,
 ) {
+    // Accepts failed in a row: out of files, a run of them is logged once when it starts
+    // and once when it ends, not every retry.
+    let mut failing: u64 = 0;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -72,12 +77,19 @@ pub(crate) async fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
+                if failing == 0 {
+                    tracing::warn!(%error, "accept failed");
+                }
+                failing += 1;
                 // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             }
         };
+        if failing > 0 {
+            tracing::info!(failed = failing, "accepting again");
+            failing = 0;
+        }
         let snapshot = gateway.snapshot.load();
         let limits = snapshot.limits;
         let tls = info

@@ -302,7 +302,7 @@ fn the_soft_open_file_limit_is_raised_and_a_low_hard_limit_is_warned_about() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_open_files_new_connections_wait_until_one_closes() {
     let path = respond_config();
-    let (mut child, http, _admin, _log) = spawn_with(&path, |c| limit_open_files(c, 64, 64));
+    let (mut child, http, _admin, log) = spawn_with(&path, |c| limit_open_files(c, 64, 64));
     // More clients than the gateway has files for: the kernel completes every handshake and
     // queues the connections the gateway cannot accept yet.
     let mut streams = Vec::new();
@@ -330,6 +330,12 @@ async fn out_of_open_files_new_connections_wait_until_one_closes() {
     }
     assert!(answered.len() >= 20, "{} answered", answered.len());
     assert!(waiting.len() >= 10, "{} waiting", waiting.len());
+    // A second of retries, and the log says so once, not at every retry.
+    let failures = log
+        .try_iter()
+        .filter(|line| line.contains("\"accept failed\""))
+        .count();
+    assert_eq!(failures, 1, "accept failures logged {failures} times");
     // Files come back as clients leave, and the queued connections are served.
     drop(answered);
     for mut stream in waiting {
@@ -345,6 +351,8 @@ async fn out_of_open_files_new_connections_wait_until_one_closes() {
         }
         assert!(received.starts_with(b"HTTP/1.1 200"));
     }
+    let recovered = log_line(&log, "accepting again");
+    assert!(recovered["failed"].as_u64().unwrap() > 1, "{recovered}");
     child.kill().unwrap();
     child.wait().unwrap();
 }
