@@ -229,7 +229,40 @@ struct Accepted {
 }
 
 async fn serve_connection(
+    mut accepted: Accepted,
+    gateway: Arc<Gateway>,
+    limits: Limits,
+    shutdown: Arc<Shutdown>,
+    slot: ConnSlot,
+) {
+    if let Some(tls) = accepted.tls.take() {
+        // Boxed whole, handshake and session: inline, the TLS stream would size every
+        // plaintext connection's task to it.
+        let served = serve_tls(accepted, tls, gateway, limits, shutdown, slot);
+        return Box::pin(served).await;
+    }
+    let Accepted {
+        stream,
+        peer,
+        listener,
+        ..
+    } = accepted;
+    let h2 = match tokio::time::timeout(limits.header_read_timeout, first_bytes(&stream)).await {
+        Ok(Ok(h2)) => h2,
+        Ok(Err(_)) => return,
+        Err(_) => {
+            tracing::debug!(%peer, "no request before header_read_timeout, closing");
+            return;
+        }
+    };
+    let info = Arc::new(ConnInfo::new(gateway, peer, "http", listener, slot));
+    serve_http(stream, h2, info, limits, shutdown).await;
+}
+
+/// Shakes hands with a client on a TLS listener, then serves it.
+async fn serve_tls(
     accepted: Accepted,
+    tls: Arc<rustls::ServerConfig>,
     gateway: Arc<Gateway>,
     limits: Limits,
     shutdown: Arc<Shutdown>,
@@ -239,22 +272,10 @@ async fn serve_connection(
         stream,
         peer,
         listener,
-        tls,
+        ..
     } = accepted;
-    let Some(tls) = tls else {
-        let h2 = match tokio::time::timeout(limits.header_read_timeout, first_bytes(&stream)).await
-        {
-            Ok(Ok(h2)) => h2,
-            Ok(Err(_)) => return,
-            Err(_) => {
-                tracing::debug!(%peer, "no request before header_read_timeout, closing");
-                return;
-            }
-        };
-        let info = Arc::new(ConnInfo::new(gateway, peer, "http", listener, slot));
-        return serve_http(stream, h2, info, limits, shutdown).await;
-    };
-    // The handshake counts against the header-read timeout too. Boxed, like the session.
+    // The handshake counts against the header-read timeout too. Boxed, as the session is
+    // below: each is large, and inline they would size this future for good.
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let handshake = Box::pin(acceptor.accept(stream));
     let stream = match tokio::time::timeout(limits.header_read_timeout, handshake).await {
@@ -270,9 +291,7 @@ async fn serve_connection(
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2);
     let info = Arc::new(ConnInfo::new(gateway, peer, "https", listener, slot));
-    // Boxed: the TLS session is large, and inline it would size every plaintext
-    // connection's task to it.
-    Box::pin(serve_http(stream, h2, info, limits, shutdown)).await;
+    serve_http(Box::new(stream), h2, info, limits, shutdown).await;
 }
 
 /// Serves HTTP/1.1 or HTTP/2 on an established connection, plaintext or TLS.

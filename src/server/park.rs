@@ -183,7 +183,7 @@ impl OnTcp for TcpStream {
     }
 }
 
-impl OnTcp for tokio_rustls::server::TlsStream<TcpStream> {
+impl OnTcp for Box<tokio_rustls::server::TlsStream<TcpStream>> {
     fn tcp(&self) -> &TcpStream {
         self.get_ref().0
     }
