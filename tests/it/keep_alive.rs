@@ -4,7 +4,7 @@
 //! the same connection, and a request body the gateway answered without reading is never
 //! taken for the next request. Between requests `idle_timeout` governs, whether the client
 //! was slow (parked at once) or quick (parked once quiet); `header_read_timeout` counts from
-//! a request's first byte.
+//! a request's first byte, except after a request with a body, which does not park.
 
 use crate::support::*;
 use std::time::Duration;
@@ -97,6 +97,33 @@ async fn between_requests_the_idle_timeout_governs_not_the_header_timeout() {
         let (status, body) = response(stream).await;
         assert_eq!((status, echoed_path(&body).as_str()), (200, "/again"));
     }
+}
+
+#[tokio::test]
+async fn after_a_request_with_a_body_the_header_timeout_still_counts_until_one_without() {
+    let up = upstream().run().await;
+    let gw = gateway(&simple_yaml(up.addr, TIMEOUTS));
+    let post = "POST /a HTTP/1.1\r\nHost: portcullis.test\r\nContent-Length: 4\r\n\r\nbody";
+    // A body, then a request without one: the connection parks and outlives the header
+    // timeout.
+    let mut parked = TcpStream::connect(gw.addr()).await.unwrap();
+    parked.write_all(post.as_bytes()).await.unwrap();
+    assert_eq!(response(&mut parked).await.0, 200);
+    parked.write_all(get("/b").as_bytes()).await.unwrap();
+    assert_eq!(response(&mut parked).await.0, 200);
+    // A body last: hyper's header timer runs from the end of the response.
+    let mut kept = TcpStream::connect(gw.addr()).await.unwrap();
+    kept.write_all(post.as_bytes()).await.unwrap();
+    assert_eq!(response(&mut kept).await.0, 200);
+    tokio::time::sleep(LONGER_THAN_HEADER_TIMEOUT).await;
+    parked.write_all(get("/c").as_bytes()).await.unwrap();
+    assert_eq!(response(&mut parked).await.0, 200);
+    let reply = read_all(&mut kept, Duration::from_millis(500)).await;
+    assert!(
+        reply.closed,
+        "idle past the header timeout after a body: {}",
+        reply.text
+    );
 }
 
 #[tokio::test]
