@@ -37,7 +37,7 @@ use tokio::net::TcpStream;
 
 /// A client that comes back within this of being parked keeps hyper's state between
 /// requests, until it has been quiet this long.
-pub(super) const PARK_AFTER: Duration = Duration::from_millis(100);
+const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// Where the connection's current exchange stands, as far as parking goes, and how soon it
 /// parks.
@@ -170,6 +170,31 @@ impl<I> Parking<I> {
     pub(super) fn into_inner(self) -> I {
         self.io
     }
+
+    /// Whether the connection, between requests, may park now; if it is to wait for
+    /// `PARK_AFTER` of quiet first, it is woken when that time is up.
+    fn quiet_long_enough(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.park.state.load(Ordering::Relaxed) != FLUSHED {
+            return false;
+        }
+        if self.park.at_once.load(Ordering::Relaxed) {
+            return true;
+        }
+        let requests = self.park.requests.load(Ordering::Relaxed);
+        if let Some((sleep, begun)) = &mut self.quiet {
+            if Pin::new(sleep).poll(cx).is_pending() {
+                return false;
+            }
+            if *begun == requests {
+                return true;
+            }
+        }
+        // None running, or requests came during the last: a quiet time starts now.
+        let mut sleep = Sleep::after(PARK_AFTER);
+        let _ = Pin::new(&mut sleep).poll(cx);
+        self.quiet = Some((sleep, requests));
+        false
+    }
 }
 
 /// The socket under a connection, to wait on while it is parked.
@@ -215,33 +240,6 @@ impl<I: AsyncRead + Unpin> AsyncRead for Parking<I> {
             }
             polled => polled,
         }
-    }
-}
-
-impl<I> Parking<I> {
-    /// Whether the connection, between requests, may park now; if it is to wait for
-    /// `PARK_AFTER` of quiet first, it is woken when that time is up.
-    fn quiet_long_enough(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.park.state.load(Ordering::Relaxed) != FLUSHED {
-            return false;
-        }
-        if self.park.at_once.load(Ordering::Relaxed) {
-            return true;
-        }
-        let requests = self.park.requests.load(Ordering::Relaxed);
-        if let Some((sleep, begun)) = &mut self.quiet {
-            if Pin::new(sleep).poll(cx).is_pending() {
-                return false;
-            }
-            if *begun == requests {
-                return true;
-            }
-        }
-        // None running, or requests came during the last: a quiet time starts now.
-        let mut sleep = Sleep::after(PARK_AFTER);
-        let _ = Pin::new(&mut sleep).poll(cx);
-        self.quiet = Some((sleep, requests));
-        false
     }
 }
 
