@@ -17,7 +17,7 @@ mod per_ip;
 mod retry;
 
 pub(crate) use background::Background;
-pub(crate) use conn::{ConnCounter, ConnInfo, ConnSlot};
+pub(crate) use conn::{Activity, ConnCounter, ConnInfo};
 pub(crate) use fallback::FallbackMetrics;
 pub(crate) use handler::handle;
 pub(crate) use headers::{content_length, remove_gateway_owned, remove_hop_by_hop};

@@ -6,12 +6,13 @@
 //! opens with the HTTP/2 preface (prior knowledge, h2c), by hyper's HTTP/2 server, both
 //! configured from `limits:`.
 
+use super::idle::Idle;
 use super::lent::Lent;
 use super::park::{parkable, OnTcp, Park, Parking, Watched};
 use super::shutdown::{Shutdown, Stopped};
-use crate::body::Body;
-use crate::proxy::{handle, ConnCounter, ConnInfo, ConnSlot, PerIpLimits};
+use crate::proxy::{handle, ConnCounter, ConnInfo, PerIpLimits};
 use crate::snapshot::{Gateway, Limits};
+use crate::timer::{self, Sleep};
 use bytes::Bytes;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -25,9 +26,9 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
 
 /// hyper's own default, above which it keeps headers on the heap.
 const HYPER_STACK_HEADERS: usize = 100;
@@ -36,6 +37,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const ACCEPT_RETRY: Duration = Duration::from_millis(20);
 /// An HTTP/2 client that does not answer a keep-alive PING within this is dropped.
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// How soon a connection that sent part of the HTTP/2 preface is looked at again.
+const PREFACE_RETRY: Duration = Duration::from_millis(5);
 
 /// Binds a listening socket that other workers can bind too (SO_REUSEPORT).
 pub(crate) fn bind(address: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -69,6 +72,7 @@ pub(crate) async fn accept_loop(
     // Accepts failed in a row: out of files, a run of them is logged once when it starts
     // and once when it ends, not every retry.
     let mut failing: u64 = 0;
+    let mut serving = Serving::new(gateway.snapshot.load().limits);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -121,24 +125,54 @@ pub(crate) async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let accepted = Accepted {
-            stream,
-            peer,
-            listener: Arc::clone(&info.name),
-            tls,
-        };
+        if serving.limits != limits {
+            serving = Serving::new(limits);
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let listener = Arc::clone(&info.name);
+        let conn = ConnInfo::new(Arc::clone(&gateway), peer, scheme, listener, slot);
         tokio::spawn(serve_connection(
-            accepted,
-            Arc::clone(&gateway),
-            limits,
+            stream,
+            tls,
+            Arc::new(conn),
+            Arc::clone(&serving),
             Arc::clone(&shutdown),
-            slot,
         ));
     }
 }
 
-/// Waits until the client has sent enough to tell HTTP/1 from the HTTP/2 preface (`true`),
-/// under the header-read timeout: a client that connects and stays silent is dropped.
+/// How connections are served under one `limits:`: hyper's builders, made when the limits
+/// change rather than for every connection, whose task would otherwise hold them.
+struct Serving {
+    limits: Limits,
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+impl Serving {
+    fn new(limits: Limits) -> Arc<Serving> {
+        let mut h1 = http1::Builder::new();
+        h1.timer(crate::timer::WheelTimer)
+            .header_read_timeout(limits.header_read_timeout)
+            .max_header_size(limits.max_header_bytes)
+            .keep_alive(true);
+        if limits.max_headers > HYPER_STACK_HEADERS {
+            h1.max_headers(limits.max_headers);
+        }
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            // Bounds HEADERS + CONTINUATION per request: a CONTINUATION flood ends in an error.
+            .max_header_list_size(limits.max_header_bytes as u32)
+            .max_pending_accept_reset_streams(limits.h2_max_pending_reset_streams)
+            .max_local_error_reset_streams(limits.h2_max_local_reset_streams)
+            .keep_alive_interval(limits.idle_timeout / 2)
+            .keep_alive_timeout(H2_PING_TIMEOUT);
+        Arc::new(Serving { limits, h1, h2 })
+    }
+}
+
+/// Waits until the client has sent enough to tell HTTP/1 from the HTTP/2 preface (`true`).
 async fn first_bytes(stream: &TcpStream) -> io::Result<bool> {
     let mut buf = [0u8; 24];
     loop {
@@ -150,51 +184,18 @@ async fn first_bytes(stream: &TcpStream) -> io::Result<bool> {
             return Ok(true);
         }
         // A partial HTTP/2 preface: wait for the rest.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Signals `idle` once the connection has had no request in flight for `timeout`. It runs as
-/// its own task so that the connection's task only checks a flag when hyper polls it.
-async fn watch_idle(info: Arc<ConnInfo>, timeout: Duration, idle: Arc<Shutdown>) {
-    loop {
-        match info.activity.idle_deadline(timeout) {
-            Some(deadline) if deadline <= Instant::now() => break,
-            Some(deadline) => tokio::time::sleep_until(deadline).await,
-            None => tokio::time::sleep(timeout).await,
-        }
-    }
-    idle.stop();
-}
-
-/// A connection's `idle_timeout`, watched for as long as this lives.
-struct IdleWatch {
-    idle: Arc<Shutdown>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl IdleWatch {
-    fn start(info: &Arc<ConnInfo>, timeout: Duration) -> IdleWatch {
-        let idle = Shutdown::new();
-        let task = tokio::spawn(watch_idle(Arc::clone(info), timeout, Arc::clone(&idle)));
-        IdleWatch { idle, task }
-    }
-}
-
-impl Drop for IdleWatch {
-    fn drop(&mut self) {
-        self.task.abort();
+        Sleep::after(PREFACE_RETRY).await;
     }
 }
 
 /// Drives a client connection to its end. On shutdown (`stopped`), or once idle for
-/// `idle_timeout` (`idled`), it stops taking requests and lets those in flight finish
+/// `idle_timeout` (`idle`), it stops taking requests and lets those in flight finish
 /// (`graceful`, hyper's for the protocol; HTTP/2: GOAWAY).
 async fn drive<C: Future>(
     mut conn: Pin<&mut C>,
     graceful: fn(Pin<&mut C>),
     stopped: &mut Stopped<'_>,
-    idled: &mut Stopped<'_>,
+    idle: Pin<&mut Idle<'_>>,
     peer: SocketAddr,
 ) -> C::Output {
     tokio::select! {
@@ -204,7 +205,7 @@ async fn drive<C: Future>(
             graceful(conn.as_mut());
             conn.await
         }
-        _ = idled => {
+        _ = idle => {
             tracing::debug!(%peer, "idle_timeout reached, closing");
             graceful(conn.as_mut());
             conn.await
@@ -219,67 +220,53 @@ fn ended(peer: SocketAddr, result: Result<(), hyper::Error>) {
     }
 }
 
-/// A connection as accepted: the socket, its peer, the listener it came in on and, for a TLS
-/// listener, the settings to handshake with.
-struct Accepted {
-    stream: TcpStream,
-    peer: SocketAddr,
-    listener: Arc<str>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-}
-
+/// Serves one client connection, start to end. The task's size is what every idle
+/// connection costs, so what is shared is passed by reference down the calls rather than
+/// held again at each level.
 async fn serve_connection(
-    mut accepted: Accepted,
-    gateway: Arc<Gateway>,
-    limits: Limits,
+    stream: TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    info: Arc<ConnInfo>,
+    serving: Arc<Serving>,
     shutdown: Arc<Shutdown>,
-    slot: ConnSlot,
 ) {
-    if let Some(tls) = accepted.tls.take() {
+    if let Some(tls) = tls {
         // Boxed whole, handshake and session: inline, the TLS stream would size every
         // plaintext connection's task to it.
-        let served = serve_tls(accepted, tls, gateway, limits, shutdown, slot);
-        return Box::pin(served).await;
+        return Box::pin(serve_tls(stream, tls, info, serving, shutdown)).await;
     }
-    let Accepted {
-        stream,
-        peer,
-        listener,
-        ..
-    } = accepted;
-    let h2 = match tokio::time::timeout(limits.header_read_timeout, first_bytes(&stream)).await {
+    // A client that connects and stays silent is dropped after the header-read timeout.
+    let first = timer::timeout(serving.limits.header_read_timeout, first_bytes(&stream));
+    let h2 = match first.await {
         Ok(Ok(h2)) => h2,
         Ok(Err(_)) => return,
         Err(_) => {
-            tracing::debug!(%peer, "no request before header_read_timeout, closing");
+            tracing::debug!(peer = %info.peer, "no request before header_read_timeout, closing");
             return;
         }
     };
-    let info = Arc::new(ConnInfo::new(gateway, peer, "http", listener, slot));
-    serve_http(stream, h2, info, limits, shutdown).await;
+    if h2 {
+        Box::pin(serve_h2(stream, info, &serving, &shutdown)).await;
+    } else {
+        serve_h1(stream, info, &serving, &shutdown).await;
+    }
 }
 
 /// Shakes hands with a client on a TLS listener, then serves it.
 async fn serve_tls(
-    accepted: Accepted,
+    stream: TcpStream,
     tls: Arc<rustls::ServerConfig>,
-    gateway: Arc<Gateway>,
-    limits: Limits,
+    info: Arc<ConnInfo>,
+    serving: Arc<Serving>,
     shutdown: Arc<Shutdown>,
-    slot: ConnSlot,
 ) {
-    let Accepted {
-        stream,
-        peer,
-        listener,
-        ..
-    } = accepted;
     // The handshake counts against the header-read timeout too. Boxed, as the session is
     // below: each is large, and inline they would size this future for good.
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let handshake = Box::pin(acceptor.accept(stream));
-    let stream = match tokio::time::timeout(limits.header_read_timeout, handshake).await {
-        Ok(Ok(stream)) => stream,
+    let peer = info.peer;
+    let stream = match timer::timeout(serving.limits.header_read_timeout, handshake).await {
+        Ok(Ok(stream)) => Box::new(stream),
         Ok(Err(error)) => {
             tracing::debug!(%peer, %error, "TLS handshake failed");
             return;
@@ -289,127 +276,87 @@ async fn serve_tls(
             return;
         }
     };
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2);
-    let info = Arc::new(ConnInfo::new(gateway, peer, "https", listener, slot));
-    serve_http(Box::new(stream), h2, info, limits, shutdown).await;
+    if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2) {
+        serve_h2(stream, info, &serving, &shutdown).await;
+    } else {
+        serve_h1(stream, info, &serving, &shutdown).await;
+    }
 }
 
-/// Serves HTTP/1.1 or HTTP/2 on an established connection, plaintext or TLS.
-async fn serve_http<I>(
-    io: I,
-    h2: bool,
-    info: Arc<ConnInfo>,
-    limits: Limits,
-    shutdown: Arc<Shutdown>,
-) where
-    I: OnTcp + AsyncRead + AsyncWrite + Unpin + Send + 'static,
+/// Serves HTTP/2. Boxed by its callers, as the TLS path is: the connection's state is
+/// large, and inline it would size every plaintext HTTP/1.1 connection's task to it.
+async fn serve_h2<I>(io: I, info: Arc<ConnInfo>, serving: &Serving, shutdown: &Shutdown)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let watched = Arc::clone(&info);
-    if h2 {
-        // Each stream runs in a task of its own, which holds the request's future.
-        let service = service_fn(move |request| {
-            let info = Arc::clone(&info);
-            async move { Ok::<_, Infallible>(handle(&info, request).await) }
-        });
-        // Boxed, as the TLS path is: the HTTP/2 connection's state is large, and inline it
-        // would size every plaintext HTTP/1.1 connection's task to it.
-        Box::pin(async move {
-            let mut builder = http2::Builder::new(TokioExecutor::new());
-            builder
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(limits.h2_max_concurrent_streams)
-                // Bounds HEADERS + CONTINUATION per request: a CONTINUATION flood ends in an error.
-                .max_header_list_size(limits.max_header_bytes as u32)
-                .max_pending_accept_reset_streams(limits.h2_max_pending_reset_streams)
-                .max_local_error_reset_streams(limits.h2_max_local_reset_streams)
-                .keep_alive_interval(limits.idle_timeout / 2)
-                .keep_alive_timeout(H2_PING_TIMEOUT);
-            let watch = IdleWatch::start(&watched, limits.idle_timeout);
-            let (mut stopped, mut idled) = (shutdown.stopped(), watch.idle.stopped());
-            let conn = builder.serve_connection(TokioIo::new(io), service);
-            tokio::pin!(conn);
-            let graceful = http2::Connection::graceful_shutdown;
-            let result = drive(conn, graceful, &mut stopped, &mut idled, watched.peer).await;
-            ended(watched.peer, result);
-        })
-        .await;
-    } else {
-        let park = Park::new();
-        let parks = Arc::clone(&park);
-        // Lent per request: hyper keeps the slot for a request's future for the whole
-        // connection, so inline it would cost every idle connection the full size of one.
-        let service = service_fn(move |request| {
-            let info = Arc::clone(&info);
-            let park = parks.begin(parkable(&request));
-            Lent::new(async move {
-                let response = handle(&info, request).await;
-                Ok::<_, Infallible>(response.map(|body| Watched { body, park }))
-            })
-        });
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(crate::timer::WheelTimer)
-            .header_read_timeout(limits.header_read_timeout)
-            .max_header_size(limits.max_header_bytes)
-            .keep_alive(true);
-        if limits.max_headers > HYPER_STACK_HEADERS {
-            builder.max_headers(limits.max_headers);
-        }
-        serve_h1(
-            io,
-            &builder,
-            service,
-            park,
-            &shutdown,
-            watched,
-            limits.idle_timeout,
-        )
-        .await;
-    }
+    // Each stream runs in a task of its own, which holds the request's future.
+    let service = service_fn(move |request| {
+        let info = Arc::clone(&info);
+        async move { Ok::<_, Infallible>(handle(&info, request).await) }
+    });
+    let idle = Idle::new(&watched.activity, serving.limits.idle_timeout);
+    tokio::pin!(idle);
+    let mut stopped = shutdown.stopped();
+    let conn = serving.h2.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let graceful = http2::Connection::graceful_shutdown;
+    let result = drive(conn, graceful, &mut stopped, idle, watched.peer).await;
+    ended(watched.peer, result);
 }
 
 /// Serves HTTP/1.1, parking the connection whenever it falls idle (see `park`): hyper serves
 /// it from one park to the next, and in between the connection holds only its socket.
-async fn serve_h1<I, S>(
-    mut io: I,
-    builder: &http1::Builder,
-    mut service: S,
-    park: Arc<Park>,
-    shutdown: &Shutdown,
-    info: Arc<ConnInfo>,
-    idle_timeout: Duration,
-) where
+async fn serve_h1<I>(mut io: I, info: Arc<ConnInfo>, serving: &Serving, shutdown: &Shutdown)
+where
     I: OnTcp + AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = Watched<Body>> + Unpin,
-    S::Future: Unpin + Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let watch = IdleWatch::start(&info, idle_timeout);
-    // Made once: each registers its waker once for the whole connection.
-    let (mut stopped, mut idled) = (shutdown.stopped(), watch.idle.stopped());
+    let park = Park::new();
+    let parks = Arc::clone(&park);
+    let watched = Arc::clone(&info);
+    // Lent per request: hyper keeps the slot for a request's future for the whole
+    // connection, so inline it would cost every idle connection the full size of one.
+    let mut service = service_fn(move |request| {
+        let info = Arc::clone(&info);
+        let park = parks.begin(parkable(&request));
+        Lent::new(async move {
+            let response = handle(&info, request).await;
+            Ok::<_, Infallible>(response.map(|body| Watched { body, park }))
+        })
+    });
+    let idle = Idle::new(&watched.activity, serving.limits.idle_timeout);
+    tokio::pin!(idle);
+    // Made once: it registers its waker once for the whole connection.
+    let mut stopped = shutdown.stopped();
     let mut ahead = Bytes::new();
     loop {
-        let parking = Parking::new(io, ahead, Arc::clone(&park));
-        // Boxed: while parked, the connection's task keeps no room for hyper's state.
-        let mut conn = Box::new(
-            builder
-                .serve_connection(TokioIo::new(parking), service)
-                .with_upgrades(),
-        );
-        let graceful = http1::UpgradeableConnection::graceful_shutdown;
-        let result = drive(
-            Pin::new(&mut *conn),
-            graceful,
-            &mut stopped,
-            &mut idled,
-            info.peer,
-        )
-        .await;
-        if !park.is_parked() {
-            ended(info.peer, result);
-            break;
-        }
-        let Some(parts) = conn.into_parts() else {
+        let parts = {
+            let parking = Parking::new(io, ahead, Arc::clone(&park));
+            // Boxed, and the box gone before the connection parks: while parked, the
+            // connection keeps no room for hyper's state.
+            let mut conn = Box::new(
+                serving
+                    .h1
+                    .serve_connection(TokioIo::new(parking), service)
+                    .with_upgrades(),
+            );
+            let graceful = http1::UpgradeableConnection::graceful_shutdown;
+            let conn_ref = Pin::new(&mut *conn);
+            let result = drive(
+                conn_ref,
+                graceful,
+                &mut stopped,
+                idle.as_mut(),
+                watched.peer,
+            );
+            let result = result.await;
+            if !park.is_parked() {
+                ended(watched.peer, result);
+                break;
+            }
+            conn.into_parts()
+        };
+        let Some(parts) = parts else {
             break;
         };
         (io, ahead, service) = take_back(parts);
@@ -418,7 +365,7 @@ async fn serve_h1<I, S>(
             let woken = tokio::select! {
                 biased;
                 _ = &mut stopped => false,
-                _ = &mut idled => false,
+                _ = idle.as_mut() => false,
                 readable = io.tcp().readable() => readable.is_ok(),
             };
             if !woken {

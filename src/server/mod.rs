@@ -1,5 +1,6 @@
 //! Accepting client connections and serving HTTP on them.
 
+mod idle;
 mod lent;
 mod listener;
 mod open_files;
