@@ -297,6 +297,14 @@ mod tests {
         within(Sleep::after(Duration::from_millis(20))).await;
     }
 
+    #[test]
+    fn a_sleep_stays_small() {
+        // hyper boxes one per request. At 64 bytes instead of 40 its box lands in another size
+        // class of the C allocator, and the proxy under load spent about 600 more instructions
+        // per request in malloc.
+        assert!(std::mem::size_of::<Sleep>() <= 40);
+    }
+
     #[tokio::test]
     async fn slots_are_reused() {
         for _ in 0..100 {
