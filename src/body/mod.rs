@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -40,12 +41,63 @@ impl Body {
         }
     }
 
-    pub(crate) fn request(inner: Incoming, limit: u64) -> Body {
+    pub(crate) fn request(inner: ClientIncoming, limit: u64) -> Body {
         Body::Request(RequestBody {
             inner,
             limit,
             seen: 0,
         })
+    }
+}
+
+/// Told once a client's request body has been read to its end: the connection it came on
+/// then has nothing left of that request to read.
+pub(crate) trait BodyEnd: Send + Sync {
+    /// `request` is the number the connection gave the request in its `BodyEndNotice`: a body
+    /// read to its end late, after the next request began, must not count for that one.
+    fn body_ended(&self, request: u32);
+}
+
+/// Whom to tell that a request's body has been read to its end, and which request it was.
+pub(crate) struct BodyEndNotice {
+    pub(crate) to: Arc<dyn BodyEnd>,
+    pub(crate) request: u32,
+}
+
+/// A client's request body as hyper hands it over, and whom to tell once it has been read to
+/// its end.
+pub(crate) struct ClientIncoming {
+    body: Incoming,
+    end: Option<BodyEndNotice>,
+}
+
+impl ClientIncoming {
+    pub(crate) fn new(body: Incoming, end: Option<BodyEndNotice>) -> ClientIncoming {
+        ClientIncoming { body, end }
+    }
+
+    pub(crate) fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        // A body with a length ends with its last bytes (its reader need not ask again);
+        // a chunked one when it says so.
+        let ended = match &polled {
+            Poll::Ready(Some(Ok(_))) => self.body.is_end_stream(),
+            Poll::Ready(None) => true,
+            _ => false,
+        };
+        if ended {
+            if let Some(end) = self.end.take() {
+                end.to.body_ended(end.request);
+            }
+        }
+        polled
     }
 }
 
@@ -71,7 +123,7 @@ impl HttpBody for Body {
         match self {
             Body::Empty => true,
             Body::Full(bytes) => bytes.is_none(),
-            Body::Request(body) => body.inner.is_end_stream(),
+            Body::Request(body) => body.inner.body.is_end_stream(),
             Body::Upstream(body) => body.is_end_stream(),
             Body::Recording(body) => body.inner.is_end_stream(),
             Body::Transformed(body) => body.is_end_stream(),
@@ -82,7 +134,7 @@ impl HttpBody for Body {
         match self {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Body::Request(body) => body.inner.size_hint(),
+            Body::Request(body) => body.inner.body.size_hint(),
             Body::Upstream(body) => body.size_hint(),
             Body::Recording(body) => body.inner.size_hint(),
             Body::Transformed(body) => body.size_hint(),
@@ -93,11 +145,11 @@ impl HttpBody for Body {
 /// A client's request body on its way to the route's action: as it streams, or read whole
 /// already because a filter asked to see it.
 pub(crate) enum ClientBody {
-    Streaming(Incoming),
+    Streaming(ClientIncoming),
     Buffered(Bytes),
     /// Streams as it comes while a copy of up to `keep` bytes is kept for `done` (a mirror).
     Teed {
-        body: Incoming,
+        body: ClientIncoming,
         keep: usize,
         done: OnComplete,
     },
@@ -203,14 +255,14 @@ impl Recording {
 pub(crate) struct BodyLimitExceeded(pub u64);
 
 pub(crate) struct RequestBody {
-    inner: Incoming,
+    inner: ClientIncoming,
     limit: u64,
     seen: u64,
 }
 
 impl RequestBody {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        match self.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.seen += data.len() as u64;

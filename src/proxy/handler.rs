@@ -9,7 +9,7 @@ use super::headers::{
     client_address, host_value, request_host, request_id, without_port, X_REQUEST_ID,
 };
 use super::mirror;
-use crate::body::{Body, ClientBody};
+use crate::body::{Body, BodyEndNotice, ClientBody, ClientIncoming};
 use crate::context::RequestCtx;
 use crate::error::{CircuitOpen, ProxyError};
 use crate::filter::{Chain, Outcome, Stage};
@@ -25,10 +25,16 @@ use std::time::Duration;
 
 /// The request's head is taken apart once here and lent down to where the upstream request is
 /// built, rather than moved through every step: each move copies it into another future.
-pub(crate) async fn handle(conn: &Arc<ConnInfo>, request: Request<Incoming>) -> Response<Body> {
+/// `body_end`, if any, is told once the request's body has been read to its end.
+pub(crate) async fn handle(
+    conn: &Arc<ConnInfo>,
+    request: Request<Incoming>,
+    body_end: Option<BodyEndNotice>,
+) -> Response<Body> {
     let _in_flight = conn.activity.begin();
     let snapshot = conn.gateway.snapshot.load_full();
     let (mut parts, body) = request.into_parts();
+    let body = ClientIncoming::new(body, body_end);
     let client = client_address(&snapshot.trusted_proxies, conn.peer.ip(), &parts.headers);
     // Made in place: a context local to this future would keep its own slot in it.
     let mut chain = Chain::new(RequestCtx::new(request_id(&parts.headers), client));
@@ -202,7 +208,7 @@ async fn serve<'a>(
     conn: &Arc<ConnInfo>,
     chain: &mut Chain<'a>,
     parts: &mut Parts,
-    body: Incoming,
+    body: ClientIncoming,
 ) -> Response<Body> {
     if let Err(error) = checks::check_request(parts, &snapshot.limits).and_then(|()| {
         checks::underscore_headers(&mut parts.headers, snapshot.limits.headers_with_underscores)
@@ -322,7 +328,7 @@ async fn serve<'a>(
 /// Reads the whole body for filters that asked to see it: at most `most` bytes (a longer one
 /// is refused with 413, as one over `max_body_bytes` is).
 async fn read_body(
-    body: Incoming,
+    body: ClientIncoming,
     headers: &HeaderMap,
     most: u64,
     max_body_bytes: u64,

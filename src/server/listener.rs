@@ -293,7 +293,7 @@ where
     // Each stream runs in a task of its own, which holds the request's future.
     let service = service_fn(move |request| {
         let info = Arc::clone(&info);
-        async move { Ok::<_, Infallible>(handle(&info, request).await) }
+        async move { Ok::<_, Infallible>(handle(&info, request, None).await) }
     });
     let idle = Idle::new(&watched.activity, serving.limits.idle_timeout);
     tokio::pin!(idle);
@@ -318,9 +318,9 @@ where
     // connection, so inline it would cost every idle connection the full size of one.
     let mut service = service_fn(move |request| {
         let info = Arc::clone(&info);
-        let park = parks.begin(parkable(&request));
+        let (park, body_end) = parks.begin(parkable(&request));
         Lent::new(async move {
-            let response = handle(&info, request).await;
+            let response = handle(&info, request, body_end).await;
             Ok::<_, Infallible>(response.map(|body| Watched { body, park }))
         })
     });

@@ -17,10 +17,13 @@
 //! (or has yet to show its pace), and only after `PARK_AFTER` of quiet once its client came
 //! back sooner than that.
 //!
-//! Only a request without a body, and not asking for an upgrade, lets its connection park:
-//! after one with a body, hyper may still be draining it, and an end-of-stream then would cut
-//! the body short and leave its rest to be read as the next request.
+//! A request asking for an upgrade never lets its connection park, and one with a body only
+//! once the body has been read to its end: until then hyper may still be reading or draining
+//! it, and an end-of-stream would cut the body short and leave its rest to be read as the
+//! next request. A body answered unread is drained by hyper, unseen from here: its connection
+//! does not park until a later request allows it.
 
+use crate::body::{BodyEnd, BodyEndNotice};
 use crate::timer::Sleep;
 use bytes::{Buf, Bytes};
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -47,6 +50,9 @@ pub(super) struct Park {
     at_once: AtomicBool,
     /// Requests begun so far, to tell a quiet stretch from a busy one.
     requests: AtomicU32,
+    /// What the current request still waits for before its connection may park: the end of
+    /// its response, and of its body if it has one.
+    awaiting: AtomicU8,
 }
 
 /// A request is being served, or one that must not park was.
@@ -65,6 +71,7 @@ impl Park {
             state: AtomicU8::new(BUSY),
             at_once: AtomicBool::new(true),
             requests: AtomicU32::new(0),
+            awaiting: AtomicU8::new(0),
         })
     }
 
@@ -74,15 +81,37 @@ impl Park {
         self.at_once.store(parked >= PARK_AFTER, Ordering::Relaxed);
     }
 
-    /// A request arrives. Whether its connection may park after its response is what the
-    /// returned guard, dropped with the response body, tells.
-    pub(super) fn begin(self: &Arc<Self>, parkable: bool) -> Option<Arc<Park>> {
+    /// A request arrives: the connection may park once what `parkable` names has ended. The
+    /// response's end is told by the returned guard, dropped with the response body; the
+    /// body's by the returned notice, carried with it.
+    pub(super) fn begin(
+        self: &Arc<Self>,
+        parkable: Option<Ends>,
+    ) -> (Option<Arc<Park>>, Option<BodyEndNotice>) {
         self.state.store(BUSY, Ordering::Relaxed);
         // Only this connection's task writes it: no read-modify-write needed.
-        let requests = self.requests.load(Ordering::Relaxed);
-        self.requests
-            .store(requests.wrapping_add(1), Ordering::Relaxed);
-        parkable.then(|| Arc::clone(self))
+        let request = self.requests.load(Ordering::Relaxed).wrapping_add(1);
+        self.requests.store(request, Ordering::Relaxed);
+        let Some(ends) = parkable else {
+            return (None, None);
+        };
+        let notice = match ends {
+            Ends::Response => None,
+            Ends::BodyAndResponse => Some(BodyEndNotice {
+                to: Arc::clone(self) as Arc<dyn BodyEnd>,
+                request,
+            }),
+        };
+        self.awaiting
+            .store(1 + u8::from(notice.is_some()), Ordering::Relaxed);
+        (Some(Arc::clone(self)), notice)
+    }
+
+    /// One of the things the current request waits for has ended; the last ends its exchange.
+    fn one_ended(&self) {
+        if self.awaiting.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.advance(BUSY, ENDED);
+        }
     }
 
     pub(super) fn is_parked(&self) -> bool {
@@ -96,11 +125,32 @@ impl Park {
     }
 }
 
-/// Whether a request lets its connection park after the response: no body to drain, and no
+impl BodyEnd for Park {
+    fn body_ended(&self, request: u32) {
+        if request == self.requests.load(Ordering::Relaxed) {
+            self.one_ended();
+        }
+    }
+}
+
+/// What must end before a request's connection may park.
+pub(super) enum Ends {
+    Response,
+    BodyAndResponse,
+}
+
+/// What a request lets its connection do after its response: nothing if it asks for a
 /// protocol switch that may hand the socket on (hyper marks every request that asks for one,
-/// `Upgrade` or `CONNECT`, with the means to take it).
-pub(super) fn parkable<B: HttpBody>(request: &http::Request<B>) -> bool {
-    request.body().is_end_stream() && request.extensions().get::<OnUpgrade>().is_none()
+/// `Upgrade` or `CONNECT`, with the means to take it); park once the response is out, or once
+/// the body has been read to its end as well.
+pub(super) fn parkable<B: HttpBody>(request: &http::Request<B>) -> Option<Ends> {
+    if request.extensions().get::<OnUpgrade>().is_some() {
+        None
+    } else if request.body().is_end_stream() {
+        Some(Ends::Response)
+    } else {
+        Some(Ends::BodyAndResponse)
+    }
 }
 
 /// A response body that marks the end of its exchange when hyper drops it: hyper lets go of a
@@ -113,7 +163,7 @@ pub(super) struct Watched<B> {
 impl<B> Drop for Watched<B> {
     fn drop(&mut self) {
         if let Some(park) = &self.park {
-            park.advance(BUSY, ENDED);
+            park.one_ended();
         }
     }
 }
@@ -282,5 +332,43 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Parking<I> {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_with_a_body_ends_with_its_body_and_its_response() {
+        let park = Park::new();
+        let (response, body) = park.begin(Some(Ends::BodyAndResponse));
+        let body = body.expect("a notice for the body");
+        drop(Watched {
+            body: (),
+            park: response,
+        });
+        assert_eq!(park.state.load(Ordering::Relaxed), BUSY);
+        body.to.body_ended(body.request);
+        assert_eq!(park.state.load(Ordering::Relaxed), ENDED);
+    }
+
+    #[test]
+    fn a_body_read_to_its_end_late_does_not_count_for_the_next_request() {
+        let park = Park::new();
+        let (first, late) = park.begin(Some(Ends::BodyAndResponse));
+        drop(Watched {
+            body: (),
+            park: first,
+        });
+        // The next request, with a body of its own, begins before the first body's end.
+        let (second, _body) = park.begin(Some(Ends::BodyAndResponse));
+        let late = late.expect("a notice for the body");
+        late.to.body_ended(late.request);
+        drop(Watched {
+            body: (),
+            park: second,
+        });
+        assert_eq!(park.state.load(Ordering::Relaxed), BUSY);
     }
 }
