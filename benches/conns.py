@@ -10,6 +10,8 @@ the processes that map them). Each kind is measured on a freshly started proxy.
 
 Kinds (KINDS, comma-separated; all by default):
   h1   HTTP/1.1 keep-alive, plaintext
+  h1-body
+       the same, its one request a POST with a 64-byte body
   h2c  HTTP/2 with prior knowledge, plaintext (one stream, then idle)
   tls  HTTP/1.1 keep-alive over TLS 1.3 (a self-signed P-256 certificate)
   stall-100, stall-16k, stall-1m
@@ -33,7 +35,7 @@ from load import (ROOT, children, haproxy_config, memory_kib, nginx_config,  # n
 
 CONNS = int(os.environ.get("CONNS", "4000"))
 STALLED = int(os.environ.get("STALLED", "500"))
-KINDS = os.environ.get("KINDS", "h1,h2c,tls,stall-100,stall-16k,stall-1m").split(",")
+KINDS = os.environ.get("KINDS", "h1,h1-body,h2c,tls,stall-100,stall-16k,stall-1m").split(",")
 # The stalled kinds' response sizes, each from an upstream of its own.
 STALLS = {"stall-100": (100, 19190), "stall-16k": (16384, 19191), "stall-1m": (1048576, 19192)}
 # How long the connections stay idle before memory is read: long enough for every proxy to
@@ -44,6 +46,7 @@ SETTLE = float(os.environ.get("SETTLE", "2"))
 PORTS = {"upstream": 19180, "portcullis": (19181, 19184), "nginx": (19182, 19185, 19187),
          "haproxy": (19183, 19186)}
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+REQUEST_WITH_BODY = b"POST / HTTP/1.1\r\nHost: bench\r\nContent-Length: 64\r\n\r\n" + b"x" * 64
 # Another build of the gateway, given as the argument, is measured in place of this one.
 BINARY = sys.argv[1] if len(sys.argv) > 1 else f"{ROOT}/target/release/portcullis"
 
@@ -128,7 +131,7 @@ def open_one(kind, ports):
     if kind == "h2c":
         h2_exchange(sock)
     else:
-        sock.sendall(REQUEST)
+        sock.sendall(REQUEST_WITH_BODY if kind == "h1-body" else REQUEST)
         read_answer(sock)
     return sock
 
