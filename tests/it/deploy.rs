@@ -3,7 +3,7 @@
 //! read from the files and run against the built binary, so they cannot drift from the CLI or
 //! the config rules.
 
-use crate::support::free_port;
+use crate::support::{free_port, temp_path};
 use serde::Deserialize as _;
 use serde_yaml::Value;
 use std::collections::HashMap;
@@ -37,8 +37,7 @@ impl Installed {
             text = text.replace(&format!(":{port}"), &format!(":{free}"));
             ports.insert(port, free);
         }
-        let dir =
-            std::env::temp_dir().join(format!("portcullis-deploy-{}-{name}", std::process::id()));
+        let dir = temp_path(&format!("deploy-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("gateway.yaml");
         std::fs::write(&config, text).unwrap();

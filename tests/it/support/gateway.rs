@@ -79,12 +79,39 @@ pub fn gateway_file_env(path: &std::path::Path, vars: &[(&str, &str)]) -> TestGa
     }
 }
 
-/// A fresh path under the system temp folder, unique to this process and call.
+/// A fresh path in this test process's folder under the system temp folder, unique to the
+/// call.
 pub fn temp_path(name: &str) -> std::path::PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
-    std::env::temp_dir().join(format!("portcullis-test-{}-{n}-{name}", std::process::id()))
+    test_dir().join(format!("{n}-{name}"))
 }
+
+/// The folder of this test process's files (configs, certificates, logs). Tests end without a
+/// hook to remove it, so each test process removes those left by processes no longer running.
+fn test_dir() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let temp = std::env::temp_dir();
+        for entry in std::fs::read_dir(&temp).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEST_DIR_PREFIX)) else {
+                continue;
+            };
+            let pid = rest.split('-').next().unwrap_or_default();
+            let alive = std::path::Path::new("/proc").join(pid).exists();
+            if !pid.is_empty() && !alive {
+                let path = entry.path();
+                let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+            }
+        }
+        let dir = temp.join(format!("{TEST_DIR_PREFIX}{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("test folder");
+        dir
+    })
+}
+
+const TEST_DIR_PREFIX: &str = "portcullis-test-";
 
 /// Tests run in parallel: the admin listener gets an ephemeral port unless the YAML sets one.
 pub fn with_test_admin(yaml: &str) -> String {
