@@ -25,8 +25,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -283,8 +282,8 @@ async fn serve_tls(
     }
 }
 
-/// Serves HTTP/2. Boxed by its callers, as the TLS path is: the connection's state is
-/// large, and inline it would size every plaintext HTTP/1.1 connection's task to it.
+/// Serves HTTP/2. Boxed on the plaintext path (the TLS path is boxed whole): the connection's
+/// state is large, and inline it would size every plaintext HTTP/1.1 connection's task to it.
 async fn serve_h2<I>(io: I, info: Arc<ConnInfo>, serving: &Serving, shutdown: &Shutdown)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
