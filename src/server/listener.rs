@@ -329,10 +329,11 @@ where
     let mut stopped = shutdown.stopped();
     let mut ahead = Bytes::new();
     loop {
-        let parts = {
+        // hyper's part, in a block of its own: what it holds, the boxed connection and the
+        // parts taken back from it, is gone before the connection parks, so while parked the
+        // connection's future keeps no room for any of it.
+        {
             let parking = Parking::new(io, ahead, Arc::clone(&park));
-            // Boxed, and the box gone before the connection parks: while parked, the
-            // connection keeps no room for hyper's state.
             let mut conn = Box::new(
                 serving
                     .h1
@@ -340,25 +341,18 @@ where
                     .with_upgrades(),
             );
             let graceful = http1::UpgradeableConnection::graceful_shutdown;
-            let conn_ref = Pin::new(&mut *conn);
-            let result = drive(
-                conn_ref,
-                graceful,
-                &mut stopped,
-                idle.as_mut(),
-                watched.peer,
-            );
-            let result = result.await;
+            let pinned = Pin::new(&mut *conn);
+            let peer = watched.peer;
+            let result = drive(pinned, graceful, &mut stopped, idle.as_mut(), peer).await;
             if !park.is_parked() {
                 ended(watched.peer, result);
                 break;
             }
-            conn.into_parts()
-        };
-        let Some(parts) = parts else {
-            break;
-        };
-        (io, ahead, service) = take_back(parts);
+            (io, ahead, service) = match conn.into_parts() {
+                Some(parts) => take_back(parts),
+                None => break,
+            };
+        }
         let parked = Instant::now();
         if ahead.is_empty() {
             let woken = tokio::select! {
