@@ -345,7 +345,7 @@ where
             let peer = watched.peer;
             let result = drive(pinned, graceful, &mut stopped, idle.as_mut(), peer).await;
             if !park.is_parked() {
-                ended(watched.peer, result);
+                ended(peer, result);
                 break;
             }
             (io, ahead, service) = match conn.into_parts() {
